@@ -1,0 +1,523 @@
+//! Group commit: the write path shared by both backends.
+//!
+//! Requests queue on a channel; one writer drains what has queued up (up to
+//! [`MAX_BATCH`]), reads the state the batch depends on (stream heads, unique-key owners,
+//! idempotency keys, ledger heads), plans the batch in memory with [`plan_batch`], writes
+//! the plan in one transaction and answers every request only after the commit is durable.
+//! A request that conflicts or breaks a unique key fails alone; the rest of its batch
+//! commits. If the transaction itself fails, the writer retries each request on its own so
+//! that one bad write cannot take its neighbours down.
+
+use crate::model::*;
+use chrono::{DateTime, Utc};
+use salus_kernel::{EventEnvelope, Hash32, TenantContext, TenantId, new_id};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// The most requests one transaction carries.
+pub const MAX_BATCH: usize = 1024;
+/// How many writes may wait for the writer before callers are slowed down.
+pub const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// Told about each committed batch (for metrics). Implemented above the store.
+pub trait CommitObserver: Send + Sync + 'static {
+    fn batch_committed(&self, requests: usize, events: usize, took: Duration);
+}
+
+/// One queued write and where its answer goes.
+pub struct Pending {
+    pub ctx: TenantContext,
+    pub write: Write,
+    pub reply: oneshot::Sender<Result<Committed, StoreError>>,
+}
+
+/// The sending side of the queue. Cloning is cheap; [`CommitQueue::close`] stops new writes
+/// and lets the writer finish what is queued.
+pub struct CommitQueue {
+    tx: Mutex<Option<mpsc::Sender<Pending>>>,
+    done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl CommitQueue {
+    /// A queue and the receiving end for the writer; the writer must send on the returned
+    /// `done` sender when it has drained the queue and stopped.
+    pub fn new() -> (Arc<Self>, mpsc::Receiver<Pending>, oneshot::Sender<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (done_tx, done_rx) = oneshot::channel();
+        (
+            Arc::new(Self {
+                tx: Mutex::new(Some(tx)),
+                done: tokio::sync::Mutex::new(Some(done_rx)),
+            }),
+            rx,
+            done_tx,
+        )
+    }
+
+    pub async fn submit(&self, ctx: &TenantContext, write: Write) -> Result<Committed, StoreError> {
+        let sender = {
+            let guard = self.tx.lock().map_err(|_| StoreError::ShuttingDown)?;
+            guard.clone().ok_or(StoreError::ShuttingDown)?
+        };
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Pending {
+                ctx: ctx.clone(),
+                write,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        drop(sender);
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped before answering".into()))?
+    }
+
+    /// Refuse new writes and wait until every queued one has been answered.
+    pub async fn close(&self) {
+        if let Ok(mut guard) = self.tx.lock() {
+            guard.take();
+        }
+        let done = self.done.lock().await.take();
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
+}
+
+/// Drain up to [`MAX_BATCH`] already-queued requests after `first`.
+pub fn fill_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
+    let mut batch = Vec::with_capacity(64);
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// What a batch needs to read before it can be planned.
+#[derive(Debug, Default)]
+pub struct Needs {
+    pub streams: Vec<Uuid>,
+    pub keys: Vec<(TenantId, UniqueKey)>,
+    pub idempotency: Vec<(TenantId, String)>,
+    pub tenants: Vec<TenantId>,
+}
+
+impl Needs {
+    pub fn of(batch: &[(TenantContext, Write)]) -> Self {
+        let mut n = Needs::default();
+        let mut streams = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut idem = HashSet::new();
+        let mut tenants = HashSet::new();
+        for (ctx, w) in batch {
+            let t = ctx.tenant;
+            if streams.insert(w.stream_id) {
+                n.streams.push(w.stream_id);
+            }
+            for k in w.claims.iter().chain(w.releases.iter()) {
+                if keys.insert((t, k.clone())) {
+                    n.keys.push((t, k.clone()));
+                }
+            }
+            if let Some(r) = &w.idempotency {
+                if idem.insert((t, r.key.clone())) {
+                    n.idempotency.push((t, r.key.clone()));
+                }
+            }
+            if tenants.insert(t) {
+                n.tenants.push(t);
+            }
+        }
+        n
+    }
+}
+
+/// The state read for a batch.
+#[derive(Debug, Default)]
+pub struct BatchState {
+    /// stream id → (tenant, version, hash)
+    pub heads: HashMap<Uuid, (TenantId, i64, Hash32)>,
+    /// (tenant, key) → owning stream
+    pub owners: HashMap<(TenantId, UniqueKey), Uuid>,
+    /// idempotency keys already stored
+    pub idempotency: HashSet<(TenantId, String)>,
+    /// tenant → last ledger seq
+    pub ledger: HashMap<TenantId, i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedHead {
+    pub tenant: TenantId,
+    pub head: StreamHead,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedResource {
+    pub tenant: TenantId,
+    pub resource_type: String,
+    pub id: Uuid,
+    pub version: i64,
+    pub doc: serde_json::Value,
+    /// The resource did not exist before this batch.
+    pub created: bool,
+    pub search: Vec<SearchRow>,
+}
+
+/// Everything one batch writes, and each request's answer.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub recorded_at: DateTime<Utc>,
+    pub events: Vec<EventEnvelope>,
+    pub heads: Vec<PlannedHead>,
+    pub resources: Vec<PlannedResource>,
+    pub key_deletes: Vec<(TenantId, UniqueKey)>,
+    pub key_inserts: Vec<(TenantId, UniqueKey, Uuid)>,
+    pub idempotency: Vec<(TenantId, IdempotencyRecord)>,
+    pub ledger: Vec<(TenantId, i64)>,
+    pub outcomes: Vec<Result<Committed, StoreError>>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+fn check_write(w: &Write) -> Result<(), StoreError> {
+    if w.events.is_empty() {
+        return Err(StoreError::InvalidWrite(
+            "a write needs at least one event".into(),
+        ));
+    }
+    if w.stream_type.is_empty() {
+        return Err(StoreError::InvalidWrite("stream type is empty".into()));
+    }
+    if w.expected_version < 0 {
+        return Err(StoreError::InvalidWrite(
+            "expected version is negative".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Plan a batch in memory: decide each request's outcome in queue order against the read
+/// state and the effects of the requests before it.
+pub fn plan_batch(
+    batch: &[(TenantContext, Write)],
+    mut state: BatchState,
+    recorded_at: DateTime<Utc>,
+) -> Plan {
+    let mut plan = Plan {
+        recorded_at,
+        ..Plan::default()
+    };
+    // Final owner of each touched key, next to what the database holds now.
+    let original_owners = state.owners.clone();
+    let mut head_index: HashMap<Uuid, usize> = HashMap::new();
+    let mut resource_index: HashMap<(TenantId, String, Uuid), usize> = HashMap::new();
+    let mut ledger_touched: Vec<TenantId> = Vec::new();
+
+    for (ctx, w) in batch {
+        let tenant = ctx.tenant;
+        if let Err(e) = check_write(w) {
+            plan.outcomes.push(Err(e));
+            continue;
+        }
+        // Optimistic concurrency on the stream head.
+        let (current, prev_hash) = match state.heads.get(&w.stream_id) {
+            Some((t, v, h)) if *t == tenant => (*v, *h),
+            Some(_) => {
+                plan.outcomes.push(Err(StoreError::InvalidWrite(
+                    "stream id belongs to another tenant".into(),
+                )));
+                continue;
+            }
+            None => (0, Hash32::ZERO),
+        };
+        if current != w.expected_version {
+            plan.outcomes.push(Err(StoreError::Conflict {
+                expected: w.expected_version,
+                actual: current,
+            }));
+            continue;
+        }
+        // Unique keys.
+        let mut dup = None;
+        for k in &w.claims {
+            if let Some(owner) = state.owners.get(&(tenant, k.clone())) {
+                if *owner != w.stream_id {
+                    dup = Some(StoreError::Duplicate {
+                        scope: k.scope.clone(),
+                        value: k.value.clone(),
+                        owner: *owner,
+                    });
+                    break;
+                }
+            }
+        }
+        if let Some(e) = dup {
+            plan.outcomes.push(Err(e));
+            continue;
+        }
+        if let Some(r) = &w.idempotency {
+            if state.idempotency.contains(&(tenant, r.key.clone())) {
+                plan.outcomes.push(Err(StoreError::IdempotencyKeyTaken));
+                continue;
+            }
+        }
+        // Accepted: apply its effects to the in-memory state.
+        for k in &w.releases {
+            let slot = (tenant, k.clone());
+            if state.owners.get(&slot) == Some(&w.stream_id) {
+                state.owners.remove(&slot);
+            }
+        }
+        for k in &w.claims {
+            state.owners.insert((tenant, k.clone()), w.stream_id);
+        }
+        if let Some(r) = &w.idempotency {
+            state.idempotency.insert((tenant, r.key.clone()));
+            plan.idempotency.push((tenant, r.clone()));
+        }
+        let seq = state.ledger.entry(tenant).or_insert(0);
+        if !ledger_touched.contains(&tenant) {
+            ledger_touched.push(tenant);
+        }
+        let mut prev = prev_hash;
+        let mut version = current;
+        let mut events = Vec::with_capacity(w.events.len());
+        for ev in &w.events {
+            version += 1;
+            *seq += 1;
+            let mut env = EventEnvelope {
+                event_id: new_id(),
+                tenant_id: tenant,
+                seq: *seq,
+                stream_type: w.stream_type.clone(),
+                stream_id: w.stream_id,
+                version,
+                event_type: ev.event_type.clone(),
+                schema_version: ev.schema_version,
+                payload: ev.payload.clone(),
+                actor_id: ctx.actor,
+                correlation_id: ctx.correlation_id,
+                causation_id: ctx.causation_id,
+                occurred_at: w.occurred_at,
+                recorded_at,
+                prev_hash: Hash32::ZERO,
+                hash: Hash32::ZERO,
+            };
+            env.seal(prev);
+            prev = env.hash;
+            events.push(env);
+        }
+        state.heads.insert(w.stream_id, (tenant, version, prev));
+        let head = PlannedHead {
+            tenant,
+            head: StreamHead {
+                stream_id: w.stream_id,
+                stream_type: w.stream_type.clone(),
+                version,
+                hash: prev,
+            },
+        };
+        match head_index.get(&w.stream_id) {
+            Some(&i) => plan.heads[i] = head,
+            None => {
+                head_index.insert(w.stream_id, plan.heads.len());
+                plan.heads.push(head);
+            }
+        }
+        if let Some(p) = &w.projection {
+            let key = (tenant, p.resource_type.clone(), w.stream_id);
+            match resource_index.get(&key) {
+                Some(&i) => {
+                    let r = &mut plan.resources[i];
+                    r.version = version;
+                    r.doc = p.doc.clone();
+                    r.search = p.search.clone();
+                }
+                None => {
+                    resource_index.insert(key, plan.resources.len());
+                    plan.resources.push(PlannedResource {
+                        tenant,
+                        resource_type: p.resource_type.clone(),
+                        id: w.stream_id,
+                        version,
+                        doc: p.doc.clone(),
+                        created: w.expected_version == 0,
+                        search: p.search.clone(),
+                    });
+                }
+            }
+        }
+        plan.events.extend(events.iter().cloned());
+        plan.outcomes.push(Ok(Committed {
+            version,
+            events,
+            recorded_at,
+        }));
+    }
+
+    // Key changes: compare the final owners with what the database holds.
+    let mut touched: Vec<&(TenantId, UniqueKey)> = original_owners.keys().collect();
+    for k in state.owners.keys() {
+        if !original_owners.contains_key(k) {
+            touched.push(k);
+        }
+    }
+    for slot in touched {
+        let before = original_owners.get(slot);
+        let after = state.owners.get(slot);
+        if before != after {
+            if before.is_some() {
+                plan.key_deletes.push(slot.clone());
+            }
+            if let Some(owner) = after {
+                plan.key_inserts.push((slot.0, slot.1.clone(), *owner));
+            }
+        }
+    }
+    for t in ledger_touched {
+        if let Some(seq) = state.ledger.get(&t) {
+            plan.ledger.push((t, *seq));
+        }
+    }
+    plan
+}
+
+/// Split a batch into the parts the planner needs and the reply channels.
+pub fn split(
+    batch: Vec<Pending>,
+) -> (
+    Vec<(TenantContext, Write)>,
+    Vec<oneshot::Sender<Result<Committed, StoreError>>>,
+) {
+    batch
+        .into_iter()
+        .map(|p| ((p.ctx, p.write), p.reply))
+        .unzip()
+}
+
+/// Answer every request of a batch.
+pub fn reply_all(
+    replies: Vec<oneshot::Sender<Result<Committed, StoreError>>>,
+    outcomes: Vec<Result<Committed, StoreError>>,
+) {
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salus_kernel::{ActorId, NewEvent};
+    use serde_json::json;
+
+    fn ctx(t: u128) -> TenantContext {
+        TenantContext::new(
+            TenantId(Uuid::from_u128(t)),
+            ActorId(Uuid::from_u128(9)),
+            new_id(),
+        )
+    }
+
+    fn write(stream: Uuid, expected: i64, claims: &[&str]) -> Write {
+        Write {
+            stream_type: "thing".into(),
+            stream_id: stream,
+            expected_version: expected,
+            events: vec![NewEvent {
+                event_type: "thing.happened".into(),
+                schema_version: 1,
+                payload: json!({}),
+            }],
+            occurred_at: Utc::now(),
+            projection: None,
+            claims: claims.iter().map(|c| UniqueKey::new("k", *c)).collect(),
+            releases: vec![],
+            idempotency: None,
+        }
+    }
+
+    #[test]
+    fn second_write_on_same_version_conflicts_and_first_wins() {
+        let s = new_id();
+        let batch = vec![(ctx(1), write(s, 0, &[])), (ctx(1), write(s, 0, &[]))];
+        let plan = plan_batch(&batch, BatchState::default(), Utc::now());
+        assert!(plan.outcomes[0].is_ok());
+        assert_eq!(
+            plan.outcomes[1].as_ref().err(),
+            Some(&StoreError::Conflict {
+                expected: 0,
+                actual: 1
+            })
+        );
+        assert_eq!(plan.events.len(), 1);
+    }
+
+    #[test]
+    fn chained_writes_in_one_batch_link_hashes_and_number_seq() {
+        let s = new_id();
+        let batch = vec![
+            (ctx(1), write(s, 0, &[])),
+            (ctx(1), write(s, 1, &[])),
+            (ctx(2), write(new_id(), 0, &[])),
+        ];
+        let mut state = BatchState::default();
+        state.ledger.insert(TenantId(Uuid::from_u128(1)), 41);
+        let plan = plan_batch(&batch, state, Utc::now());
+        assert!(plan.outcomes.iter().all(|o| o.is_ok()));
+        assert_eq!(plan.events[0].seq, 42);
+        assert_eq!(plan.events[1].seq, 43);
+        assert_eq!(plan.events[2].seq, 1);
+        assert_eq!(plan.events[1].prev_hash, plan.events[0].hash);
+        assert!(plan.events.iter().all(|e| e.hash_is_valid()));
+        assert_eq!(plan.heads.len(), 2);
+        assert_eq!(plan.heads[0].head.version, 2);
+    }
+
+    #[test]
+    fn duplicate_key_in_the_same_batch_fails_only_the_second() {
+        let batch = vec![
+            (ctx(1), write(new_id(), 0, &["a"])),
+            (ctx(1), write(new_id(), 0, &["a"])),
+            (ctx(2), write(new_id(), 0, &["a"])),
+        ];
+        let plan = plan_batch(&batch, BatchState::default(), Utc::now());
+        assert!(plan.outcomes[0].is_ok());
+        assert!(matches!(
+            plan.outcomes[1],
+            Err(StoreError::Duplicate { .. })
+        ));
+        assert!(plan.outcomes[2].is_ok(), "keys are per tenant");
+        assert_eq!(plan.key_inserts.len(), 2);
+    }
+
+    #[test]
+    fn released_key_can_be_claimed_by_another_stream_in_the_same_batch() {
+        let a = new_id();
+        let t = TenantId(Uuid::from_u128(1));
+        let mut state = BatchState::default();
+        state.heads.insert(a, (t, 1, Hash32::ZERO));
+        state.owners.insert((t, UniqueKey::new("k", "x")), a);
+        let mut release = write(a, 1, &[]);
+        release.releases = vec![UniqueKey::new("k", "x")];
+        let b = new_id();
+        let batch = vec![(ctx(1), release), (ctx(1), write(b, 0, &["x"]))];
+        let plan = plan_batch(&batch, state, Utc::now());
+        assert!(plan.outcomes.iter().all(|o| o.is_ok()));
+        assert_eq!(plan.key_deletes, vec![(t, UniqueKey::new("k", "x"))]);
+        assert_eq!(plan.key_inserts, vec![(t, UniqueKey::new("k", "x"), b)]);
+    }
+}

@@ -1,0 +1,208 @@
+//! The values that cross the store port.
+
+use chrono::{DateTime, Utc};
+use salus_kernel::{EventEnvelope, Hash32, NewEvent, TenantId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// One atomic write: the events of one stream plus everything derived from them.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub stream_type: String,
+    pub stream_id: Uuid,
+    /// The stream version the decision was made on; 0 for a new stream.
+    pub expected_version: i64,
+    pub events: Vec<NewEvent>,
+    pub occurred_at: DateTime<Utc>,
+    /// The projection after these events, with its search rows (replacing the old ones).
+    pub projection: Option<Projection>,
+    /// Unique keys this write takes; a key held by another stream fails the write.
+    pub claims: Vec<UniqueKey>,
+    /// Unique keys this stream gives up.
+    pub releases: Vec<UniqueKey>,
+    /// The response to keep for an `Idempotency-Key` replay.
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Projection {
+    pub resource_type: String,
+    pub doc: Value,
+    pub search: Vec<SearchRow>,
+}
+
+/// A typed search row. `value` is already normalised by whoever extracts it (lower case,
+/// accents folded for strings; `YYYY-MM-DD` for dates), so the store compares bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchRow {
+    pub param: String,
+    /// Token system, empty when none.
+    pub system: String,
+    pub value: String,
+}
+
+impl SearchRow {
+    pub fn new(param: &str, value: impl Into<String>) -> Self {
+        Self {
+            param: param.to_owned(),
+            system: String::new(),
+            value: value.into(),
+        }
+    }
+
+    pub fn token(param: &str, system: &str, value: impl Into<String>) -> Self {
+        Self {
+            param: param.to_owned(),
+            system: system.to_owned(),
+            value: value.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UniqueKey {
+    pub scope: String,
+    pub value: String,
+}
+
+impl UniqueKey {
+    pub fn new(scope: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            scope: scope.into(),
+            value: value.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// SHA-256 (hex) of method, path and body of the first request.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: Value,
+    /// The resource the response names, when there is one (for its `Location`/`ETag`).
+    pub resource_version: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The outcome of a committed write.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub version: i64,
+    pub events: Vec<EventEnvelope>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceRow {
+    pub resource_type: String,
+    pub id: Uuid,
+    pub version: i64,
+    pub doc: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOp {
+    Eq,
+    Prefix,
+    Ge,
+    Le,
+    Gt,
+    Lt,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub param: String,
+    /// Token system to match; `None` matches any system.
+    pub system: Option<String>,
+    pub op: FilterOp,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    pub resource_type: String,
+    pub filters: Vec<Filter>,
+    /// Return ids strictly greater than this (cursor).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamHead {
+    pub stream_id: Uuid,
+    pub stream_type: String,
+    pub version: i64,
+    pub hash: Hash32,
+}
+
+/// A signed statement of the tenant's ledger: its first `tree_size` events have Merkle
+/// root `root`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeHead {
+    pub tenant_id: TenantId,
+    pub tree_size: i64,
+    pub root: Hash32,
+    pub signed_at: DateTime<Utc>,
+    /// Hex of the Ed25519 public key that signed.
+    pub key_id: String,
+    /// Hex of the Ed25519 signature over [`TreeHead::signing_input`].
+    pub signature: String,
+}
+
+impl TreeHead {
+    pub fn signing_input(
+        tenant: TenantId,
+        size: i64,
+        root: &Hash32,
+        signed_at: &DateTime<Utc>,
+    ) -> String {
+        format!(
+            "salus-tree-head/v1\n{tenant}\n{size}\n{}\n{}",
+            root.to_hex(),
+            salus_kernel::event::format_instant(signed_at)
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    /// Optimistic concurrency: the stream is not at the expected version.
+    #[error("version conflict: expected {expected}, stream is at {actual}")]
+    Conflict { expected: i64, actual: i64 },
+    /// A unique key is held by another stream.
+    #[error("{scope} {value} is already used by {owner}")]
+    Duplicate {
+        scope: String,
+        value: String,
+        owner: Uuid,
+    },
+    /// The idempotency key was stored by another request meanwhile.
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
+    /// The write is malformed (a programming error upstream).
+    #[error("invalid write: {0}")]
+    InvalidWrite(String),
+    /// Stored data failed an integrity check.
+    #[error("integrity failure: {0}")]
+    Corrupt(String),
+    /// The database is unreachable or refused the operation.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store is shutting down and takes no more writes.
+    #[error("store is shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,103 @@
+//! SQL text shared by the backends where only the placeholder style differs.
+
+use crate::model::{FilterOp, SearchQuery};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound argument of a generated query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    Uuid(Uuid),
+    Text(String),
+    Int(i64),
+}
+
+/// The greatest code point: `prefix || MAX_CHAR` bounds a prefix range in byte order.
+const MAX_CHAR: char = '\u{10FFFF}';
+
+/// Columns selected for a resource row, in the order backends decode them.
+pub const RESOURCE_COLUMNS: &str = "r.id, r.version, r.doc, r.created_at, r.updated_at";
+
+/// Build the search statement for `q` in tenant `tenant`.
+pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<Arg>) {
+    let mut args: Vec<Arg> = Vec::new();
+    let ph = |args: &mut Vec<Arg>, a: Arg| -> String {
+        args.push(a);
+        match dialect {
+            Dialect::Sqlite => format!("?{}", args.len()),
+            Dialect::Postgres => format!("${}", args.len()),
+        }
+    };
+    let t = ph(&mut args, Arg::Uuid(tenant));
+    let rt = ph(&mut args, Arg::Text(q.resource_type.clone()));
+    let mut sql = format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.tenant_id = {t} AND r.resource_type = {rt}"
+    );
+    if let Some(after) = q.after {
+        let a = ph(&mut args, Arg::Uuid(after));
+        sql.push_str(&format!(" AND r.id > {a}"));
+    }
+    for f in &q.filters {
+        let p = ph(&mut args, Arg::Text(f.param.clone()));
+        let mut cond = format!(
+            "SELECT s.resource_id FROM search_index s WHERE s.tenant_id = {t} AND s.resource_type = {rt} AND s.param = {p}"
+        );
+        if let Some(system) = &f.system {
+            let s = ph(&mut args, Arg::Text(system.clone()));
+            cond.push_str(&format!(" AND s.system = {s}"));
+        }
+        match f.op {
+            FilterOp::Prefix => {
+                let lo = ph(&mut args, Arg::Text(f.value.clone()));
+                let hi = ph(&mut args, Arg::Text(format!("{}{MAX_CHAR}", f.value)));
+                cond.push_str(&format!(" AND s.value >= {lo} AND s.value < {hi}"));
+            }
+            op => {
+                let v = ph(&mut args, Arg::Text(f.value.clone()));
+                let sym = match op {
+                    FilterOp::Eq | FilterOp::Prefix => "=",
+                    FilterOp::Ge => ">=",
+                    FilterOp::Le => "<=",
+                    FilterOp::Gt => ">",
+                    FilterOp::Lt => "<",
+                };
+                cond.push_str(&format!(" AND s.value {sym} {v}"));
+            }
+        }
+        sql.push_str(&format!(" AND r.id IN ({cond})"));
+    }
+    let l = ph(&mut args, Arg::Int(i64::from(q.limit)));
+    sql.push_str(&format!(" ORDER BY r.id LIMIT {l}"));
+    (sql, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Filter;
+
+    #[test]
+    fn placeholders_follow_the_dialect_and_count_args() {
+        let q = SearchQuery {
+            resource_type: "patient".into(),
+            filters: vec![Filter {
+                param: "name".into(),
+                system: None,
+                op: FilterOp::Prefix,
+                value: "jo".into(),
+            }],
+            after: None,
+            limit: 10,
+        };
+        let (pg, args) = search(Dialect::Postgres, Uuid::nil(), &q);
+        assert!(pg.contains("$5") && !pg.contains('?'));
+        assert_eq!(args.len(), 6);
+        let (lite, _) = search(Dialect::Sqlite, Uuid::nil(), &q);
+        assert!(lite.contains("?5") && !lite.contains('$'));
+    }
+}

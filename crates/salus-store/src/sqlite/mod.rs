@@ -1,0 +1,801 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer thread owns the write connection and runs the group-commit loop; reads use a
+//! small pool of read-only connections on the blocking thread pool.
+
+use crate::Store;
+use crate::commit::{self, BatchState, CommitObserver, CommitQueue, Needs, Pending, Plan};
+use crate::model::*;
+use crate::sql::{self, Arg, Dialect};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use salus_kernel::clock::truncate_micros;
+use salus_kernel::{ActorId, EventEnvelope, Hash32, TenantContext, TenantId};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Migrations in order; each runs once, in its own transaction.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("0001_init.sql"))];
+
+pub fn schema_version() -> i64 {
+    MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn to_micros(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(v).unwrap_or_default()
+}
+
+fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_err)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")
+        .map_err(db_err)?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+    }
+    // FULL: a commit is on disk (WAL fsync) before it is acknowledged.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err)?;
+    conn.pragma_update(None, "cache_size", -16000)
+        .map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Apply pending migrations to the file at `path` (created if missing). Returns the
+/// versions applied now.
+pub fn migrate(path: &Path) -> Result<Vec<i64>, StoreError> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        }
+    }
+    let mut conn = open_conn(path, false)?;
+    run_migrations(&mut conn)
+}
+
+fn run_migrations(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db_err)?;
+    let mut applied = Vec::new();
+    for (version, name, sql_text) in MIGRATIONS {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if done.is_none() {
+            tx.execute_batch(sql_text).map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, Utc::now().timestamp_micros()],
+            )
+            .map_err(db_err)?;
+            applied.push(*version);
+        }
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(applied)
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        let conn = self.idle.lock().ok().and_then(|mut v| v.pop());
+        match conn {
+            Some(c) => Ok(c),
+            None => open_conn(&self.path, true),
+        }
+    }
+
+    fn give(&self, conn: Connection) {
+        if let Ok(mut v) = self.idle.lock() {
+            if v.len() < 32 {
+                v.push(conn);
+            }
+        }
+    }
+}
+
+pub struct SqliteStore {
+    queue: Arc<CommitQueue>,
+    reads: Arc<ReadPool>,
+    /// Serialises system-scope writes (tenants, tree heads) with the writer via SQLite's
+    /// own locking; they are rare.
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating if needed) the database at `path` and start its writer.
+    pub async fn open(
+        path: &Path,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            migrate(&p)?;
+            open_conn(&p, false)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        let (queue, rx, done) = CommitQueue::new();
+        std::thread::Builder::new()
+            .name("salus-sqlite-writer".into())
+            .spawn(move || {
+                writer_loop(conn, rx, observer);
+                let _ = done.send(());
+            })
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            queue,
+            reads: Arc::new(ReadPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            path,
+        })
+    }
+
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let pool = self.reads.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let out = f(&conn);
+            pool.give(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    /// A short write outside the commit queue (system-scope rows only).
+    async fn side_write<F>(&self, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_conn(&path, false)?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Pending>,
+    observer: Option<Arc<dyn CommitObserver>>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let batch = commit::fill_batch(first, &mut rx);
+        let (reqs, replies) = commit::split(batch);
+        let started = Instant::now();
+        let outcomes = match commit_batch(&mut conn, &reqs) {
+            Ok((outcomes, events)) => {
+                if let Some(o) = &observer {
+                    o.batch_committed(reqs.len(), events, started.elapsed());
+                }
+                outcomes
+            }
+            Err(e) if reqs.len() > 1 => {
+                tracing::warn!(error = %e, size = reqs.len(), "batch failed; retrying its writes one by one");
+                reqs.iter()
+                    .map(|r| match commit_batch(&mut conn, std::slice::from_ref(r)) {
+                        Ok((mut o, _)) => o.pop().unwrap_or(Err(e.clone())),
+                        Err(e) => Err(e),
+                    })
+                    .collect()
+            }
+            Err(e) => vec![Err(e)],
+        };
+        commit::reply_all(replies, outcomes);
+    }
+}
+
+type Outcomes = Vec<Result<Committed, StoreError>>;
+
+fn commit_batch(
+    conn: &mut Connection,
+    reqs: &[(TenantContext, Write)],
+) -> Result<(Outcomes, usize), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    let state = read_state(&tx, &Needs::of(reqs))?;
+    let now = truncate_micros(Utc::now());
+    let plan = commit::plan_batch(reqs, state, now);
+    let events = plan.events.len();
+    if !plan.is_empty() {
+        apply(&tx, &plan)?;
+    }
+    tx.commit().map_err(db_err)?;
+    Ok((plan.outcomes, events))
+}
+
+fn read_state(conn: &Connection, needs: &Needs) -> Result<BatchState, StoreError> {
+    let mut state = BatchState::default();
+    let mut st = conn
+        .prepare_cached("SELECT tenant_id, version, hash FROM streams WHERE stream_id = ?1")
+        .map_err(db_err)?;
+    for s in &needs.streams {
+        let row: Option<(Uuid, i64, Vec<u8>)> = st
+            .query_row([s], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(db_err)?;
+        if let Some((t, v, h)) = row {
+            let hash = Hash32::from_slice(&h)
+                .ok_or_else(|| StoreError::Corrupt(format!("stream {s} has a malformed hash")))?;
+            state.heads.insert(*s, (TenantId(t), v, hash));
+        }
+    }
+    let mut st = conn
+        .prepare_cached(
+            "SELECT stream_id FROM unique_keys WHERE tenant_id = ?1 AND scope = ?2 AND value = ?3",
+        )
+        .map_err(db_err)?;
+    for (t, k) in &needs.keys {
+        let owner: Option<Uuid> = st
+            .query_row(params![t.0, k.scope, k.value], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if let Some(o) = owner {
+            state.owners.insert((*t, k.clone()), o);
+        }
+    }
+    let mut st = conn
+        .prepare_cached("SELECT 1 FROM idempotency WHERE tenant_id = ?1 AND key = ?2")
+        .map_err(db_err)?;
+    for (t, k) in &needs.idempotency {
+        let found: Option<i64> = st
+            .query_row(params![t.0, k], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if found.is_some() {
+            state.idempotency.insert((*t, k.clone()));
+        }
+    }
+    let mut st = conn
+        .prepare_cached("SELECT seq FROM ledger_heads WHERE tenant_id = ?1")
+        .map_err(db_err)?;
+    for t in &needs.tenants {
+        let seq: Option<i64> = st
+            .query_row([t.0], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        state.ledger.insert(*t, seq.unwrap_or(0));
+    }
+    Ok(state)
+}
+
+fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )
+        .map_err(db_err)?;
+    for e in &plan.events {
+        st.execute(params![
+            e.tenant_id.0,
+            e.seq,
+            e.event_id,
+            e.stream_type,
+            e.stream_id,
+            e.version,
+            e.event_type,
+            e.schema_version,
+            e.payload.to_string(),
+            e.actor_id.0,
+            e.correlation_id,
+            e.causation_id,
+            to_micros(&e.occurred_at),
+            to_micros(&e.recorded_at),
+            &e.prev_hash.0[..],
+            &e.hash.0[..],
+        ])
+        .map_err(db_err)?;
+    }
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash",
+        )
+        .map_err(db_err)?;
+    for h in &plan.heads {
+        st.execute(params![
+            h.head.stream_id,
+            h.tenant.0,
+            h.head.stream_type,
+            h.head.version,
+            &h.head.hash.0[..]
+        ])
+        .map_err(db_err)?;
+    }
+    let mut upsert = conn
+        .prepare_cached(
+            "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (tenant_id, resource_type, id) DO UPDATE SET version = excluded.version, doc = excluded.doc, updated_at = excluded.updated_at",
+        )
+        .map_err(db_err)?;
+    let mut clear = conn
+        .prepare_cached(
+            "DELETE FROM search_index WHERE resource_id = ?1 AND tenant_id = ?2 AND resource_type = ?3",
+        )
+        .map_err(db_err)?;
+    let mut index = conn
+        .prepare_cached(
+            "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(db_err)?;
+    let at = to_micros(&plan.recorded_at);
+    for r in &plan.resources {
+        upsert
+            .execute(params![
+                r.tenant.0,
+                r.resource_type,
+                r.id,
+                r.version,
+                r.doc.to_string(),
+                at
+            ])
+            .map_err(db_err)?;
+        if !r.created {
+            clear
+                .execute(params![r.id, r.tenant.0, r.resource_type])
+                .map_err(db_err)?;
+        }
+        for s in &r.search {
+            index
+                .execute(params![
+                    r.tenant.0,
+                    r.resource_type,
+                    s.param,
+                    s.value,
+                    s.system,
+                    r.id
+                ])
+                .map_err(db_err)?;
+        }
+    }
+    let mut st = conn
+        .prepare_cached(
+            "DELETE FROM unique_keys WHERE tenant_id = ?1 AND scope = ?2 AND value = ?3",
+        )
+        .map_err(db_err)?;
+    for (t, k) in &plan.key_deletes {
+        st.execute(params![t.0, k.scope, k.value]).map_err(db_err)?;
+    }
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO unique_keys (tenant_id, scope, value, stream_id) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(db_err)?;
+    for (t, k, owner) in &plan.key_inserts {
+        st.execute(params![t.0, k.scope, k.value, owner])
+            .map_err(db_err)?;
+    }
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, resource_version, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(db_err)?;
+    for (t, r) in &plan.idempotency {
+        st.execute(params![
+            t.0,
+            r.key,
+            r.request_hash,
+            r.status,
+            r.body.to_string(),
+            r.resource_version,
+            to_micros(&r.created_at),
+            to_micros(&r.expires_at)
+        ])
+        .map_err(db_err)?;
+    }
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO ledger_heads (tenant_id, seq) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq",
+        )
+        .map_err(db_err)?;
+    for (t, seq) in &plan.ledger {
+        st.execute(params![t.0, seq]).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash";
+
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventEnvelope> {
+    let payload: String = r.get(8)?;
+    let prev: Vec<u8> = r.get(14)?;
+    let hash: Vec<u8> = r.get(15)?;
+    Ok(EventEnvelope {
+        tenant_id: TenantId(r.get(0)?),
+        seq: r.get(1)?,
+        event_id: r.get(2)?,
+        stream_type: r.get(3)?,
+        stream_id: r.get(4)?,
+        version: r.get(5)?,
+        event_type: r.get(6)?,
+        schema_version: r.get(7)?,
+        // A payload that is not JSON is kept visible (as a string) so verify can flag it.
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+        actor_id: ActorId(r.get(9)?),
+        correlation_id: r.get(10)?,
+        causation_id: r.get(11)?,
+        occurred_at: from_micros(r.get(12)?),
+        recorded_at: from_micros(r.get(13)?),
+        prev_hash: Hash32::from_slice(&prev).unwrap_or_default(),
+        hash: Hash32::from_slice(&hash).unwrap_or_default(),
+    })
+}
+
+fn resource_from_row(resource_type: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+    let doc: String = r.get(2)?;
+    Ok(ResourceRow {
+        resource_type: resource_type.to_owned(),
+        id: r.get(0)?,
+        version: r.get(1)?,
+        doc: serde_json::from_str(&doc).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        created_at: from_micros(r.get(3)?),
+        updated_at: from_micros(r.get(4)?),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn commit(&self, ctx: &TenantContext, write: Write) -> Result<Committed, StoreError> {
+        self.queue.submit(ctx, write).await
+    }
+
+    async fn resource(
+        &self,
+        ctx: &TenantContext,
+        resource_type: &str,
+        id: Uuid,
+    ) -> Result<Option<ResourceRow>, StoreError> {
+        let t = ctx.tenant.0;
+        let rt = resource_type.to_owned();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {} FROM resources r WHERE r.tenant_id = ?1 AND r.resource_type = ?2 AND r.id = ?3",
+                    sql::RESOURCE_COLUMNS
+                ))
+                .map_err(db_err)?;
+            st.query_row(params![t, rt, id], |r| resource_from_row(&rt, r))
+                .optional()
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn stream(
+        &self,
+        ctx: &TenantContext,
+        stream_id: Uuid,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let t = ctx.tenant.0;
+        let until = until.map(|u| to_micros(&u)).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ?1 AND tenant_id = ?2 AND recorded_at <= ?3 ORDER BY version"
+                ))
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![stream_id, t, until], event_from_row)
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn search(
+        &self,
+        ctx: &TenantContext,
+        query: &SearchQuery,
+    ) -> Result<Vec<ResourceRow>, StoreError> {
+        let (text, args) = sql::search(Dialect::Sqlite, ctx.tenant.0, query);
+        let rt = query.resource_type.clone();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&text).map_err(db_err)?;
+            let bound: Vec<rusqlite::types::Value> = args
+                .into_iter()
+                .map(|a| match a {
+                    Arg::Uuid(u) => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
+                    Arg::Text(s) => rusqlite::types::Value::Text(s),
+                    Arg::Int(i) => rusqlite::types::Value::Integer(i),
+                })
+                .collect();
+            let rows = st
+                .query_map(rusqlite::params_from_iter(bound), |r| {
+                    resource_from_row(&rt, r)
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn unique_owner(
+        &self,
+        ctx: &TenantContext,
+        scope: &str,
+        value: &str,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let t = ctx.tenant.0;
+        let (scope, value) = (scope.to_owned(), value.to_owned());
+        self.read(move |c| {
+            c.prepare_cached("SELECT stream_id FROM unique_keys WHERE tenant_id = ?1 AND scope = ?2 AND value = ?3")
+                .map_err(db_err)?
+                .query_row(params![t, scope, value], |r| r.get(0))
+                .optional()
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn idempotency(
+        &self,
+        ctx: &TenantContext,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let t = ctx.tenant.0;
+        let key = key.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT key, request_hash, status, body, resource_version, created_at, expires_at FROM idempotency WHERE tenant_id = ?1 AND key = ?2",
+            )
+            .map_err(db_err)?
+            .query_row(params![t, key], |r| {
+                let body: String = r.get(3)?;
+                Ok(IdempotencyRecord {
+                    key: r.get(0)?,
+                    request_hash: r.get(1)?,
+                    status: r.get(2)?,
+                    body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                    resource_version: r.get(4)?,
+                    created_at: from_micros(r.get(5)?),
+                    expires_at: from_micros(r.get(6)?),
+                })
+            })
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let now = to_micros(&now);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_conn(&path, false)?;
+            conn.execute("DELETE FROM idempotency WHERE expires_at < ?1", [now])
+                .map(|n| n as u64)
+                .map_err(db_err)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+
+    async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let t = tenant.clone();
+        self.side_write(move |c| {
+            c.execute(
+                "INSERT INTO tenants (tenant_id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![t.id.0, t.name, to_micros(&t.created_at)],
+            )
+            .map(|_| ())
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::Duplicate {
+                        scope: "tenant".into(),
+                        value: t.name.clone(),
+                        owner: t.id.0,
+                    }
+                }
+                other => db_err(other),
+            })
+        })
+        .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT tenant_id, name, created_at FROM tenants ORDER BY created_at, name",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(Tenant {
+                        id: TenantId(r.get(0)?),
+                        name: r.get(1)?,
+                        created_at: from_micros(r.get(2)?),
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                ))
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![tenant.0, after, limit], event_from_row)
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn event_by_id(&self, event_id: Uuid) -> Result<Option<EventEnvelope>, StoreError> {
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"
+            ))
+            .map_err(db_err)?
+            .query_row([event_id], event_from_row)
+            .optional()
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn ledger_head(&self, tenant: TenantId) -> Result<i64, StoreError> {
+        self.read(move |c| {
+            let seq: Option<i64> = c
+                .prepare_cached("SELECT seq FROM ledger_heads WHERE tenant_id = ?1")
+                .map_err(db_err)?
+                .query_row([tenant.0], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            Ok(seq.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn stream_heads(&self, tenant: TenantId) -> Result<Vec<StreamHead>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT stream_id, stream_type, version, hash FROM streams WHERE tenant_id = ?1")
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([tenant.0], |r| {
+                    let h: Vec<u8> = r.get(3)?;
+                    Ok(StreamHead {
+                        stream_id: r.get(0)?,
+                        stream_type: r.get(1)?,
+                        version: r.get(2)?,
+                        hash: Hash32::from_slice(&h).unwrap_or_default(),
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn tree_heads(&self, tenant: TenantId) -> Result<Vec<TreeHead>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT tree_size, root_hash, signed_at, key_id, signature FROM tree_heads WHERE tenant_id = ?1 ORDER BY tree_size")
+                .map_err(db_err)?;
+            let rows = st
+                .query_map([tenant.0], |r| {
+                    let root: Vec<u8> = r.get(1)?;
+                    Ok(TreeHead {
+                        tenant_id: tenant,
+                        tree_size: r.get(0)?,
+                        root: Hash32::from_slice(&root).unwrap_or_default(),
+                        signed_at: from_micros(r.get(2)?),
+                        key_id: r.get(3)?,
+                        signature: r.get(4)?,
+                    })
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn put_tree_head(&self, head: &TreeHead) -> Result<(), StoreError> {
+        let h = head.clone();
+        self.side_write(move |c| {
+            c.execute(
+                "INSERT INTO tree_heads (tenant_id, tree_size, root_hash, signed_at, key_id, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![h.tenant_id.0, h.tree_size, &h.root.0[..], to_micros(&h.signed_at), h.key_id, h.signature],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let want = schema_version();
+        let have: i64 = self
+            .read(|c| {
+                c.query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)
+            })
+            .await?;
+        if have == want {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "schema is at version {have}, this build needs {want}"
+            )))
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.queue.close().await;
+    }
+}
