@@ -1,14 +1,248 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The HTTP edge: `/api/v1` (JSON), `/healthz`, `/readyz`, `/metrics` and the OpenAPI 3.1
+//! document at `/api/v1/openapi.json`, generated from the handlers' annotations.
+//!
+//! Handlers are thin: extract → authorise → call a service → map the result. No SQL and no
+//! business rule lives here.
+
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod patients;
+
+use crate::auth::{Authenticator, UserCache};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use salus_domain::service::Services;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Limits and windows of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub body_limit: usize,
+    pub header_limit: usize,
+    pub request_timeout: Duration,
+    pub idempotency_ttl: chrono::Duration,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            header_limit: 32 * 1024,
+            request_timeout: Duration::from_secs(30),
+            idempotency_ttl: chrono::Duration::hours(24),
+        }
     }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub auth: Arc<Authenticator>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ApiConfig>,
+    pub users: Arc<UserCache>,
+}
+
+impl AppState {
+    pub fn new(
+        services: Services,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+        config: ApiConfig,
+    ) -> Self {
+        Self {
+            services,
+            auth,
+            metrics,
+            config: Arc::new(config),
+            users: Arc::new(UserCache::new(Duration::from_secs(5))),
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
+    modifiers(&BearerAuth),
+    tags((name = "patients", description = "Patient registry"), (name = "operations", description = "Health, readiness, metrics"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers and its schema is current.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.services.store.ready().await {
+        Ok(()) => axum::Json(
+            serde_json::json!({"status": "ready", "backend": state.services.store.backend()}),
+        )
+        .into_response(),
+        Err(e) => ApiError::new("unavailable", e.to_string()).into_response(),
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The routes and the OpenAPI document, built together so that no route can be missing
+/// from the document.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(patients::create, patients::search))
+        .routes(routes!(patients::read, patients::patch))
+        .routes(routes!(patients::history))
+        .routes(routes!(patients::action))
+}
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new("method-not-allowed", "this route does not take that method")
+}
+
+/// Refuse requests whose headers together exceed the limit.
+async fn limit_headers(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > limit {
+        return ApiError::new(
+            "headers-too-large",
+            format!("request headers exceed {limit} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Map the timeout layer's bare 408 to a problem.
+async fn problem_for_timeout(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::REQUEST_TIMEOUT
+        && resp
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none()
+    {
+        return ApiError::new("request-timeout", "the request did not finish in time")
+            .into_response();
+    }
+    resp
+}
+
+/// The whole application router.
+pub fn app(state: AppState) -> Router {
+    let (router, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let request_id = HeaderName::from_static("x-request-id");
+    let metrics = state.metrics.clone();
+    let config = state.config.clone();
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(problem_for_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let rid = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            // The path is not logged: it can carry ids of patients.
+            tracing::info_span!("request", method = %req.method(), request_id = %rid)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn_with_state(
+            config.header_limit,
+            limit_headers,
+        ))
+}
+
+/// The application as a service, with trailing slashes trimmed so that `/api/v1/patients/`
+/// (the path of requirements/004) and `/api/v1/patients` are one route.
+pub fn service(
+    state: AppState,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
+    tower_http::normalize_path::NormalizePath<Router>,
+    std::net::SocketAddr,
+> {
+    use tower::Layer;
+    let app =
+        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(app(state));
+    axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app)
 }

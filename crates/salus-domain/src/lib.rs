@@ -1,14 +1,12 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The bounded contexts of Salus: each module holds its aggregates (state, commands,
+//! events, `decide`/`evolve`) and its use-case services. Nothing here knows HTTP or SQL;
+//! persistence goes through the `salus_store::Store` port and time through
+//! `salus_kernel::Clock`.
+//!
+//! - [`registry`]: patients (identifiers, demographics, lifecycle, vital status).
+//! - [`access`]: users of the system and their roles.
+//! - [`service`]: the one command executor every aggregate goes through.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod access;
+pub mod registry;
+pub mod service;

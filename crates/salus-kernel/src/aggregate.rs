@@ -19,7 +19,7 @@ pub enum DomainError {
         field: Option<String>,
     },
     /// The command is well-formed but the aggregate's state does not allow it.
-    #[error("cannot {action} when status is {from}; allowed from {from}: {allowed}")]
+    #[error("cannot {action} when status is {from}; {action} is allowed only from: {allowed}")]
     IllegalTransition {
         action: String,
         from: String,

@@ -12,6 +12,7 @@ pub mod context;
 pub mod event;
 pub mod ids;
 pub mod merkle;
+pub mod text;
 
 pub use aggregate::{Aggregate, DomainError};
 pub use clock::{Clock, SystemClock};

@@ -169,6 +169,9 @@ pub struct PlannedResource {
     pub doc: serde_json::Value,
     /// The resource did not exist before this batch.
     pub created: bool,
+    /// When the write that produced this version happened (its `occurred_at`): the
+    /// resource's `created_at` when created, its `updated_at` always.
+    pub at: DateTime<Utc>,
     pub search: Vec<SearchRow>,
 }
 
@@ -345,6 +348,7 @@ pub fn plan_batch(
                     r.version = version;
                     r.doc = p.doc.clone();
                     r.search = p.search.clone();
+                    r.at = w.occurred_at;
                 }
                 None => {
                     resource_index.insert(key, plan.resources.len());
@@ -355,6 +359,7 @@ pub fn plan_batch(
                         version,
                         doc: p.doc.clone(),
                         created: w.expected_version == 0,
+                        at: w.occurred_at,
                         search: p.search.clone(),
                     });
                 }

@@ -367,7 +367,6 @@ fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
             "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(db_err)?;
-    let at = to_micros(&plan.recorded_at);
     for r in &plan.resources {
         upsert
             .execute(params![
@@ -376,7 +375,7 @@ fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
                 r.id,
                 r.version,
                 r.doc.to_string(),
-                at
+                to_micros(&r.at)
             ])
             .map_err(db_err)?;
         if !r.created {

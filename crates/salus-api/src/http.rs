@@ -1,0 +1,329 @@
+//! Request plumbing shared by the handlers: JSON bodies, ids, ETag/If-Match, cursors and
+//! Idempotency-Key replays.
+
+use crate::AppState;
+use crate::auth::Actor;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use salus_domain::service::Idempotency;
+use salus_kernel::canonical::to_canonical_string;
+use salus_store::ResourceRow;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// A JSON request body: checked content type, size limit, parse errors as problems. Keeps
+/// the raw bytes for idempotency hashing.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+pub async fn read_body(req: Request, limit: usize) -> Result<(HeaderMap, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            "payload-too-large",
+            format!("the request body is larger than {limit} bytes or could not be read"),
+        )
+    })?;
+    Ok((parts.headers, bytes))
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::validation(format!("the body does not fit: {e}"))
+        }
+        _ => ApiError::bad_request(format!("the body is not valid JSON: {e}")),
+    })
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (headers, raw) = read_body(req, state.config.body_limit).await?;
+        if !is_json(&headers) {
+            return Err(ApiError::new(
+                "unsupported-media-type",
+                "send the body as application/json",
+            ));
+        }
+        let value = parse_json(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// An optional JSON body (an empty body is `None`).
+pub struct OptionalJson<T> {
+    pub value: Option<T>,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (headers, raw) = read_body(req, state.config.body_limit).await?;
+        if raw.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(OptionalJson { value: None, raw });
+        }
+        if !is_json(&headers) {
+            return Err(ApiError::new(
+                "unsupported-media-type",
+                "send the body as application/json",
+            ));
+        }
+        Ok(OptionalJson {
+            value: Some(parse_json(&raw)?),
+            raw,
+        })
+    }
+}
+
+pub fn parse_uuid(what: &str, s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::not_found(format!("no {what} with id '{s}'")))
+}
+
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The version an `If-Match` header names. Missing → 428. `*` matches any version.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let v = headers.get(header::IF_MATCH).ok_or_else(|| {
+        ApiError::new(
+            "precondition-required",
+            "send If-Match with the ETag you read (e.g. If-Match: \"3\") so that concurrent changes are not lost",
+        )
+    })?;
+    let text = v.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    tag.parse::<i64>().map(Some).map_err(|_| {
+        ApiError::new(
+            "precondition-failed",
+            format!("If-Match '{text}' is not an ETag of this resource"),
+        )
+    })
+}
+
+/// A JSON response with its ETag.
+pub fn with_etag(status: StatusCode, version: i64, body: Value) -> Response {
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.headers_mut().insert(header::ETAG, etag(version));
+    resp
+}
+
+pub fn encode_cursor(id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+pub fn decode_cursor(s: &str) -> Result<Uuid, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .and_then(|b| Uuid::from_slice(&b).ok())
+        .ok_or_else(|| ApiError::bad_request("cursor is not one this server issued"))
+}
+
+/// The resource view: the projection plus version and timestamps.
+pub fn resource_json(row: &ResourceRow) -> Value {
+    let mut doc = row.doc.clone();
+    if let Value::Object(m) = &mut doc {
+        m.insert("id".into(), Value::String(row.id.to_string()));
+        m.insert("version".into(), Value::from(row.version));
+        m.insert(
+            "created_at".into(),
+            Value::String(salus_kernel::event::format_instant(&row.created_at)),
+        );
+        m.insert(
+            "updated_at".into(),
+            Value::String(salus_kernel::event::format_instant(&row.updated_at)),
+        );
+    }
+    doc
+}
+
+/// How an `Idempotency-Key` request proceeds.
+pub enum IdemStart {
+    /// No key, or a key not seen before: run the request (remembering the response).
+    Run(Option<(String, String)>),
+    /// The key was seen with the same request: here is the first response.
+    Replay(Response),
+}
+
+fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<Value>(body)
+        .map(|v| to_canonical_string(&v).into_bytes())
+        .unwrap_or_else(|_| body.to_vec());
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update([0]);
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(&canonical);
+    hex::encode(h.finalize())
+}
+
+fn replay(record: &salus_store::IdempotencyRecord) -> Response {
+    let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
+    let mut resp = (status, axum::Json(record.body.clone())).into_response();
+    if let Some(v) = record.resource_version {
+        resp.headers_mut().insert(header::ETAG, etag(v));
+    }
+    resp.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    resp
+}
+
+/// Look up the request's `Idempotency-Key`, if it has one. The key is scoped to the actor.
+pub async fn idempotency_start(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<IdemStart, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(IdemStart::Run(None));
+    };
+    let key = raw
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| {
+            !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1-255 visible ASCII characters")
+        })?;
+    let scoped = format!("{}:{key}", actor.user.id);
+    let hash = request_hash(method, path, body);
+    match state
+        .services
+        .store
+        .idempotency(&actor.ctx, &scoped)
+        .await?
+    {
+        Some(rec) if rec.request_hash == hash => Ok(IdemStart::Replay(replay(&rec))),
+        Some(_) => Err(ApiError::new(
+            "idempotency-key-reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new request",
+        )),
+        None => Ok(IdemStart::Run(Some((scoped, hash)))),
+    }
+}
+
+/// After a concurrent request took the key: replay its answer, or refuse.
+pub async fn idempotency_settle(
+    state: &AppState,
+    actor: &Actor,
+    key: &(String, String),
+) -> Result<Response, ApiError> {
+    match state.services.store.idempotency(&actor.ctx, &key.0).await? {
+        Some(rec) if rec.request_hash == key.1 => Ok(replay(&rec)),
+        Some(_) => Err(ApiError::new(
+            "idempotency-key-reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new request",
+        )),
+        None => Err(ApiError::new(
+            "conflict",
+            "a request with this Idempotency-Key is in flight; retry shortly",
+        )),
+    }
+}
+
+/// Build the service-level idempotency spec.
+pub fn idempotency_spec<'a>(
+    state: &AppState,
+    key: Option<&(String, String)>,
+    render: &'a (dyn Fn(&ResourceRow) -> (u16, Value) + Sync),
+) -> Option<Idempotency<'a>> {
+    key.map(|(k, h)| Idempotency {
+        key: k.clone(),
+        request_hash: h.clone(),
+        ttl: state.config.idempotency_ttl,
+        render,
+    })
+}
+
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(serde_json::Map::new());
+            }
+            if let Value::Object(t) = target {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc7396_examples() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut t, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+        let mut t = json!({"a": [1]});
+        merge_patch(&mut t, &json!({"a": {"b": "c"}}));
+        assert_eq!(t, json!({"a": {"b": "c"}}));
+    }
+
+    #[test]
+    fn if_match_reads_strong_and_weak_tags_and_star() {
+        let mut h = HeaderMap::new();
+        assert!(if_match(&h).is_err());
+        h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"7\""));
+        assert_eq!(if_match(&h).unwrap(), Some(7));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(if_match(&h).unwrap(), None);
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        assert!(decode_cursor("!!").is_err());
+    }
+}

@@ -1,0 +1,438 @@
+//! `/api/v1/patients`: register, read (now or `as_of`), history, update with If-Match,
+//! lifecycle actions, and search. Handlers only parse, authorise, call the service and map
+//! the result.
+
+use crate::AppState;
+use crate::auth::Actor;
+use crate::error::ApiError;
+use crate::http::{
+    self, IdemStart, JsonBody, OptionalJson, idempotency_settle, idempotency_spec,
+    idempotency_start, resource_json, with_etag,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use salus_domain::registry::patient::{self, PatientInput, parse_date};
+use salus_domain::registry::{Patient, PatientCommand, PatientDetails};
+use salus_domain::service::ServiceError;
+use salus_kernel::text::fold;
+use salus_store::{Filter, FilterOp, ResourceRow, SearchQuery};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+const BASE: &str = "/api/v1/patients";
+
+fn created(row: &ResourceRow) -> (u16, Value) {
+    (201, resource_json(row))
+}
+
+fn ok(row: &ResourceRow) -> (u16, Value) {
+    (200, resource_json(row))
+}
+
+fn respond(status: u16, row: &ResourceRow) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut resp = with_etag(code, row.version, resource_json(row));
+    if status == 201 {
+        if let Ok(loc) = HeaderValue::from_str(&format!("{BASE}/{}", row.id)) {
+            resp.headers_mut().insert(header::LOCATION, loc);
+        }
+    }
+    resp
+}
+
+/// Register a patient.
+#[utoipa::path(post, path = "/api/v1/patients", tag = "patients",
+    request_body = PatientInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
+    responses((status = 201, description = "Registered", body = Patient), (status = 409, description = "An identifier is already used"), (status = 422, description = "Invalid input")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: JsonBody<PatientInput>,
+) -> Result<Response, ApiError> {
+    actor.require("patients:write")?;
+    let key = match idempotency_start(&state, &actor, &headers, "POST", BASE, &body.raw).await? {
+        IdemStart::Replay(r) => return Ok(r),
+        IdemStart::Run(k) => k,
+    };
+    let id = Uuid::now_v7();
+    let input = body.value;
+    let result = state
+        .services
+        .execute::<Patient, _>(
+            &actor.ctx,
+            id,
+            None,
+            |_, now| {
+                Ok(PatientCommand::Register {
+                    id,
+                    details: PatientDetails::parse(input, now.date_naive())?,
+                })
+            },
+            idempotency_spec(&state, key.as_ref(), &created),
+        )
+        .await;
+    finish(&state, &actor, key, result.map(|c| (201, c.row))).await
+}
+
+async fn finish(
+    state: &AppState,
+    actor: &Actor,
+    key: Option<(String, String)>,
+    result: Result<(u16, ResourceRow), ServiceError>,
+) -> Result<Response, ApiError> {
+    match result {
+        Ok((status, row)) => Ok(respond(status, &row)),
+        Err(ServiceError::IdempotencyKeyTaken) => match key {
+            Some(k) => idempotency_settle(state, actor, &k).await,
+            None => Err(ServiceError::IdempotencyKeyTaken.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReadParams {
+    /// Show the patient as it stood at this instant (RFC 3339).
+    pub as_of: Option<String>,
+}
+
+fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{field} '{s}' is not an RFC 3339 instant like 2026-01-31T12:00:00Z"
+            ))
+        })
+}
+
+/// Read a patient, now or as of a past instant.
+#[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
+    params(("id" = Uuid, Path, description = "Patient id"), ReadParams),
+    responses((status = 200, description = "The patient", body = Patient), (status = 404, description = "No such patient")),
+    security(("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    Query(params): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    actor.require("patients:read")?;
+    let id = http::parse_uuid("patient", &id)?;
+    let current = match params.as_of.as_deref() {
+        Some(at) => {
+            let at = parse_instant("as_of", at)?;
+            state.services.as_of::<Patient>(&actor.ctx, id, at).await?
+        }
+        None => state.services.load::<Patient>(&actor.ctx, id).await?,
+    };
+    let current = current.ok_or_else(|| ApiError::not_found(format!("no patient with id {id}")))?;
+    Ok(respond(200, &current.row))
+}
+
+/// The patient's full history: every event, oldest first.
+#[utoipa::path(get, path = "/api/v1/patients/{id}/history", tag = "patients",
+    params(("id" = Uuid, Path, description = "Patient id")),
+    responses((status = 200, description = "Events of the patient's stream"), (status = 404, description = "No such patient")),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    actor.require("patients:read")?;
+    let id = http::parse_uuid("patient", &id)?;
+    let events = state.services.history::<Patient>(&actor.ctx, id).await?;
+    if events.is_empty() {
+        return Err(ApiError::not_found(format!("no patient with id {id}")));
+    }
+    let items: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            json!({
+                "version": e.version,
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "schema_version": e.schema_version,
+                "occurred_at": salus_kernel::event::format_instant(&e.occurred_at),
+                "recorded_at": salus_kernel::event::format_instant(&e.recorded_at),
+                "actor_id": e.actor_id,
+                "correlation_id": e.correlation_id,
+                "data": e.payload,
+                "hash": e.hash,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "id": id, "items": items })).into_response())
+}
+
+/// Change a patient's details with a JSON merge patch (RFC 7396). Needs If-Match.
+#[utoipa::path(patch, path = "/api/v1/patients/{id}", tag = "patients",
+    params(("id" = Uuid, Path, description = "Patient id"), ("If-Match" = String, Header, description = "The ETag read")),
+    request_body(content = Object, content_type = "application/merge-patch+json"),
+    responses((status = 200, description = "Updated", body = Patient), (status = 412, description = "Stale If-Match"), (status = 428, description = "If-Match missing")),
+    security(("bearer" = [])))]
+pub async fn patch(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    actor.require("patients:write")?;
+    let id = http::parse_uuid("patient", &id)?;
+    let expected = http::if_match(&headers)?;
+    if !body.value.is_object() {
+        return Err(ApiError::validation("a merge patch must be a JSON object"));
+    }
+    let patch = body.value;
+    let result = state
+        .services
+        .execute::<Patient, _>(
+            &actor.ctx,
+            id,
+            expected,
+            |current, now| {
+                let Some(p) = current else {
+                    return Err(salus_kernel::DomainError::NotFound("patient".into()));
+                };
+                let mut doc = p.details.to_input_json();
+                http::merge_patch(&mut doc, &patch);
+                let input: PatientInput = serde_json::from_value(doc).map_err(|e| {
+                    salus_kernel::DomainError::invalid(
+                        "body",
+                        format!("the patched patient does not fit: {e}"),
+                    )
+                })?;
+                Ok(PatientCommand::Update {
+                    details: PatientDetails::parse(input, now.date_naive())?,
+                })
+            },
+            None,
+        )
+        .await;
+    finish(&state, &actor, None, result.map(|c| (200, c.row))).await
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionInput {
+    /// Why (suspend, retire).
+    pub reason: Option<String>,
+    /// Date of death (record-death), `YYYY-MM-DD`.
+    pub date: Option<String>,
+}
+
+/// Lifecycle actions: activate, suspend, reactivate, retire, record-death. Needs If-Match.
+#[utoipa::path(post, path = "/api/v1/patients/{id}/{action}", tag = "patients",
+    params(("id" = Uuid, Path, description = "Patient id"), ("action" = String, Path, description = "activate | suspend | reactivate | retire | record-death"),
+           ("If-Match" = String, Header, description = "The ETag read"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
+    request_body(content = Option<ActionInput>),
+    responses((status = 200, description = "Done", body = Patient), (status = 422, description = "Not allowed in the current state"), (status = 412, description = "Stale If-Match")),
+    security(("bearer" = [])))]
+pub async fn action(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: OptionalJson<ActionInput>,
+) -> Result<Response, ApiError> {
+    actor.require("patients:write")?;
+    let id = http::parse_uuid("patient", &id)?;
+    if !patient::ACTIONS.contains(&action.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "no action '{action}'; actions are: {}",
+            patient::ACTIONS.join(", ")
+        )));
+    }
+    let expected = http::if_match(&headers)?;
+    let path = format!("{BASE}/{id}/{action}");
+    let key = match idempotency_start(&state, &actor, &headers, "POST", &path, &body.raw).await? {
+        IdemStart::Replay(r) => return Ok(r),
+        IdemStart::Run(k) => k,
+    };
+    let input = body.value.unwrap_or_default();
+    let result = state
+        .services
+        .execute::<Patient, _>(
+            &actor.ctx,
+            id,
+            expected,
+            |_, now| {
+                if action == "record-death" {
+                    let date = input.date.as_deref().ok_or_else(|| {
+                        salus_kernel::DomainError::invalid(
+                            "date",
+                            "record-death needs the date of death",
+                        )
+                    })?;
+                    Ok(PatientCommand::RecordDeath {
+                        date: parse_date("date", date)?,
+                        today: now.date_naive(),
+                    })
+                } else {
+                    Ok(PatientCommand::Transition {
+                        action: action.clone(),
+                        reason: input.reason.clone(),
+                    })
+                }
+            },
+            idempotency_spec(&state, key.as_ref(), &ok),
+        )
+        .await;
+    finish(&state, &actor, key, result.map(|c| (200, c.row))).await
+}
+
+/// Search parameters: every one given must match.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchParams {
+    /// `system|value`, or a bare value in any system.
+    pub identifier: Option<String>,
+    /// Prefix of a family or given name, or of the full name; case and accents ignored.
+    pub name: Option<String>,
+    /// `YYYY-MM-DD`, optionally prefixed `eq`, `ge`, `le`, `gt`, `lt`.
+    pub birth_date: Option<String>,
+    /// registered | active | suspended | retired
+    pub status: Option<String>,
+    pub gender: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+const SEARCH_KEYS: &[&str] = &[
+    "identifier",
+    "name",
+    "birth_date",
+    "status",
+    "gender",
+    "phone",
+    "email",
+    "limit",
+    "cursor",
+];
+
+fn eq(param: &str, value: String) -> Filter {
+    Filter {
+        param: param.into(),
+        system: None,
+        op: FilterOp::Eq,
+        value,
+    }
+}
+
+/// Search patients. Results are in registration order; page with `cursor`.
+#[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
+    params(SearchParams),
+    responses((status = 200, description = "A page of patients: { items, next_cursor }")),
+    security(("bearer" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    actor.require("patients:read")?;
+    if let Some(k) = raw.keys().find(|k| !SEARCH_KEYS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown search parameter '{k}'; parameters are: {}",
+            SEARCH_KEYS.join(", ")
+        )));
+    }
+    let get = |k: &str| {
+        raw.get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let mut filters = Vec::new();
+    if let Some(v) = get("identifier") {
+        let f = match v.split_once('|') {
+            Some((system, value)) => Filter {
+                param: "identifier".into(),
+                system: Some(system.to_owned()),
+                op: FilterOp::Eq,
+                value: value.to_owned(),
+            },
+            None => eq("identifier", v),
+        };
+        filters.push(f);
+    }
+    if let Some(v) = get("name") {
+        filters.push(Filter {
+            param: "name".into(),
+            system: None,
+            op: FilterOp::Prefix,
+            value: fold(&v),
+        });
+    }
+    if let Some(v) = get("birth_date") {
+        let (op, date) = match v.get(..2) {
+            Some("ge") => (FilterOp::Ge, &v[2..]),
+            Some("le") => (FilterOp::Le, &v[2..]),
+            Some("gt") => (FilterOp::Gt, &v[2..]),
+            Some("lt") => (FilterOp::Lt, &v[2..]),
+            Some("eq") => (FilterOp::Eq, &v[2..]),
+            _ => (FilterOp::Eq, v.as_str()),
+        };
+        let date = parse_date("birth_date", date).map_err(ApiError::from)?;
+        filters.push(Filter {
+            param: "birth_date".into(),
+            system: None,
+            op,
+            value: date.format("%Y-%m-%d").to_string(),
+        });
+    }
+    if let Some(v) = get("status") {
+        if patient::PatientStatus::parse(&v).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "status '{v}' is not one of registered, active, suspended, retired"
+            )));
+        }
+        filters.push(eq("status", v));
+    }
+    if let Some(v) = get("gender") {
+        filters.push(eq("gender", v.to_ascii_lowercase()));
+    }
+    if let Some(v) = get("phone") {
+        let p = salus_domain::registry::values::E164Phone::parse(&v).map_err(ApiError::from)?;
+        filters.push(eq("phone", p.as_str().to_owned()));
+    }
+    if let Some(v) = get("email") {
+        filters.push(eq("email", v.to_lowercase()));
+    }
+    let limit = match get("limit") {
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 200"))?,
+        None => 50,
+    };
+    let after = get("cursor").map(|c| http::decode_cursor(&c)).transpose()?;
+    let query = SearchQuery {
+        resource_type: "patient".into(),
+        filters,
+        after,
+        limit: limit + 1,
+    };
+    let mut found = state.services.search::<Patient>(&actor.ctx, &query).await?;
+    let next = if found.len() > limit as usize {
+        found.truncate(limit as usize);
+        found.last().map(|c| http::encode_cursor(c.row.id))
+    } else {
+        None
+    };
+    let items: Vec<Value> = found.iter().map(|c| resource_json(&c.row)).collect();
+    Ok(axum::Json(json!({ "items": items, "next_cursor": next })).into_response())
+}

@@ -1,0 +1,76 @@
+//! Access: users of Salus, the roles they hold and the permissions roles grant.
+//!
+//! This is the first cut: built-in roles with a fixed permission list. Tenant-defined roles,
+//! time-bound assignments and SMART scopes come with the access-control work.
+
+pub mod user;
+
+pub use user::{User, UserCommand, UserEvent};
+
+/// A permission: a domain-scoped verb such as `patients:read`.
+pub type Permission = &'static str;
+
+/// Every permission Salus knows, documented in one place.
+pub const PERMISSIONS: &[(Permission, &str)] = &[
+    (
+        "patients:read",
+        "read patient demographics, history and past states",
+    ),
+    (
+        "patients:write",
+        "register patients, change their details and lifecycle",
+    ),
+    ("users:write", "create users and change their roles"),
+    ("audit:read", "read the event log, tree heads and proofs"),
+];
+
+/// Built-in roles and what they grant.
+pub const ROLES: &[(&str, &[Permission])] = &[
+    (
+        "admin",
+        &[
+            "patients:read",
+            "patients:write",
+            "users:write",
+            "audit:read",
+        ],
+    ),
+    ("provider", &["patients:read", "patients:write"]),
+    ("viewer", &["patients:read"]),
+    ("auditor", &["audit:read"]),
+];
+
+pub fn role_exists(role: &str) -> bool {
+    ROLES.iter().any(|(r, _)| *r == role)
+}
+
+/// Whether any of `roles` grants `permission`.
+pub fn grants(roles: &[String], permission: &str) -> bool {
+    roles.iter().any(|r| {
+        ROLES
+            .iter()
+            .find(|(name, _)| name == r)
+            .is_some_and(|(_, perms)| perms.contains(&permission))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_grants_only_known_permissions() {
+        for (_, perms) in ROLES {
+            for p in *perms {
+                assert!(PERMISSIONS.iter().any(|(k, _)| k == p), "{p}");
+            }
+        }
+    }
+
+    #[test]
+    fn viewer_cannot_write_and_admin_can() {
+        assert!(!grants(&["viewer".into()], "patients:write"));
+        assert!(grants(&["viewer".into(), "admin".into()], "patients:write"));
+        assert!(!grants(&[], "patients:read"));
+    }
+}

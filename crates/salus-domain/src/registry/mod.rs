@@ -1,0 +1,6 @@
+//! The patient registry.
+
+pub mod patient;
+pub mod values;
+
+pub use patient::{Patient, PatientCommand, PatientDetails, PatientEvent, PatientStatus};

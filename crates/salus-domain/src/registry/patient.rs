@@ -1,0 +1,640 @@
+//! The Patient aggregate (DESIGN.md §7): identifiers, demographics kept to what care needs,
+//! contact details, the lifecycle `registered → active → suspended → retired`, vital status,
+//! and the persona profile and shard it belongs to.
+
+use super::values::{Address, E164Phone, Email, Gender, HumanName, Identifier};
+use crate::service::Projected;
+use chrono::NaiveDate;
+use salus_kernel::aggregate::DomainEvent;
+use salus_kernel::text::fold;
+use salus_kernel::{Aggregate, DomainError, NewEvent};
+use salus_store::{SearchRow, UniqueKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PatientStatus {
+    Registered,
+    Active,
+    Suspended,
+    Retired,
+}
+
+impl PatientStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PatientStatus::Registered => "registered",
+            PatientStatus::Active => "active",
+            PatientStatus::Suspended => "suspended",
+            PatientStatus::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "registered" => Some(Self::Registered),
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            "retired" => Some(Self::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// The lifecycle actions and the transition table: (action, allowed from, to).
+pub const TRANSITIONS: &[(&str, &[PatientStatus], PatientStatus)] = &[
+    (
+        "activate",
+        &[PatientStatus::Registered],
+        PatientStatus::Active,
+    ),
+    (
+        "suspend",
+        &[PatientStatus::Active],
+        PatientStatus::Suspended,
+    ),
+    (
+        "reactivate",
+        &[PatientStatus::Suspended],
+        PatientStatus::Active,
+    ),
+    (
+        "retire",
+        &[
+            PatientStatus::Registered,
+            PatientStatus::Active,
+            PatientStatus::Suspended,
+        ],
+        PatientStatus::Retired,
+    ),
+];
+
+/// The actions `POST /patients/{id}/{action}` accepts.
+pub const ACTIONS: &[&str] = &[
+    "activate",
+    "suspend",
+    "reactivate",
+    "retire",
+    "record-death",
+];
+
+/// What a client sends to register or (after a merge patch) update a patient. Unknown
+/// fields are refused so that a typo is an error, not silently dropped data.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientInput {
+    #[serde(default)]
+    pub identifiers: Vec<IdentifierInput>,
+    #[serde(default)]
+    pub name: Vec<NameInput>,
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    #[serde(default)]
+    pub gender: Option<String>,
+    #[serde(default)]
+    pub phones: Vec<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub address: Option<Address>,
+    #[serde(default)]
+    pub persona_profile_id: Option<Uuid>,
+    #[serde(default)]
+    pub shard_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierInput {
+    pub system: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameInput {
+    pub family: String,
+    #[serde(default)]
+    pub given: Vec<String>,
+}
+
+/// Demographics and contact details, every field valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PatientDetails {
+    pub identifiers: Vec<Identifier>,
+    pub name: Vec<HumanName>,
+    #[serde(default)]
+    pub birth_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub gender: Option<Gender>,
+    #[serde(default)]
+    pub phones: Vec<E164Phone>,
+    #[serde(default)]
+    pub email: Option<Email>,
+    #[serde(default)]
+    pub address: Option<Address>,
+    #[serde(default)]
+    pub persona_profile_id: Option<Uuid>,
+    #[serde(default)]
+    pub shard_id: Option<Uuid>,
+}
+
+pub fn parse_date(field: &str, s: &str) -> Result<NaiveDate, DomainError> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
+        DomainError::invalid(
+            field,
+            format!("{field} '{s}' is not a date like 1980-04-23"),
+        )
+    })
+}
+
+impl PatientDetails {
+    /// Parse client input; `today` bounds dates that cannot lie in the future.
+    pub fn parse(input: PatientInput, today: NaiveDate) -> Result<Self, DomainError> {
+        let mut identifiers = Vec::with_capacity(input.identifiers.len());
+        for i in &input.identifiers {
+            let id = Identifier::parse(&i.system, &i.value)?;
+            if identifiers
+                .iter()
+                .any(|x: &Identifier| x.system == id.system)
+            {
+                return Err(DomainError::invalid(
+                    "identifiers",
+                    format!(
+                        "two identifiers in system '{}': a patient has one value per system",
+                        id.system
+                    ),
+                ));
+            }
+            identifiers.push(id);
+        }
+        if input.name.is_empty() {
+            return Err(DomainError::invalid(
+                "name",
+                "a patient needs at least one name with a family name",
+            ));
+        }
+        let name = input
+            .name
+            .iter()
+            .map(|n| HumanName::parse(&n.family, &n.given))
+            .collect::<Result<Vec<_>, _>>()?;
+        let birth_date = input
+            .birth_date
+            .as_deref()
+            .map(|d| parse_date("birth_date", d))
+            .transpose()?;
+        if let Some(b) = birth_date {
+            if b > today {
+                return Err(DomainError::invalid(
+                    "birth_date",
+                    "birth_date is in the future",
+                ));
+            }
+        }
+        let gender = input.gender.as_deref().map(Gender::parse).transpose()?;
+        let phones = input
+            .phones
+            .iter()
+            .map(|p| E164Phone::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let email = input.email.as_deref().map(Email::parse).transpose()?;
+        let address = input.address.map(Address::checked).transpose()?;
+        Ok(Self {
+            identifiers,
+            name,
+            birth_date,
+            gender,
+            phones,
+            email,
+            address,
+            persona_profile_id: input.persona_profile_id,
+            shard_id: input.shard_id,
+        })
+    }
+
+    /// Back to the input form (for JSON merge patch).
+    pub fn to_input_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Deceased {
+    pub date: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Patient {
+    pub id: Uuid,
+    #[serde(flatten)]
+    pub details: PatientDetails,
+    pub status: PatientStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deceased: Option<Deceased>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PatientCommand {
+    Register {
+        id: Uuid,
+        details: PatientDetails,
+    },
+    Update {
+        details: PatientDetails,
+    },
+    /// A lifecycle action from [`TRANSITIONS`].
+    Transition {
+        action: String,
+        reason: Option<String>,
+    },
+    RecordDeath {
+        date: NaiveDate,
+        today: NaiveDate,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub id: Uuid,
+    #[serde(flatten)]
+    pub details: PatientDetails,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChanged {
+    pub from: PatientStatus,
+    pub to: PatientStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PatientEvent {
+    Registered(Registered),
+    /// The full new demographics (before/after is the previous event and this one).
+    Updated(PatientDetails),
+    Activated(StatusChanged),
+    Suspended(StatusChanged),
+    Reactivated(StatusChanged),
+    Retired(StatusChanged),
+    DeathRecorded(Deceased),
+}
+
+impl Serialize for PatientEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PatientEvent::Registered(e) => e.serialize(s),
+            PatientEvent::Updated(e) => e.serialize(s),
+            PatientEvent::Activated(e)
+            | PatientEvent::Suspended(e)
+            | PatientEvent::Reactivated(e)
+            | PatientEvent::Retired(e) => e.serialize(s),
+            PatientEvent::DeathRecorded(e) => e.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PatientEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "patient events are decoded by their event type",
+        ))
+    }
+}
+
+impl DomainEvent for PatientEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            PatientEvent::Registered(_) => "patient.registered",
+            PatientEvent::Updated(_) => "patient.updated",
+            PatientEvent::Activated(_) => "patient.activated",
+            PatientEvent::Suspended(_) => "patient.suspended",
+            PatientEvent::Reactivated(_) => "patient.reactivated",
+            PatientEvent::Retired(_) => "patient.retired",
+            PatientEvent::DeathRecorded(_) => "patient.death_recorded",
+        }
+    }
+
+    fn to_new_event(&self) -> Result<NewEvent, serde_json::Error> {
+        Ok(NewEvent {
+            event_type: self.event_type().to_owned(),
+            schema_version: 1,
+            payload: serde_json::to_value(self)?,
+        })
+    }
+}
+
+fn transition_event(action: &str, change: StatusChanged) -> Option<PatientEvent> {
+    Some(match action {
+        "activate" => PatientEvent::Activated(change),
+        "suspend" => PatientEvent::Suspended(change),
+        "reactivate" => PatientEvent::Reactivated(change),
+        "retire" => PatientEvent::Retired(change),
+        _ => return None,
+    })
+}
+
+impl Aggregate for Patient {
+    const STREAM_TYPE: &'static str = "patient";
+    type Command = PatientCommand;
+    type Event = PatientEvent;
+
+    fn decide(
+        state: Option<&Self>,
+        command: &PatientCommand,
+    ) -> Result<Vec<PatientEvent>, DomainError> {
+        match (state, command) {
+            (None, PatientCommand::Register { id, details }) => {
+                Ok(vec![PatientEvent::Registered(Registered {
+                    id: *id,
+                    details: details.clone(),
+                })])
+            }
+            (Some(_), PatientCommand::Register { .. }) => {
+                Err(DomainError::Rule("patient is already registered".into()))
+            }
+            (None, _) => Err(DomainError::NotFound("patient".into())),
+            (Some(p), PatientCommand::Update { details }) => {
+                if p.status == PatientStatus::Retired {
+                    return Err(DomainError::Rule(
+                        "a retired patient's record is closed; it cannot be updated".into(),
+                    ));
+                }
+                if *details == p.details {
+                    return Ok(vec![]);
+                }
+                Ok(vec![PatientEvent::Updated(details.clone())])
+            }
+            (Some(p), PatientCommand::Transition { action, reason }) => {
+                let Some((_, from, to)) = TRANSITIONS.iter().find(|(a, _, _)| a == action) else {
+                    return Err(DomainError::invalid(
+                        "action",
+                        format!(
+                            "unknown action '{action}'; actions are: {}",
+                            ACTIONS.join(", ")
+                        ),
+                    ));
+                };
+                if !from.contains(&p.status) {
+                    return Err(DomainError::IllegalTransition {
+                        action: action.clone(),
+                        from: p.status.as_str().into(),
+                        allowed: from
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+                if matches!(action.as_str(), "activate" | "reactivate") && p.deceased.is_some() {
+                    return Err(DomainError::Rule(
+                        "the patient is recorded as deceased".into(),
+                    ));
+                }
+                let change = StatusChanged {
+                    from: p.status,
+                    to: *to,
+                    reason: reason.clone(),
+                };
+                Ok(transition_event(action, change).into_iter().collect())
+            }
+            (Some(p), PatientCommand::RecordDeath { date, today }) => {
+                if p.deceased.is_some() {
+                    return Err(DomainError::Rule("death is already recorded".into()));
+                }
+                if date > today {
+                    return Err(DomainError::invalid(
+                        "date",
+                        "date of death is in the future",
+                    ));
+                }
+                if let Some(b) = p.details.birth_date {
+                    if *date < b {
+                        return Err(DomainError::invalid(
+                            "date",
+                            "date of death is before the birth date",
+                        ));
+                    }
+                }
+                Ok(vec![PatientEvent::DeathRecorded(Deceased { date: *date })])
+            }
+        }
+    }
+
+    fn evolve(state: Option<Self>, event: &PatientEvent) -> Option<Self> {
+        match (state, event) {
+            (_, PatientEvent::Registered(r)) => Some(Patient {
+                id: r.id,
+                details: r.details.clone(),
+                status: PatientStatus::Registered,
+                status_reason: None,
+                deceased: None,
+            }),
+            (Some(mut p), PatientEvent::Updated(d)) => {
+                p.details = d.clone();
+                Some(p)
+            }
+            (
+                Some(mut p),
+                PatientEvent::Activated(c)
+                | PatientEvent::Suspended(c)
+                | PatientEvent::Reactivated(c)
+                | PatientEvent::Retired(c),
+            ) => {
+                p.status = c.to;
+                p.status_reason = c.reason.clone();
+                Some(p)
+            }
+            (Some(mut p), PatientEvent::DeathRecorded(d)) => {
+                p.deceased = Some(d.clone());
+                Some(p)
+            }
+            (None, _) => None,
+        }
+    }
+
+    fn decode_event(event_type: &str, payload: &Value) -> Result<PatientEvent, serde_json::Error> {
+        let p = payload.clone();
+        Ok(match event_type {
+            "patient.registered" => PatientEvent::Registered(serde_json::from_value(p)?),
+            "patient.updated" => PatientEvent::Updated(serde_json::from_value(p)?),
+            "patient.activated" => PatientEvent::Activated(serde_json::from_value(p)?),
+            "patient.suspended" => PatientEvent::Suspended(serde_json::from_value(p)?),
+            "patient.reactivated" => PatientEvent::Reactivated(serde_json::from_value(p)?),
+            "patient.retired" => PatientEvent::Retired(serde_json::from_value(p)?),
+            "patient.death_recorded" => PatientEvent::DeathRecorded(serde_json::from_value(p)?),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown patient event '{other}'"
+                )));
+            }
+        })
+    }
+}
+
+/// Unique-key scope of patient identifiers: one patient per (tenant, system, value).
+pub const IDENTIFIER_SCOPE: &str = "patient.identifier";
+
+impl Projected for Patient {
+    const RESOURCE_TYPE: &'static str = "patient";
+
+    fn search_rows(&self) -> Vec<SearchRow> {
+        let mut rows = Vec::new();
+        for i in &self.details.identifiers {
+            rows.push(SearchRow::token("identifier", &i.system, i.value.clone()));
+        }
+        for n in &self.details.name {
+            let mut names: Vec<String> = vec![fold(&n.family), fold(&n.text())];
+            names.extend(n.given.iter().map(|g| fold(g)));
+            names.sort();
+            names.dedup();
+            for v in names {
+                rows.push(SearchRow::new("name", v));
+            }
+        }
+        if let Some(b) = self.details.birth_date {
+            rows.push(SearchRow::new(
+                "birth_date",
+                b.format("%Y-%m-%d").to_string(),
+            ));
+        }
+        if let Some(g) = self.details.gender {
+            rows.push(SearchRow::new("gender", g.as_str()));
+        }
+        rows.push(SearchRow::new("status", self.status.as_str()));
+        for p in &self.details.phones {
+            rows.push(SearchRow::new("phone", p.as_str()));
+        }
+        if let Some(e) = &self.details.email {
+            rows.push(SearchRow::new("email", e.as_str().to_lowercase()));
+        }
+        rows
+    }
+
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        self.details
+            .identifiers
+            .iter()
+            .map(|i| UniqueKey::new(IDENTIFIER_SCOPE, format!("{}|{}", i.system, i.value)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn details() -> PatientDetails {
+        let input: PatientInput = serde_json::from_value(serde_json::json!({
+            "identifiers": [{"system": "urn:mrn", "value": "1"}],
+            "name": [{"family": "Lovelace", "given": ["Ada"]}],
+            "birth_date": "1815-12-10"
+        }))
+        .unwrap();
+        PatientDetails::parse(input, NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()).unwrap()
+    }
+
+    fn registered() -> Patient {
+        let evs = Patient::decide(
+            None,
+            &PatientCommand::Register {
+                id: Uuid::nil(),
+                details: details(),
+            },
+        )
+        .unwrap();
+        evs.iter().fold(None, Patient::evolve).unwrap()
+    }
+
+    fn act(p: &Patient, action: &str) -> Result<Patient, DomainError> {
+        let evs = Patient::decide(
+            Some(p),
+            &PatientCommand::Transition {
+                action: action.into(),
+                reason: None,
+            },
+        )?;
+        Ok(evs.iter().fold(Some(p.clone()), Patient::evolve).unwrap())
+    }
+
+    #[test]
+    fn illegal_transition_names_the_allowed_states() {
+        let p = registered();
+        let err = act(&p, "suspend").unwrap_err();
+        assert_eq!(
+            err,
+            DomainError::IllegalTransition {
+                action: "suspend".into(),
+                from: "registered".into(),
+                allowed: "active".into()
+            }
+        );
+    }
+
+    #[test]
+    fn events_round_trip_through_their_stored_form() {
+        let p = registered();
+        let evs = Patient::decide(
+            Some(&p),
+            &PatientCommand::Transition {
+                action: "activate".into(),
+                reason: Some("ok".into()),
+            },
+        )
+        .unwrap();
+        for e in evs {
+            let ne = e.to_new_event().unwrap();
+            assert_eq!(
+                Patient::decode_event(&ne.event_type, &ne.payload).unwrap(),
+                e
+            );
+        }
+    }
+
+    #[test]
+    fn deceased_patient_cannot_be_reactivated() {
+        let p = act(&act(&registered(), "activate").unwrap(), "suspend").unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let evs = Patient::decide(
+            Some(&p),
+            &PatientCommand::RecordDeath { date: today, today },
+        )
+        .unwrap();
+        let dead = evs.iter().fold(Some(p), Patient::evolve).unwrap();
+        assert!(matches!(
+            act(&dead, "reactivate"),
+            Err(DomainError::Rule(_))
+        ));
+    }
+
+    proptest! {
+        /// Whatever sequence of actions is attempted, the state only ever moves along the
+        /// transition table, and retired is terminal.
+        #[test]
+        fn lifecycle_only_moves_along_the_table(actions in proptest::collection::vec(0usize..5, 0..20)) {
+            let names = ["activate", "suspend", "reactivate", "retire", "bogus"];
+            let mut p = registered();
+            for a in actions {
+                let before = p.status;
+                match act(&p, names[a]) {
+                    Ok(next) => {
+                        let (_, from, to) = TRANSITIONS.iter().find(|t| t.0 == names[a]).unwrap();
+                        prop_assert!(from.contains(&before));
+                        prop_assert_eq!(next.status, *to);
+                        p = next;
+                    }
+                    Err(_) => prop_assert!(
+                        before == PatientStatus::Retired || names[a] == "bogus" ||
+                        !TRANSITIONS.iter().find(|t| t.0 == names[a]).unwrap().1.contains(&before)
+                    ),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! The group-commit writer: one task, one dedicated connection.
+//!
+//! Each batch is one transaction of three round trips whatever its size: (1) `BEGIN`, the
+//! batch's tenants, the ledger-head locks and the set-based reads, pipelined; (2) every
+//! bulk write (`INSERT ... SELECT FROM unnest(...)`), pipelined in dependency order;
+//! (3) `COMMIT`. The server runs pipelined statements in the order they were sent, and a
+//! failed statement aborts the transaction, so nothing after a failure takes effect.
+//!
+//! Locking the batch tenants' ledger heads (in tenant order) before reading anything
+//! serialises this writer with any other process writing the same tenants: the reads that
+//! follow see what the other committed. What the locks cannot cover (two processes creating
+//! a tenant's first ledger head at once) shows up as a unique violation; the request is
+//! then retried on its own against fresh state.
+
+use super::{APP_ROLE, connect, db_err, tenant_list};
+use crate::commit::{self, BatchState, CommitObserver, Needs, Pending, Plan};
+use crate::model::*;
+use chrono::{DateTime, Utc};
+use salus_kernel::clock::truncate_micros;
+use salus_kernel::{Hash32, TenantContext, TenantId};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+use uuid::Uuid;
+
+/// How often one request is tried against fresh state after a unique violation,
+/// serialization failure or deadlock caused by another process.
+const ATTEMPTS: usize = 3;
+
+/// The unique constraint on `events (stream_id, version)`: optimistic concurrency.
+const STREAM_VERSION_KEY: &str = "events_stream_id_version_key";
+
+type Outcomes = Vec<Result<Committed, StoreError>>;
+type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
+
+/// Why a batch transaction did not commit.
+enum Fail {
+    Db(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl Fail {
+    fn into_store(self) -> StoreError {
+        match self {
+            Fail::Db(e) => db_err(e),
+            Fail::Store(e) => e,
+        }
+    }
+
+    fn code(&self) -> Option<&SqlState> {
+        match self {
+            Fail::Db(e) => e.code(),
+            Fail::Store(_) => None,
+        }
+    }
+
+    fn constraint(&self) -> Option<&str> {
+        match self {
+            Fail::Db(e) => e.as_db_error().and_then(|d| d.constraint()),
+            Fail::Store(_) => None,
+        }
+    }
+
+    /// Another writer got there first; the same request may succeed (or fail cleanly)
+    /// against fresh state.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+        )
+    }
+}
+
+const SQL_BEGIN: &str = "BEGIN";
+const SQL_COMMIT: &str = "COMMIT";
+const SQL_SET_TENANTS: &str = "SELECT set_config('salus.tenants', $1, true)";
+const SQL_LOCK_LEDGER: &str = "SELECT tenant_id, seq FROM ledger_heads WHERE tenant_id = ANY($1::uuid[]) ORDER BY tenant_id FOR UPDATE";
+const SQL_READ_STREAMS: &str =
+    "SELECT stream_id, tenant_id, version, hash FROM streams WHERE stream_id = ANY($1::uuid[])";
+const SQL_READ_KEYS: &str = "SELECT k.tenant_id, k.scope, k.value, k.stream_id FROM unique_keys k
+     JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS u(t, s, v)
+       ON k.tenant_id = u.t AND k.scope = u.s AND k.value = u.v";
+const SQL_READ_IDEMPOTENCY: &str = "SELECT i.tenant_id, i.key FROM idempotency i
+     JOIN unnest($1::uuid[], $2::text[]) AS u(t, k) ON i.tenant_id = u.t AND i.key = u.k";
+const SQL_INSERT_EVENTS: &str = "INSERT INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)
+     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::int[], $9::jsonb[], $10::uuid[], $11::uuid[], $12::uuid[], $13::timestamptz[], $14::timestamptz[], $15::bytea[], $16::bytea[])";
+const SQL_UPSERT_STREAMS: &str =
+    "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])
+     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash";
+const SQL_UPSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at)
+     SELECT u.t, u.rt, u.id, u.v, u.d, $6::timestamptz, $6::timestamptz FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::jsonb[]) AS u(t, rt, id, v, d)
+     ON CONFLICT (tenant_id, resource_type, id) DO UPDATE SET version = excluded.version, doc = excluded.doc, updated_at = excluded.updated_at";
+const SQL_CLEAR_SEARCH: &str =
+    "DELETE FROM search_index s USING unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, t, rt)
+     WHERE s.resource_id = u.id AND s.tenant_id = u.t AND s.resource_type = u.rt";
+const SQL_INSERT_SEARCH: &str =
+    "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[])";
+const SQL_DELETE_KEYS: &str =
+    "DELETE FROM unique_keys k USING unnest($1::uuid[], $2::text[], $3::text[]) AS u(t, s, v)
+     WHERE k.tenant_id = u.t AND k.scope = u.s AND k.value = u.v";
+const SQL_INSERT_KEYS: &str = "INSERT INTO unique_keys (tenant_id, scope, value, stream_id)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])";
+const SQL_INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, resource_version, created_at, expires_at)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::bigint[], $7::timestamptz[], $8::timestamptz[])";
+const SQL_UPSERT_LEDGER: &str =
+    "INSERT INTO ledger_heads (tenant_id, seq) SELECT * FROM unnest($1::uuid[], $2::bigint[])
+     ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq";
+const SQL_STREAM_VERSION: &str =
+    "SELECT version FROM streams WHERE stream_id = $1 AND tenant_id = $2";
+
+/// The writer's prepared statements.
+struct Statements {
+    begin: Statement,
+    commit: Statement,
+    set_tenants: Statement,
+    lock_ledger: Statement,
+    read_streams: Statement,
+    read_keys: Statement,
+    read_idempotency: Statement,
+    insert_events: Statement,
+    upsert_streams: Statement,
+    upsert_resources: Statement,
+    clear_search: Statement,
+    insert_search: Statement,
+    delete_keys: Statement,
+    insert_keys: Statement,
+    insert_idempotency: Statement,
+    upsert_ledger: Statement,
+    stream_version: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Self, Fail> {
+        let all = futures_util::future::try_join_all(
+            [
+                SQL_BEGIN,
+                SQL_COMMIT,
+                SQL_SET_TENANTS,
+                SQL_LOCK_LEDGER,
+                SQL_READ_STREAMS,
+                SQL_READ_KEYS,
+                SQL_READ_IDEMPOTENCY,
+                SQL_INSERT_EVENTS,
+                SQL_UPSERT_STREAMS,
+                SQL_UPSERT_RESOURCES,
+                SQL_CLEAR_SEARCH,
+                SQL_INSERT_SEARCH,
+                SQL_DELETE_KEYS,
+                SQL_INSERT_KEYS,
+                SQL_INSERT_IDEMPOTENCY,
+                SQL_UPSERT_LEDGER,
+                SQL_STREAM_VERSION,
+            ]
+            .map(|s| c.prepare(s)),
+        )
+        .await?;
+        let mut it = all.into_iter();
+        let mut next = || {
+            it.next().ok_or_else(|| {
+                Fail::Store(StoreError::Unavailable(
+                    "the server answered fewer prepares than were sent".into(),
+                ))
+            })
+        };
+        Ok(Self {
+            begin: next()?,
+            commit: next()?,
+            set_tenants: next()?,
+            lock_ledger: next()?,
+            read_streams: next()?,
+            read_keys: next()?,
+            read_idempotency: next()?,
+            insert_events: next()?,
+            upsert_streams: next()?,
+            upsert_resources: next()?,
+            clear_search: next()?,
+            insert_search: next()?,
+            delete_keys: next()?,
+            insert_keys: next()?,
+            insert_idempotency: next()?,
+            upsert_ledger: next()?,
+            stream_version: next()?,
+        })
+    }
+}
+
+/// The writer's connection, with its statements.
+struct Conn {
+    client: Client,
+    st: Statements,
+    _task: JoinHandle<()>,
+}
+
+/// The writer: owns its connection, reconnects when it was lost.
+pub(super) struct Writer {
+    url: String,
+    conn: Option<Conn>,
+    observer: Option<Arc<dyn CommitObserver>>,
+}
+
+impl Writer {
+    /// Connect (as the application role) and prepare.
+    pub(super) async fn open(
+        url: &str,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Result<Self, StoreError> {
+        let mut w = Writer {
+            url: url.to_owned(),
+            conn: None,
+            observer,
+        };
+        w.connected().await.map_err(Fail::into_store)?;
+        Ok(w)
+    }
+
+    async fn connected(&mut self) -> Result<&Conn, Fail> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let (client, task) = connect(&self.url).await.map_err(Fail::Store)?;
+            client
+                .batch_execute(&format!("SET ROLE {APP_ROLE}"))
+                .await?;
+            let st = Statements::prepare(&client).await?;
+            self.conn = Some(Conn {
+                client,
+                st,
+                _task: task,
+            });
+        }
+        self.conn
+            .as_ref()
+            .ok_or_else(|| Fail::Store(StoreError::Unavailable("no writer connection".into())))
+    }
+
+    /// The group-commit loop. Returns when the queue is closed and drained.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+        while let Some(first) = rx.recv().await {
+            let batch = commit::fill_batch(first, &mut rx);
+            let (reqs, replies) = commit::split(batch);
+            let outcomes = self.commit_all(&reqs).await;
+            commit::reply_all(replies, outcomes);
+        }
+    }
+
+    fn observe(&self, requests: usize, events: usize, started: Instant) {
+        if let Some(o) = &self.observer {
+            o.batch_committed(requests, events, started.elapsed());
+        }
+    }
+
+    async fn commit_all(&mut self, reqs: &[(TenantContext, Write)]) -> Outcomes {
+        if reqs.len() == 1 {
+            return vec![self.commit_one(&reqs[0]).await];
+        }
+        let started = Instant::now();
+        match self.commit_batch(reqs).await {
+            Ok((outcomes, events)) => {
+                self.observe(reqs.len(), events, started);
+                outcomes
+            }
+            Err(e) => {
+                let e = e.into_store();
+                tracing::warn!(error = %e, size = reqs.len(), "batch failed; retrying its writes one by one");
+                let mut outcomes = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    outcomes.push(self.commit_one(r).await);
+                }
+                outcomes
+            }
+        }
+    }
+
+    /// One request in its own transaction, tried again against fresh state when another
+    /// process won a race.
+    async fn commit_one(&mut self, req: &(TenantContext, Write)) -> Result<Committed, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            match self.commit_batch(std::slice::from_ref(req)).await {
+                Ok((mut outcomes, events)) => {
+                    self.observe(1, events, started);
+                    return outcomes.pop().unwrap_or_else(|| {
+                        Err(StoreError::Unavailable("batch gave no outcome".into()))
+                    });
+                }
+                Err(e) if e.constraint() == Some(STREAM_VERSION_KEY) => {
+                    return Err(self.stream_taken(req).await);
+                }
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tracing::debug!(error = %e.into_store(), attempt, "write raced another writer; retrying");
+                }
+                Err(e) => return Err(e.into_store()),
+            }
+        }
+    }
+
+    /// The error for a write whose first event collided on `(stream_id, version)`: the
+    /// stream moved on (another process wrote it), or it belongs to another tenant (its
+    /// rows are invisible here).
+    async fn stream_taken(&mut self, req: &(TenantContext, Write)) -> StoreError {
+        let (ctx, w) = req;
+        let tenants = tenant_list(&[ctx.tenant]);
+        let conn = match self.connected().await {
+            Ok(c) => c,
+            Err(e) => return e.into_store(),
+        };
+        let (c, st) = (&conn.client, &conn.st);
+        let set: [&(dyn ToSql + Sync); 1] = [&tenants];
+        let key: [&(dyn ToSql + Sync); 2] = [&w.stream_id, &ctx.tenant.0];
+        let read = async {
+            let (_, _, row, _) = tokio::try_join!(
+                biased;
+                c.execute(&st.begin, &[]),
+                c.execute(&st.set_tenants, &set),
+                c.query_opt(&st.stream_version, &key),
+                c.execute(&st.commit, &[]),
+            )?;
+            match row {
+                Some(r) => r.try_get::<_, i64>(0),
+                None => Ok(0),
+            }
+        };
+        match read.await {
+            Ok(actual) if actual != w.expected_version => StoreError::Conflict {
+                expected: w.expected_version,
+                actual,
+            },
+            Ok(_) => StoreError::InvalidWrite("stream id belongs to another tenant".into()),
+            Err(e) => {
+                self.rollback().await;
+                db_err(e)
+            }
+        }
+    }
+
+    async fn rollback(&mut self) {
+        if let Some(conn) = &self.conn {
+            if !conn.client.is_closed() {
+                if let Err(e) = conn.client.batch_execute("ROLLBACK").await {
+                    tracing::warn!(error = %e, "rollback failed; reconnecting");
+                    self.conn = None;
+                }
+            }
+        }
+    }
+
+    /// One transaction for the whole batch. On error the transaction is rolled back.
+    async fn commit_batch(
+        &mut self,
+        reqs: &[(TenantContext, Write)],
+    ) -> Result<(Outcomes, usize), Fail> {
+        let out = self.try_commit_batch(reqs).await;
+        if out.is_err() {
+            self.rollback().await;
+        }
+        out
+    }
+
+    async fn try_commit_batch(
+        &mut self,
+        reqs: &[(TenantContext, Write)],
+    ) -> Result<(Outcomes, usize), Fail> {
+        let conn = self.connected().await?;
+        let (c, st) = (&conn.client, &conn.st);
+        let t0 = Instant::now();
+        let needs = Needs::of(reqs);
+        let state = read_state(c, st, &needs).await?;
+        let t1 = Instant::now();
+        let now = truncate_micros(Utc::now());
+        let plan = commit::plan_batch(reqs, state, now);
+        let events = plan.events.len();
+        let t2 = Instant::now();
+        if !plan.is_empty() {
+            apply(c, st, &plan).await?;
+        }
+        let t3 = Instant::now();
+        c.execute(&st.commit, &[]).await?;
+        let t4 = Instant::now();
+        PH.with(|_| ());
+        unsafe {
+            TIMES[0] += (t1 - t0).as_micros() as u64;
+            TIMES[1] += (t2 - t1).as_micros() as u64;
+            TIMES[2] += (t3 - t2).as_micros() as u64;
+            TIMES[3] += (t4 - t3).as_micros() as u64;
+            TIMES[4] += 1;
+            if TIMES[4] % 200 == 0 {
+                eprintln!(
+                    "DBG n={} read {} plan {} apply {} commit {} (us avg) size {}",
+                    TIMES[4],
+                    TIMES[0] / TIMES[4],
+                    TIMES[1] / TIMES[4],
+                    TIMES[2] / TIMES[4],
+                    TIMES[3] / TIMES[4],
+                    reqs.len()
+                );
+            }
+        }
+        Ok((plan.outcomes, events))
+    }
+}
+
+/// Run `f` only when `cond` holds. The future is created either way but tokio-postgres
+/// sends nothing until it is polled.
+async fn run_if<F>(cond: bool, f: F) -> Result<u64, tokio_postgres::Error>
+where
+    F: Future<Output = Result<u64, tokio_postgres::Error>>,
+{
+    if cond { f.await } else { Ok(0) }
+}
+
+/// Round trip 1: open the transaction, scope it to the batch's tenants, lock their ledger
+/// heads, then read stream heads, key owners and idempotency keys.
+async fn read_state(c: &Client, st: &Statements, needs: &Needs) -> Result<BatchState, Fail> {
+    let tenants = tenant_list(&needs.tenants);
+    let tenant_ids: Vec<Uuid> = needs.tenants.iter().map(|t| t.0).collect();
+    let key_tenants: Vec<Uuid> = needs.keys.iter().map(|(t, _)| t.0).collect();
+    let key_scopes: Vec<&str> = needs.keys.iter().map(|(_, k)| k.scope.as_str()).collect();
+    let key_values: Vec<&str> = needs.keys.iter().map(|(_, k)| k.value.as_str()).collect();
+    let idem_tenants: Vec<Uuid> = needs.idempotency.iter().map(|(t, _)| t.0).collect();
+    let idem_keys: Vec<&str> = needs.idempotency.iter().map(|(_, k)| k.as_str()).collect();
+
+    let no_rows = || async { Ok::<_, tokio_postgres::Error>(Vec::new()) };
+    let keys = async {
+        if needs.keys.is_empty() {
+            no_rows().await
+        } else {
+            c.query(&st.read_keys, &[&key_tenants, &key_scopes, &key_values])
+                .await
+        }
+    };
+    let idem = async {
+        if needs.idempotency.is_empty() {
+            no_rows().await
+        } else {
+            c.query(&st.read_idempotency, &[&idem_tenants, &idem_keys])
+                .await
+        }
+    };
+    let set: [&(dyn ToSql + Sync); 1] = [&tenants];
+    let lock: [&(dyn ToSql + Sync); 1] = [&tenant_ids];
+    let streams: [&(dyn ToSql + Sync); 1] = [&needs.streams];
+    let (_, _, ledger, streams, keys, idem) = tokio::try_join!(
+        biased;
+        c.execute(&st.begin, &[]),
+        c.execute(&st.set_tenants, &set),
+        c.query(&st.lock_ledger, &lock),
+        c.query(&st.read_streams, &streams),
+        keys,
+        idem,
+    )?;
+
+    let mut state = BatchState::default();
+    for t in &needs.tenants {
+        state.ledger.insert(*t, 0);
+    }
+    for r in ledger {
+        state
+            .ledger
+            .insert(TenantId(r.try_get(0)?), r.try_get::<_, i64>(1)?);
+    }
+    for r in streams {
+        let s: Uuid = r.try_get(0)?;
+        let h: &[u8] = r.try_get(3)?;
+        let hash = Hash32::from_slice(h).ok_or_else(|| {
+            Fail::Store(StoreError::Corrupt(format!(
+                "stream {s} has a malformed hash"
+            )))
+        })?;
+        state
+            .heads
+            .insert(s, (TenantId(r.try_get(1)?), r.try_get(2)?, hash));
+    }
+    for r in keys {
+        let key = UniqueKey::new(r.try_get::<_, String>(1)?, r.try_get::<_, String>(2)?);
+        state
+            .owners
+            .insert((TenantId(r.try_get(0)?), key), r.try_get(3)?);
+    }
+    for r in idem {
+        state
+            .idempotency
+            .insert((TenantId(r.try_get(0)?), r.try_get(1)?));
+    }
+    Ok(state)
+}
+
+/// Round trip 2: every write of the plan, one bulk statement per table, pipelined in the
+/// order the server must run them (search rows and keys are cleared before they are
+/// inserted again).
+async fn apply(c: &Client, st: &Statements, plan: &Plan) -> Result<(), Fail> {
+    // events
+    let ev = &plan.events;
+    let e_tenant: Vec<Uuid> = ev.iter().map(|e| e.tenant_id.0).collect();
+    let e_seq: Vec<i64> = ev.iter().map(|e| e.seq).collect();
+    let e_id: Vec<Uuid> = ev.iter().map(|e| e.event_id).collect();
+    let e_stype: Vec<&str> = ev.iter().map(|e| e.stream_type.as_str()).collect();
+    let e_stream: Vec<Uuid> = ev.iter().map(|e| e.stream_id).collect();
+    let e_version: Vec<i64> = ev.iter().map(|e| e.version).collect();
+    let e_type: Vec<&str> = ev.iter().map(|e| e.event_type.as_str()).collect();
+    let e_schema: Vec<i32> = ev.iter().map(|e| e.schema_version).collect();
+    let e_payload: Vec<&serde_json::Value> = ev.iter().map(|e| &e.payload).collect();
+    let e_actor: Vec<Uuid> = ev.iter().map(|e| e.actor_id.0).collect();
+    let e_corr: Vec<Uuid> = ev.iter().map(|e| e.correlation_id).collect();
+    let e_cause: Vec<Option<Uuid>> = ev.iter().map(|e| e.causation_id).collect();
+    let e_occurred: Vec<DateTime<Utc>> = ev.iter().map(|e| e.occurred_at).collect();
+    let e_recorded: Vec<DateTime<Utc>> = ev.iter().map(|e| e.recorded_at).collect();
+    let e_prev: Vec<&[u8]> = ev.iter().map(|e| &e.prev_hash.0[..]).collect();
+    let e_hash: Vec<&[u8]> = ev.iter().map(|e| &e.hash.0[..]).collect();
+    let events: Params = vec![
+        &e_tenant,
+        &e_seq,
+        &e_id,
+        &e_stype,
+        &e_stream,
+        &e_version,
+        &e_type,
+        &e_schema,
+        &e_payload,
+        &e_actor,
+        &e_corr,
+        &e_cause,
+        &e_occurred,
+        &e_recorded,
+        &e_prev,
+        &e_hash,
+    ];
+
+    // stream heads
+    let hs = &plan.heads;
+    let h_stream: Vec<Uuid> = hs.iter().map(|h| h.head.stream_id).collect();
+    let h_tenant: Vec<Uuid> = hs.iter().map(|h| h.tenant.0).collect();
+    let h_type: Vec<&str> = hs.iter().map(|h| h.head.stream_type.as_str()).collect();
+    let h_version: Vec<i64> = hs.iter().map(|h| h.head.version).collect();
+    let h_hash: Vec<&[u8]> = hs.iter().map(|h| &h.head.hash.0[..]).collect();
+    let heads: Params = vec![&h_stream, &h_tenant, &h_type, &h_version, &h_hash];
+
+    // projections
+    let rs = &plan.resources;
+    let r_tenant: Vec<Uuid> = rs.iter().map(|r| r.tenant.0).collect();
+    let r_type: Vec<&str> = rs.iter().map(|r| r.resource_type.as_str()).collect();
+    let r_id: Vec<Uuid> = rs.iter().map(|r| r.id).collect();
+    let r_version: Vec<i64> = rs.iter().map(|r| r.version).collect();
+    let r_doc: Vec<&serde_json::Value> = rs.iter().map(|r| &r.doc).collect();
+    let resources: Params = vec![
+        &r_tenant,
+        &r_type,
+        &r_id,
+        &r_version,
+        &r_doc,
+        &plan.recorded_at,
+    ];
+
+    // search rows: cleared for resources that existed before, then inserted
+    let old: Vec<_> = rs.iter().filter(|r| !r.created).collect();
+    let c_id: Vec<Uuid> = old.iter().map(|r| r.id).collect();
+    let c_tenant: Vec<Uuid> = old.iter().map(|r| r.tenant.0).collect();
+    let c_type: Vec<&str> = old.iter().map(|r| r.resource_type.as_str()).collect();
+    let clear: Params = vec![&c_id, &c_tenant, &c_type];
+    let rows: Vec<_> = rs
+        .iter()
+        .flat_map(|r| r.search.iter().map(move |s| (r, s)))
+        .collect();
+    let s_tenant: Vec<Uuid> = rows.iter().map(|(r, _)| r.tenant.0).collect();
+    let s_type: Vec<&str> = rows.iter().map(|(r, _)| r.resource_type.as_str()).collect();
+    let s_param: Vec<&str> = rows.iter().map(|(_, s)| s.param.as_str()).collect();
+    let s_value: Vec<&str> = rows.iter().map(|(_, s)| s.value.as_str()).collect();
+    let s_system: Vec<&str> = rows.iter().map(|(_, s)| s.system.as_str()).collect();
+    let s_id: Vec<Uuid> = rows.iter().map(|(r, _)| r.id).collect();
+    let search: Params = vec![&s_tenant, &s_type, &s_param, &s_value, &s_system, &s_id];
+
+    // unique keys
+    let kd = &plan.key_deletes;
+    let kd_tenant: Vec<Uuid> = kd.iter().map(|(t, _)| t.0).collect();
+    let kd_scope: Vec<&str> = kd.iter().map(|(_, k)| k.scope.as_str()).collect();
+    let kd_value: Vec<&str> = kd.iter().map(|(_, k)| k.value.as_str()).collect();
+    let key_deletes: Params = vec![&kd_tenant, &kd_scope, &kd_value];
+    let ki = &plan.key_inserts;
+    let ki_tenant: Vec<Uuid> = ki.iter().map(|(t, _, _)| t.0).collect();
+    let ki_scope: Vec<&str> = ki.iter().map(|(_, k, _)| k.scope.as_str()).collect();
+    let ki_value: Vec<&str> = ki.iter().map(|(_, k, _)| k.value.as_str()).collect();
+    let ki_owner: Vec<Uuid> = ki.iter().map(|(_, _, o)| *o).collect();
+    let key_inserts: Params = vec![&ki_tenant, &ki_scope, &ki_value, &ki_owner];
+
+    // idempotency records
+    let id = &plan.idempotency;
+    let i_tenant: Vec<Uuid> = id.iter().map(|(t, _)| t.0).collect();
+    let i_key: Vec<&str> = id.iter().map(|(_, r)| r.key.as_str()).collect();
+    let i_hash: Vec<&str> = id.iter().map(|(_, r)| r.request_hash.as_str()).collect();
+    let i_status: Vec<i32> = id.iter().map(|(_, r)| i32::from(r.status)).collect();
+    let i_body: Vec<&serde_json::Value> = id.iter().map(|(_, r)| &r.body).collect();
+    let i_version: Vec<Option<i64>> = id.iter().map(|(_, r)| r.resource_version).collect();
+    let i_created: Vec<DateTime<Utc>> = id.iter().map(|(_, r)| r.created_at).collect();
+    let i_expires: Vec<DateTime<Utc>> = id.iter().map(|(_, r)| r.expires_at).collect();
+    let idempotency: Params = vec![
+        &i_tenant, &i_key, &i_hash, &i_status, &i_body, &i_version, &i_created, &i_expires,
+    ];
+
+    // ledger heads
+    let l_tenant: Vec<Uuid> = plan.ledger.iter().map(|(t, _)| t.0).collect();
+    let l_seq: Vec<i64> = plan.ledger.iter().map(|(_, s)| *s).collect();
+    let ledger: Params = vec![&l_tenant, &l_seq];
+
+    tokio::try_join!(
+        biased;
+        run_if(!ev.is_empty(), c.execute(&st.insert_events, &events)),
+        run_if(!hs.is_empty(), c.execute(&st.upsert_streams, &heads)),
+        run_if(!rs.is_empty(), c.execute(&st.upsert_resources, &resources)),
+        run_if(!old.is_empty(), c.execute(&st.clear_search, &clear)),
+        run_if(!rows.is_empty(), c.execute(&st.insert_search, &search)),
+        run_if(!kd.is_empty(), c.execute(&st.delete_keys, &key_deletes)),
+        run_if(!ki.is_empty(), c.execute(&st.insert_keys, &key_inserts)),
+        run_if(!id.is_empty(), c.execute(&st.insert_idempotency, &idempotency)),
+        run_if(!plan.ledger.is_empty(), c.execute(&st.upsert_ledger, &ledger)),
+    )?;
+    Ok(())
+}
+
+thread_local!(static PH: () = ());
+pub(super) static mut TIMES: [u64; 5] = [0; 5];

@@ -1,0 +1,665 @@
+//! The behaviour every backend must have. Each test runs once per backend.
+
+use crate::backends::Fixture;
+use chrono::Utc;
+use salus_kernel::{NewEvent, TenantContext};
+use salus_store::ledger::{self, LedgerKey, Sealer};
+use salus_store::*;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use uuid::Uuid;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name("sqlite").await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name("postgres").await
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    committed_write_is_read_back_with_its_search_rows,
+    stale_expected_version_is_a_conflict,
+    concurrent_writes_share_transactions_and_all_land,
+    racing_writers_on_one_version_have_exactly_one_winner,
+    unique_keys_are_per_tenant_and_released_keys_can_be_reclaimed,
+    a_bad_write_fails_alone_in_its_batch,
+    idempotency_records_are_kept_and_purged,
+    tenants_do_not_see_each_other,
+    stream_until_gives_the_past,
+    search_pages_in_stable_order_with_prefix_and_range,
+    sealed_log_verifies_and_proofs_check_offline,
+    altered_event_is_named_by_verify,
+    removed_event_is_detected,
+    altered_tree_head_is_detected,
+);
+
+pub fn patient_write(id: Uuid, expected: i64, family: &str) -> Write {
+    Write {
+        stream_type: "patient".into(),
+        stream_id: id,
+        expected_version: expected,
+        events: vec![NewEvent {
+            event_type: if expected == 0 {
+                "patient.registered"
+            } else {
+                "patient.updated"
+            }
+            .into(),
+            schema_version: 1,
+            payload: json!({ "family": family }),
+        }],
+        occurred_at: salus_kernel::clock::truncate_micros(Utc::now()),
+        projection: Some(Projection {
+            resource_type: "patient".into(),
+            doc: json!({ "id": id, "family": family }),
+            search: vec![SearchRow::new("name", family.to_lowercase())],
+        }),
+        claims: vec![],
+        releases: vec![],
+        idempotency: None,
+    }
+}
+
+fn name_query(prefix: &str) -> SearchQuery {
+    SearchQuery {
+        resource_type: "patient".into(),
+        filters: vec![Filter {
+            param: "name".into(),
+            system: None,
+            op: FilterOp::Prefix,
+            value: prefix.into(),
+        }],
+        after: None,
+        limit: 100,
+    }
+}
+
+async fn committed_write_is_read_back_with_its_search_rows(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let id = Uuid::now_v7();
+    let c = f
+        .store
+        .commit(&ctx, patient_write(id, 0, "Lovelace"))
+        .await
+        .unwrap();
+    assert_eq!(c.version, 1);
+    assert_eq!(c.events[0].seq, 1);
+    let row = f
+        .store
+        .resource(&ctx, "patient", id)
+        .await
+        .unwrap()
+        .expect("read your write");
+    assert_eq!(row.version, 1);
+    assert_eq!(row.doc["family"], "Lovelace");
+    let found = f.store.search(&ctx, &name_query("love")).await.unwrap();
+    assert_eq!(found.len(), 1);
+    // Updating replaces the search rows.
+    f.store
+        .commit(&ctx, patient_write(id, 1, "Byron"))
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .search(&ctx, &name_query("love"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        f.store
+            .search(&ctx, &name_query("byr"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let events = f.store.stream(&ctx, id, None).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].prev_hash, events[0].hash);
+    assert!(events.iter().all(|e| e.hash_is_valid()));
+    f.store.shutdown().await;
+}
+
+async fn stale_expected_version_is_a_conflict(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let id = Uuid::now_v7();
+    f.store
+        .commit(&ctx, patient_write(id, 0, "A"))
+        .await
+        .unwrap();
+    f.store
+        .commit(&ctx, patient_write(id, 1, "B"))
+        .await
+        .unwrap();
+    let err = f
+        .store
+        .commit(&ctx, patient_write(id, 1, "C"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            expected: 1,
+            actual: 2
+        }
+    );
+    let err = f
+        .store
+        .commit(&ctx, patient_write(id, 0, "D"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::Conflict {
+            expected: 0,
+            actual: 2
+        }
+    );
+    let row = f
+        .store
+        .resource(&ctx, "patient", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.doc["family"], "B");
+}
+
+async fn concurrent_writes_share_transactions_and_all_land(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let n = 400;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(&ctx, patient_write(Uuid::now_v7(), 0, &format!("P{i}")))
+                .await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().unwrap().events[0].seq);
+    }
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=n as i64).collect::<Vec<_>>(),
+        "ledger seq is dense and unique"
+    );
+    let batches = f.counts.batches.load(Ordering::SeqCst);
+    assert_eq!(f.counts.requests.load(Ordering::SeqCst), n);
+    assert!(
+        batches < n,
+        "{batches} transactions for {n} writes: no group commit"
+    );
+    assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), n as i64);
+}
+
+async fn racing_writers_on_one_version_have_exactly_one_winner(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let id = Uuid::now_v7();
+    f.store
+        .commit(&ctx, patient_write(id, 0, "A"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit(&ctx, patient_write(id, 1, &format!("W{i}")))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+            }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(f.store.stream(&ctx, id, None).await.unwrap().len(), 2);
+}
+
+async fn unique_keys_are_per_tenant_and_released_keys_can_be_reclaimed(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let a = f.tenant("a").await;
+    let b = f.tenant("b").await;
+    let key = UniqueKey::new("patient.identifier", "urn:mrn|1");
+    let p1 = Uuid::now_v7();
+    let mut w = patient_write(p1, 0, "One");
+    w.claims = vec![key.clone()];
+    f.store.commit(&a, w).await.unwrap();
+    let mut w = patient_write(Uuid::now_v7(), 0, "Two");
+    w.claims = vec![key.clone()];
+    let err = f.store.commit(&a, w).await.unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { owner, .. } if owner == p1));
+    let mut w = patient_write(Uuid::now_v7(), 0, "Other tenant");
+    w.claims = vec![key.clone()];
+    f.store.commit(&b, w).await.expect("keys are per tenant");
+    assert_eq!(
+        f.store
+            .unique_owner(&a, &key.scope, &key.value)
+            .await
+            .unwrap(),
+        Some(p1)
+    );
+    // Release, then another stream claims it.
+    let mut w = patient_write(p1, 1, "One");
+    w.releases = vec![key.clone()];
+    f.store.commit(&a, w).await.unwrap();
+    assert_eq!(
+        f.store
+            .unique_owner(&a, &key.scope, &key.value)
+            .await
+            .unwrap(),
+        None
+    );
+    let p3 = Uuid::now_v7();
+    let mut w = patient_write(p3, 0, "Three");
+    w.claims = vec![key.clone()];
+    f.store.commit(&a, w).await.unwrap();
+    assert_eq!(
+        f.store
+            .unique_owner(&a, &key.scope, &key.value)
+            .await
+            .unwrap(),
+        Some(p3)
+    );
+}
+
+async fn a_bad_write_fails_alone_in_its_batch(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut w = patient_write(Uuid::now_v7(), 0, &format!("P{i}"));
+            if i % 10 == 3 {
+                w.events.clear();
+            }
+            (i, store.commit(&ctx, w).await)
+        }));
+    }
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        if i % 10 == 3 {
+            assert!(
+                matches!(r, Err(StoreError::InvalidWrite(_))),
+                "write {i}: {r:?}"
+            );
+        } else {
+            assert!(r.is_ok(), "write {i} failed with its neighbour: {r:?}");
+        }
+    }
+    assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), 54);
+}
+
+async fn idempotency_records_are_kept_and_purged(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let now = salus_kernel::clock::truncate_micros(Utc::now());
+    let record = IdempotencyRecord {
+        key: "user:abc".into(),
+        request_hash: "h1".into(),
+        status: 201,
+        body: json!({"id": 1, "name": "Ada"}),
+        resource_version: Some(1),
+        created_at: now,
+        expires_at: now + chrono::Duration::seconds(1),
+    };
+    let mut w = patient_write(Uuid::now_v7(), 0, "A");
+    w.idempotency = Some(record.clone());
+    f.store.commit(&ctx, w).await.unwrap();
+    assert_eq!(
+        f.store.idempotency(&ctx, "user:abc").await.unwrap(),
+        Some(record.clone())
+    );
+    let mut w = patient_write(Uuid::now_v7(), 0, "B");
+    w.idempotency = Some(record.clone());
+    assert_eq!(
+        f.store.commit(&ctx, w).await.unwrap_err(),
+        StoreError::IdempotencyKeyTaken
+    );
+    let other = f.tenant("u").await;
+    assert_eq!(f.store.idempotency(&other, "user:abc").await.unwrap(), None);
+    assert_eq!(f.store.purge_idempotency(now).await.unwrap(), 0);
+    assert_eq!(
+        f.store
+            .purge_idempotency(now + chrono::Duration::seconds(2))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(f.store.idempotency(&ctx, "user:abc").await.unwrap(), None);
+}
+
+async fn tenants_do_not_see_each_other(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let a = f.tenant("a").await;
+    let b = f.tenant("b").await;
+    let id = Uuid::now_v7();
+    f.store
+        .commit(&a, patient_write(id, 0, "Secret"))
+        .await
+        .unwrap();
+    assert!(f.store.resource(&b, "patient", id).await.unwrap().is_none());
+    assert!(f.store.stream(&b, id, None).await.unwrap().is_empty());
+    assert!(
+        f.store
+            .search(&b, &name_query("sec"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Writing to another tenant's stream id is refused.
+    assert!(
+        f.store
+            .commit(&b, patient_write(id, 1, "Hijack"))
+            .await
+            .is_err()
+    );
+    assert_eq!(f.store.tenants().await.unwrap().len(), 2);
+    let dup = Tenant {
+        id: salus_kernel::TenantId(Uuid::now_v7()),
+        name: "a".into(),
+        created_at: Utc::now(),
+    };
+    assert!(matches!(
+        f.store.create_tenant(&dup).await,
+        Err(StoreError::Duplicate { .. })
+    ));
+}
+
+async fn stream_until_gives_the_past(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let id = Uuid::now_v7();
+    let first = f
+        .store
+        .commit(&ctx, patient_write(id, 0, "A"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    f.store
+        .commit(&ctx, patient_write(id, 1, "B"))
+        .await
+        .unwrap();
+    let past = f
+        .store
+        .stream(&ctx, id, Some(first.recorded_at))
+        .await
+        .unwrap();
+    assert_eq!(past.len(), 1);
+    assert_eq!(past[0].payload["family"], "A");
+    let before = f
+        .store
+        .stream(
+            &ctx,
+            id,
+            Some(first.recorded_at - chrono::Duration::microseconds(1)),
+        )
+        .await
+        .unwrap();
+    assert!(before.is_empty());
+}
+
+async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let mut ids = Vec::new();
+    for (i, name) in ["ada", "adam", "adele", "bob", "adrian", "ad"]
+        .iter()
+        .enumerate()
+    {
+        let id = Uuid::now_v7();
+        let mut w = patient_write(id, 0, name);
+        if let Some(p) = w.projection.as_mut() {
+            p.search
+                .push(SearchRow::new("birth_date", format!("198{i}-01-01")));
+        }
+        f.store.commit(&ctx, w).await.unwrap();
+        if name.starts_with("ad") {
+            ids.push(id);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let mut q = name_query("ad");
+        q.limit = 2;
+        q.after = after;
+        let page = f.store.search(&ctx, &q).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.id);
+        seen.extend(page.into_iter().map(|r| r.id));
+    }
+    assert_eq!(seen, ids, "every match once, in creation order");
+    let q = SearchQuery {
+        resource_type: "patient".into(),
+        filters: vec![
+            Filter {
+                param: "birth_date".into(),
+                system: None,
+                op: FilterOp::Ge,
+                value: "1982-01-01".into(),
+            },
+            Filter {
+                param: "birth_date".into(),
+                system: None,
+                op: FilterOp::Lt,
+                value: "1985-01-01".into(),
+            },
+        ],
+        after: None,
+        limit: 10,
+    };
+    let found: Vec<String> = f
+        .store
+        .search(&ctx, &q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.doc["family"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(found, vec!["adele", "bob", "adrian"]);
+}
+
+async fn seal_everything(f: &Fixture) -> Sealer {
+    let mut sealer = Sealer::new(LedgerKey::from_hex(SEED).unwrap());
+    sealer.seal_all(f.store.as_ref()).await.unwrap();
+    sealer
+}
+
+const SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
+
+async fn write_some(f: &Fixture, ctx: &TenantContext, n: usize) -> Vec<Committed> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let id = Uuid::now_v7();
+        out.push(
+            f.store
+                .commit(ctx, patient_write(id, 0, &format!("N{i}")))
+                .await
+                .unwrap(),
+        );
+        if i % 2 == 0 {
+            out.push(
+                f.store
+                    .commit(ctx, patient_write(id, 1, &format!("M{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    out
+}
+
+async fn sealed_log_verifies_and_proofs_check_offline(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let key = LedgerKey::from_hex(SEED).unwrap();
+    let public = key.public_hex();
+    let ctx = f.tenant("t").await;
+    let other = f.tenant("u").await;
+    let first = write_some(&f, &ctx, 5).await;
+    write_some(&f, &other, 3).await;
+    let mut sealer = seal_everything(&f).await;
+    let more = write_some(&f, &ctx, 4).await;
+    sealer.seal_all(f.store.as_ref()).await.unwrap();
+    let report = ledger::verify(f.store.as_ref(), &public, |_| {})
+        .await
+        .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.tenants, 2);
+    assert_eq!(report.tree_heads, 3);
+    // Inclusion of an early and a late event against the newest head.
+    for c in [&first[0], &first[3], more.last().unwrap()] {
+        let proof = ledger::prove(f.store.as_ref(), c.events[0].event_id)
+            .await
+            .unwrap();
+        ledger::check_inclusion(&proof, &public).unwrap();
+        // Through JSON, as the CLI hands it over.
+        let text = serde_json::to_string(&proof).unwrap();
+        let back: ledger::InclusionProof = serde_json::from_str(&text).unwrap();
+        ledger::check_inclusion(&back, &public).unwrap();
+        let mut forged = back.clone();
+        forged.event.payload = json!({"family": "Forged"});
+        assert!(ledger::check_inclusion(&forged, &public).is_err());
+        let wrong_key = LedgerKey::from_hex(&"11".repeat(32)).unwrap().public_hex();
+        assert!(ledger::check_inclusion(&back, &wrong_key).is_err());
+    }
+    let heads = f.store.tree_heads(ctx.tenant).await.unwrap();
+    let cp = ledger::prove_consistency(
+        f.store.as_ref(),
+        ctx.tenant,
+        heads[0].tree_size,
+        heads[1].tree_size,
+    )
+    .await
+    .unwrap();
+    ledger::check_consistency(&cp, &public).unwrap();
+}
+
+async fn altered_event_is_named_by_verify(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let key = LedgerKey::from_hex(SEED).unwrap();
+    let ctx = f.tenant("t").await;
+    let written = write_some(&f, &ctx, 4).await;
+    seal_everything(&f).await;
+    let victim = &written[2].events[0];
+    let sql = match backend {
+        "sqlite" => format!(
+            "{} UPDATE events SET payload = '{{\"family\":\"Mallory\"}}' WHERE hex(event_id) = upper('{}');",
+            f.unguard(),
+            victim.event_id.simple()
+        ),
+        _ => format!(
+            "{} UPDATE events SET payload = '{{\"family\":\"Mallory\"}}' WHERE event_id = '{}';",
+            f.unguard(),
+            victim.event_id
+        ),
+    };
+    f.tamper(&sql).await;
+    let report = ledger::verify(f.store.as_ref(), &key.public_hex(), |_| {})
+        .await
+        .unwrap();
+    assert!(!report.ok());
+    let first = &report.problems[0];
+    assert_eq!(first.event_id, Some(victim.event_id), "{first}");
+    assert!(first.what.contains("altered"), "{first}");
+}
+
+async fn removed_event_is_detected(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let key = LedgerKey::from_hex(SEED).unwrap();
+    let ctx = f.tenant("t").await;
+    let written = write_some(&f, &ctx, 3).await;
+    seal_everything(&f).await;
+    // Remove the newest event of the log (the hardest to notice: nothing after it).
+    let last = written.last().unwrap().events[0].seq;
+    f.tamper(&format!(
+        "{} DELETE FROM events WHERE seq = {last};",
+        f.unguard()
+    ))
+    .await;
+    let report = ledger::verify(f.store.as_ref(), &key.public_hex(), |_| {})
+        .await
+        .unwrap();
+    assert!(!report.ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.what.contains("missing") || p.what.contains("removed")),
+        "{:?}",
+        report.problems
+    );
+    // Remove one from the middle too.
+    f.tamper("DELETE FROM events WHERE seq = 2;").await;
+    let report = ledger::verify(f.store.as_ref(), &key.public_hex(), |_| {})
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.seq == Some(3) && p.what.contains("seq jumps")),
+        "{:?}",
+        report.problems
+    );
+}
+
+async fn altered_tree_head_is_detected(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let key = LedgerKey::from_hex(SEED).unwrap();
+    let ctx = f.tenant("t").await;
+    write_some(&f, &ctx, 3).await;
+    seal_everything(&f).await;
+    let bad_root = match backend {
+        "sqlite" => "UPDATE tree_heads SET root_hash = zeroblob(32);",
+        _ => "UPDATE tree_heads SET root_hash = decode(repeat('00', 32), 'hex');",
+    };
+    f.tamper(bad_root).await;
+    let report = ledger::verify(f.store.as_ref(), &key.public_hex(), |_| {})
+        .await
+        .unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.what.contains("does not match the log")),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report.problems.iter().any(|p| p.what.contains("signature")),
+        "{:?}",
+        report.problems
+    );
+}

@@ -1,0 +1,273 @@
+//! Command-line interface. Exit codes: 0 success, 1 failure (including a failed audit),
+//! 2 usage error (clap).
+
+use crate::config::{Settings, SettingsArgs};
+use crate::server;
+use clap::{Parser, Subcommand};
+use salus_domain::service::Services;
+use salus_kernel::SystemClock;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "salus", version, about = "Salus clinical record platform")]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (creates ./salus-data and a first admin on an empty store).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Tokens for the API.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Verify and prove the integrity of the event log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Measure throughput and latency (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a bearer token for a user.
+    Issue {
+        /// Username.
+        #[arg(long)]
+        user: String,
+        /// Tenant name or id.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Tenant name or id.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Roles, comma-separated: admin, provider, viewer, auditor.
+        #[arg(long, value_delimiter = ',', default_value = "viewer")]
+        roles: Vec<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant with its first admin user; prints the admin's token.
+    Create {
+        name: String,
+        #[arg(long, default_value = "admin")]
+        admin: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every event hash, stream chain, ledger order and signed tree head.
+    Verify,
+    /// Seal the ledger now (sign tree heads for new events).
+    Seal,
+    /// Print an inclusion proof for one event (JSON).
+    Prove {
+        event_id: uuid::Uuid,
+        /// Write the proof here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print a consistency proof between two tree heads of a tenant (JSON).
+    ProveConsistency {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        first: i64,
+        second: i64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a proof file offline (no database).
+    CheckProof {
+        file: PathBuf,
+        /// The trusted tree-head key (hex). Defaults to the deployment's key.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Print the deployment's tree-head public key.
+    PublicKey,
+}
+
+pub fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SALUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if settings.log_format == "text" {
+        builder.try_init()
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    };
+}
+
+async fn services(settings: &Settings) -> anyhow::Result<Services> {
+    let store = server::open_store(settings, None).await?;
+    Ok(Services::new(store, Arc::new(SystemClock)))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::resolve(&cli.settings)?;
+    match cli.command {
+        Command::Serve => {
+            init_logging(&settings);
+            serve(&settings).await?;
+        }
+        Command::Migrate => {
+            let applied = match &settings.database_url {
+                Some(url) if !url.starts_with("sqlite://") => {
+                    salus_store::postgres::migrate(url).await?
+                }
+                _ => {
+                    std::fs::create_dir_all(&settings.data_dir)?;
+                    salus_store::sqlite::migrate(&settings.sqlite_path())?
+                }
+            };
+            if applied.is_empty() {
+                println!("schema is up to date");
+            } else {
+                println!("applied migrations: {applied:?}");
+            }
+        }
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    user,
+                    tenant,
+                    ttl_hours,
+                },
+        } => {
+            let services = services(&settings).await?;
+            let auth = server::authenticator(&settings).await?;
+            let t = server::find_tenant(services.store.as_ref(), &tenant).await?;
+            let u = server::find_user(&services, t.id, &user).await?;
+            let token = auth
+                .issue(u.id, t.id, Duration::from_secs(ttl_hours * 3600))
+                .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+            services.store.shutdown().await;
+            println!("{token}");
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    username,
+                    tenant,
+                    roles,
+                    display_name,
+                },
+        } => {
+            let services = services(&settings).await?;
+            let t = server::find_tenant(services.store.as_ref(), &tenant).await?;
+            let name = display_name.unwrap_or_else(|| username.clone());
+            let id = server::create_user(&services, t.id, &username, &name, roles).await?;
+            services.store.shutdown().await;
+            println!("created user {username} ({id}) in tenant {}", t.name);
+        }
+        Command::Tenant { command } => {
+            let services = services(&settings).await?;
+            match command {
+                TenantCommand::Create { name, admin } => {
+                    let auth = server::authenticator(&settings).await?;
+                    let (tenant, user) =
+                        server::create_tenant_with_admin(&services, &name, &admin).await?;
+                    let token = auth
+                        .issue(user, tenant, Duration::from_secs(24 * 3600))
+                        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+                    println!("created tenant {name} ({tenant}) with admin {admin}\n{token}");
+                }
+                TenantCommand::List => {
+                    for t in services.store.tenants().await? {
+                        println!("{}\t{}", t.id, t.name);
+                    }
+                }
+            }
+            services.store.shutdown().await;
+        }
+        Command::Audit { command } => return crate::audit::run(&settings, command).await,
+        Command::Bench(args) => return crate::bench::run(&settings, args).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    let (running, boot) = server::start(settings).await?;
+    let backend = running.store.backend();
+    tracing::info!(addr = %running.addr, backend, "salus is listening");
+    println!("Salus is listening on http://{} ({backend})", running.addr);
+    if let Some(b) = boot {
+        println!(
+            "\nFirst start: created tenant 'default' and user '{}'.\nFirst-login token (valid 24 hours; shown once):\n\n{}\n\nGet another with: salus token issue --user {} --tenant default\n",
+            b.username, b.token, b.username
+        );
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests and writes");
+    running.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

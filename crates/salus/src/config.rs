@@ -1,0 +1,169 @@
+//! Settings: built-in defaults, then an optional TOML file (`--config` / `SALUS_CONFIG`),
+//! then environment variables (`SALUS_*`), then command-line flags; the later wins.
+
+use clap::Args;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Every setting, as flags with `SALUS_*` environment fallbacks. A flag left out falls back
+/// to the TOML file, then to the default shown.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// TOML file with any of the settings below (keys in snake_case).
+    #[arg(long, env = "SALUS_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database, keys and blobs [default: ./salus-data]
+    #[arg(long, env = "SALUS_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://user@host:port/db). Without it Salus uses SQLite in the data directory.
+    #[arg(
+        long,
+        env = "SALUS_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "SALUS_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// HS256 secret for local tokens (hex or text). [default: generated into the data directory]
+    #[arg(long, env = "SALUS_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Ed25519 seed (64 hex digits) that signs ledger tree heads [default: generated into the data directory]
+    #[arg(long, env = "SALUS_LEDGER_KEY", global = true, hide_env_values = true)]
+    pub ledger_key: Option<String>,
+    /// External OpenID Connect issuer whose RS256/ES256 tokens are accepted.
+    #[arg(long, env = "SALUS_OIDC_ISSUER", global = true)]
+    pub oidc_issuer: Option<String>,
+    /// Audience those tokens must carry [default: salus-api]
+    #[arg(long, env = "SALUS_OIDC_AUDIENCE", global = true)]
+    pub oidc_audience: Option<String>,
+    /// JWKS of the issuer: an http URL or a file path.
+    #[arg(long, env = "SALUS_OIDC_JWKS", global = true)]
+    pub oidc_jwks: Option<String>,
+    /// Seconds between ledger seals [default: 2]
+    #[arg(long, env = "SALUS_SEAL_INTERVAL_SECS", global = true)]
+    pub seal_interval_secs: Option<u64>,
+    /// Hours an Idempotency-Key is remembered [default: 24]
+    #[arg(long, env = "SALUS_IDEMPOTENCY_TTL_HOURS", global = true)]
+    pub idempotency_ttl_hours: Option<i64>,
+    /// Largest request body in bytes [default: 1048576]
+    #[arg(long, env = "SALUS_BODY_LIMIT", global = true)]
+    pub body_limit: Option<usize>,
+    /// Seconds before a request is abandoned with 408 [default: 30]
+    #[arg(long, env = "SALUS_REQUEST_TIMEOUT_SECS", global = true)]
+    pub request_timeout_secs: Option<u64>,
+    /// Log format: json or text [default: json]
+    #[arg(long, env = "SALUS_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file's shape (same names as the flags).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub ledger_key: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub oidc_jwks: Option<String>,
+    pub seal_interval_secs: Option<u64>,
+    pub idempotency_ttl_hours: Option<i64>,
+    pub body_limit: Option<usize>,
+    pub request_timeout_secs: Option<u64>,
+    pub log_format: Option<String>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub listen: String,
+    pub jwt_secret: Option<String>,
+    pub ledger_key: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: String,
+    pub oidc_jwks: Option<String>,
+    pub seal_interval_secs: u64,
+    pub idempotency_ttl_hours: i64,
+    pub body_limit: usize,
+    pub request_timeout_secs: u64,
+    pub log_format: String,
+}
+
+impl Settings {
+    pub fn resolve(args: &SettingsArgs) -> anyhow::Result<Self> {
+        let file: FileSettings = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+                })?;
+                toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("config file {} is not valid: {e}", path.display())
+                })?
+            }
+            None => FileSettings::default(),
+        };
+        let a = args.clone();
+        Ok(Settings {
+            data_dir: a
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("salus-data")),
+            database_url: a
+                .database_url
+                .or(file.database_url)
+                .filter(|s| !s.is_empty()),
+            listen: a
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            jwt_secret: a.jwt_secret.or(file.jwt_secret),
+            ledger_key: a.ledger_key.or(file.ledger_key),
+            oidc_issuer: a.oidc_issuer.or(file.oidc_issuer),
+            oidc_audience: a
+                .oidc_audience
+                .or(file.oidc_audience)
+                .unwrap_or_else(|| "salus-api".into()),
+            oidc_jwks: a.oidc_jwks.or(file.oidc_jwks),
+            seal_interval_secs: a
+                .seal_interval_secs
+                .or(file.seal_interval_secs)
+                .unwrap_or(2)
+                .max(1),
+            idempotency_ttl_hours: a
+                .idempotency_ttl_hours
+                .or(file.idempotency_ttl_hours)
+                .unwrap_or(24)
+                .max(1),
+            body_limit: a.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
+            request_timeout_secs: a
+                .request_timeout_secs
+                .or(file.request_timeout_secs)
+                .unwrap_or(30)
+                .max(1),
+            log_format: a
+                .log_format
+                .or(file.log_format)
+                .unwrap_or_else(|| "json".into()),
+        })
+    }
+
+    /// Default settings rooted at `data_dir` (tests, bench).
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        let args = SettingsArgs {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..SettingsArgs::default()
+        };
+        // No file is read, so this cannot fail.
+        Settings::resolve(&args).unwrap_or_else(|_| unreachable!("no config file to read"))
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("salus.db")
+    }
+}

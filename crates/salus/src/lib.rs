@@ -1,0 +1,8 @@
+//! The `salus` binary's library: settings, server assembly, and the CLI commands. `main.rs`
+//! only parses arguments and calls in here, so integration tests drive the same code.
+
+pub mod audit;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod server;

@@ -1,0 +1,327 @@
+//! Assembling and running the server: open the store, load or create the deployment's
+//! secrets, bootstrap the first tenant and admin, serve HTTP, seal the ledger in the
+//! background, and shut down gracefully.
+
+use crate::config::Settings;
+use anyhow::Context;
+use salus_api::auth::{Authenticator, OidcIssuer};
+use salus_api::metrics::{CommitMetrics, Metrics};
+use salus_api::{ApiConfig, AppState};
+use salus_domain::access::{User, UserCommand};
+use salus_domain::service::Services;
+use salus_kernel::{ActorId, SystemClock, TenantContext, TenantId};
+use salus_store::commit::CommitObserver;
+use salus_store::ledger::{LedgerKey, Sealer};
+use salus_store::{Store, Tenant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const LOCAL_ISSUER: &str = "salus";
+pub const LOCAL_AUDIENCE: &str = "salus-api";
+
+/// Open the configured store (PostgreSQL when a URL is set, else SQLite in the data dir).
+pub async fn open_store(
+    settings: &Settings,
+    observer: Option<Arc<dyn CommitObserver>>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    match &settings.database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = salus_store::postgres::PostgresStore::open(url, observer)
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            Ok(Arc::new(store))
+        }
+        Some(url) if url.starts_with("sqlite://") => {
+            let path = std::path::PathBuf::from(url.trim_start_matches("sqlite://"));
+            let store = salus_store::sqlite::SqliteStore::open(&path, observer)
+                .await
+                .context("cannot open the SQLite store")?;
+            Ok(Arc::new(store))
+        }
+        Some(other) => anyhow::bail!(
+            "database URL '{}' is neither postgres:// nor sqlite://",
+            other.split('@').next_back().unwrap_or("")
+        ),
+        None => {
+            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                format!(
+                    "cannot create data directory {}",
+                    settings.data_dir.display()
+                )
+            })?;
+            let store = salus_store::sqlite::SqliteStore::open(&settings.sqlite_path(), observer)
+                .await
+                .context("cannot open the SQLite store")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The HS256 secret: from settings, or a random one kept in the data directory.
+pub fn jwt_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &settings.jwt_secret {
+        anyhow::ensure!(
+            s.len() >= 32,
+            "the JWT secret must be at least 32 characters"
+        );
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&settings.data_dir)?;
+            let mut bytes = [0u8; 32];
+            rand_bytes(&mut bytes);
+            let text = hex::encode(bytes);
+            salus_store::ledger::write_private(&path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(text.into_bytes())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn rand_bytes(buf: &mut [u8]) {
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, buf);
+}
+
+pub fn ledger_key(settings: &Settings) -> anyhow::Result<LedgerKey> {
+    match &settings.ledger_key {
+        Some(hex) => LedgerKey::from_hex(hex).map_err(|e| anyhow::anyhow!(e)),
+        None => LedgerKey::load_or_create(&settings.data_dir.join("ledger-ed25519.key"))
+            .context("cannot load or create the ledger signing key"),
+    }
+}
+
+pub async fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
+    let oidc = match (&settings.oidc_issuer, &settings.oidc_jwks) {
+        (Some(issuer), Some(jwks)) => {
+            let set = salus_api::auth::load_jwks(jwks)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            Some(OidcIssuer {
+                issuer: issuer.clone(),
+                audience: settings.oidc_audience.clone(),
+                jwks: RwLock::new(set),
+            })
+        }
+        (Some(_), None) => anyhow::bail!("an OIDC issuer needs its JWKS (--oidc-jwks)"),
+        _ => None,
+    };
+    Ok(Authenticator::new(
+        jwt_secret(settings)?,
+        LOCAL_ISSUER.into(),
+        LOCAL_AUDIENCE.into(),
+        oidc,
+    ))
+}
+
+pub fn system_ctx(tenant: TenantId) -> TenantContext {
+    TenantContext::new(tenant, ActorId(Uuid::nil()), Uuid::now_v7())
+}
+
+/// Create a tenant and its first admin user. Returns (tenant, admin user id).
+pub async fn create_tenant_with_admin(
+    services: &Services,
+    tenant_name: &str,
+    username: &str,
+) -> anyhow::Result<(TenantId, Uuid)> {
+    let tenant = Tenant {
+        id: TenantId(Uuid::now_v7()),
+        name: tenant_name.to_owned(),
+        created_at: services.now(),
+    };
+    services.store.create_tenant(&tenant).await?;
+    let user = create_user(
+        services,
+        tenant.id,
+        username,
+        "Administrator",
+        vec!["admin".into()],
+    )
+    .await?;
+    Ok((tenant.id, user))
+}
+
+pub async fn create_user(
+    services: &Services,
+    tenant: TenantId,
+    username: &str,
+    display_name: &str,
+    roles: Vec<String>,
+) -> anyhow::Result<Uuid> {
+    let id = Uuid::now_v7();
+    let (username, display_name) = (username.to_owned(), display_name.to_owned());
+    services
+        .execute::<User, _>(
+            &system_ctx(tenant),
+            id,
+            None,
+            move |_, _| {
+                Ok(UserCommand::Create {
+                    id,
+                    username,
+                    display_name,
+                    roles,
+                })
+            },
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(id)
+}
+
+/// Find a tenant by name or id.
+pub async fn find_tenant(store: &dyn Store, name_or_id: &str) -> anyhow::Result<Tenant> {
+    let tenants = store.tenants().await?;
+    tenants
+        .into_iter()
+        .find(|t| t.name == name_or_id || t.id.0.to_string() == name_or_id)
+        .ok_or_else(|| anyhow::anyhow!("no tenant named '{name_or_id}'"))
+}
+
+/// Find a user by username in a tenant.
+pub async fn find_user(
+    services: &Services,
+    tenant: TenantId,
+    username: &str,
+) -> anyhow::Result<User> {
+    let ctx = system_ctx(tenant);
+    let id = services
+        .store
+        .unique_owner(
+            &ctx,
+            salus_domain::access::user::USERNAME_SCOPE,
+            &username.to_ascii_lowercase(),
+        )
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user '{username}' in that tenant"))?;
+    services
+        .load::<User>(&ctx, id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map(|c| c.state)
+        .ok_or_else(|| anyhow::anyhow!("user '{username}' has no record"))
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Authenticator>,
+    pub services: Services,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stop taking requests, finish in-flight ones, drain the commit queue, seal.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// What the first start printed (the first-login token), when it bootstrapped.
+pub struct Bootstrap {
+    pub tenant: TenantId,
+    pub username: String,
+    pub token: String,
+}
+
+/// Create the default tenant and admin when the store has no tenant at all.
+pub async fn bootstrap(
+    services: &Services,
+    auth: &Authenticator,
+) -> anyhow::Result<Option<Bootstrap>> {
+    if !services.store.tenants().await?.is_empty() {
+        return Ok(None);
+    }
+    let (tenant, admin) = create_tenant_with_admin(services, "default", "admin").await?;
+    let token = auth
+        .issue(admin, tenant, Duration::from_secs(24 * 3600))
+        .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    Ok(Some(Bootstrap {
+        tenant,
+        username: "admin".into(),
+        token,
+    }))
+}
+
+/// Start the server in the background on `settings.listen` (port 0 picks a free one).
+pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Bootstrap>)> {
+    let metrics = Metrics::new();
+    let observer: Arc<dyn CommitObserver> = Arc::new(CommitMetrics(metrics.clone()));
+    let store = open_store(settings, Some(observer)).await?;
+    let services = Services::new(store.clone(), Arc::new(SystemClock));
+    let auth = Arc::new(authenticator(settings).await?);
+    let boot = bootstrap(&services, &auth).await?;
+    let mut sealer = Sealer::new(ledger_key(settings)?);
+    let config = ApiConfig {
+        body_limit: settings.body_limit,
+        header_limit: 32 * 1024,
+        request_timeout: Duration::from_secs(settings.request_timeout_secs),
+        idempotency_ttl: chrono::Duration::hours(settings.idempotency_ttl_hours),
+    };
+    let state = AppState::new(services.clone(), auth.clone(), metrics.clone(), config);
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let seal_every = Duration::from_secs(settings.seal_interval_secs);
+    let store_bg = store.clone();
+    let task = tokio::spawn(async move {
+        let (stop_bg, mut stopped) = tokio::sync::watch::channel(false);
+        let bg_store = store_bg.clone();
+        let bg_metrics = metrics.clone();
+        let background = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(seal_every);
+            let mut purge = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        match sealer.seal_all(bg_store.as_ref()).await {
+                            Ok(heads) => { bg_metrics.tree_heads_signed.inc_by(heads.len() as u64); }
+                            Err(e) => tracing::error!(error = %e, "ledger seal failed"),
+                        }
+                    }
+                    _ = purge.tick() => {
+                        if let Err(e) = bg_store.purge_idempotency(chrono::Utc::now()).await {
+                            tracing::warn!(error = %e, "idempotency purge failed");
+                        }
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+            sealer
+        });
+        let served = axum::serve(listener, salus_api::service(state))
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+        let _ = stop_bg.send(true);
+        store_bg.shutdown().await;
+        if let Ok(mut sealer) = background.await {
+            if let Err(e) = sealer.seal_all(store_bg.as_ref()).await {
+                tracing::warn!(error = %e, "final seal failed");
+            }
+        }
+        served.context("HTTP server failed")
+    });
+    Ok((
+        Running {
+            addr,
+            store,
+            auth,
+            services,
+            shutdown: tx,
+            task,
+        },
+        boot,
+    ))
+}
