@@ -150,11 +150,14 @@ impl Authenticator {
     }
 }
 
+/// When a user was looked up, and what was found.
+type CachedUser = (Instant, Option<User>);
+
 /// Users looked up by id, kept for a few seconds so that a busy client does not cost a
 /// database read per request. A role change or disable takes effect within the TTL.
 pub struct UserCache {
     ttl: Duration,
-    entries: Mutex<HashMap<(TenantId, Uuid), (Instant, Option<User>)>>,
+    entries: Mutex<HashMap<(TenantId, Uuid), CachedUser>>,
 }
 
 impl UserCache {

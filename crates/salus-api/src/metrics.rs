@@ -53,12 +53,9 @@ impl Metrics {
             Histogram::new(latency_buckets())
         });
         let in_flight = Gauge::default();
-        let commit_batch_size = Histogram::new(
-            [
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-            ]
-            .into_iter(),
-        );
+        let commit_batch_size = Histogram::new([
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+        ]);
         let commit_seconds = Histogram::new(latency_buckets());
         let committed_events = Counter::default();
         let tree_heads_signed = Counter::default();

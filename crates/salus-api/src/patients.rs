@@ -37,10 +37,10 @@ fn ok(row: &ResourceRow) -> (u16, Value) {
 fn respond(status: u16, row: &ResourceRow) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut resp = with_etag(code, row.version, resource_json(row));
-    if status == 201 {
-        if let Ok(loc) = HeaderValue::from_str(&format!("{BASE}/{}", row.id)) {
-            resp.headers_mut().insert(header::LOCATION, loc);
-        }
+    if status == 201
+        && let Ok(loc) = HeaderValue::from_str(&format!("{BASE}/{}", row.id))
+    {
+        resp.headers_mut().insert(header::LOCATION, loc);
     }
     resp
 }

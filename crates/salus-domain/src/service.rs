@@ -214,13 +214,13 @@ impl Services {
     {
         let current: Option<Current<A>> = self.load(ctx, id).await?;
         let version = current.as_ref().map(|c| c.row.version).unwrap_or(0);
-        if let Some(expected) = if_match {
-            if expected != version {
-                return Err(ServiceError::Precondition {
-                    expected,
-                    current: version,
-                });
-            }
+        if let Some(expected) = if_match
+            && expected != version
+        {
+            return Err(ServiceError::Precondition {
+                expected,
+                current: version,
+            });
         }
         let now = self.now();
         let state = current.as_ref().map(|c| &c.state);

@@ -31,7 +31,7 @@ pub trait CommitObserver: Send + Sync + 'static {
 pub struct Pending {
     pub ctx: TenantContext,
     pub write: Write,
-    pub reply: oneshot::Sender<Result<Committed, StoreError>>,
+    pub reply: Reply,
 }
 
 /// The sending side of the queue. Cloning is cheap; [`CommitQueue::close`] stops new writes
@@ -128,10 +128,10 @@ impl Needs {
                     n.keys.push((t, k.clone()));
                 }
             }
-            if let Some(r) = &w.idempotency {
-                if idem.insert((t, r.key.clone())) {
-                    n.idempotency.push((t, r.key.clone()));
-                }
+            if let Some(r) = &w.idempotency
+                && idem.insert((t, r.key.clone()))
+            {
+                n.idempotency.push((t, r.key.clone()));
             }
             if tenants.insert(t) {
                 n.tenants.push(t);
@@ -256,26 +256,26 @@ pub fn plan_batch(
         // Unique keys.
         let mut dup = None;
         for k in &w.claims {
-            if let Some(owner) = state.owners.get(&(tenant, k.clone())) {
-                if *owner != w.stream_id {
-                    dup = Some(StoreError::Duplicate {
-                        scope: k.scope.clone(),
-                        value: k.value.clone(),
-                        owner: *owner,
-                    });
-                    break;
-                }
+            if let Some(owner) = state.owners.get(&(tenant, k.clone()))
+                && *owner != w.stream_id
+            {
+                dup = Some(StoreError::Duplicate {
+                    scope: k.scope.clone(),
+                    value: k.value.clone(),
+                    owner: *owner,
+                });
+                break;
             }
         }
         if let Some(e) = dup {
             plan.outcomes.push(Err(e));
             continue;
         }
-        if let Some(r) = &w.idempotency {
-            if state.idempotency.contains(&(tenant, r.key.clone())) {
-                plan.outcomes.push(Err(StoreError::IdempotencyKeyTaken));
-                continue;
-            }
+        if let Some(r) = &w.idempotency
+            && state.idempotency.contains(&(tenant, r.key.clone()))
+        {
+            plan.outcomes.push(Err(StoreError::IdempotencyKeyTaken));
+            continue;
         }
         // Accepted: apply its effects to the in-memory state.
         for k in &w.releases {
@@ -400,13 +400,11 @@ pub fn plan_batch(
     plan
 }
 
+/// Where one request's answer goes.
+pub type Reply = oneshot::Sender<Result<Committed, StoreError>>;
+
 /// Split a batch into the parts the planner needs and the reply channels.
-pub fn split(
-    batch: Vec<Pending>,
-) -> (
-    Vec<(TenantContext, Write)>,
-    Vec<oneshot::Sender<Result<Committed, StoreError>>>,
-) {
+pub fn split(batch: Vec<Pending>) -> (Vec<(TenantContext, Write)>, Vec<Reply>) {
     batch
         .into_iter()
         .map(|p| ((p.ctx, p.write), p.reply))
@@ -414,10 +412,7 @@ pub fn split(
 }
 
 /// Answer every request of a batch.
-pub fn reply_all(
-    replies: Vec<oneshot::Sender<Result<Committed, StoreError>>>,
-    outcomes: Vec<Result<Committed, StoreError>>,
-) {
+pub fn reply_all(replies: Vec<Reply>, outcomes: Vec<Result<Committed, StoreError>>) {
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         let _ = reply.send(outcome);
     }

@@ -236,14 +236,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
     let (running, boot) = server::start(settings).await?;
     let backend = running.store.backend();
-    tracing::info!(addr = %running.addr, backend, "salus is listening");
-    println!("Salus is listening on http://{} ({backend})", running.addr);
     if let Some(b) = boot {
         println!(
-            "\nFirst start: created tenant 'default' and user '{}'.\nFirst-login token (valid 24 hours; shown once):\n\n{}\n\nGet another with: salus token issue --user {} --tenant default\n",
+            "First start: created tenant 'default' and user '{}'.\nFirst-login token (valid 24 hours; shown once):\n\n{}\n\nGet another with: salus token issue --user {} --tenant default\n",
             b.username, b.token, b.username
         );
     }
+    tracing::info!(addr = %running.addr, backend, "salus is listening");
+    println!("Salus is listening on http://{} ({backend})", running.addr);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests and writes");
     running.stop().await?;

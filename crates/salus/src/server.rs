@@ -306,10 +306,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
             .await;
         let _ = stop_bg.send(true);
         store_bg.shutdown().await;
-        if let Ok(mut sealer) = background.await {
-            if let Err(e) = sealer.seal_all(store_bg.as_ref()).await {
-                tracing::warn!(error = %e, "final seal failed");
-            }
+        if let Ok(mut sealer) = background.await
+            && let Err(e) = sealer.seal_all(store_bg.as_ref()).await
+        {
+            tracing::warn!(error = %e, "final seal failed");
         }
         served.context("HTTP server failed")
     });

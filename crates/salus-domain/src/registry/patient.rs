@@ -186,13 +186,13 @@ impl PatientDetails {
             .as_deref()
             .map(|d| parse_date("birth_date", d))
             .transpose()?;
-        if let Some(b) = birth_date {
-            if b > today {
-                return Err(DomainError::invalid(
-                    "birth_date",
-                    "birth_date is in the future",
-                ));
-            }
+        if let Some(b) = birth_date
+            && b > today
+        {
+            return Err(DomainError::invalid(
+                "birth_date",
+                "birth_date is in the future",
+            ));
         }
         let gender = input.gender.as_deref().map(Gender::parse).transpose()?;
         let phones = input
@@ -413,13 +413,13 @@ impl Aggregate for Patient {
                         "date of death is in the future",
                     ));
                 }
-                if let Some(b) = p.details.birth_date {
-                    if *date < b {
-                        return Err(DomainError::invalid(
-                            "date",
-                            "date of death is before the birth date",
-                        ));
-                    }
+                if let Some(b) = p.details.birth_date
+                    && *date < b
+                {
+                    return Err(DomainError::invalid(
+                        "date",
+                        "date of death is before the birth date",
+                    ));
                 }
                 Ok(vec![PatientEvent::DeathRecorded(Deceased { date: *date })])
             }

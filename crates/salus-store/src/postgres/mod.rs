@@ -5,7 +5,7 @@
 //! `0001_init.sql` apply even when the URL names a superuser. Each tenant-scoped statement
 //! runs with `salus.tenants` set to the tenants it may see.
 //!
-//! One writer task owns a dedicated connection and runs the group-commit loop ([`writer`]);
+//! One writer task owns a dedicated connection and runs the group-commit loop (`writer.rs`);
 //! reads go through a small pool, each setting its tenants in the same pipelined round trip
 //! as its query.
 
@@ -259,6 +259,8 @@ impl PostgresStore {
             }))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // Fail now, not at the first read, if the role cannot be taken.
+        drop(pool.get().await.map_err(pool_err)?);
         let writer = writer::Writer::open(url, observer).await?;
         let (queue, rx, done) = CommitQueue::new();
         tokio::spawn(async move {
@@ -595,13 +597,11 @@ impl Store for PostgresStore {
     async fn ready(&self) -> Result<(), StoreError> {
         let want = schema_version();
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                &[],
-            )
+        let st = client
+            .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             .await
             .map_err(db_err)?;
+        let row = client.query_one(&st, &[]).await.map_err(db_err)?;
         let have: i64 = row.try_get(0).map_err(db_err)?;
         if have == want {
             Ok(())

@@ -138,16 +138,16 @@ async fn commit_then_read_back_resource_search_rows_and_ledger() {
 
     let p = new_id();
     let c = ctx(a);
-    let first = store
-        .commit(&c, patient(p, 0, "Smith", "123"))
-        .await
-        .unwrap();
+    let w = patient(p, 0, "Smith", "123");
+    let created_at = w.occurred_at;
+    let first = store.commit(&c, w).await.unwrap();
     assert_eq!(first.version, 1);
 
     let row = store.resource(&c, "patient", p).await.unwrap().unwrap();
     assert_eq!(row.version, 1);
     assert_eq!(row.doc["family"], "Smith");
-    assert_eq!(row.created_at, first.recorded_at);
+    // A projection's times are those of the writes that made it (their occurred_at).
+    assert_eq!((row.created_at, row.updated_at), (created_at, created_at));
 
     let found = store
         .search(&c, &by("family", FilterOp::Prefix, "smi"))
@@ -181,6 +181,8 @@ async fn commit_then_read_back_resource_search_rows_and_ledger() {
         .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].version, 2);
+    assert_eq!(found[0].created_at, created_at);
+    assert!(found[0].updated_at >= created_at);
 
     // The stream reads back exactly what was committed, chained.
     let events = store.stream(&c, p, None).await.unwrap();
@@ -543,6 +545,20 @@ async fn throughput() {
         .unwrap_or(5);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
+    let c = counter.clone();
+    let reporter = tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let now = c.requests.load(Ordering::SeqCst);
+            eprintln!(
+                "  {:>3.0}s: {}/s",
+                started.elapsed().as_secs_f64(),
+                (now - last) / 5
+            );
+            last = now;
+        }
+    });
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let store = store.clone();
@@ -567,6 +583,7 @@ async fn throughput() {
         total += t.await.unwrap();
     }
     let took = started.elapsed().as_secs_f64();
+    reporter.abort();
     let batches = counter.batches.load(Ordering::SeqCst);
     eprintln!(
         "{total} creates in {took:.2}s = {:.0}/s; {batches} transactions, {:.1} per transaction",

@@ -1,10 +1,11 @@
 //! The group-commit writer: one task, one dedicated connection.
 //!
-//! Each batch is one transaction of three round trips whatever its size: (1) `BEGIN`, the
-//! batch's tenants, the ledger-head locks and the set-based reads, pipelined; (2) every
-//! bulk write (`INSERT ... SELECT FROM unnest(...)`), pipelined in dependency order;
-//! (3) `COMMIT`. The server runs pipelined statements in the order they were sent, and a
-//! failed statement aborts the transaction, so nothing after a failure takes effect.
+//! Each batch is one transaction of two round trips whatever its size: (1) `BEGIN`, the
+//! batch's tenants (`set_config(.., true)`), the ledger-head locks and the set-based reads,
+//! pipelined; (2) every bulk write (`INSERT ... SELECT FROM unnest(...)`, one statement
+//! per table) and `COMMIT`, pipelined. The server runs pipelined statements in the order
+//! they were sent, and a statement that fails aborts the transaction, so the `COMMIT`
+//! behind it rolls back; see [`apply_and_commit`].
 //!
 //! Locking the batch tenants' ledger heads (in tenant order) before reading anything
 //! serialises this writer with any other process writing the same tenants: the reads that
@@ -13,11 +14,14 @@
 //! then retried on its own against fresh state.
 
 use super::{APP_ROLE, connect, db_err, tenant_list};
-use crate::commit::{self, BatchState, CommitObserver, Needs, Pending, Plan};
+use crate::commit::{
+    self, BatchState, CommitObserver, Needs, Pending, Plan, PlannedHead, PlannedResource,
+};
 use crate::model::*;
 use chrono::{DateTime, Utc};
 use salus_kernel::clock::truncate_micros;
 use salus_kernel::{Hash32, TenantContext, TenantId};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +35,9 @@ use uuid::Uuid;
 /// How often one request is tried against fresh state after a unique violation,
 /// serialization failure or deadlock caused by another process.
 const ATTEMPTS: usize = 3;
+
+/// At most this many yields are spent gathering a batch (see [`gather`]).
+const GATHER_YIELDS: usize = 8;
 
 /// The unique constraint on `events (stream_id, version)`: optimistic concurrency.
 const STREAM_VERSION_KEY: &str = "events_stream_id_version_key";
@@ -88,21 +95,29 @@ const SQL_BEGIN: &str = "BEGIN";
 const SQL_COMMIT: &str = "COMMIT";
 const SQL_SET_TENANTS: &str = "SELECT set_config('salus.tenants', $1, true)";
 const SQL_LOCK_LEDGER: &str = "SELECT tenant_id, seq FROM ledger_heads WHERE tenant_id = ANY($1::uuid[]) ORDER BY tenant_id FOR UPDATE";
-const SQL_READ_STREAMS: &str =
-    "SELECT stream_id, tenant_id, version, hash FROM streams WHERE stream_id = ANY($1::uuid[])";
-const SQL_READ_KEYS: &str = "SELECT k.tenant_id, k.scope, k.value, k.stream_id FROM unique_keys k
-     JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS u(t, s, v)
-       ON k.tenant_id = u.t AND k.scope = u.s AND k.value = u.v";
-const SQL_READ_IDEMPOTENCY: &str = "SELECT i.tenant_id, i.key FROM idempotency i
-     JOIN unnest($1::uuid[], $2::text[]) AS u(t, k) ON i.tenant_id = u.t AND i.key = u.k";
+// Point reads are written as one index probe per key (LATERAL ... LIMIT 1) rather than as
+// a join: on a young table, before autovacuum has analysed it, the planner otherwise
+// takes the row-level-security predicate on tenant_id as its index condition and reads
+// every row of the tenant for each batch.
+const SQL_READ_STREAMS: &str = "SELECT s.stream_id, s.tenant_id, s.version, s.hash FROM unnest($1::uuid[]) AS u(id)
+     CROSS JOIN LATERAL (SELECT stream_id, tenant_id, version, hash FROM streams WHERE stream_id = u.id LIMIT 1) s";
+const SQL_READ_KEYS: &str = "SELECT u.t, u.s, u.v, k.stream_id FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(t, s, v)
+     CROSS JOIN LATERAL (SELECT stream_id FROM unique_keys WHERE tenant_id = u.t AND scope = u.s AND value = u.v LIMIT 1) k";
+const SQL_READ_IDEMPOTENCY: &str = "SELECT u.t, u.k FROM unnest($1::uuid[], $2::text[]) AS u(t, k)
+     CROSS JOIN LATERAL (SELECT 1 FROM idempotency WHERE tenant_id = u.t AND key = u.k LIMIT 1) i";
 const SQL_INSERT_EVENTS: &str = "INSERT INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)
      SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::int[], $9::jsonb[], $10::uuid[], $11::uuid[], $12::uuid[], $13::timestamptz[], $14::timestamptz[], $15::bytea[], $16::bytea[])";
+const SQL_INSERT_STREAMS: &str =
+    "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)
+     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])";
 const SQL_UPSERT_STREAMS: &str =
     "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])
      ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash";
+const SQL_INSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at)
+     SELECT u.t, u.rt, u.id, u.v, u.d, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::jsonb[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)";
 const SQL_UPSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at)
-     SELECT u.t, u.rt, u.id, u.v, u.d, $6::timestamptz, $6::timestamptz FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::jsonb[]) AS u(t, rt, id, v, d)
+     SELECT u.t, u.rt, u.id, u.v, u.d, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::jsonb[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)
      ON CONFLICT (tenant_id, resource_type, id) DO UPDATE SET version = excluded.version, doc = excluded.doc, updated_at = excluded.updated_at";
 const SQL_CLEAR_SEARCH: &str =
     "DELETE FROM search_index s USING unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, t, rt)
@@ -133,7 +148,9 @@ struct Statements {
     read_keys: Statement,
     read_idempotency: Statement,
     insert_events: Statement,
+    insert_streams: Statement,
     upsert_streams: Statement,
+    insert_resources: Statement,
     upsert_resources: Statement,
     clear_search: Statement,
     insert_search: Statement,
@@ -156,7 +173,9 @@ impl Statements {
                 SQL_READ_KEYS,
                 SQL_READ_IDEMPOTENCY,
                 SQL_INSERT_EVENTS,
+                SQL_INSERT_STREAMS,
                 SQL_UPSERT_STREAMS,
+                SQL_INSERT_RESOURCES,
                 SQL_UPSERT_RESOURCES,
                 SQL_CLEAR_SEARCH,
                 SQL_INSERT_SEARCH,
@@ -186,7 +205,9 @@ impl Statements {
             read_keys: next()?,
             read_idempotency: next()?,
             insert_events: next()?,
+            insert_streams: next()?,
             upsert_streams: next()?,
+            insert_resources: next()?,
             upsert_resources: next()?,
             clear_search: next()?,
             insert_search: next()?,
@@ -251,8 +272,13 @@ impl Writer {
 
     /// The group-commit loop. Returns when the queue is closed and drained.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+        let mut last = 0;
         while let Some(first) = rx.recv().await {
+            if last > 1 {
+                gather(&rx, last).await;
+            }
             let batch = commit::fill_batch(first, &mut rx);
+            last = batch.len();
             let (reqs, replies) = commit::split(batch);
             let outcomes = self.commit_all(&reqs).await;
             commit::reply_all(replies, outcomes);
@@ -352,13 +378,13 @@ impl Writer {
     }
 
     async fn rollback(&mut self) {
-        if let Some(conn) = &self.conn {
-            if !conn.client.is_closed() {
-                if let Err(e) = conn.client.batch_execute("ROLLBACK").await {
-                    tracing::warn!(error = %e, "rollback failed; reconnecting");
-                    self.conn = None;
-                }
-            }
+        let Some(conn) = &self.conn else { return };
+        if conn.client.is_closed() {
+            return;
+        }
+        if let Err(e) = conn.client.batch_execute("ROLLBACK").await {
+            tracing::warn!(error = %e, "rollback failed; reconnecting");
+            self.conn = None;
         }
     }
 
@@ -380,40 +406,37 @@ impl Writer {
     ) -> Result<(Outcomes, usize), Fail> {
         let conn = self.connected().await?;
         let (c, st) = (&conn.client, &conn.st);
-        let t0 = Instant::now();
         let needs = Needs::of(reqs);
         let state = read_state(c, st, &needs).await?;
-        let t1 = Instant::now();
+        // Streams that exist already are updated; the others are inserted.
+        let existing: HashSet<Uuid> = state.heads.keys().copied().collect();
         let now = truncate_micros(Utc::now());
         let plan = commit::plan_batch(reqs, state, now);
         let events = plan.events.len();
-        let t2 = Instant::now();
-        if !plan.is_empty() {
-            apply(c, st, &plan).await?;
-        }
-        let t3 = Instant::now();
-        c.execute(&st.commit, &[]).await?;
-        let t4 = Instant::now();
-        PH.with(|_| ());
-        unsafe {
-            TIMES[0] += (t1 - t0).as_micros() as u64;
-            TIMES[1] += (t2 - t1).as_micros() as u64;
-            TIMES[2] += (t3 - t2).as_micros() as u64;
-            TIMES[3] += (t4 - t3).as_micros() as u64;
-            TIMES[4] += 1;
-            if TIMES[4] % 200 == 0 {
-                eprintln!(
-                    "DBG n={} read {} plan {} apply {} commit {} (us avg) size {}",
-                    TIMES[4],
-                    TIMES[0] / TIMES[4],
-                    TIMES[1] / TIMES[4],
-                    TIMES[2] / TIMES[4],
-                    TIMES[3] / TIMES[4],
-                    reqs.len()
-                );
-            }
+        if plan.is_empty() {
+            c.execute(&st.commit, &[]).await?;
+        } else {
+            apply_and_commit(c, st, &plan, &existing).await?;
         }
         Ok((plan.outcomes, events))
+    }
+}
+
+/// Under load, give the callers just answered a moment to queue their next write before
+/// the batch is taken, so that they share this transaction rather than wait for the next:
+/// a few yields while the queue is still growing, never more than [`GATHER_YIELDS`].
+/// Without it, closed-loop callers settle into two cohorts that take turns, each batch
+/// half as large and the fixed cost of a transaction paid twice as often.
+async fn gather(rx: &mpsc::Receiver<Pending>, last: usize) {
+    for _ in 0..GATHER_YIELDS {
+        let before = rx.len();
+        if before + 1 >= last {
+            break;
+        }
+        tokio::task::yield_now().await;
+        if rx.len() == before {
+            break;
+        }
     }
 }
 
@@ -502,10 +525,104 @@ async fn read_state(c: &Client, st: &Statements, needs: &Needs) -> Result<BatchS
     Ok(state)
 }
 
-/// Round trip 2: every write of the plan, one bulk statement per table, pipelined in the
-/// order the server must run them (search rows and keys are cleared before they are
-/// inserted again).
-async fn apply(c: &Client, st: &Statements, plan: &Plan) -> Result<(), Fail> {
+/// Column vectors of some stream heads.
+struct HeadCols<'a> {
+    stream: Vec<Uuid>,
+    tenant: Vec<Uuid>,
+    stream_type: Vec<&'a str>,
+    version: Vec<i64>,
+    hash: Vec<&'a [u8]>,
+}
+
+impl<'a> HeadCols<'a> {
+    fn of(heads: impl Iterator<Item = &'a PlannedHead>) -> Self {
+        let mut c = HeadCols {
+            stream: Vec::new(),
+            tenant: Vec::new(),
+            stream_type: Vec::new(),
+            version: Vec::new(),
+            hash: Vec::new(),
+        };
+        for h in heads {
+            c.stream.push(h.head.stream_id);
+            c.tenant.push(h.tenant.0);
+            c.stream_type.push(h.head.stream_type.as_str());
+            c.version.push(h.head.version);
+            c.hash.push(&h.head.hash.0[..]);
+        }
+        c
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.stream,
+            &self.tenant,
+            &self.stream_type,
+            &self.version,
+            &self.hash,
+        ]
+    }
+}
+
+/// Column vectors of some projections.
+struct ResourceCols<'a> {
+    tenant: Vec<Uuid>,
+    resource_type: Vec<&'a str>,
+    id: Vec<Uuid>,
+    version: Vec<i64>,
+    doc: Vec<&'a serde_json::Value>,
+    /// When the write happened: `created_at` of a new resource, `updated_at` always.
+    at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> ResourceCols<'a> {
+    fn of(resources: impl Iterator<Item = &'a PlannedResource>) -> Self {
+        let mut c = ResourceCols {
+            tenant: Vec::new(),
+            resource_type: Vec::new(),
+            id: Vec::new(),
+            version: Vec::new(),
+            doc: Vec::new(),
+            at: Vec::new(),
+        };
+        for r in resources {
+            c.tenant.push(r.tenant.0);
+            c.resource_type.push(r.resource_type.as_str());
+            c.id.push(r.id);
+            c.version.push(r.version);
+            c.doc.push(&r.doc);
+            c.at.push(r.at);
+        }
+        c
+    }
+
+    fn params(&self) -> Params<'_> {
+        vec![
+            &self.tenant,
+            &self.resource_type,
+            &self.id,
+            &self.version,
+            &self.doc,
+            &self.at,
+        ]
+    }
+}
+
+/// Round trip 2: every write of the plan, one bulk statement per table (new rows are
+/// inserted, existing ones upserted), pipelined in the order the server must run them
+/// (search rows and keys are cleared before they are inserted again), then `COMMIT`.
+///
+/// The futures are polled in order (`biased`), and tokio-postgres sends a statement when
+/// its future is first polled, so `COMMIT` is sent last; if a statement cannot even be
+/// encoded, `try_join!` returns before polling the ones after it and `COMMIT` is never
+/// sent. A statement the server refuses aborts the transaction, and the `COMMIT` after it
+/// then rolls back.
+async fn apply_and_commit(
+    c: &Client,
+    st: &Statements,
+    plan: &Plan,
+    existing: &HashSet<Uuid>,
+) -> Result<(), Fail> {
     // events
     let ev = &plan.events;
     let e_tenant: Vec<Uuid> = ev.iter().map(|e| e.tenant_id.0).collect();
@@ -544,36 +661,19 @@ async fn apply(c: &Client, st: &Statements, plan: &Plan) -> Result<(), Fail> {
     ];
 
     // stream heads
-    let hs = &plan.heads;
-    let h_stream: Vec<Uuid> = hs.iter().map(|h| h.head.stream_id).collect();
-    let h_tenant: Vec<Uuid> = hs.iter().map(|h| h.tenant.0).collect();
-    let h_type: Vec<&str> = hs.iter().map(|h| h.head.stream_type.as_str()).collect();
-    let h_version: Vec<i64> = hs.iter().map(|h| h.head.version).collect();
-    let h_hash: Vec<&[u8]> = hs.iter().map(|h| &h.head.hash.0[..]).collect();
-    let heads: Params = vec![&h_stream, &h_tenant, &h_type, &h_version, &h_hash];
+    let is_new = |h: &&PlannedHead| !existing.contains(&h.head.stream_id);
+    let new_heads = HeadCols::of(plan.heads.iter().filter(is_new));
+    let old_heads = HeadCols::of(plan.heads.iter().filter(|h| !is_new(h)));
+    let (new_heads_p, old_heads_p) = (new_heads.params(), old_heads.params());
 
     // projections
     let rs = &plan.resources;
-    let r_tenant: Vec<Uuid> = rs.iter().map(|r| r.tenant.0).collect();
-    let r_type: Vec<&str> = rs.iter().map(|r| r.resource_type.as_str()).collect();
-    let r_id: Vec<Uuid> = rs.iter().map(|r| r.id).collect();
-    let r_version: Vec<i64> = rs.iter().map(|r| r.version).collect();
-    let r_doc: Vec<&serde_json::Value> = rs.iter().map(|r| &r.doc).collect();
-    let resources: Params = vec![
-        &r_tenant,
-        &r_type,
-        &r_id,
-        &r_version,
-        &r_doc,
-        &plan.recorded_at,
-    ];
+    let created = ResourceCols::of(rs.iter().filter(|r| r.created));
+    let updated = ResourceCols::of(rs.iter().filter(|r| !r.created));
+    let (created_p, updated_p) = (created.params(), updated.params());
 
     // search rows: cleared for resources that existed before, then inserted
-    let old: Vec<_> = rs.iter().filter(|r| !r.created).collect();
-    let c_id: Vec<Uuid> = old.iter().map(|r| r.id).collect();
-    let c_tenant: Vec<Uuid> = old.iter().map(|r| r.tenant.0).collect();
-    let c_type: Vec<&str> = old.iter().map(|r| r.resource_type.as_str()).collect();
-    let clear: Params = vec![&c_id, &c_tenant, &c_type];
+    let clear: Params = vec![&updated.id, &updated.tenant, &updated.resource_type];
     let rows: Vec<_> = rs
         .iter()
         .flat_map(|r| r.search.iter().map(move |s| (r, s)))
@@ -621,17 +721,17 @@ async fn apply(c: &Client, st: &Statements, plan: &Plan) -> Result<(), Fail> {
     tokio::try_join!(
         biased;
         run_if(!ev.is_empty(), c.execute(&st.insert_events, &events)),
-        run_if(!hs.is_empty(), c.execute(&st.upsert_streams, &heads)),
-        run_if(!rs.is_empty(), c.execute(&st.upsert_resources, &resources)),
-        run_if(!old.is_empty(), c.execute(&st.clear_search, &clear)),
+        run_if(!new_heads.stream.is_empty(), c.execute(&st.insert_streams, &new_heads_p)),
+        run_if(!old_heads.stream.is_empty(), c.execute(&st.upsert_streams, &old_heads_p)),
+        run_if(!created.id.is_empty(), c.execute(&st.insert_resources, &created_p)),
+        run_if(!updated.id.is_empty(), c.execute(&st.upsert_resources, &updated_p)),
+        run_if(!updated.id.is_empty(), c.execute(&st.clear_search, &clear)),
         run_if(!rows.is_empty(), c.execute(&st.insert_search, &search)),
         run_if(!kd.is_empty(), c.execute(&st.delete_keys, &key_deletes)),
         run_if(!ki.is_empty(), c.execute(&st.insert_keys, &key_inserts)),
         run_if(!id.is_empty(), c.execute(&st.insert_idempotency, &idempotency)),
-        run_if(!plan.ledger.is_empty(), c.execute(&st.upsert_ledger, &ledger)),
+        run_if(!l_tenant.is_empty(), c.execute(&st.upsert_ledger, &ledger)),
+        c.execute(&st.commit, &[]),
     )?;
     Ok(())
 }
-
-thread_local!(static PH: () = ());
-pub(super) static mut TIMES: [u64; 5] = [0; 5];

@@ -66,10 +66,10 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
 /// Apply pending migrations to the file at `path` (created if missing). Returns the
 /// versions applied now.
 pub fn migrate(path: &Path) -> Result<Vec<i64>, StoreError> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     }
     let mut conn = open_conn(path, false)?;
     run_migrations(&mut conn)
@@ -122,10 +122,10 @@ impl ReadPool {
     }
 
     fn give(&self, conn: Connection) {
-        if let Ok(mut v) = self.idle.lock() {
-            if v.len() < 32 {
-                v.push(conn);
-            }
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < 32
+        {
+            v.push(conn);
         }
     }
 }

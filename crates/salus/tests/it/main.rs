@@ -1,0 +1,8 @@
+//! HTTP-level tests: the real server on a random port, a fresh database per test, real HTTP.
+//! Every store-touching test runs on SQLite and on PostgreSQL (required, never skipped).
+
+mod app;
+mod auth;
+mod crash;
+mod patients;
+mod surface;

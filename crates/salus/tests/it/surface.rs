@@ -1,0 +1,141 @@
+//! The operational surface: OpenAPI, metrics, health, routing errors and limits.
+
+use crate::app::{TestApp, problem};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_every_route_and_every_documented_route_answers() {
+    let app = TestApp::spawn("sqlite").await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    // Every route the server serves (but the document itself) is documented...
+    let served = [
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("post", "/api/v1/patients"),
+        ("get", "/api/v1/patients"),
+        ("get", "/api/v1/patients/{id}"),
+        ("patch", "/api/v1/patients/{id}"),
+        ("get", "/api/v1/patients/{id}/history"),
+        ("post", "/api/v1/patients/{id}/{action}"),
+    ];
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                documented.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = served
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // ...and every documented operation is routed (never the "no such route" fallback).
+    let id = uuid::Uuid::now_v7().to_string();
+    for (method, path) in &documented {
+        let url = app.url(&path.replace("{id}", &id).replace("{action}", "activate"));
+        let req = match method.as_str() {
+            "get" => app.client.get(url),
+            "post" => app.client.post(url),
+            "patch" => app.client.patch(url),
+            other => panic!("unexpected method {other}"),
+        };
+        let r = req.bearer_auth(&app.token).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("no such route") && status != 405,
+            "{method} {path} is documented but not routed: {status} {body}"
+        );
+        if path.contains("patients") && method != "get" {
+            continue;
+        }
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_routing_errors() {
+    let app = TestApp::spawn("sqlite").await;
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["backend"], "sqlite");
+    app.create_patient(&crate::app::patient("X-1", "Metric", "Ada"))
+        .await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"salus_http_requests_total{method="POST",route="/api/v1/patients",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("salus_http_request_duration_seconds_bucket"));
+    assert!(text.contains("salus_store_commit_batch_size_count"));
+    assert!(!text.contains("X-1"), "no patient data in metrics");
+    problem(
+        app.client.get(app.url("/nowhere")).send().await.unwrap(),
+        404,
+        "not-found",
+    )
+    .await;
+    problem(
+        app.client.delete(app.url("/healthz")).send().await.unwrap(),
+        405,
+        "method-not-allowed",
+    )
+    .await;
+    let huge = "x".repeat(40 * 1024);
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-filler", huge)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 431, "headers-too-large").await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(
+        r.headers().get("x-request-id").is_some(),
+        "every response carries a request id"
+    );
+    app.stop().await;
+}
