@@ -66,10 +66,9 @@ pub async fn create(
     let input = body.value;
     let result = state
         .services
-        .execute::<Patient, _>(
+        .create::<Patient, _>(
             &actor.ctx,
             id,
-            None,
             |_, now| {
                 Ok(PatientCommand::Register {
                     id,
@@ -127,15 +126,19 @@ pub async fn read(
 ) -> Result<Response, ApiError> {
     actor.require("patients:read")?;
     let id = http::parse_uuid("patient", &id)?;
-    let current = match params.as_of.as_deref() {
+    let row = match params.as_of.as_deref() {
         Some(at) => {
             let at = parse_instant("as_of", at)?;
-            state.services.as_of::<Patient>(&actor.ctx, id, at).await?
+            state
+                .services
+                .as_of::<Patient>(&actor.ctx, id, at)
+                .await?
+                .map(|c| c.row)
         }
-        None => state.services.load::<Patient>(&actor.ctx, id).await?,
+        None => state.services.row::<Patient>(&actor.ctx, id).await?,
     };
-    let current = current.ok_or_else(|| ApiError::not_found(format!("no patient with id {id}")))?;
-    Ok(respond(200, &current.row))
+    let row = row.ok_or_else(|| ApiError::not_found(format!("no patient with id {id}")))?;
+    Ok(respond(200, &row))
 }
 
 /// The patient's full history: every event, oldest first.

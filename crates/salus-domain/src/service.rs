@@ -137,6 +137,15 @@ impl Services {
         }
     }
 
+    /// The stored projection row of a resource, undecoded (the fast path for plain reads).
+    pub async fn row<A: Projected>(
+        &self,
+        ctx: &TenantContext,
+        id: Uuid,
+    ) -> Result<Option<ResourceRow>, ServiceError> {
+        Ok(self.store.resource(ctx, A::RESOURCE_TYPE, id).await?)
+    }
+
     /// The state as it stood at `at` (from the event log).
     pub async fn as_of<A: Projected>(
         &self,
@@ -213,6 +222,39 @@ impl Services {
         F: FnOnce(Option<&A>, DateTime<Utc>) -> Result<A::Command, DomainError>,
     {
         let current: Option<Current<A>> = self.load(ctx, id).await?;
+        self.apply(ctx, id, current, if_match, make, idempotency)
+            .await
+    }
+
+    /// Run a command that starts a new stream under a freshly minted `id`: nothing is read
+    /// first (the store still refuses the write if the stream exists).
+    pub async fn create<A, F>(
+        &self,
+        ctx: &TenantContext,
+        id: Uuid,
+        make: F,
+        idempotency: Option<Idempotency<'_>>,
+    ) -> Result<Current<A>, ServiceError>
+    where
+        A: Projected,
+        F: FnOnce(Option<&A>, DateTime<Utc>) -> Result<A::Command, DomainError>,
+    {
+        self.apply(ctx, id, None, None, make, idempotency).await
+    }
+
+    async fn apply<A, F>(
+        &self,
+        ctx: &TenantContext,
+        id: Uuid,
+        current: Option<Current<A>>,
+        if_match: Option<i64>,
+        make: F,
+        idempotency: Option<Idempotency<'_>>,
+    ) -> Result<Current<A>, ServiceError>
+    where
+        A: Projected,
+        F: FnOnce(Option<&A>, DateTime<Utc>) -> Result<A::Command, DomainError>,
+    {
         let version = current.as_ref().map(|c| c.row.version).unwrap_or(0);
         if let Some(expected) = if_match
             && expected != version

@@ -170,6 +170,19 @@ impl SqliteStore {
         })
     }
 
+    /// A point read on the calling thread: a primary-key lookup takes microseconds, less
+    /// than handing it to another thread would.
+    fn read_now<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<R, StoreError>,
+    {
+        let conn = self.reads.take()?;
+        let out = f(&conn);
+        self.reads.give(conn);
+        out
+    }
+
+    /// A read that may scan (search, streams, ledger pages), on the blocking pool.
     async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -501,7 +514,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<ResourceRow>, StoreError> {
         let t = ctx.tenant.0;
         let rt = resource_type.to_owned();
-        self.read(move |c| {
+        self.read_now(move |c| {
             let mut st = c
                 .prepare_cached(&format!(
                     "SELECT {} FROM resources r WHERE r.tenant_id = ?1 AND r.resource_type = ?2 AND r.id = ?3",
@@ -512,7 +525,6 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(db_err)
         })
-        .await
     }
 
     async fn stream(
@@ -572,14 +584,13 @@ impl Store for SqliteStore {
     ) -> Result<Option<Uuid>, StoreError> {
         let t = ctx.tenant.0;
         let (scope, value) = (scope.to_owned(), value.to_owned());
-        self.read(move |c| {
+        self.read_now(move |c| {
             c.prepare_cached("SELECT stream_id FROM unique_keys WHERE tenant_id = ?1 AND scope = ?2 AND value = ?3")
                 .map_err(db_err)?
                 .query_row(params![t, scope, value], |r| r.get(0))
                 .optional()
                 .map_err(db_err)
         })
-        .await
     }
 
     async fn idempotency(
@@ -589,7 +600,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let t = ctx.tenant.0;
         let key = key.to_owned();
-        self.read(move |c| {
+        self.read_now(move |c| {
             c.prepare_cached(
                 "SELECT key, request_hash, status, body, resource_version, created_at, expires_at FROM idempotency WHERE tenant_id = ?1 AND key = ?2",
             )
@@ -609,7 +620,6 @@ impl Store for SqliteStore {
             .optional()
             .map_err(db_err)
         })
-        .await
     }
 
     async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
@@ -704,7 +714,7 @@ impl Store for SqliteStore {
     }
 
     async fn ledger_head(&self, tenant: TenantId) -> Result<i64, StoreError> {
-        self.read(move |c| {
+        self.read_now(move |c| {
             let seq: Option<i64> = c
                 .prepare_cached("SELECT seq FROM ledger_heads WHERE tenant_id = ?1")
                 .map_err(db_err)?
@@ -713,7 +723,6 @@ impl Store for SqliteStore {
                 .map_err(db_err)?;
             Ok(seq.unwrap_or(0))
         })
-        .await
     }
 
     async fn stream_heads(&self, tenant: TenantId) -> Result<Vec<StreamHead>, StoreError> {
