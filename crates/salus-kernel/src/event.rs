@@ -1,7 +1,11 @@
 //! The event envelope and its per-stream hash chain.
 //!
-//! `hash = SHA-256(prev_hash || canonical(event without hashes))`; the first event of a
-//! stream has `prev_hash` = 32 zero bytes. The chain is per stream, so writers to different
+//! `hash = SHA-256(prev_hash || body_digest || recorded_at)` where `body_digest` is the
+//! SHA-256 of the canonical JSON of the event without `recorded_at`, `seq` and the hashes,
+//! and `recorded_at` is its RFC 3339 text with six fractional digits. The first event of a
+//! stream has `prev_hash` = 32 zero bytes. Splitting the body digest from the commit time
+//! lets writers digest the (large) body before the commit queue and the committer add only
+//! the chain link and the time. The chain is per stream, so writers to different
 //! records never wait on each other; the ledger (see [`crate::merkle`]) gives the total
 //! order per tenant.
 
@@ -9,7 +13,7 @@ use crate::canonical::to_canonical_string;
 use crate::context::{ActorId, TenantId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use uuid::Uuid;
@@ -97,6 +101,74 @@ pub struct EventEnvelope {
     pub hash: Hash32,
 }
 
+/// The fields of an event's body other than its payload.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRef<'a> {
+    pub event_id: Uuid,
+    pub tenant_id: TenantId,
+    pub stream_type: &'a str,
+    pub stream_id: Uuid,
+    pub version: i64,
+    pub event_type: &'a str,
+    pub schema_version: i32,
+    pub actor_id: ActorId,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push_str(&Value::String(s.to_owned()).to_string());
+}
+
+/// The canonical JSON of an event body, given its payload already in canonical form: the
+/// same bytes as `to_canonical_string` of the body object (keys in byte order).
+pub fn canonical_body(b: &BodyRef<'_>, payload_canonical: &str) -> String {
+    let mut out = String::with_capacity(320 + payload_canonical.len());
+    out.push_str("{\"actor_id\":\"");
+    out.push_str(&b.actor_id.0.to_string());
+    out.push_str("\",\"causation_id\":");
+    match b.causation_id {
+        Some(c) => {
+            out.push('"');
+            out.push_str(&c.to_string());
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"correlation_id\":\"");
+    out.push_str(&b.correlation_id.to_string());
+    out.push_str("\",\"event_id\":\"");
+    out.push_str(&b.event_id.to_string());
+    out.push_str("\",\"event_type\":");
+    json_str(&mut out, b.event_type);
+    out.push_str(",\"occurred_at\":\"");
+    out.push_str(&format_instant(&b.occurred_at));
+    out.push_str("\",\"payload\":");
+    out.push_str(payload_canonical);
+    out.push_str(",\"schema_version\":");
+    out.push_str(&b.schema_version.to_string());
+    out.push_str(",\"stream_id\":\"");
+    out.push_str(&b.stream_id.to_string());
+    out.push_str("\",\"stream_type\":");
+    json_str(&mut out, b.stream_type);
+    out.push_str(",\"tenant_id\":\"");
+    out.push_str(&b.tenant_id.0.to_string());
+    out.push_str("\",\"version\":");
+    out.push_str(&b.version.to_string());
+    out.push('}');
+    out
+}
+
+/// One link of a stream's chain: `SHA-256(prev || body_digest || recorded_at)`.
+pub fn chain_hash(prev: &Hash32, body_digest: &Hash32, recorded_at: &DateTime<Utc>) -> Hash32 {
+    let mut h = Sha256::new();
+    h.update(prev.0);
+    h.update(body_digest.0);
+    h.update(format_instant(recorded_at).as_bytes());
+    Hash32(h.finalize().into())
+}
+
 /// RFC 3339 with exactly six fractional digits and `Z`: the one text form of instants that
 /// is hashed.
 pub fn format_instant(t: &DateTime<Utc>) -> String {
@@ -104,32 +176,36 @@ pub fn format_instant(t: &DateTime<Utc>) -> String {
 }
 
 impl EventEnvelope {
-    /// The canonical bytes that the hash covers (everything but `seq` and the hashes).
+    /// The canonical bytes of the event's body: everything but `seq`, `recorded_at` and the
+    /// hashes.
     pub fn canonical_body(&self) -> String {
-        let body = json!({
-            "event_id": self.event_id,
-            "tenant_id": self.tenant_id,
-            "stream_type": self.stream_type,
-            "stream_id": self.stream_id,
-            "version": self.version,
-            "event_type": self.event_type,
-            "schema_version": self.schema_version,
-            "payload": self.payload,
-            "actor_id": self.actor_id,
-            "correlation_id": self.correlation_id,
-            "causation_id": self.causation_id,
-            "occurred_at": format_instant(&self.occurred_at),
-            "recorded_at": format_instant(&self.recorded_at),
-        });
-        to_canonical_string(&body)
+        canonical_body(&self.body_ref(), &to_canonical_string(&self.payload))
+    }
+
+    pub fn body_ref(&self) -> BodyRef<'_> {
+        BodyRef {
+            event_id: self.event_id,
+            tenant_id: self.tenant_id,
+            stream_type: &self.stream_type,
+            stream_id: self.stream_id,
+            version: self.version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            actor_id: self.actor_id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            occurred_at: self.occurred_at,
+        }
+    }
+
+    /// SHA-256 of [`EventEnvelope::canonical_body`].
+    pub fn body_digest(&self) -> Hash32 {
+        Hash32::sha256(self.canonical_body().as_bytes())
     }
 
     /// The hash this event must carry, given its `prev_hash`.
     pub fn compute_hash(&self) -> Hash32 {
-        let mut h = Sha256::new();
-        h.update(self.prev_hash.0);
-        h.update(self.canonical_body().as_bytes());
-        Hash32(h.finalize().into())
+        chain_hash(&self.prev_hash, &self.body_digest(), &self.recorded_at)
     }
 
     /// Set `prev_hash` and `hash`.
@@ -147,6 +223,7 @@ impl EventEnvelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn sample() -> EventEnvelope {
         let t = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
@@ -184,6 +261,33 @@ mod tests {
         let mut relinked = e.clone();
         relinked.prev_hash = Hash32([1; 32]);
         assert!(!relinked.hash_is_valid());
+    }
+
+    #[test]
+    fn hand_written_canonical_body_equals_canonical_json_of_the_body_object() {
+        let mut e = sample();
+        e.stream_type = "pa\"ti\u{e9}nt".into();
+        e.causation_id = Some(Uuid::from_u128(77));
+        let via_value = to_canonical_string(&json!({
+            "event_id": e.event_id, "tenant_id": e.tenant_id, "stream_type": e.stream_type,
+            "stream_id": e.stream_id, "version": e.version, "event_type": e.event_type,
+            "schema_version": e.schema_version, "payload": e.payload, "actor_id": e.actor_id,
+            "correlation_id": e.correlation_id, "causation_id": e.causation_id,
+            "occurred_at": format_instant(&e.occurred_at),
+        }));
+        assert_eq!(e.canonical_body(), via_value);
+        e.causation_id = None;
+        let body: Value = serde_json::from_str(&e.canonical_body()).unwrap();
+        assert_eq!(to_canonical_string(&body), e.canonical_body());
+    }
+
+    #[test]
+    fn recorded_at_is_covered_by_the_hash() {
+        let mut e = sample();
+        e.seal(Hash32::ZERO);
+        let mut moved = e.clone();
+        moved.recorded_at += chrono::Duration::microseconds(1);
+        assert!(!moved.hash_is_valid());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 
 use crate::model::*;
 use chrono::{DateTime, Utc};
-use salus_kernel::{EventEnvelope, Hash32, TenantContext, TenantId, new_id};
+use salus_kernel::canonical::to_canonical_string;
+use salus_kernel::event::{BodyRef, canonical_body, chain_hash};
+use salus_kernel::{ActorId, Hash32, TenantContext, TenantId, new_id};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,9 +32,77 @@ pub trait CommitObserver: Send + Sync + 'static {
 /// One queued write and where its answer goes.
 pub struct Pending {
     pub ctx: TenantContext,
-    pub write: Write,
+    pub write: Prepared,
     pub reply: Reply,
 }
+
+/// One event made ready before the queue: its id, its payload as canonical JSON text, and
+/// the digest of its body (everything the chain hash covers but the link and the time).
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    pub event_id: Uuid,
+    pub payload_json: String,
+    pub body_digest: Hash32,
+}
+
+/// A write with the expensive, order-independent work done on the caller's thread, so
+/// that the single committer only links hashes and writes rows.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub write: Write,
+    pub events: Vec<PreparedEvent>,
+    /// The projection document as JSON text.
+    pub doc_json: Option<String>,
+}
+
+impl Prepared {
+    pub fn new(ctx: &TenantContext, mut write: Write) -> Self {
+        write.occurred_at = salus_kernel::clock::truncate_micros(write.occurred_at);
+        let events = write
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| {
+                let event_id = new_id();
+                let payload_json = to_canonical_string(&ev.payload);
+                let body = BodyRef {
+                    event_id,
+                    tenant_id: ctx.tenant,
+                    stream_type: &write.stream_type,
+                    stream_id: write.stream_id,
+                    version: write.expected_version + 1 + i as i64,
+                    event_type: &ev.event_type,
+                    schema_version: ev.schema_version,
+                    actor_id: ctx.actor,
+                    correlation_id: ctx.correlation_id,
+                    causation_id: ctx.causation_id,
+                    occurred_at: write.occurred_at,
+                };
+                let body_digest = Hash32::sha256(canonical_body(&body, &payload_json).as_bytes());
+                PreparedEvent {
+                    event_id,
+                    payload_json,
+                    body_digest,
+                }
+            })
+            .collect();
+        if let Some(p) = write.projection.as_mut() {
+            p.search.sort_by(|a, b| {
+                (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system))
+            });
+            p.search.dedup();
+        }
+        let doc_json = write.projection.as_ref().map(|p| p.doc.to_string());
+        Self {
+            write,
+            events,
+            doc_json,
+        }
+    }
+}
+
+/// One request of a batch: who asks, and the prepared write.
+pub type Request = (TenantContext, Prepared);
 
 /// The sending side of the queue. Cloning is cheap; [`CommitQueue::close`] stops new writes
 /// and lets the writer finish what is queued.
@@ -63,6 +133,7 @@ impl CommitQueue {
             guard.clone().ok_or(StoreError::ShuttingDown)?
         };
         let (reply, answer) = oneshot::channel();
+        let write = Prepared::new(ctx, write);
         sender
             .send(Pending {
                 ctx: ctx.clone(),
@@ -112,13 +183,14 @@ pub struct Needs {
 }
 
 impl Needs {
-    pub fn of(batch: &[(TenantContext, Write)]) -> Self {
+    pub fn of(batch: &[Request]) -> Self {
         let mut n = Needs::default();
         let mut streams = HashSet::new();
         let mut keys = HashSet::new();
         let mut idem = HashSet::new();
         let mut tenants = HashSet::new();
-        for (ctx, w) in batch {
+        for (ctx, p) in batch {
+            let w = &p.write;
             let t = ctx.tenant;
             if streams.insert(w.stream_id) {
                 n.streams.push(w.stream_id);
@@ -154,6 +226,52 @@ pub struct BatchState {
     pub ledger: HashMap<TenantId, i64>,
 }
 
+/// An event as the committer writes it.
+#[derive(Debug, Clone)]
+pub struct PlannedEvent {
+    pub tenant_id: TenantId,
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub stream_type: String,
+    pub stream_id: Uuid,
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    /// Canonical JSON text.
+    pub payload_json: String,
+    pub actor_id: ActorId,
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub prev_hash: Hash32,
+    pub hash: Hash32,
+}
+
+impl PlannedEvent {
+    /// The envelope as it will read back from the store.
+    pub fn to_envelope(&self) -> Result<salus_kernel::EventEnvelope, serde_json::Error> {
+        Ok(salus_kernel::EventEnvelope {
+            event_id: self.event_id,
+            tenant_id: self.tenant_id,
+            seq: self.seq,
+            stream_type: self.stream_type.clone(),
+            stream_id: self.stream_id,
+            version: self.version,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            payload: serde_json::from_str(&self.payload_json)?,
+            actor_id: self.actor_id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PlannedHead {
     pub tenant: TenantId,
@@ -166,7 +284,8 @@ pub struct PlannedResource {
     pub resource_type: String,
     pub id: Uuid,
     pub version: i64,
-    pub doc: serde_json::Value,
+    /// The projection document as JSON text.
+    pub doc_json: String,
     /// The resource did not exist before this batch.
     pub created: bool,
     /// When the write that produced this version happened (its `occurred_at`): the
@@ -179,7 +298,7 @@ pub struct PlannedResource {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub recorded_at: DateTime<Utc>,
-    pub events: Vec<EventEnvelope>,
+    pub events: Vec<PlannedEvent>,
     pub heads: Vec<PlannedHead>,
     pub resources: Vec<PlannedResource>,
     pub key_deletes: Vec<(TenantId, UniqueKey)>,
@@ -214,11 +333,7 @@ fn check_write(w: &Write) -> Result<(), StoreError> {
 
 /// Plan a batch in memory: decide each request's outcome in queue order against the read
 /// state and the effects of the requests before it.
-pub fn plan_batch(
-    batch: &[(TenantContext, Write)],
-    mut state: BatchState,
-    recorded_at: DateTime<Utc>,
-) -> Plan {
+pub fn plan_batch(batch: &[Request], mut state: BatchState, recorded_at: DateTime<Utc>) -> Plan {
     let mut plan = Plan {
         recorded_at,
         ..Plan::default()
@@ -229,7 +344,8 @@ pub fn plan_batch(
     let mut resource_index: HashMap<(TenantId, String, Uuid), usize> = HashMap::new();
     let mut ledger_touched: Vec<TenantId> = Vec::new();
 
-    for (ctx, w) in batch {
+    for (ctx, prepared) in batch {
+        let w = &prepared.write;
         let tenant = ctx.tenant;
         if let Err(e) = check_write(w) {
             plan.outcomes.push(Err(e));
@@ -298,30 +414,29 @@ pub fn plan_batch(
         let mut prev = prev_hash;
         let mut version = current;
         let mut events = Vec::with_capacity(w.events.len());
-        for ev in &w.events {
+        for (ev, pe) in w.events.iter().zip(&prepared.events) {
             version += 1;
             *seq += 1;
-            let mut env = EventEnvelope {
-                event_id: new_id(),
+            let hash = chain_hash(&prev, &pe.body_digest, &recorded_at);
+            events.push(PlannedEvent {
                 tenant_id: tenant,
                 seq: *seq,
+                event_id: pe.event_id,
                 stream_type: w.stream_type.clone(),
                 stream_id: w.stream_id,
                 version,
                 event_type: ev.event_type.clone(),
                 schema_version: ev.schema_version,
-                payload: ev.payload.clone(),
+                payload_json: pe.payload_json.clone(),
                 actor_id: ctx.actor,
                 correlation_id: ctx.correlation_id,
                 causation_id: ctx.causation_id,
                 occurred_at: w.occurred_at,
                 recorded_at,
-                prev_hash: Hash32::ZERO,
-                hash: Hash32::ZERO,
-            };
-            env.seal(prev);
-            prev = env.hash;
-            events.push(env);
+                prev_hash: prev,
+                hash,
+            });
+            prev = hash;
         }
         state.heads.insert(w.stream_id, (tenant, version, prev));
         let head = PlannedHead {
@@ -346,7 +461,7 @@ pub fn plan_batch(
                 Some(&i) => {
                     let r = &mut plan.resources[i];
                     r.version = version;
-                    r.doc = p.doc.clone();
+                    r.doc_json = prepared.doc_json.clone().unwrap_or_default();
                     r.search = p.search.clone();
                     r.at = w.occurred_at;
                 }
@@ -357,7 +472,7 @@ pub fn plan_batch(
                         resource_type: p.resource_type.clone(),
                         id: w.stream_id,
                         version,
-                        doc: p.doc.clone(),
+                        doc_json: prepared.doc_json.clone().unwrap_or_default(),
                         created: w.expected_version == 0,
                         at: w.occurred_at,
                         search: p.search.clone(),
@@ -365,10 +480,19 @@ pub fn plan_batch(
                 }
             }
         }
-        plan.events.extend(events.iter().cloned());
+        let committed = events
+            .iter()
+            .map(|e| CommittedEvent {
+                event_id: e.event_id,
+                seq: e.seq,
+                version: e.version,
+                hash: e.hash,
+            })
+            .collect();
+        plan.events.extend(events);
         plan.outcomes.push(Ok(Committed {
             version,
-            events,
+            events: committed,
             recorded_at,
         }));
     }
@@ -404,7 +528,7 @@ pub fn plan_batch(
 pub type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 
 /// Split a batch into the parts the planner needs and the reply channels.
-pub fn split(batch: Vec<Pending>) -> (Vec<(TenantContext, Write)>, Vec<Reply>) {
+pub fn split(batch: Vec<Pending>) -> (Vec<Request>, Vec<Reply>) {
     batch
         .into_iter()
         .map(|p| ((p.ctx, p.write), p.reply))
@@ -423,6 +547,16 @@ mod tests {
     use super::*;
     use salus_kernel::{ActorId, NewEvent};
     use serde_json::json;
+
+    fn prep(batch: Vec<(TenantContext, Write)>) -> Vec<Request> {
+        batch
+            .into_iter()
+            .map(|(c, w)| {
+                let p = Prepared::new(&c, w);
+                (c, p)
+            })
+            .collect()
+    }
 
     fn ctx(t: u128) -> TenantContext {
         TenantContext::new(
@@ -454,7 +588,7 @@ mod tests {
     fn second_write_on_same_version_conflicts_and_first_wins() {
         let s = new_id();
         let batch = vec![(ctx(1), write(s, 0, &[])), (ctx(1), write(s, 0, &[]))];
-        let plan = plan_batch(&batch, BatchState::default(), Utc::now());
+        let plan = plan_batch(&prep(batch), BatchState::default(), Utc::now());
         assert!(plan.outcomes[0].is_ok());
         assert_eq!(
             plan.outcomes[1].as_ref().err(),
@@ -476,13 +610,17 @@ mod tests {
         ];
         let mut state = BatchState::default();
         state.ledger.insert(TenantId(Uuid::from_u128(1)), 41);
-        let plan = plan_batch(&batch, state, Utc::now());
+        let plan = plan_batch(&prep(batch), state, Utc::now());
         assert!(plan.outcomes.iter().all(|o| o.is_ok()));
         assert_eq!(plan.events[0].seq, 42);
         assert_eq!(plan.events[1].seq, 43);
         assert_eq!(plan.events[2].seq, 1);
         assert_eq!(plan.events[1].prev_hash, plan.events[0].hash);
-        assert!(plan.events.iter().all(|e| e.hash_is_valid()));
+        assert!(
+            plan.events
+                .iter()
+                .all(|e| e.to_envelope().unwrap().hash_is_valid())
+        );
         assert_eq!(plan.heads.len(), 2);
         assert_eq!(plan.heads[0].head.version, 2);
     }
@@ -494,7 +632,7 @@ mod tests {
             (ctx(1), write(new_id(), 0, &["a"])),
             (ctx(2), write(new_id(), 0, &["a"])),
         ];
-        let plan = plan_batch(&batch, BatchState::default(), Utc::now());
+        let plan = plan_batch(&prep(batch), BatchState::default(), Utc::now());
         assert!(plan.outcomes[0].is_ok());
         assert!(matches!(
             plan.outcomes[1],
@@ -515,7 +653,7 @@ mod tests {
         release.releases = vec![UniqueKey::new("k", "x")];
         let b = new_id();
         let batch = vec![(ctx(1), release), (ctx(1), write(b, 0, &["x"]))];
-        let plan = plan_batch(&batch, state, Utc::now());
+        let plan = plan_batch(&prep(batch), state, Utc::now());
         assert!(plan.outcomes.iter().all(|o| o.is_ok()));
         assert_eq!(plan.key_deletes, vec![(t, UniqueKey::new("k", "x"))]);
         assert_eq!(plan.key_inserts, vec![(t, UniqueKey::new("k", "x"), b)]);

@@ -1,7 +1,7 @@
 //! The values that cross the store port.
 
 use chrono::{DateTime, Utc};
-use salus_kernel::{EventEnvelope, Hash32, NewEvent, TenantId};
+use salus_kernel::{Hash32, NewEvent, TenantId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -92,8 +92,17 @@ pub struct IdempotencyRecord {
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub version: i64,
-    pub events: Vec<EventEnvelope>,
+    pub events: Vec<CommittedEvent>,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// Where one committed event landed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedEvent {
+    pub event_id: Uuid,
+    pub seq: i64,
+    pub version: i64,
+    pub hash: Hash32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -15,12 +15,12 @@
 
 use super::{APP_ROLE, connect, db_err, tenant_list};
 use crate::commit::{
-    self, BatchState, CommitObserver, Needs, Pending, Plan, PlannedHead, PlannedResource,
+    self, BatchState, CommitObserver, Needs, Pending, Plan, PlannedHead, PlannedResource, Request,
 };
 use crate::model::*;
 use chrono::{DateTime, Utc};
 use salus_kernel::clock::truncate_micros;
-use salus_kernel::{Hash32, TenantContext, TenantId};
+use salus_kernel::{Hash32, TenantId};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -106,7 +106,9 @@ const SQL_READ_KEYS: &str = "SELECT u.t, u.s, u.v, k.stream_id FROM unnest($1::u
 const SQL_READ_IDEMPOTENCY: &str = "SELECT u.t, u.k FROM unnest($1::uuid[], $2::text[]) AS u(t, k)
      CROSS JOIN LATERAL (SELECT 1 FROM idempotency WHERE tenant_id = u.t AND key = u.k LIMIT 1) i";
 const SQL_INSERT_EVENTS: &str = "INSERT INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)
-     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::int[], $9::jsonb[], $10::uuid[], $11::uuid[], $12::uuid[], $13::timestamptz[], $14::timestamptz[], $15::bytea[], $16::bytea[])";
+     SELECT t, s, id, st, sid, v, et, sv, p::jsonb, a, c, ca, oc, rc, ph, h
+     FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::int[], $9::text[], $10::uuid[], $11::uuid[], $12::uuid[], $13::timestamptz[], $14::timestamptz[], $15::bytea[], $16::bytea[])
+       AS u(t, s, id, st, sid, v, et, sv, p, a, c, ca, oc, rc, ph, h)";
 const SQL_INSERT_STREAMS: &str =
     "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])";
@@ -115,9 +117,9 @@ const SQL_UPSERT_STREAMS: &str =
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])
      ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash";
 const SQL_INSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at)
-     SELECT u.t, u.rt, u.id, u.v, u.d, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::jsonb[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)";
+     SELECT u.t, u.rt, u.id, u.v, u.d::jsonb, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)";
 const SQL_UPSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at)
-     SELECT u.t, u.rt, u.id, u.v, u.d, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::jsonb[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)
+     SELECT u.t, u.rt, u.id, u.v, u.d::jsonb, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)
      ON CONFLICT (tenant_id, resource_type, id) DO UPDATE SET version = excluded.version, doc = excluded.doc, updated_at = excluded.updated_at";
 const SQL_CLEAR_SEARCH: &str =
     "DELETE FROM search_index s USING unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, t, rt)
@@ -291,7 +293,7 @@ impl Writer {
         }
     }
 
-    async fn commit_all(&mut self, reqs: &[(TenantContext, Write)]) -> Outcomes {
+    async fn commit_all(&mut self, reqs: &[Request]) -> Outcomes {
         if reqs.len() == 1 {
             return vec![self.commit_one(&reqs[0]).await];
         }
@@ -315,7 +317,7 @@ impl Writer {
 
     /// One request in its own transaction, tried again against fresh state when another
     /// process won a race.
-    async fn commit_one(&mut self, req: &(TenantContext, Write)) -> Result<Committed, StoreError> {
+    async fn commit_one(&mut self, req: &Request) -> Result<Committed, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -341,7 +343,7 @@ impl Writer {
     /// The error for a write whose first event collided on `(stream_id, version)`: the
     /// stream moved on (another process wrote it), or it belongs to another tenant (its
     /// rows are invisible here).
-    async fn stream_taken(&mut self, req: &(TenantContext, Write)) -> StoreError {
+    async fn stream_taken(&mut self, req: &Request) -> StoreError {
         let (ctx, w) = req;
         let tenants = tenant_list(&[ctx.tenant]);
         let conn = match self.connected().await {
@@ -350,7 +352,7 @@ impl Writer {
         };
         let (c, st) = (&conn.client, &conn.st);
         let set: [&(dyn ToSql + Sync); 1] = [&tenants];
-        let key: [&(dyn ToSql + Sync); 2] = [&w.stream_id, &ctx.tenant.0];
+        let key: [&(dyn ToSql + Sync); 2] = [&w.write.stream_id, &ctx.tenant.0];
         let read = async {
             let (_, _, row, _) = tokio::try_join!(
                 biased;
@@ -365,8 +367,8 @@ impl Writer {
             }
         };
         match read.await {
-            Ok(actual) if actual != w.expected_version => StoreError::Conflict {
-                expected: w.expected_version,
+            Ok(actual) if actual != w.write.expected_version => StoreError::Conflict {
+                expected: w.write.expected_version,
                 actual,
             },
             Ok(_) => StoreError::InvalidWrite("stream id belongs to another tenant".into()),
@@ -389,10 +391,7 @@ impl Writer {
     }
 
     /// One transaction for the whole batch. On error the transaction is rolled back.
-    async fn commit_batch(
-        &mut self,
-        reqs: &[(TenantContext, Write)],
-    ) -> Result<(Outcomes, usize), Fail> {
+    async fn commit_batch(&mut self, reqs: &[Request]) -> Result<(Outcomes, usize), Fail> {
         let out = self.try_commit_batch(reqs).await;
         if out.is_err() {
             self.rollback().await;
@@ -400,10 +399,7 @@ impl Writer {
         out
     }
 
-    async fn try_commit_batch(
-        &mut self,
-        reqs: &[(TenantContext, Write)],
-    ) -> Result<(Outcomes, usize), Fail> {
+    async fn try_commit_batch(&mut self, reqs: &[Request]) -> Result<(Outcomes, usize), Fail> {
         let conn = self.connected().await?;
         let (c, st) = (&conn.client, &conn.st);
         let needs = Needs::of(reqs);
@@ -570,7 +566,7 @@ struct ResourceCols<'a> {
     resource_type: Vec<&'a str>,
     id: Vec<Uuid>,
     version: Vec<i64>,
-    doc: Vec<&'a serde_json::Value>,
+    doc: Vec<&'a str>,
     /// When the write happened: `created_at` of a new resource, `updated_at` always.
     at: Vec<DateTime<Utc>>,
 }
@@ -590,7 +586,7 @@ impl<'a> ResourceCols<'a> {
             c.resource_type.push(r.resource_type.as_str());
             c.id.push(r.id);
             c.version.push(r.version);
-            c.doc.push(&r.doc);
+            c.doc.push(r.doc_json.as_str());
             c.at.push(r.at);
         }
         c
@@ -633,7 +629,7 @@ async fn apply_and_commit(
     let e_version: Vec<i64> = ev.iter().map(|e| e.version).collect();
     let e_type: Vec<&str> = ev.iter().map(|e| e.event_type.as_str()).collect();
     let e_schema: Vec<i32> = ev.iter().map(|e| e.schema_version).collect();
-    let e_payload: Vec<&serde_json::Value> = ev.iter().map(|e| &e.payload).collect();
+    let e_payload: Vec<&str> = ev.iter().map(|e| e.payload_json.as_str()).collect();
     let e_actor: Vec<Uuid> = ev.iter().map(|e| e.actor_id.0).collect();
     let e_corr: Vec<Uuid> = ev.iter().map(|e| e.correlation_id).collect();
     let e_cause: Vec<Option<Uuid>> = ev.iter().map(|e| e.causation_id).collect();

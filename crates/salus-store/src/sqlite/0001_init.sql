@@ -70,16 +70,18 @@ CREATE TABLE resources (
     PRIMARY KEY (tenant_id, resource_type, id)
 ) WITHOUT ROWID;
 
+-- Clustered by resource (rows are replaced per resource on update); the lookup index
+-- serves searches.
 CREATE TABLE search_index (
-    tenant_id      BLOB NOT NULL,
-    resource_type  TEXT NOT NULL,
+    resource_id    BLOB NOT NULL,
     param          TEXT NOT NULL,
     value          TEXT NOT NULL,
     system         TEXT NOT NULL,
-    resource_id    BLOB NOT NULL
-);
+    tenant_id      BLOB NOT NULL,
+    resource_type  TEXT NOT NULL,
+    PRIMARY KEY (resource_id, param, value, system)
+) WITHOUT ROWID;
 CREATE INDEX search_index_lookup ON search_index (tenant_id, resource_type, param, value, resource_id);
-CREATE INDEX search_index_resource ON search_index (resource_id);
 
 CREATE TABLE unique_keys (
     tenant_id  BLOB NOT NULL,

@@ -136,6 +136,35 @@ pub struct SqliteStore {
     /// Serialises system-scope writes (tenants, tree heads) with the writer via SQLite's
     /// own locking; they are rare.
     path: PathBuf,
+    /// Tells the checkpointer thread to stop.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copy committed WAL frames into the database file off the commit path. The writer runs
+/// with automatic checkpoints off, so a checkpoint (and its fsync of the main file) never
+/// delays an acknowledgement; PASSIVE never blocks the writer or readers.
+fn checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let conn = match open_conn(&path, false) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "checkpointer cannot open the database");
+            return;
+        }
+    };
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+    // A last full copy so that a clean stop leaves a small WAL.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 impl SqliteStore {
@@ -152,7 +181,15 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db_err)?;
         let (queue, rx, done) = CommitQueue::new();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cp_path, cp_stop) = (path.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("salus-sqlite-checkpoint".into())
+            .spawn(move || checkpointer(cp_path, cp_stop))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         std::thread::Builder::new()
             .name("salus-sqlite-writer".into())
             .spawn(move || {
@@ -161,6 +198,7 @@ impl SqliteStore {
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
+            stop,
             queue,
             reads: Arc::new(ReadPool {
                 path: path.clone(),
@@ -249,7 +287,7 @@ type Outcomes = Vec<Result<Committed, StoreError>>;
 
 fn commit_batch(
     conn: &mut Connection,
-    reqs: &[(TenantContext, Write)],
+    reqs: &[commit::Request],
 ) -> Result<(Outcomes, usize), StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -337,7 +375,7 @@ fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
             e.version,
             e.event_type,
             e.schema_version,
-            e.payload.to_string(),
+            e.payload_json,
             e.actor_id.0,
             e.correlation_id,
             e.causation_id,
@@ -387,7 +425,7 @@ fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
                 r.resource_type,
                 r.id,
                 r.version,
-                r.doc.to_string(),
+                r.doc_json,
                 to_micros(&r.at)
             ])
             .map_err(db_err)?;
@@ -805,5 +843,6 @@ impl Store for SqliteStore {
 
     async fn shutdown(&self) {
         self.queue.close().await;
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
