@@ -26,7 +26,7 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> anyhow::Result<E
         println!("{}", server::ledger_key(settings)?.public_hex());
         return Ok(ExitCode::SUCCESS);
     }
-    let store = server::open_store(settings, None).await?;
+    let store = server::open_existing_store(settings).await?;
     let result = match command {
         AuditCommand::Verify => {
             let key = server::ledger_key(settings)?.public_hex();

@@ -146,7 +146,7 @@ pub fn init_logging(settings: &Settings) {
 }
 
 async fn services(settings: &Settings) -> anyhow::Result<Services> {
-    let store = server::open_store(settings, None).await?;
+    let store = server::open_existing_store(settings).await?;
     Ok(Services::new(store, Arc::new(SystemClock)))
 }
 

@@ -58,6 +58,19 @@ pub async fn open_store(
     }
 }
 
+/// Open the store of an existing deployment (operator commands): refuse to create an
+/// empty SQLite database where none is, so that `audit verify` on a mistyped path fails
+/// instead of reporting an empty, "valid" log.
+pub async fn open_existing_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    if settings.database_url.is_none() && !settings.sqlite_path().exists() {
+        anyhow::bail!(
+            "no database at {} (is --data-dir right? `salus serve` creates it)",
+            settings.sqlite_path().display()
+        );
+    }
+    open_store(settings, None).await
+}
+
 /// The HS256 secret: from settings, or a random one kept in the data directory.
 pub fn jwt_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     if let Some(s) = &settings.jwt_secret {

@@ -104,7 +104,7 @@ const SQL_READ_STREAMS: &str = "SELECT s.stream_id, s.tenant_id, s.version, s.ha
 const SQL_READ_KEYS: &str = "SELECT u.t, u.s, u.v, k.stream_id FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(t, s, v)
      CROSS JOIN LATERAL (SELECT stream_id FROM unique_keys WHERE tenant_id = u.t AND scope = u.s AND value = u.v LIMIT 1) k";
 const SQL_READ_IDEMPOTENCY: &str = "SELECT u.t, u.k FROM unnest($1::uuid[], $2::text[]) AS u(t, k)
-     CROSS JOIN LATERAL (SELECT 1 FROM idempotency WHERE tenant_id = u.t AND key = u.k LIMIT 1) i";
+     CROSS JOIN LATERAL (SELECT 1 FROM idempotency WHERE tenant_id = u.t AND key = u.k AND expires_at >= now() LIMIT 1) i";
 const SQL_INSERT_EVENTS: &str = "INSERT INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)
      SELECT t, s, id, st, sid, v, et, sv, p::jsonb, a, c, ca, oc, rc, ph, h
      FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::text[], $8::int[], $9::text[], $10::uuid[], $11::uuid[], $12::uuid[], $13::timestamptz[], $14::timestamptz[], $15::bytea[], $16::bytea[])
@@ -133,7 +133,9 @@ const SQL_DELETE_KEYS: &str =
 const SQL_INSERT_KEYS: &str = "INSERT INTO unique_keys (tenant_id, scope, value, stream_id)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])";
 const SQL_INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, resource_version, created_at, expires_at)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::bigint[], $7::timestamptz[], $8::timestamptz[])";
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::bigint[], $7::timestamptz[], $8::timestamptz[])
+     ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, body = excluded.body,
+       resource_version = excluded.resource_version, created_at = excluded.created_at, expires_at = excluded.expires_at";
 const SQL_UPSERT_LEDGER: &str =
     "INSERT INTO ledger_heads (tenant_id, seq) SELECT * FROM unnest($1::uuid[], $2::bigint[])
      ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq";

@@ -292,8 +292,8 @@ fn commit_batch(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
-    let state = read_state(&tx, &Needs::of(reqs))?;
     let now = truncate_micros(Utc::now());
+    let state = read_state(&tx, &Needs::of(reqs), to_micros(&now))?;
     let plan = commit::plan_batch(reqs, state, now);
     let events = plan.events.len();
     if !plan.is_empty() {
@@ -303,7 +303,8 @@ fn commit_batch(
     Ok((plan.outcomes, events))
 }
 
-fn read_state(conn: &Connection, needs: &Needs) -> Result<BatchState, StoreError> {
+/// What a batch depends on; expired idempotency records count as absent (`now` in µs).
+fn read_state(conn: &Connection, needs: &Needs, now: i64) -> Result<BatchState, StoreError> {
     let mut state = BatchState::default();
     let mut st = conn
         .prepare_cached("SELECT tenant_id, version, hash FROM streams WHERE stream_id = ?1")
@@ -334,11 +335,13 @@ fn read_state(conn: &Connection, needs: &Needs) -> Result<BatchState, StoreError
         }
     }
     let mut st = conn
-        .prepare_cached("SELECT 1 FROM idempotency WHERE tenant_id = ?1 AND key = ?2")
+        .prepare_cached(
+            "SELECT 1 FROM idempotency WHERE tenant_id = ?1 AND key = ?2 AND expires_at >= ?3",
+        )
         .map_err(db_err)?;
     for (t, k) in &needs.idempotency {
         let found: Option<i64> = st
-            .query_row(params![t.0, k], |r| r.get(0))
+            .query_row(params![t.0, k, now], |r| r.get(0))
             .optional()
             .map_err(db_err)?;
         if found.is_some() {
@@ -466,7 +469,9 @@ fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
     }
     let mut st = conn
         .prepare_cached(
-            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, resource_version, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, resource_version, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, body = excluded.body,
+               resource_version = excluded.resource_version, created_at = excluded.created_at, expires_at = excluded.expires_at",
         )
         .map_err(db_err)?;
     for (t, r) in &plan.idempotency {

@@ -34,6 +34,7 @@ on_both_backends!(
     unique_keys_are_per_tenant_and_released_keys_can_be_reclaimed,
     a_bad_write_fails_alone_in_its_batch,
     idempotency_records_are_kept_and_purged,
+    expired_idempotency_key_is_free_again,
     tenants_do_not_see_each_other,
     stream_until_gives_the_past,
     search_pages_in_stable_order_with_prefix_and_range,
@@ -661,5 +662,40 @@ async fn altered_tree_head_is_detected(backend: &str) {
         report.problems.iter().any(|p| p.what.contains("signature")),
         "{:?}",
         report.problems
+    );
+}
+
+async fn expired_idempotency_key_is_free_again(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let now = salus_kernel::clock::truncate_micros(Utc::now());
+    let old = IdempotencyRecord {
+        key: "user:k".into(),
+        request_hash: "old".into(),
+        status: 201,
+        body: json!({"n": 1}),
+        resource_version: Some(1),
+        created_at: now - chrono::Duration::hours(2),
+        expires_at: now - chrono::Duration::hours(1),
+    };
+    let mut w = patient_write(Uuid::now_v7(), 0, "A");
+    w.idempotency = Some(old);
+    f.store.commit(&ctx, w).await.unwrap();
+    let fresh = IdempotencyRecord {
+        request_hash: "new".into(),
+        body: json!({"n": 2}),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+        ..f.store.idempotency(&ctx, "user:k").await.unwrap().unwrap()
+    };
+    let mut w = patient_write(Uuid::now_v7(), 0, "B");
+    w.idempotency = Some(fresh.clone());
+    f.store
+        .commit(&ctx, w)
+        .await
+        .expect("an expired key does not block");
+    assert_eq!(
+        f.store.idempotency(&ctx, "user:k").await.unwrap(),
+        Some(fresh)
     );
 }

@@ -125,10 +125,13 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
-    pub async fn stop(mut self) {
+    /// Stop the server cleanly; the data directory is handed back (it is deleted when the
+    /// returned value is dropped).
+    pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
         }
+        self._dir
     }
 }
 

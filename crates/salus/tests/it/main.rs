@@ -3,6 +3,7 @@
 
 mod app;
 mod auth;
+mod cli;
 mod crash;
 mod patients;
 mod surface;
