@@ -261,12 +261,41 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         // Fail now, not at the first read, if the role cannot be taken.
         drop(pool.get().await.map_err(pool_err)?);
-        let writer = writer::Writer::open(url, observer).await?;
+        // The writer gets a thread and a runtime of its own, so that its round trips never
+        // wait in the run queue behind request handlers.
         let (queue, rx, done) = CommitQueue::new();
-        tokio::spawn(async move {
-            writer.run(rx).await;
-            let _ = done.send(());
-        });
+        let (opened_tx, opened) = tokio::sync::oneshot::channel();
+        let writer_url = url.to_owned();
+        std::thread::Builder::new()
+            .name("salus-pg-writer".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(StoreError::Unavailable(e.to_string())));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match writer::Writer::open(&writer_url, observer).await {
+                        Ok(writer) => {
+                            let _ = opened_tx.send(Ok(()));
+                            writer.run(rx).await;
+                            let _ = done.send(());
+                        }
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        opened
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))??;
         Ok(Self { queue, pool })
     }
 

@@ -38,6 +38,8 @@ const ATTEMPTS: usize = 3;
 
 /// At most this many yields are spent gathering a batch (see [`gather`]).
 const GATHER_YIELDS: usize = 8;
+/// How long each gathering pause lasts.
+const GATHER_PAUSE_MICROS: u64 = 50;
 
 /// The unique constraint on `events (stream_id, version)`: optimistic concurrency.
 const STREAM_VERSION_KEY: &str = "events_stream_id_version_key";
@@ -279,7 +281,7 @@ impl Writer {
         let mut last = 0;
         while let Some(first) = rx.recv().await {
             if last > 1 {
-                gather(&rx, last).await;
+                gather(&rx, last);
             }
             let batch = commit::fill_batch(first, &mut rx);
             last = batch.len();
@@ -422,16 +424,18 @@ impl Writer {
 
 /// Under load, give the callers just answered a moment to queue their next write before
 /// the batch is taken, so that they share this transaction rather than wait for the next:
-/// a few yields while the queue is still growing, never more than [`GATHER_YIELDS`].
+/// a few short pauses while the queue is still growing, never more than [`GATHER_YIELDS`].
 /// Without it, closed-loop callers settle into two cohorts that take turns, each batch
 /// half as large and the fixed cost of a transaction paid twice as often.
-async fn gather(rx: &mpsc::Receiver<Pending>, last: usize) {
+fn gather(rx: &mpsc::Receiver<Pending>, last: usize) {
     for _ in 0..GATHER_YIELDS {
         let before = rx.len();
         if before + 1 >= last {
             break;
         }
-        tokio::task::yield_now().await;
+        // The writer runs on a thread of its own: wait a moment for the request handlers on
+        // the other threads (a timer would round up to a millisecond).
+        std::thread::sleep(std::time::Duration::from_micros(GATHER_PAUSE_MICROS));
         if rx.len() == before {
             break;
         }
