@@ -160,6 +160,33 @@ impl CommitQueue {
     }
 }
 
+/// At most this many short pauses are spent gathering a batch (see [`gather`]).
+const GATHER_PAUSES: usize = 8;
+/// How long each gathering pause lasts.
+const GATHER_PAUSE: Duration = Duration::from_micros(50);
+
+/// Under load, give the callers just answered a moment to queue their next write before
+/// the batch is taken, so that they share this transaction rather than wait for the next:
+/// a few short pauses while the queue is still growing and smaller than the last batch.
+/// Without it, closed-loop callers settle into two cohorts that take turns, each batch
+/// half as large and the fixed cost of a transaction paid twice as often. Called on the
+/// writer's own thread (a timer would round the pause up to a millisecond).
+pub fn gather(rx: &mpsc::Receiver<Pending>, last: usize) {
+    if last <= 1 {
+        return;
+    }
+    for _ in 0..GATHER_PAUSES {
+        let before = rx.len();
+        if before + 1 >= last {
+            break;
+        }
+        std::thread::sleep(GATHER_PAUSE);
+        if rx.len() == before {
+            break;
+        }
+    }
+}
+
 /// Drain up to [`MAX_BATCH`] already-queued requests after `first`.
 pub fn fill_batch(first: Pending, rx: &mut mpsc::Receiver<Pending>) -> Vec<Pending> {
     let mut batch = Vec::with_capacity(64);

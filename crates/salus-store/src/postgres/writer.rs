@@ -36,11 +36,6 @@ use uuid::Uuid;
 /// serialization failure or deadlock caused by another process.
 const ATTEMPTS: usize = 3;
 
-/// At most this many yields are spent gathering a batch (see [`gather`]).
-const GATHER_YIELDS: usize = 8;
-/// How long each gathering pause lasts.
-const GATHER_PAUSE_MICROS: u64 = 50;
-
 /// The unique constraint on `events (stream_id, version)`: optimistic concurrency.
 const STREAM_VERSION_KEY: &str = "events_stream_id_version_key";
 
@@ -281,7 +276,7 @@ impl Writer {
         let mut last = 0;
         while let Some(first) = rx.recv().await {
             if last > 1 {
-                gather(&rx, last);
+                commit::gather(&rx, last);
             }
             let batch = commit::fill_batch(first, &mut rx);
             last = batch.len();
@@ -419,26 +414,6 @@ impl Writer {
             apply_and_commit(c, st, &plan, &existing).await?;
         }
         Ok((plan.outcomes, events))
-    }
-}
-
-/// Under load, give the callers just answered a moment to queue their next write before
-/// the batch is taken, so that they share this transaction rather than wait for the next:
-/// a few short pauses while the queue is still growing, never more than [`GATHER_YIELDS`].
-/// Without it, closed-loop callers settle into two cohorts that take turns, each batch
-/// half as large and the fixed cost of a transaction paid twice as often.
-fn gather(rx: &mpsc::Receiver<Pending>, last: usize) {
-    for _ in 0..GATHER_YIELDS {
-        let before = rx.len();
-        if before + 1 >= last {
-            break;
-        }
-        // The writer runs on a thread of its own: wait a moment for the request handlers on
-        // the other threads (a timer would round up to a millisecond).
-        std::thread::sleep(std::time::Duration::from_micros(GATHER_PAUSE_MICROS));
-        if rx.len() == before {
-            break;
-        }
     }
 }
 

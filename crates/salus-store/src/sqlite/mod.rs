@@ -257,8 +257,11 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Pending>,
     observer: Option<Arc<dyn CommitObserver>>,
 ) {
+    let mut last = 0;
     while let Some(first) = rx.blocking_recv() {
+        commit::gather(&rx, last);
         let batch = commit::fill_batch(first, &mut rx);
+        last = batch.len();
         let (reqs, replies) = commit::split(batch);
         let started = Instant::now();
         let outcomes = match commit_batch(&mut conn, &reqs) {
