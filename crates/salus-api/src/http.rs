@@ -191,9 +191,17 @@ fn request_hash(method: &str, path: &str, body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
-fn replay(record: &salus_store::IdempotencyRecord) -> Response {
+/// The stored first response again. A replayed 201 names the created resource's location
+/// under the collection the request was posted to, as the first answer did.
+fn replay(record: &salus_store::IdempotencyRecord, path: &str) -> Response {
     let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
     let mut resp = (status, axum::Json(record.body.clone())).into_response();
+    if status == StatusCode::CREATED
+        && let Some(id) = record.body.get("id").and_then(|v| v.as_str())
+        && let Ok(loc) = HeaderValue::from_str(&format!("{path}/{id}"))
+    {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
     if let Some(v) = record.resource_version {
         resp.headers_mut().insert(header::ETAG, etag(v));
     }
@@ -232,7 +240,7 @@ pub async fn idempotency_start(
         .idempotency(&actor.ctx, &scoped)
         .await?
     {
-        Some(rec) if rec.request_hash == hash => Ok(IdemStart::Replay(replay(&rec))),
+        Some(rec) if rec.request_hash == hash => Ok(IdemStart::Replay(replay(&rec, path))),
         Some(_) => Err(ApiError::new(
             "idempotency-key-reused",
             "this Idempotency-Key was used for a different request; use a new key for a new request",
@@ -246,9 +254,10 @@ pub async fn idempotency_settle(
     state: &AppState,
     actor: &Actor,
     key: &(String, String),
+    path: &str,
 ) -> Result<Response, ApiError> {
     match state.services.store.idempotency(&actor.ctx, &key.0).await? {
-        Some(rec) if rec.request_hash == key.1 => Ok(replay(&rec)),
+        Some(rec) if rec.request_hash == key.1 => Ok(replay(&rec, path)),
         Some(_) => Err(ApiError::new(
             "idempotency-key-reused",
             "this Idempotency-Key was used for a different request; use a new key for a new request",

@@ -78,19 +78,20 @@ pub async fn create(
             idempotency_spec(&state, key.as_ref(), &created),
         )
         .await;
-    finish(&state, &actor, key, result.map(|c| (201, c.row))).await
+    finish(&state, &actor, BASE, key, result.map(|c| (201, c.row))).await
 }
 
 async fn finish(
     state: &AppState,
     actor: &Actor,
+    path: &str,
     key: Option<(String, String)>,
     result: Result<(u16, ResourceRow), ServiceError>,
 ) -> Result<Response, ApiError> {
     match result {
         Ok((status, row)) => Ok(respond(status, &row)),
         Err(ServiceError::IdempotencyKeyTaken) => match key {
-            Some(k) => idempotency_settle(state, actor, &k).await,
+            Some(k) => idempotency_settle(state, actor, &k, path).await,
             None => Err(ServiceError::IdempotencyKeyTaken.into()),
         },
         Err(e) => Err(e.into()),
@@ -222,7 +223,7 @@ pub async fn patch(
             None,
         )
         .await;
-    finish(&state, &actor, None, result.map(|c| (200, c.row))).await
+    finish(&state, &actor, BASE, None, result.map(|c| (200, c.row))).await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -292,7 +293,7 @@ pub async fn action(
             idempotency_spec(&state, key.as_ref(), &ok),
         )
         .await;
-    finish(&state, &actor, key, result.map(|c| (200, c.row))).await
+    finish(&state, &actor, &path, key, result.map(|c| (200, c.row))).await
 }
 
 /// Search parameters: every one given must match.

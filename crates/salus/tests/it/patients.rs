@@ -346,10 +346,13 @@ async fn idempotency_key_replays_the_first_response(backend: &str) {
     };
     let first = send(&body, "key-1").await.unwrap();
     assert_eq!(first.status(), 201);
+    let first_location = first.headers()["location"].clone();
     let first_body: Value = first.json().await.unwrap();
     let again = send(&body, "key-1").await.unwrap();
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"], first_location);
+    assert_eq!(again.headers()["etag"], "\"1\"");
     assert_eq!(
         again.json::<Value>().await.unwrap(),
         first_body,
