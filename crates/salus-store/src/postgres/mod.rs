@@ -165,6 +165,59 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
     out.map(|()| database_url(admin_url, name))
 }
 
+/// Drop database `name` on the server of `admin_url`, disconnecting its sessions.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    let (client, task) = connect(admin_url).await?;
+    let out = client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(name)
+        ))
+        .await
+        .map_err(db_err);
+    drop(client);
+    let _ = task.await;
+    out
+}
+
+/// A database made for one test or benchmark run, dropped when this value is dropped.
+pub struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    /// The new database's URL.
+    pub url: String,
+}
+
+impl ScratchDatabase {
+    pub async fn create(admin_url: &str, name: &str) -> Result<Self, StoreError> {
+        let url = create_database(admin_url, name).await?;
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name: name.to_owned(),
+            url,
+        })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        // Drop can run inside an async runtime, which must not be blocked on: use a thread
+        // with a runtime of its own and wait for it.
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        let worker = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                if let Err(e) = rt.block_on(drop_database(&admin, &name)) {
+                    tracing::warn!(error = %e, database = %name, "could not drop scratch database");
+                }
+            }
+        });
+        let _ = worker.join();
+    }
+}
+
 fn event_from_row(r: &Row) -> Result<EventEnvelope, StoreError> {
     let get = || -> Result<EventEnvelope, tokio_postgres::Error> {
         let prev: &[u8] = r.try_get(14)?;

@@ -34,6 +34,8 @@ pub struct Fixture {
     pub counts: Arc<Counts>,
     pub kind: Kind,
     _dir: Option<tempfile::TempDir>,
+    /// Dropped last: the PostgreSQL database goes with the fixture.
+    _db: Option<salus_store::postgres::ScratchDatabase>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,21 +60,23 @@ impl Fixture {
                     counts,
                     kind: Kind::Sqlite(path),
                     _dir: Some(dir),
+                    _db: None,
                 }
             }
             _ => {
                 let name = format!("salus_t_{}", Uuid::now_v7().simple());
-                let url = salus_store::postgres::create_database(&admin_url(), &name)
+                let db = salus_store::postgres::ScratchDatabase::create(&admin_url(), &name)
                     .await
                     .expect("PostgreSQL must be running for the store tests (see README)");
-                let store = PostgresStore::open(&url, Some(observer))
+                let store = PostgresStore::open(&db.url, Some(observer))
                     .await
                     .expect("open postgres");
                 Fixture {
                     store: Arc::new(store),
                     counts,
-                    kind: Kind::Postgres(url),
+                    kind: Kind::Postgres(db.url.clone()),
                     _dir: None,
+                    _db: Some(db),
                 }
             }
         }

@@ -4,6 +4,7 @@ use reqwest::{Client, Response};
 use salus::config::Settings;
 use salus::server::{self, Running};
 use salus_kernel::TenantId;
+use salus_store::postgres::ScratchDatabase;
 use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;
@@ -13,22 +14,34 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// A fresh PostgreSQL database's URL.
-pub async fn fresh_postgres() -> String {
+/// A fresh PostgreSQL database, dropped with the returned value.
+pub async fn fresh_postgres() -> ScratchDatabase {
     let name = format!("salus_it_{}", Uuid::now_v7().simple());
-    salus_store::postgres::create_database(&admin_url(), &name)
+    ScratchDatabase::create(&admin_url(), &name)
         .await
         .expect("PostgreSQL must be running for the tests (see README)")
 }
 
-pub async fn settings_for(backend: &str, dir: &std::path::Path) -> Settings {
+pub async fn settings_for(
+    backend: &str,
+    dir: &std::path::Path,
+) -> (Settings, Option<ScratchDatabase>) {
     let mut s = Settings::for_data_dir(dir);
     s.listen = "127.0.0.1:0".into();
     s.seal_interval_secs = 1;
+    let mut db = None;
     if backend == "postgres" {
-        s.database_url = Some(fresh_postgres().await);
+        let d = fresh_postgres().await;
+        s.database_url = Some(d.url.clone());
+        db = Some(d);
     }
-    s
+    (s, db)
+}
+
+/// What a stopped app leaves: its data directory and database, kept until dropped.
+pub struct Leftovers {
+    pub _dir: tempfile::TempDir,
+    pub _db: Option<ScratchDatabase>,
 }
 
 pub struct TestApp {
@@ -39,6 +52,7 @@ pub struct TestApp {
     pub running: Option<Running>,
     pub settings: Settings,
     _dir: tempfile::TempDir,
+    _db: Option<ScratchDatabase>,
 }
 
 impl TestApp {
@@ -48,7 +62,7 @@ impl TestApp {
 
     pub async fn spawn_with(backend: &str, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut settings = settings_for(backend, dir.path()).await;
+        let (mut settings, db) = settings_for(backend, dir.path()).await;
         tweak(&mut settings);
         let (running, boot) = server::start(&settings).await.expect("server starts");
         let boot = boot.expect("a fresh store bootstraps an admin");
@@ -63,6 +77,7 @@ impl TestApp {
             running: Some(running),
             settings,
             _dir: dir,
+            _db: db,
         }
     }
 
@@ -127,11 +142,14 @@ impl TestApp {
 
     /// Stop the server cleanly; the data directory is handed back (it is deleted when the
     /// returned value is dropped).
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    pub async fn stop(mut self) -> Leftovers {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
         }
-        self._dir
+        Leftovers {
+            _dir: self._dir,
+            _db: self._db,
+        }
     }
 }
 

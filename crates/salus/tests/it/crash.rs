@@ -75,9 +75,14 @@ async fn kill_during_writes_loses_nothing(backend: &str) {
         "--seal-interval-secs".into(),
         "1".into(),
     ];
-    if backend == "postgres" {
+    let db = if backend == "postgres" {
+        Some(fresh_postgres().await)
+    } else {
+        None
+    };
+    if let Some(d) = &db {
         args.push("--database-url".into());
-        args.push(fresh_postgres().await);
+        args.push(d.url.clone());
     }
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
