@@ -208,10 +208,9 @@ impl Drop for ScratchDatabase {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
+                && let Err(e) = rt.block_on(drop_database(&admin, &name))
             {
-                if let Err(e) = rt.block_on(drop_database(&admin, &name)) {
-                    tracing::warn!(error = %e, database = %name, "could not drop scratch database");
-                }
+                tracing::warn!(error = %e, database = %name, "could not drop scratch database");
             }
         });
         let _ = worker.join();
