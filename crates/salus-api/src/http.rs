@@ -304,6 +304,48 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Render a created resource (for the idempotency record and the response).
+pub fn created(row: &ResourceRow) -> (u16, Value) {
+    (201, resource_json(row))
+}
+
+/// Render a changed resource.
+pub fn ok(row: &ResourceRow) -> (u16, Value) {
+    (200, resource_json(row))
+}
+
+/// A resource response with its ETag; a 201 also names its `Location` in `collection`.
+pub fn respond(status: u16, row: &ResourceRow, collection: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut resp = with_etag(code, row.version, resource_json(row));
+    if status == 201
+        && let Ok(loc) = HeaderValue::from_str(&format!("{collection}/{}", row.id))
+    {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+/// Map a command's result to the response; a concurrent request that took the same
+/// Idempotency-Key is answered with that request's stored response.
+pub async fn finish(
+    state: &AppState,
+    actor: &Actor,
+    collection: &str,
+    key: Option<(String, String)>,
+    result: Result<(u16, ResourceRow), salus_domain::service::ServiceError>,
+) -> Result<Response, ApiError> {
+    use salus_domain::service::ServiceError;
+    match result {
+        Ok((status, row)) => Ok(respond(status, &row, collection)),
+        Err(ServiceError::IdempotencyKeyTaken) => match key {
+            Some(k) => idempotency_settle(state, actor, &k, collection).await,
+            None => Err(ServiceError::IdempotencyKeyTaken.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

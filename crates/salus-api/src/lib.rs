@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod interactions;
 pub mod metrics;
 pub mod patients;
 
@@ -79,7 +80,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -142,6 +143,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(patients::read, patients::patch))
         .routes(routes!(patients::history))
         .routes(routes!(patients::action))
+        .routes(routes!(
+            interactions::list_outcomes,
+            interactions::define_outcome
+        ))
+        .routes(routes!(interactions::retire_outcome))
+        .routes(routes!(interactions::record, interactions::list))
+        .routes(routes!(interactions::read))
 }
 
 /// The OpenAPI document.

@@ -6,18 +6,17 @@ use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
 use crate::http::{
-    self, IdemStart, JsonBody, OptionalJson, idempotency_settle, idempotency_spec,
-    idempotency_start, resource_json, with_etag,
+    self, IdemStart, JsonBody, OptionalJson, created, finish, idempotency_spec, idempotency_start,
+    ok, resource_json, respond,
 };
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use salus_domain::registry::patient::{self, PatientInput, parse_date};
 use salus_domain::registry::{Patient, PatientCommand, PatientDetails};
-use salus_domain::service::ServiceError;
 use salus_kernel::text::fold;
-use salus_store::{Filter, FilterOp, ResourceRow, SearchQuery};
+use salus_store::{Filter, FilterOp, SearchQuery};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -25,25 +24,6 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 const BASE: &str = "/api/v1/patients";
-
-fn created(row: &ResourceRow) -> (u16, Value) {
-    (201, resource_json(row))
-}
-
-fn ok(row: &ResourceRow) -> (u16, Value) {
-    (200, resource_json(row))
-}
-
-fn respond(status: u16, row: &ResourceRow) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut resp = with_etag(code, row.version, resource_json(row));
-    if status == 201
-        && let Ok(loc) = HeaderValue::from_str(&format!("{BASE}/{}", row.id))
-    {
-        resp.headers_mut().insert(header::LOCATION, loc);
-    }
-    resp
-}
 
 /// Register a patient.
 #[utoipa::path(post, path = "/api/v1/patients", tag = "patients",
@@ -79,23 +59,6 @@ pub async fn create(
         )
         .await;
     finish(&state, &actor, BASE, key, result.map(|c| (201, c.row))).await
-}
-
-async fn finish(
-    state: &AppState,
-    actor: &Actor,
-    path: &str,
-    key: Option<(String, String)>,
-    result: Result<(u16, ResourceRow), ServiceError>,
-) -> Result<Response, ApiError> {
-    match result {
-        Ok((status, row)) => Ok(respond(status, &row)),
-        Err(ServiceError::IdempotencyKeyTaken) => match key {
-            Some(k) => idempotency_settle(state, actor, &k, path).await,
-            None => Err(ServiceError::IdempotencyKeyTaken.into()),
-        },
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -139,7 +102,7 @@ pub async fn read(
         None => state.services.row::<Patient>(&actor.ctx, id).await?,
     };
     let row = row.ok_or_else(|| ApiError::not_found(format!("no patient with id {id}")))?;
-    Ok(respond(200, &row))
+    Ok(respond(200, &row, BASE))
 }
 
 /// The patient's full history: every event, oldest first.
@@ -293,7 +256,7 @@ pub async fn action(
             idempotency_spec(&state, key.as_ref(), &ok),
         )
         .await;
-    finish(&state, &actor, &path, key, result.map(|c| (200, c.row))).await
+    finish(&state, &actor, BASE, key, result.map(|c| (200, c.row))).await
 }
 
 /// Search parameters: every one given must match.
@@ -429,6 +392,7 @@ pub async fn search(
         filters,
         after,
         limit: limit + 1,
+        newest_first: false,
     };
     let mut found = state.services.search::<Patient>(&actor.ctx, &query).await?;
     let next = if found.len() > limit as usize {

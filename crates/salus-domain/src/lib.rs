@@ -8,5 +8,6 @@
 //! - [`service`]: the one command executor every aggregate goes through.
 
 pub mod access;
+pub mod clinical;
 pub mod registry;
 pub mod service;

@@ -138,9 +138,11 @@ pub struct Filter {
 pub struct SearchQuery {
     pub resource_type: String,
     pub filters: Vec<Filter>,
-    /// Return ids strictly greater than this (cursor).
+    /// Continue after this id (cursor): greater ids, or smaller ones when `newest_first`.
     pub after: Option<Uuid>,
     pub limit: u32,
+    /// Order by id descending (newest first) instead of ascending.
+    pub newest_first: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -40,7 +40,8 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
     );
     if let Some(after) = q.after {
         let a = ph(&mut args, Arg::Uuid(after));
-        sql.push_str(&format!(" AND r.id > {a}"));
+        let cmp = if q.newest_first { "<" } else { ">" };
+        sql.push_str(&format!(" AND r.id {cmp} {a}"));
     }
     for f in &q.filters {
         let p = ph(&mut args, Arg::Text(f.param.clone()));
@@ -72,7 +73,8 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
         sql.push_str(&format!(" AND r.id IN ({cond})"));
     }
     let l = ph(&mut args, Arg::Int(i64::from(q.limit)));
-    sql.push_str(&format!(" ORDER BY r.id LIMIT {l}"));
+    let dir = if q.newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
     (sql, args)
 }
 
@@ -93,6 +95,7 @@ mod tests {
             }],
             after: None,
             limit: 10,
+            newest_first: false,
         };
         let (pg, args) = search(Dialect::Postgres, Uuid::nil(), &q);
         assert!(pg.contains("$5") && !pg.contains('?'));

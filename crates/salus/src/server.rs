@@ -147,6 +147,9 @@ pub async fn create_tenant_with_admin(
         created_at: services.now(),
     };
     services.store.create_tenant(&tenant).await?;
+    salus_domain::clinical::outcome::define_defaults(services, &system_ctx(tenant.id))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let user = create_user(
         services,
         tenant.id,

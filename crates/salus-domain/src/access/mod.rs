@@ -20,6 +20,12 @@ pub const PERMISSIONS: &[(Permission, &str)] = &[
         "patients:write",
         "register patients, change their details and lifecycle",
     ),
+    (
+        "interactions:read",
+        "read interactions and the tenant's outcomes",
+    ),
+    ("interactions:write", "record interactions with patients"),
+    ("outcomes:write", "define and retire the tenant's outcomes"),
     ("users:write", "create users and change their roles"),
     ("audit:read", "read the event log, tree heads and proofs"),
 ];
@@ -31,12 +37,23 @@ pub const ROLES: &[(&str, &[Permission])] = &[
         &[
             "patients:read",
             "patients:write",
+            "interactions:read",
+            "interactions:write",
+            "outcomes:write",
             "users:write",
             "audit:read",
         ],
     ),
-    ("provider", &["patients:read", "patients:write"]),
-    ("viewer", &["patients:read"]),
+    (
+        "provider",
+        &[
+            "patients:read",
+            "patients:write",
+            "interactions:read",
+            "interactions:write",
+        ],
+    ),
+    ("viewer", &["patients:read", "interactions:read"]),
     ("auditor", &["audit:read"]),
 ];
 

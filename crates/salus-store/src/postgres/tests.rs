@@ -94,6 +94,7 @@ fn by(param: &str, op: FilterOp, value: &str) -> SearchQuery {
         }],
         after: None,
         limit: 50,
+        newest_first: false,
     }
 }
 

@@ -82,6 +82,7 @@ fn name_query(prefix: &str) -> SearchQuery {
         }],
         after: None,
         limit: 100,
+        newest_first: false,
     }
 }
 
@@ -462,6 +463,24 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
         seen.extend(page.into_iter().map(|r| r.id));
     }
     assert_eq!(seen, ids, "every match once, in creation order");
+    // Newest first, paged the other way.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let mut q = name_query("ad");
+        q.limit = 3;
+        q.after = after;
+        q.newest_first = true;
+        let page = f.store.search(&ctx, &q).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|r| r.id);
+        seen.extend(page.into_iter().map(|r| r.id));
+    }
+    let mut reversed = ids.clone();
+    reversed.reverse();
+    assert_eq!(seen, reversed, "every match once, newest first");
     let q = SearchQuery {
         resource_type: "patient".into(),
         filters: vec![
@@ -480,6 +499,7 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
         ],
         after: None,
         limit: 10,
+        newest_first: false,
     };
     let found: Vec<String> = f
         .store

@@ -5,5 +5,6 @@ mod app;
 mod auth;
 mod cli;
 mod crash;
+mod interactions;
 mod patients;
 mod surface;

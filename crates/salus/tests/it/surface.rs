@@ -28,6 +28,12 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("patch", "/api/v1/patients/{id}"),
         ("get", "/api/v1/patients/{id}/history"),
         ("post", "/api/v1/patients/{id}/{action}"),
+        ("get", "/api/v1/outcomes"),
+        ("post", "/api/v1/outcomes"),
+        ("post", "/api/v1/outcomes/{id}/retire"),
+        ("get", "/api/v1/interactions"),
+        ("post", "/api/v1/interactions"),
+        ("get", "/api/v1/interactions/{id}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {

@@ -1,0 +1,288 @@
+//! `/api/v1/outcomes` and `/api/v1/interactions` (requirements/004): the tenant's
+//! configurable outcomes, and interactions recorded against patients with one of them.
+
+use crate::AppState;
+use crate::auth::Actor;
+use crate::error::ApiError;
+use crate::http::{
+    self, IdemStart, JsonBody, created, finish, idempotency_spec, idempotency_start, resource_json,
+    respond,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use salus_domain::clinical::interaction::{InteractionInput, RecordContext, parse_instant};
+use salus_domain::clinical::outcome::{self, OutcomeInput};
+use salus_domain::clinical::{
+    Interaction, InteractionCommand, InteractionKind, Outcome, OutcomeCommand,
+};
+use salus_domain::registry::{Patient, PatientStatus};
+use salus_store::{Filter, FilterOp, SearchQuery};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+const OUTCOMES: &str = "/api/v1/outcomes";
+const INTERACTIONS: &str = "/api/v1/interactions";
+
+/// The tenant's outcomes, least severe first. Retired ones only with `include_retired=true`.
+#[utoipa::path(get, path = "/api/v1/outcomes", tag = "interactions",
+    params(("include_retired" = Option<bool>, Query, description = "Also list retired outcomes")),
+    responses((status = 200, description = "{ items: [Outcome] }")),
+    security(("bearer" = [])))]
+pub async fn list_outcomes(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    actor.require("interactions:read")?;
+    let include_retired = match q.get("include_retired").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "include_retired '{other}' is not true or false"
+            )));
+        }
+    };
+    let items: Vec<Outcome> = outcome::list(&state.services, &actor.ctx)
+        .await?
+        .into_iter()
+        .filter(|o| include_retired || o.active)
+        .collect();
+    Ok(axum::Json(json!({ "items": items })).into_response())
+}
+
+/// Define a new outcome.
+#[utoipa::path(post, path = "/api/v1/outcomes", tag = "interactions",
+    request_body = OutcomeInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
+    responses((status = 201, description = "Defined", body = Outcome), (status = 409, description = "The code is taken")),
+    security(("bearer" = [])))]
+pub async fn define_outcome(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: JsonBody<OutcomeInput>,
+) -> Result<Response, ApiError> {
+    actor.require("outcomes:write")?;
+    let key = match idempotency_start(&state, &actor, &headers, "POST", OUTCOMES, &body.raw).await?
+    {
+        IdemStart::Replay(r) => return Ok(r),
+        IdemStart::Run(k) => k,
+    };
+    let id = Uuid::now_v7();
+    let input = body.value;
+    let result = state
+        .services
+        .create::<Outcome, _>(
+            &actor.ctx,
+            id,
+            move |_, _| Ok(OutcomeCommand::Define { id, input }),
+            idempotency_spec(&state, key.as_ref(), &created),
+        )
+        .await;
+    finish(&state, &actor, OUTCOMES, key, result.map(|c| (201, c.row))).await
+}
+
+/// Retire an outcome: interactions already recorded keep it; new ones may not use it.
+#[utoipa::path(post, path = "/api/v1/outcomes/{id}/retire", tag = "interactions",
+    params(("id" = Uuid, Path, description = "Outcome id"), ("If-Match" = String, Header, description = "The ETag read")),
+    responses((status = 200, description = "Retired", body = Outcome), (status = 412, description = "Stale If-Match")),
+    security(("bearer" = [])))]
+pub async fn retire_outcome(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    actor.require("outcomes:write")?;
+    let id = http::parse_uuid("outcome", &id)?;
+    let expected = http::if_match(&headers)?;
+    let result = state
+        .services
+        .execute::<Outcome, _>(
+            &actor.ctx,
+            id,
+            expected,
+            |_, _| Ok(OutcomeCommand::Retire),
+            None,
+        )
+        .await;
+    finish(&state, &actor, OUTCOMES, None, result.map(|c| (200, c.row))).await
+}
+
+/// Record an interaction with a patient.
+#[utoipa::path(post, path = "/api/v1/interactions", tag = "interactions",
+    request_body = InteractionInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
+    responses((status = 201, description = "Recorded", body = Interaction), (status = 422, description = "Unknown patient, kind or outcome")),
+    security(("bearer" = [])))]
+pub async fn record(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: JsonBody<InteractionInput>,
+) -> Result<Response, ApiError> {
+    actor.require("interactions:write")?;
+    let key =
+        match idempotency_start(&state, &actor, &headers, "POST", INTERACTIONS, &body.raw).await? {
+            IdemStart::Replay(r) => return Ok(r),
+            IdemStart::Run(k) => k,
+        };
+    let input = body.value;
+    let patient_open = state
+        .services
+        .load::<Patient>(&actor.ctx, input.patient_id)
+        .await?
+        .is_some_and(|p| p.state.status != PatientStatus::Retired);
+    let active_outcomes = outcome::active_codes(&state.services, &actor.ctx).await?;
+    let id = Uuid::now_v7();
+    let recorded_by = actor.user.id;
+    let result = state
+        .services
+        .create::<Interaction, _>(
+            &actor.ctx,
+            id,
+            move |_, now| {
+                Ok(InteractionCommand::Record {
+                    id,
+                    input,
+                    facts: RecordContext {
+                        now,
+                        patient_open,
+                        active_outcomes,
+                        recorded_by,
+                    },
+                })
+            },
+            idempotency_spec(&state, key.as_ref(), &created),
+        )
+        .await;
+    finish(
+        &state,
+        &actor,
+        INTERACTIONS,
+        key,
+        result.map(|c| (201, c.row)),
+    )
+    .await
+}
+
+/// One interaction.
+#[utoipa::path(get, path = "/api/v1/interactions/{id}", tag = "interactions",
+    params(("id" = Uuid, Path, description = "Interaction id")),
+    responses((status = 200, description = "The interaction", body = Interaction), (status = 404, description = "No such interaction")),
+    security(("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    actor.require("interactions:read")?;
+    let id = http::parse_uuid("interaction", &id)?;
+    let row = state
+        .services
+        .row::<Interaction>(&actor.ctx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no interaction with id {id}")))?;
+    Ok(respond(200, &row, INTERACTIONS))
+}
+
+const LIST_KEYS: &[&str] = &[
+    "patient_id",
+    "kind",
+    "outcome",
+    "from",
+    "to",
+    "limit",
+    "cursor",
+];
+
+/// Interactions, most recently recorded first, filtered by patient, kind, outcome and the
+/// time they occurred (`from` inclusive, `to` exclusive, RFC 3339 with a time zone).
+#[utoipa::path(get, path = "/api/v1/interactions", tag = "interactions",
+    params(("patient_id" = Option<Uuid>, Query, description = "Only this patient's"),
+           ("kind" = Option<String>, Query, description = "visit | call | message | home_visit"),
+           ("outcome" = Option<String>, Query, description = "An outcome code"),
+           ("from" = Option<String>, Query, description = "occurred_at at or after"),
+           ("to" = Option<String>, Query, description = "occurred_at before"),
+           ("limit" = Option<u32>, Query, description = "1-200, default 50"),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, description = "{ items, next_cursor }")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    actor.require("interactions:read")?;
+    if let Some(k) = raw.keys().find(|k| !LIST_KEYS.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter '{k}'; parameters are: {}",
+            LIST_KEYS.join(", ")
+        )));
+    }
+    let get = |k: &str| {
+        raw.get(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let filter = |param: &str, op: FilterOp, value: String| Filter {
+        param: param.into(),
+        system: None,
+        op,
+        value,
+    };
+    let mut filters = Vec::new();
+    if let Some(p) = get("patient_id") {
+        let id =
+            Uuid::parse_str(&p).map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
+        filters.push(filter("patient", FilterOp::Eq, id.to_string()));
+    }
+    if let Some(k) = get("kind") {
+        let kind = InteractionKind::parse(&k).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        filters.push(filter("kind", FilterOp::Eq, kind.as_str().into()));
+    }
+    if let Some(o) = get("outcome") {
+        filters.push(filter("outcome", FilterOp::Eq, o.to_ascii_lowercase()));
+    }
+    for (key, op) in [("from", FilterOp::Ge), ("to", FilterOp::Lt)] {
+        if let Some(t) = get(key) {
+            let at = parse_instant(key, &t).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            filters.push(filter(
+                "occurred_at",
+                op,
+                salus_kernel::event::format_instant(&at),
+            ));
+        }
+    }
+    let limit = match get("limit") {
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 200"))?,
+        None => 50,
+    };
+    let after = get("cursor").map(|c| http::decode_cursor(&c)).transpose()?;
+    let query = SearchQuery {
+        resource_type: "interaction".into(),
+        filters,
+        after,
+        limit: limit + 1,
+        newest_first: true,
+    };
+    let mut found = state
+        .services
+        .search::<Interaction>(&actor.ctx, &query)
+        .await?;
+    let next = if found.len() > limit as usize {
+        found.truncate(limit as usize);
+        found.last().map(|c| http::encode_cursor(c.row.id))
+    } else {
+        None
+    };
+    let items: Vec<Value> = found.iter().map(|c| resource_json(&c.row)).collect();
+    Ok(axum::Json(json!({ "items": items, "next_cursor": next })).into_response())
+}

@@ -1,0 +1,8 @@
+//! The clinical record. So far: interactions with patients and the tenant's configurable
+//! outcomes (requirements/004). Encounters, observations, notes and the rest follow.
+
+pub mod interaction;
+pub mod outcome;
+
+pub use interaction::{Interaction, InteractionCommand, InteractionKind};
+pub use outcome::{Outcome, OutcomeCommand};

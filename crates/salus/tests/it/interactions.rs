@@ -1,0 +1,256 @@
+//! Interactions and configurable outcomes over HTTP (requirements/004's API).
+
+use crate::app::{TestApp, on_both_backends, patient, problem};
+use serde_json::{Value, json};
+
+on_both_backends!(outcomes_are_tenant_data_and_interactions_use_them);
+
+async fn outcomes_are_tenant_data_and_interactions_use_them(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    // A new tenant starts with Healthy / Monitor / Critical.
+    let list: Value = app
+        .get("/api/v1/outcomes", &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let codes: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["healthy", "monitor", "critical"]);
+
+    let p = app
+        .create_patient(&patient("IX-1", "Inter", "Action"))
+        .await;
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let app_ref = &app;
+    let record = |body: Value| async move {
+        app_ref
+            .post("/api/v1/interactions/", &app_ref.token, &body)
+            .await
+    };
+
+    let r = record(json!({"patient_id": pid, "kind": "call", "outcome": "Monitor", "occurred_at": "2026-03-01T09:30:00+02:00", "notes": "BP follow-up"})).await;
+    assert_eq!(r.status(), 201);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(
+        first["occurred_at"], "2026-03-01T07:30:00Z",
+        "stored and returned in UTC"
+    );
+    assert_eq!(first["outcome"], "monitor");
+    let got: Value = app
+        .get(
+            &format!("/api/v1/interactions/{}", first["id"].as_str().unwrap()),
+            &app.token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, first);
+
+    // Unknown outcome: 422 naming the valid codes.
+    let body = problem(
+        record(json!({"patient_id": pid, "kind": "call", "outcome": "fine"})).await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "outcome");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("healthy, monitor, critical"),
+        "{body}"
+    );
+    // Unknown patient, kind, zone-less time.
+    let body = problem(
+        record(json!({"patient_id": uuid::Uuid::now_v7(), "kind": "call", "outcome": "healthy"}))
+            .await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "patient_id");
+    problem(
+        record(json!({"patient_id": pid, "kind": "telepathy", "outcome": "healthy"})).await,
+        422,
+        "validation",
+    )
+    .await;
+    problem(record(json!({"patient_id": pid, "kind": "visit", "outcome": "healthy", "occurred_at": "2026-03-01T09:30:00"})).await, 422, "validation").await;
+
+    // Configure a new outcome, use it, retire it: it stays on old interactions, new ones refuse it.
+    let r = app
+        .post(
+            "/api/v1/outcomes",
+            &app.token,
+            &json!({"code": "follow_up", "display": "Follow up", "severity_rank": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let fu: Value = r.json().await.unwrap();
+    problem(
+        app.post(
+            "/api/v1/outcomes",
+            &app.token,
+            &json!({"code": "FOLLOW_UP", "display": "Again"}),
+        )
+        .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let r = record(json!({"patient_id": pid, "kind": "home_visit", "outcome": "follow_up", "occurred_at": "2026-03-02T10:00:00Z"})).await;
+    assert_eq!(r.status(), 201);
+    let with_fu: Value = r.json().await.unwrap();
+    let retire = format!("/api/v1/outcomes/{}/retire", fu["id"].as_str().unwrap());
+    let r = app
+        .client
+        .post(app.url(&retire))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 428, "precondition-required").await;
+    let r = app
+        .client
+        .post(app.url(&retire))
+        .bearer_auth(&app.token)
+        .header("if-match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["active"], false);
+    problem(
+        record(json!({"patient_id": pid, "kind": "call", "outcome": "follow_up"})).await,
+        422,
+        "validation",
+    )
+    .await;
+    let kept: Value = app
+        .get(
+            &format!("/api/v1/interactions/{}", with_fu["id"].as_str().unwrap()),
+            &app.token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kept["outcome"], "follow_up");
+    let active: Value = app
+        .get("/api/v1/outcomes", &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active["items"].as_array().unwrap().len(), 3);
+    let all: Value = app
+        .get("/api/v1/outcomes?include_retired=true", &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 4);
+
+    // History of the patient: newest first, paged, filtered.
+    for i in 0..3 {
+        let r = record(json!({"patient_id": pid, "kind": "message", "outcome": "healthy", "occurred_at": format!("2026-03-1{i}T08:00:00Z")})).await;
+        assert_eq!(r.status(), 201);
+    }
+    let other = app.create_patient(&patient("IX-2", "Other", "One")).await;
+    record(json!({"patient_id": other["id"], "kind": "visit", "outcome": "critical"})).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("/api/v1/interactions/?patient_id={pid}&limit=2");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = app.get(&url, &app.token).await.json().await.unwrap();
+        for i in page["items"].as_array().unwrap() {
+            assert_eq!(i["patient_id"], pid);
+            seen.push(i["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(seen, sorted, "newest first");
+    let count = |q: String| {
+        let app = &app;
+        async move {
+            let page: Value = app
+                .get(&format!("/api/v1/interactions?{q}"), &app.token)
+                .await
+                .json()
+                .await
+                .unwrap();
+            page["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count(format!("patient_id={pid}&kind=message")).await, 3);
+    assert_eq!(
+        count(format!("patient_id={pid}&outcome=follow_up")).await,
+        1
+    );
+    assert_eq!(
+        count(format!(
+            "patient_id={pid}&from=2026-03-10T00:00:00Z&to=2026-03-12T00:00:00Z"
+        ))
+        .await,
+        2
+    );
+    assert_eq!(count("outcome=critical".into()).await, 1);
+    problem(
+        app.get("/api/v1/interactions?patient_id=nope", &app.token)
+            .await,
+        400,
+        "bad-request",
+    )
+    .await;
+    problem(
+        app.get("/api/v1/interactions?when=today", &app.token).await,
+        400,
+        "bad-request",
+    )
+    .await;
+
+    // A viewer reads but cannot record or configure.
+    let viewer = app.token_for("viewer1", &["viewer"]).await;
+    assert_eq!(app.get("/api/v1/outcomes", &viewer).await.status(), 200);
+    problem(
+        app.post(
+            "/api/v1/interactions",
+            &viewer,
+            &json!({"patient_id": pid, "kind": "call", "outcome": "healthy"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let provider = app.token_for("prov1", &["provider"]).await;
+    problem(
+        app.post(
+            "/api/v1/outcomes",
+            &provider,
+            &json!({"code": "x", "display": "X"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    app.stop().await;
+}
