@@ -11,12 +11,9 @@ use crate::http::{
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use salus_domain::clinical::interaction::{InteractionInput, RecordContext, parse_instant};
+use salus_domain::clinical::interaction::{self, InteractionInput, parse_instant};
 use salus_domain::clinical::outcome::{self, OutcomeInput};
-use salus_domain::clinical::{
-    Interaction, InteractionCommand, InteractionKind, Outcome, OutcomeCommand,
-};
-use salus_domain::registry::{Patient, PatientStatus};
+use salus_domain::clinical::{Interaction, InteractionKind, Outcome, OutcomeCommand};
 use salus_store::{Filter, FilterOp, SearchQuery};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -130,35 +127,8 @@ pub async fn record(
             IdemStart::Replay(r) => return Ok(r),
             IdemStart::Run(k) => k,
         };
-    let input = body.value;
-    let patient_open = state
-        .services
-        .load::<Patient>(&actor.ctx, input.patient_id)
-        .await?
-        .is_some_and(|p| p.state.status != PatientStatus::Retired);
-    let active_outcomes = outcome::active_codes(&state.services, &actor.ctx).await?;
-    let id = Uuid::now_v7();
-    let recorded_by = actor.user.id;
-    let result = state
-        .services
-        .create::<Interaction, _>(
-            &actor.ctx,
-            id,
-            move |_, now| {
-                Ok(InteractionCommand::Record {
-                    id,
-                    input,
-                    facts: RecordContext {
-                        now,
-                        patient_open,
-                        active_outcomes,
-                        recorded_by,
-                    },
-                })
-            },
-            idempotency_spec(&state, key.as_ref(), &created),
-        )
-        .await;
+    let spec = idempotency_spec(&state, key.as_ref(), &created);
+    let result = interaction::record(&state.services, &actor.ctx, body.value, spec).await;
     finish(
         &state,
         &actor,

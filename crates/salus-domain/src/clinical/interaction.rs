@@ -261,6 +261,43 @@ impl Projected for Interaction {
     }
 }
 
+/// Record an interaction: gather the facts the decision needs (the patient is open, the
+/// tenant's active outcomes) and run the command.
+pub async fn record(
+    services: &crate::service::Services,
+    ctx: &salus_kernel::TenantContext,
+    input: InteractionInput,
+    idempotency: Option<crate::service::Idempotency<'_>>,
+) -> Result<crate::service::Current<Interaction>, crate::service::ServiceError> {
+    use crate::registry::{Patient, PatientStatus};
+    let patient_open = services
+        .load::<Patient>(ctx, input.patient_id)
+        .await?
+        .is_some_and(|p| p.state.status != PatientStatus::Retired);
+    let active_outcomes = super::outcome::active_codes(services, ctx).await?;
+    let id = Uuid::now_v7();
+    let recorded_by = ctx.actor.0;
+    services
+        .create::<Interaction, _>(
+            ctx,
+            id,
+            move |_, now| {
+                Ok(InteractionCommand::Record {
+                    id,
+                    input,
+                    facts: RecordContext {
+                        now,
+                        patient_open,
+                        active_outcomes,
+                        recorded_by,
+                    },
+                })
+            },
+            idempotency,
+        )
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
