@@ -346,6 +346,95 @@ pub async fn finish(
     }
 }
 
+/// The query parameters of a list endpoint, checked against the ones it knows.
+pub struct ListParams {
+    raw: std::collections::HashMap<String, String>,
+    pub limit: u32,
+    pub after: Option<Uuid>,
+}
+
+impl ListParams {
+    /// Refuse unknown parameters (naming the known ones, plus `limit` and `cursor`), read
+    /// `limit` (1-200, default 50) and `cursor`.
+    pub fn parse(
+        raw: std::collections::HashMap<String, String>,
+        known: &[&str],
+    ) -> Result<Self, ApiError> {
+        if let Some(k) = raw
+            .keys()
+            .find(|k| !known.contains(&k.as_str()) && *k != "limit" && *k != "cursor")
+        {
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter '{k}'; parameters are: {}, limit, cursor",
+                known.join(", ")
+            )));
+        }
+        let get = |k: &str| {
+            raw.get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let limit = match get("limit") {
+            Some(l) => l
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=200).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request("limit must be a whole number from 1 to 200")
+                })?,
+            None => 50,
+        };
+        let after = get("cursor").map(|c| decode_cursor(&c)).transpose()?;
+        Ok(Self { raw, limit, after })
+    }
+
+    /// A parameter's trimmed value, if given and not empty.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.raw
+            .get(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The store query for one page (one row more than the page, to know if more follow).
+    pub fn query(
+        &self,
+        resource_type: &str,
+        filters: Vec<salus_store::Filter>,
+        newest_first: bool,
+    ) -> salus_store::SearchQuery {
+        salus_store::SearchQuery {
+            resource_type: resource_type.into(),
+            filters,
+            after: self.after,
+            limit: self.limit + 1,
+            newest_first,
+        }
+    }
+
+    /// `{ items, next_cursor }` from the rows found by [`ListParams::query`].
+    pub fn page(&self, mut rows: Vec<ResourceRow>) -> Response {
+        let next = if rows.len() > self.limit as usize {
+            rows.truncate(self.limit as usize);
+            rows.last().map(|r| encode_cursor(r.id))
+        } else {
+            None
+        };
+        let items: Vec<Value> = rows.iter().map(resource_json).collect();
+        axum::Json(serde_json::json!({ "items": items, "next_cursor": next })).into_response()
+    }
+}
+
+/// An equality filter on a search parameter.
+pub fn eq(param: &str, value: impl Into<String>) -> salus_store::Filter {
+    salus_store::Filter {
+        param: param.into(),
+        system: None,
+        op: salus_store::FilterOp::Eq,
+        value: value.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,8 @@
 //! business rule lives here.
 
 pub mod auth;
+pub mod clinicians;
+pub mod encounters;
 pub mod error;
 pub mod http;
 pub mod interactions;
@@ -80,7 +82,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -150,6 +152,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(interactions::retire_outcome))
         .routes(routes!(interactions::record, interactions::list))
         .routes(routes!(interactions::read))
+        .routes(routes!(clinicians::create, clinicians::search))
+        .routes(routes!(clinicians::read))
+        .routes(routes!(clinicians::action))
+        .routes(routes!(encounters::create, encounters::search))
+        .routes(routes!(encounters::read))
+        .routes(routes!(encounters::action))
 }
 
 /// The OpenAPI document.

@@ -11,3 +11,4 @@ pub mod access;
 pub mod clinical;
 pub mod registry;
 pub mod service;
+pub mod staff;

@@ -43,7 +43,7 @@ impl DomainError {
 }
 
 /// Events carry a stable dotted name and a schema version; the payload is their JSON.
-pub trait DomainEvent: Serialize + DeserializeOwned + Clone {
+pub trait DomainEvent: Serialize + Clone {
     fn event_type(&self) -> &'static str;
     fn schema_version(&self) -> i32 {
         1
@@ -81,4 +81,65 @@ pub trait Aggregate: Sized + Clone + Serialize + DeserializeOwned {
     /// Decode a stored payload back into this aggregate's event type. Events are written
     /// with `#[serde(tag = "type")]`-free payloads, so the event type name picks the variant.
     fn decode_event(event_type: &str, payload: &Value) -> Result<Self::Event, serde_json::Error>;
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}
+
+/// Declare an aggregate's event enum: each variant wraps its payload type and names its
+/// stable event type. Generates the payload-only serialisation, [`DomainEvent`] (schema
+/// version 1) and `decode(event_type, payload)` for `Aggregate::decode_event`.
+#[macro_export]
+macro_rules! domain_events {
+    ($(#[$m:meta])* pub enum $name:ident { $($variant:ident($ty:ty) = $etype:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $name {
+            $($variant($ty)),*
+        }
+
+        impl $crate::aggregate::__private::serde::Serialize for $name {
+            fn serialize<S: $crate::aggregate::__private::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    $($name::$variant(e) => e.serialize(s)),*
+                }
+            }
+        }
+
+        impl $crate::aggregate::DomainEvent for $name {
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $($name::$variant(_) => $etype),*
+                }
+            }
+
+            fn to_new_event(&self) -> Result<$crate::NewEvent, $crate::aggregate::__private::serde_json::Error> {
+                Ok($crate::NewEvent {
+                    event_type: self.event_type().to_owned(),
+                    schema_version: 1,
+                    payload: $crate::aggregate::__private::serde_json::to_value(self)?,
+                })
+            }
+        }
+
+        impl $name {
+            /// Decode a stored payload by its event type.
+            pub fn decode(
+                event_type: &str,
+                payload: &$crate::aggregate::__private::serde_json::Value,
+            ) -> Result<Self, $crate::aggregate::__private::serde_json::Error> {
+                use $crate::aggregate::__private::serde::de::Error as _;
+                match event_type {
+                    $($etype => Ok($name::$variant($crate::aggregate::__private::serde_json::from_value(payload.clone())?)),)*
+                    other => Err($crate::aggregate::__private::serde_json::Error::custom(format!(
+                        "unknown {} event '{other}'",
+                        stringify!($name)
+                    ))),
+                }
+            }
+        }
+    };
 }

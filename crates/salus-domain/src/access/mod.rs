@@ -26,6 +26,16 @@ pub const PERMISSIONS: &[(Permission, &str)] = &[
     ),
     ("interactions:write", "record interactions with patients"),
     ("outcomes:write", "define and retire the tenant's outcomes"),
+    ("clinicians:read", "read clinicians"),
+    (
+        "clinicians:write",
+        "register clinicians and change their status",
+    ),
+    ("encounters:read", "read encounters"),
+    (
+        "encounters:write",
+        "schedule encounters and move them through their lifecycle",
+    ),
     ("users:write", "create users and change their roles"),
     ("audit:read", "read the event log, tree heads and proofs"),
 ];
@@ -40,6 +50,10 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "interactions:read",
             "interactions:write",
             "outcomes:write",
+            "clinicians:read",
+            "clinicians:write",
+            "encounters:read",
+            "encounters:write",
             "users:write",
             "audit:read",
         ],
@@ -53,7 +67,15 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "interactions:write",
         ],
     ),
-    ("viewer", &["patients:read", "interactions:read"]),
+    (
+        "viewer",
+        &[
+            "patients:read",
+            "interactions:read",
+            "clinicians:read",
+            "encounters:read",
+        ],
+    ),
     ("auditor", &["audit:read"]),
 ];
 

@@ -5,6 +5,7 @@ mod app;
 mod auth;
 mod cli;
 mod crash;
+mod encounters;
 mod interactions;
 mod patients;
 mod surface;

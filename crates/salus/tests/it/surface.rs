@@ -34,6 +34,14 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/interactions"),
         ("post", "/api/v1/interactions"),
         ("get", "/api/v1/interactions/{id}"),
+        ("post", "/api/v1/clinicians"),
+        ("get", "/api/v1/clinicians"),
+        ("get", "/api/v1/clinicians/{id}"),
+        ("post", "/api/v1/clinicians/{id}/{action}"),
+        ("post", "/api/v1/encounters"),
+        ("get", "/api/v1/encounters"),
+        ("get", "/api/v1/encounters/{id}"),
+        ("post", "/api/v1/encounters/{id}/{action}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
@@ -53,7 +61,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
     // ...and every documented operation is routed (never the "no such route" fallback).
     let id = uuid::Uuid::now_v7().to_string();
     for (method, path) in &documented {
-        let url = app.url(&path.replace("{id}", &id).replace("{action}", "activate"));
+        let url = app.url(&path.replace("{id}", &id).replace("{action}", "start"));
         let req = match method.as_str() {
             "get" => app.client.get(url),
             "post" => app.client.post(url),

@@ -1,0 +1,180 @@
+//! `/api/v1/encounters`: schedule, read, list, and move encounters through
+//! `scheduled → in_progress → completed → archived` (or `scheduled → cancelled`).
+
+use crate::AppState;
+use crate::auth::Actor;
+use crate::error::ApiError;
+use crate::http::{
+    self, IdemStart, JsonBody, ListParams, OptionalJson, created, eq, finish, idempotency_spec,
+    idempotency_start, ok, respond,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use salus_domain::clinical::encounter::{
+    self, Encounter, EncounterCommand, EncounterInput, EncounterStatus, EncounterType,
+};
+use salus_domain::clinical::interaction::parse_instant;
+use salus_store::{Filter, FilterOp};
+use serde::Deserialize;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+const BASE: &str = "/api/v1/encounters";
+
+/// Schedule an encounter for a patient with an active clinician.
+#[utoipa::path(post, path = "/api/v1/encounters", tag = "encounters",
+    request_body = EncounterInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
+    responses((status = 201, description = "Scheduled", body = Encounter), (status = 422, description = "Unknown patient or clinician, bad type")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: JsonBody<EncounterInput>,
+) -> Result<Response, ApiError> {
+    actor.require("encounters:write")?;
+    let key = match idempotency_start(&state, &actor, &headers, "POST", BASE, &body.raw).await? {
+        IdemStart::Replay(r) => return Ok(r),
+        IdemStart::Run(k) => k,
+    };
+    let spec = idempotency_spec(&state, key.as_ref(), &created);
+    let result = encounter::schedule(&state.services, &actor.ctx, body.value, spec).await;
+    finish(&state, &actor, BASE, key, result.map(|c| (201, c.row))).await
+}
+
+/// One encounter.
+#[utoipa::path(get, path = "/api/v1/encounters/{id}", tag = "encounters",
+    params(("id" = Uuid, Path, description = "Encounter id")),
+    responses((status = 200, description = "The encounter", body = Encounter), (status = 404, description = "No such encounter")),
+    security(("bearer" = [])))]
+pub async fn read(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    actor.require("encounters:read")?;
+    let id = http::parse_uuid("encounter", &id)?;
+    let row = state
+        .services
+        .row::<Encounter>(&actor.ctx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no encounter with id {id}")))?;
+    Ok(respond(200, &row, BASE))
+}
+
+/// Encounters, most recently scheduled first: by `patient_id`, `clinician_id`, `status`,
+/// `type`, and a date range (`from` inclusive, `to` exclusive) on the start time, or the
+/// planned time while not started.
+#[utoipa::path(get, path = "/api/v1/encounters", tag = "encounters",
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("clinician_id" = Option<Uuid>, Query, description = "Clinician"),
+           ("status" = Option<String>, Query, description = "scheduled | in_progress | completed | archived | cancelled"),
+           ("type" = Option<String>, Query, description = "inpatient | outpatient | emergency | virtual | home"),
+           ("from" = Option<String>, Query, description = "date at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "date before (RFC 3339)"),
+           ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, description = "{ items, next_cursor }")),
+    security(("bearer" = [])))]
+pub async fn search(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    actor.require("encounters:read")?;
+    let p = ListParams::parse(
+        raw,
+        &["patient_id", "clinician_id", "status", "type", "from", "to"],
+    )?;
+    let mut filters = Vec::new();
+    for (key, param) in [("patient_id", "patient"), ("clinician_id", "clinician")] {
+        if let Some(v) = p.get(key) {
+            let id = Uuid::parse_str(&v)
+                .map_err(|_| ApiError::bad_request(format!("{key} must be a UUID")))?;
+            filters.push(eq(param, id.to_string()));
+        }
+    }
+    if let Some(s) = p.get("status") {
+        let s = EncounterStatus::parse(&s).ok_or_else(|| {
+            ApiError::bad_request(format!("status '{s}' is not an encounter status"))
+        })?;
+        filters.push(eq("status", s.as_str()));
+    }
+    if let Some(t) = p.get("type") {
+        let t = EncounterType::parse(&t).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        filters.push(eq("type", t.as_str()));
+    }
+    for (key, op) in [("from", FilterOp::Ge), ("to", FilterOp::Lt)] {
+        if let Some(t) = p.get(key) {
+            let at = parse_instant(key, &t).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            filters.push(Filter {
+                param: "date".into(),
+                system: None,
+                op,
+                value: salus_kernel::event::format_instant(&at),
+            });
+        }
+    }
+    let rows = state
+        .services
+        .store
+        .search(&actor.ctx, &p.query("encounter", filters, true))
+        .await?;
+    Ok(p.page(rows))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncounterActionInput {
+    /// Why (cancel).
+    pub reason: Option<String>,
+}
+
+/// `start`, `complete`, `archive` or `cancel`. Needs If-Match. Start and end times are the
+/// moments of `start` and `complete`.
+#[utoipa::path(post, path = "/api/v1/encounters/{id}/{action}", tag = "encounters",
+    params(("id" = Uuid, Path, description = "Encounter id"), ("action" = String, Path, description = "start | complete | archive | cancel"),
+           ("If-Match" = String, Header, description = "The ETag read"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
+    request_body(content = Option<EncounterActionInput>),
+    responses((status = 200, description = "Done", body = Encounter), (status = 422, description = "Not allowed in the current state"), (status = 412, description = "Stale If-Match")),
+    security(("bearer" = [])))]
+pub async fn action(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: OptionalJson<EncounterActionInput>,
+) -> Result<Response, ApiError> {
+    actor.require("encounters:write")?;
+    let id = http::parse_uuid("encounter", &id)?;
+    if !encounter::ACTIONS.contains(&action.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "no action '{action}'; actions are: {}",
+            encounter::ACTIONS.join(", ")
+        )));
+    }
+    let expected = http::if_match(&headers)?;
+    let path = format!("{BASE}/{id}/{action}");
+    let key = match idempotency_start(&state, &actor, &headers, "POST", &path, &body.raw).await? {
+        IdemStart::Replay(r) => return Ok(r),
+        IdemStart::Run(k) => k,
+    };
+    let reason = body.value.unwrap_or_default().reason;
+    let result = state
+        .services
+        .execute::<Encounter, _>(
+            &actor.ctx,
+            id,
+            expected,
+            move |_, now| {
+                Ok(EncounterCommand::Transition {
+                    action,
+                    at: now,
+                    reason,
+                })
+            },
+            idempotency_spec(&state, key.as_ref(), &ok),
+        )
+        .await;
+    finish(&state, &actor, BASE, key, result.map(|c| (200, c.row))).await
+}
