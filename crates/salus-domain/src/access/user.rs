@@ -1,8 +1,7 @@
 //! The User aggregate: a person or system that signs in to Salus.
 
 use crate::service::Projected;
-use salus_kernel::aggregate::DomainEvent;
-use salus_kernel::{Aggregate, DomainError, NewEvent};
+use salus_kernel::{Aggregate, DomainError, domain_events};
 use salus_store::{SearchRow, UniqueKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -45,46 +44,11 @@ pub struct RolesSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Disabled {}
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum UserEvent {
-    Created(Created),
-    RolesSet(RolesSet),
-    Disabled(Disabled),
-}
-
-impl Serialize for UserEvent {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            UserEvent::Created(e) => e.serialize(s),
-            UserEvent::RolesSet(e) => e.serialize(s),
-            UserEvent::Disabled(e) => e.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for UserEvent {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom(
-            "user events are decoded by their event type",
-        ))
-    }
-}
-
-impl DomainEvent for UserEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            UserEvent::Created(_) => "user.created",
-            UserEvent::RolesSet(_) => "user.roles_set",
-            UserEvent::Disabled(_) => "user.disabled",
-        }
-    }
-
-    fn to_new_event(&self) -> Result<NewEvent, serde_json::Error> {
-        Ok(NewEvent {
-            event_type: self.event_type().to_owned(),
-            schema_version: 1,
-            payload: serde_json::to_value(self)?,
-        })
+domain_events! {
+    pub enum UserEvent {
+        Created(Created) = "user.created",
+        RolesSet(RolesSet) = "user.roles_set",
+        Disabled(Disabled) = "user.disabled",
     }
 }
 
@@ -188,17 +152,7 @@ impl Aggregate for User {
     }
 
     fn decode_event(event_type: &str, payload: &Value) -> Result<UserEvent, serde_json::Error> {
-        let p = payload.clone();
-        Ok(match event_type {
-            "user.created" => UserEvent::Created(serde_json::from_value(p)?),
-            "user.roles_set" => UserEvent::RolesSet(serde_json::from_value(p)?),
-            "user.disabled" => UserEvent::Disabled(serde_json::from_value(p)?),
-            other => {
-                return Err(serde::de::Error::custom(format!(
-                    "unknown user event '{other}'"
-                )));
-            }
-        })
+        UserEvent::decode(event_type, payload)
     }
 }
 

@@ -4,9 +4,8 @@
 
 use crate::service::Projected;
 use chrono::{DateTime, Duration, Utc};
-use salus_kernel::aggregate::DomainEvent;
 use salus_kernel::event::format_instant;
-use salus_kernel::{Aggregate, DomainError, NewEvent};
+use salus_kernel::{Aggregate, DomainError, domain_events};
 use salus_store::SearchRow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -102,40 +101,9 @@ pub enum InteractionCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum InteractionEvent {
-    Recorded(Interaction),
-}
-
-impl Serialize for InteractionEvent {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            InteractionEvent::Recorded(e) => e.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for InteractionEvent {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom(
-            "interaction events are decoded by their event type",
-        ))
-    }
-}
-
-impl DomainEvent for InteractionEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            InteractionEvent::Recorded(_) => "interaction.recorded",
-        }
-    }
-
-    fn to_new_event(&self) -> Result<NewEvent, serde_json::Error> {
-        Ok(NewEvent {
-            event_type: self.event_type().to_owned(),
-            schema_version: 1,
-            payload: serde_json::to_value(self)?,
-        })
+domain_events! {
+    pub enum InteractionEvent {
+        Recorded(Interaction) = "interaction.recorded",
     }
 }
 
@@ -237,14 +205,7 @@ impl Aggregate for Interaction {
         event_type: &str,
         payload: &Value,
     ) -> Result<InteractionEvent, serde_json::Error> {
-        match event_type {
-            "interaction.recorded" => Ok(InteractionEvent::Recorded(serde_json::from_value(
-                payload.clone(),
-            )?)),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown interaction event '{other}'"
-            ))),
-        }
+        InteractionEvent::decode(event_type, payload)
     }
 }
 

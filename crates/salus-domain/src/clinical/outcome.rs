@@ -3,8 +3,7 @@
 //! (no new interactions may use it), never deleted.
 
 use crate::service::Projected;
-use salus_kernel::aggregate::DomainEvent;
-use salus_kernel::{Aggregate, DomainError, NewEvent};
+use salus_kernel::{Aggregate, DomainError, domain_events};
 use salus_store::{SearchRow, UniqueKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -58,43 +57,10 @@ pub struct Defined {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Retired {}
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutcomeEvent {
-    Defined(Defined),
-    Retired(Retired),
-}
-
-impl Serialize for OutcomeEvent {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            OutcomeEvent::Defined(e) => e.serialize(s),
-            OutcomeEvent::Retired(e) => e.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for OutcomeEvent {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom(
-            "outcome events are decoded by their event type",
-        ))
-    }
-}
-
-impl DomainEvent for OutcomeEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            OutcomeEvent::Defined(_) => "outcome.defined",
-            OutcomeEvent::Retired(_) => "outcome.retired",
-        }
-    }
-
-    fn to_new_event(&self) -> Result<NewEvent, serde_json::Error> {
-        Ok(NewEvent {
-            event_type: self.event_type().to_owned(),
-            schema_version: 1,
-            payload: serde_json::to_value(self)?,
-        })
+domain_events! {
+    pub enum OutcomeEvent {
+        Defined(Defined) = "outcome.defined",
+        Retired(Retired) = "outcome.retired",
     }
 }
 
@@ -178,16 +144,7 @@ impl Aggregate for Outcome {
     }
 
     fn decode_event(event_type: &str, payload: &Value) -> Result<OutcomeEvent, serde_json::Error> {
-        let p = payload.clone();
-        Ok(match event_type {
-            "outcome.defined" => OutcomeEvent::Defined(serde_json::from_value(p)?),
-            "outcome.retired" => OutcomeEvent::Retired(serde_json::from_value(p)?),
-            other => {
-                return Err(serde::de::Error::custom(format!(
-                    "unknown outcome event '{other}'"
-                )));
-            }
-        })
+        OutcomeEvent::decode(event_type, payload)
     }
 }
 

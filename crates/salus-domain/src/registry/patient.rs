@@ -5,9 +5,8 @@
 use super::values::{Address, E164Phone, Email, Gender, HumanName, Identifier};
 use crate::service::Projected;
 use chrono::NaiveDate;
-use salus_kernel::aggregate::DomainEvent;
 use salus_kernel::text::fold;
-use salus_kernel::{Aggregate, DomainError, NewEvent};
+use salus_kernel::{Aggregate, DomainError, domain_events};
 use salus_store::{SearchRow, UniqueKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -273,59 +272,15 @@ pub struct StatusChanged {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum PatientEvent {
-    Registered(Registered),
-    /// The full new demographics (before/after is the previous event and this one).
-    Updated(PatientDetails),
-    Activated(StatusChanged),
-    Suspended(StatusChanged),
-    Reactivated(StatusChanged),
-    Retired(StatusChanged),
-    DeathRecorded(Deceased),
-}
-
-impl Serialize for PatientEvent {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PatientEvent::Registered(e) => e.serialize(s),
-            PatientEvent::Updated(e) => e.serialize(s),
-            PatientEvent::Activated(e)
-            | PatientEvent::Suspended(e)
-            | PatientEvent::Reactivated(e)
-            | PatientEvent::Retired(e) => e.serialize(s),
-            PatientEvent::DeathRecorded(e) => e.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PatientEvent {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom(
-            "patient events are decoded by their event type",
-        ))
-    }
-}
-
-impl DomainEvent for PatientEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            PatientEvent::Registered(_) => "patient.registered",
-            PatientEvent::Updated(_) => "patient.updated",
-            PatientEvent::Activated(_) => "patient.activated",
-            PatientEvent::Suspended(_) => "patient.suspended",
-            PatientEvent::Reactivated(_) => "patient.reactivated",
-            PatientEvent::Retired(_) => "patient.retired",
-            PatientEvent::DeathRecorded(_) => "patient.death_recorded",
-        }
-    }
-
-    fn to_new_event(&self) -> Result<NewEvent, serde_json::Error> {
-        Ok(NewEvent {
-            event_type: self.event_type().to_owned(),
-            schema_version: 1,
-            payload: serde_json::to_value(self)?,
-        })
+domain_events! {
+    pub enum PatientEvent {
+        Registered(Registered) = "patient.registered",
+        Updated(PatientDetails) = "patient.updated",
+        Activated(StatusChanged) = "patient.activated",
+        Suspended(StatusChanged) = "patient.suspended",
+        Reactivated(StatusChanged) = "patient.reactivated",
+        Retired(StatusChanged) = "patient.retired",
+        DeathRecorded(Deceased) = "patient.death_recorded",
     }
 }
 
@@ -459,21 +414,7 @@ impl Aggregate for Patient {
     }
 
     fn decode_event(event_type: &str, payload: &Value) -> Result<PatientEvent, serde_json::Error> {
-        let p = payload.clone();
-        Ok(match event_type {
-            "patient.registered" => PatientEvent::Registered(serde_json::from_value(p)?),
-            "patient.updated" => PatientEvent::Updated(serde_json::from_value(p)?),
-            "patient.activated" => PatientEvent::Activated(serde_json::from_value(p)?),
-            "patient.suspended" => PatientEvent::Suspended(serde_json::from_value(p)?),
-            "patient.reactivated" => PatientEvent::Reactivated(serde_json::from_value(p)?),
-            "patient.retired" => PatientEvent::Retired(serde_json::from_value(p)?),
-            "patient.death_recorded" => PatientEvent::DeathRecorded(serde_json::from_value(p)?),
-            other => {
-                return Err(serde::de::Error::custom(format!(
-                    "unknown patient event '{other}'"
-                )));
-            }
-        })
+        PatientEvent::decode(event_type, payload)
     }
 }
 
@@ -529,6 +470,7 @@ impl Projected for Patient {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use salus_kernel::aggregate::DomainEvent;
 
     fn details() -> PatientDetails {
         let input: PatientInput = serde_json::from_value(serde_json::json!({
