@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
 use crate::http::{
-    self, IdemStart, JsonBody, created, finish, idempotency_spec, idempotency_start, resource_json,
+    self, IdemStart, JsonBody, ListParams, created, finish, idempotency_spec, idempotency_start,
     respond,
 };
 use axum::extract::{Path, Query, State};
@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use salus_domain::clinical::interaction::{self, InteractionInput, parse_instant};
 use salus_domain::clinical::outcome::{self, OutcomeInput};
 use salus_domain::clinical::{Interaction, InteractionKind, Outcome, OutcomeCommand};
-use salus_store::{Filter, FilterOp, SearchQuery};
-use serde_json::{Value, json};
+use salus_store::{Filter, FilterOp};
+use serde_json::json;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -159,15 +159,7 @@ pub async fn read(
     Ok(respond(200, &row, INTERACTIONS))
 }
 
-const LIST_KEYS: &[&str] = &[
-    "patient_id",
-    "kind",
-    "outcome",
-    "from",
-    "to",
-    "limit",
-    "cursor",
-];
+const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "from", "to"];
 
 /// Interactions, most recently recorded first, filtered by patient, kind, outcome and the
 /// time they occurred (`from` inclusive, `to` exclusive, RFC 3339 with a time zone).
@@ -187,17 +179,8 @@ pub async fn list(
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     actor.require("interactions:read")?;
-    if let Some(k) = raw.keys().find(|k| !LIST_KEYS.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter '{k}'; parameters are: {}",
-            LIST_KEYS.join(", ")
-        )));
-    }
-    let get = |k: &str| {
-        raw.get(k)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
+    let params = ListParams::parse(raw, LIST_KEYS)?;
+    let get = |k: &str| params.get(k);
     let filter = |param: &str, op: FilterOp, value: String| Filter {
         param: param.into(),
         system: None,
@@ -227,32 +210,10 @@ pub async fn list(
             ));
         }
     }
-    let limit = match get("limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 200"))?,
-        None => 50,
-    };
-    let after = get("cursor").map(|c| http::decode_cursor(&c)).transpose()?;
-    let query = SearchQuery {
-        resource_type: "interaction".into(),
-        filters,
-        after,
-        limit: limit + 1,
-        newest_first: true,
-    };
-    let mut found = state
+    let rows = state
         .services
-        .search::<Interaction>(&actor.ctx, &query)
+        .store
+        .search(&actor.ctx, &params.query("interaction", filters, true))
         .await?;
-    let next = if found.len() > limit as usize {
-        found.truncate(limit as usize);
-        found.last().map(|c| http::encode_cursor(c.row.id))
-    } else {
-        None
-    };
-    let items: Vec<Value> = found.iter().map(|c| resource_json(&c.row)).collect();
-    Ok(axum::Json(json!({ "items": items, "next_cursor": next })).into_response())
+    Ok(params.page(rows))
 }

@@ -6,8 +6,8 @@ use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
 use crate::http::{
-    self, IdemStart, JsonBody, OptionalJson, created, finish, idempotency_spec, idempotency_start,
-    ok, resource_json, respond,
+    self, IdemStart, JsonBody, ListParams, OptionalJson, created, finish, idempotency_spec,
+    idempotency_start, ok, respond,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use salus_domain::registry::patient::{self, PatientInput, parse_date};
 use salus_domain::registry::{Patient, PatientCommand, PatientDetails};
 use salus_kernel::text::fold;
-use salus_store::{Filter, FilterOp, SearchQuery};
+use salus_store::{Filter, FilterOp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -287,18 +287,7 @@ const SEARCH_KEYS: &[&str] = &[
     "gender",
     "phone",
     "email",
-    "limit",
-    "cursor",
 ];
-
-fn eq(param: &str, value: String) -> Filter {
-    Filter {
-        param: param.into(),
-        system: None,
-        op: FilterOp::Eq,
-        value,
-    }
-}
 
 /// Search patients. Results are in registration order; page with `cursor`.
 #[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
@@ -311,17 +300,8 @@ pub async fn search(
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     actor.require("patients:read")?;
-    if let Some(k) = raw.keys().find(|k| !SEARCH_KEYS.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown search parameter '{k}'; parameters are: {}",
-            SEARCH_KEYS.join(", ")
-        )));
-    }
-    let get = |k: &str| {
-        raw.get(k)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
+    let params = ListParams::parse(raw, SEARCH_KEYS)?;
+    let get = |k: &str| params.get(k);
     let mut filters = Vec::new();
     if let Some(v) = get("identifier") {
         let f = match v.split_once('|') {
@@ -331,7 +311,7 @@ pub async fn search(
                 op: FilterOp::Eq,
                 value: value.to_owned(),
             },
-            None => eq("identifier", v),
+            None => http::eq("identifier", v),
         };
         filters.push(f);
     }
@@ -366,41 +346,22 @@ pub async fn search(
                 "status '{v}' is not one of registered, active, suspended, retired"
             )));
         }
-        filters.push(eq("status", v));
+        filters.push(http::eq("status", v));
     }
     if let Some(v) = get("gender") {
-        filters.push(eq("gender", v.to_ascii_lowercase()));
+        filters.push(http::eq("gender", v.to_ascii_lowercase()));
     }
     if let Some(v) = get("phone") {
         let p = salus_domain::registry::values::E164Phone::parse(&v).map_err(ApiError::from)?;
-        filters.push(eq("phone", p.as_str().to_owned()));
+        filters.push(http::eq("phone", p.as_str().to_owned()));
     }
     if let Some(v) = get("email") {
-        filters.push(eq("email", v.to_lowercase()));
+        filters.push(http::eq("email", v.to_lowercase()));
     }
-    let limit = match get("limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=200).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 200"))?,
-        None => 50,
-    };
-    let after = get("cursor").map(|c| http::decode_cursor(&c)).transpose()?;
-    let query = SearchQuery {
-        resource_type: "patient".into(),
-        filters,
-        after,
-        limit: limit + 1,
-        newest_first: false,
-    };
-    let mut found = state.services.search::<Patient>(&actor.ctx, &query).await?;
-    let next = if found.len() > limit as usize {
-        found.truncate(limit as usize);
-        found.last().map(|c| http::encode_cursor(c.row.id))
-    } else {
-        None
-    };
-    let items: Vec<Value> = found.iter().map(|c| resource_json(&c.row)).collect();
-    Ok(axum::Json(json!({ "items": items, "next_cursor": next })).into_response())
+    let rows = state
+        .services
+        .store
+        .search(&actor.ctx, &params.query("patient", filters, false))
+        .await?;
+    Ok(params.page(rows))
 }
