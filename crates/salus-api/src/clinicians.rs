@@ -3,10 +3,7 @@
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
-use crate::http::{
-    self, IdemStart, JsonBody, ListParams, created, eq, finish, idempotency_spec,
-    idempotency_start, respond,
-};
+use crate::http::{self, JsonBody, ListParams, eq, finish};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -32,22 +29,17 @@ pub async fn create(
     body: JsonBody<ClinicianInput>,
 ) -> Result<Response, ApiError> {
     actor.require("clinicians:write")?;
-    let key = match idempotency_start(&state, &actor, &headers, "POST", BASE, &body.raw).await? {
-        IdemStart::Replay(r) => return Ok(r),
-        IdemStart::Run(k) => k,
-    };
     let id = Uuid::now_v7();
     let input = body.value;
-    let result = state
-        .services
-        .create::<Clinician, _>(
+    http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
+        state.services.create::<Clinician, _>(
             &actor.ctx,
             id,
             move |_, _| Ok(ClinicianCommand::Register { id, input }),
-            idempotency_spec(&state, key.as_ref(), &created),
+            spec,
         )
-        .await;
-    finish(&state, &actor, BASE, key, result.map(|c| (201, c.row))).await
+    })
+    .await
 }
 
 /// One clinician.
@@ -61,13 +53,7 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     actor.require("clinicians:read")?;
-    let id = http::parse_uuid("clinician", &id)?;
-    let row = state
-        .services
-        .row::<Clinician>(&actor.ctx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no clinician with id {id}")))?;
-    Ok(respond(200, &row, BASE))
+    http::read_resource::<Clinician>(&state, &actor, "clinician", &id, BASE).await
 }
 
 /// Clinicians in registration order: `name` (prefix of a family or given name, case and

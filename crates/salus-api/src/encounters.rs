@@ -5,8 +5,8 @@ use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
 use crate::http::{
-    self, IdemStart, JsonBody, ListParams, OptionalJson, created, eq, finish, idempotency_spec,
-    idempotency_start, ok, respond,
+    self, IdemStart, JsonBody, ListParams, OptionalJson, eq, finish, idempotency_spec,
+    idempotency_start, ok,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -35,13 +35,11 @@ pub async fn create(
     body: JsonBody<EncounterInput>,
 ) -> Result<Response, ApiError> {
     actor.require("encounters:write")?;
-    let key = match idempotency_start(&state, &actor, &headers, "POST", BASE, &body.raw).await? {
-        IdemStart::Replay(r) => return Ok(r),
-        IdemStart::Run(k) => k,
-    };
-    let spec = idempotency_spec(&state, key.as_ref(), &created);
-    let result = encounter::schedule(&state.services, &actor.ctx, body.value, spec).await;
-    finish(&state, &actor, BASE, key, result.map(|c| (201, c.row))).await
+    let input = body.value;
+    http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
+        encounter::schedule(&state.services, &actor.ctx, input, spec)
+    })
+    .await
 }
 
 /// One encounter.
@@ -55,13 +53,7 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     actor.require("encounters:read")?;
-    let id = http::parse_uuid("encounter", &id)?;
-    let row = state
-        .services
-        .row::<Encounter>(&actor.ctx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no encounter with id {id}")))?;
-    Ok(respond(200, &row, BASE))
+    http::read_resource::<Encounter>(&state, &actor, "encounter", &id, BASE).await
 }
 
 /// Encounters, most recently scheduled first: by `patient_id`, `clinician_id`, `status`,

@@ -346,6 +346,50 @@ pub async fn finish(
     }
 }
 
+/// The common shape of a create: replay or run under the request's Idempotency-Key, then
+/// answer 201 with `Location` in `collection`. `run` gets the idempotency spec to pass to
+/// the service.
+pub async fn create_resource<A, F, Fut>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    collection: &str,
+    raw_body: &[u8],
+    run: F,
+) -> Result<Response, ApiError>
+where
+    A: salus_domain::service::Projected,
+    F: FnOnce(Option<Idempotency<'static>>) -> Fut,
+    Fut: std::future::Future<
+            Output = Result<salus_domain::service::Current<A>, salus_domain::service::ServiceError>,
+        >,
+{
+    let key = match idempotency_start(state, actor, headers, "POST", collection, raw_body).await? {
+        IdemStart::Replay(r) => return Ok(r),
+        IdemStart::Run(k) => k,
+    };
+    let spec = idempotency_spec(state, key.as_ref(), &created);
+    let result = run(spec).await;
+    finish(state, actor, collection, key, result.map(|c| (201, c.row))).await
+}
+
+/// The common shape of a read by id: `what` names the resource in a 404.
+pub async fn read_resource<A: salus_domain::service::Projected>(
+    state: &AppState,
+    actor: &Actor,
+    what: &str,
+    id: &str,
+    collection: &str,
+) -> Result<Response, ApiError> {
+    let id = parse_uuid(what, id)?;
+    let row = state
+        .services
+        .row::<A>(&actor.ctx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))?;
+    Ok(respond(200, &row, collection))
+}
+
 /// The query parameters of a list endpoint, checked against the ones it knows.
 pub struct ListParams {
     raw: std::collections::HashMap<String, String>,

@@ -4,10 +4,7 @@
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
-use crate::http::{
-    self, IdemStart, JsonBody, ListParams, created, finish, idempotency_spec, idempotency_start,
-    respond,
-};
+use crate::http::{self, JsonBody, ListParams, finish};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -63,23 +60,17 @@ pub async fn define_outcome(
     body: JsonBody<OutcomeInput>,
 ) -> Result<Response, ApiError> {
     actor.require("outcomes:write")?;
-    let key = match idempotency_start(&state, &actor, &headers, "POST", OUTCOMES, &body.raw).await?
-    {
-        IdemStart::Replay(r) => return Ok(r),
-        IdemStart::Run(k) => k,
-    };
     let id = Uuid::now_v7();
     let input = body.value;
-    let result = state
-        .services
-        .create::<Outcome, _>(
+    http::create_resource(&state, &actor, &headers, OUTCOMES, &body.raw, |spec| {
+        state.services.create::<Outcome, _>(
             &actor.ctx,
             id,
             move |_, _| Ok(OutcomeCommand::Define { id, input }),
-            idempotency_spec(&state, key.as_ref(), &created),
+            spec,
         )
-        .await;
-    finish(&state, &actor, OUTCOMES, key, result.map(|c| (201, c.row))).await
+    })
+    .await
 }
 
 /// Retire an outcome: interactions already recorded keep it; new ones may not use it.
@@ -122,20 +113,10 @@ pub async fn record(
     body: JsonBody<InteractionInput>,
 ) -> Result<Response, ApiError> {
     actor.require("interactions:write")?;
-    let key =
-        match idempotency_start(&state, &actor, &headers, "POST", INTERACTIONS, &body.raw).await? {
-            IdemStart::Replay(r) => return Ok(r),
-            IdemStart::Run(k) => k,
-        };
-    let spec = idempotency_spec(&state, key.as_ref(), &created);
-    let result = interaction::record(&state.services, &actor.ctx, body.value, spec).await;
-    finish(
-        &state,
-        &actor,
-        INTERACTIONS,
-        key,
-        result.map(|c| (201, c.row)),
-    )
+    let input = body.value;
+    http::create_resource(&state, &actor, &headers, INTERACTIONS, &body.raw, |spec| {
+        interaction::record(&state.services, &actor.ctx, input, spec)
+    })
     .await
 }
 
@@ -150,13 +131,7 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     actor.require("interactions:read")?;
-    let id = http::parse_uuid("interaction", &id)?;
-    let row = state
-        .services
-        .row::<Interaction>(&actor.ctx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no interaction with id {id}")))?;
-    Ok(respond(200, &row, INTERACTIONS))
+    http::read_resource::<Interaction>(&state, &actor, "interaction", &id, INTERACTIONS).await
 }
 
 const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "from", "to"];

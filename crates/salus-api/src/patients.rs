@@ -6,7 +6,7 @@ use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
 use crate::http::{
-    self, IdemStart, JsonBody, ListParams, OptionalJson, created, finish, idempotency_spec,
+    self, IdemStart, JsonBody, ListParams, OptionalJson, finish, idempotency_spec,
     idempotency_start, ok, respond,
 };
 use axum::extract::{Path, Query, State};
@@ -38,27 +38,22 @@ pub async fn create(
     body: JsonBody<PatientInput>,
 ) -> Result<Response, ApiError> {
     actor.require("patients:write")?;
-    let key = match idempotency_start(&state, &actor, &headers, "POST", BASE, &body.raw).await? {
-        IdemStart::Replay(r) => return Ok(r),
-        IdemStart::Run(k) => k,
-    };
     let id = Uuid::now_v7();
     let input = body.value;
-    let result = state
-        .services
-        .create::<Patient, _>(
+    http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
+        state.services.create::<Patient, _>(
             &actor.ctx,
             id,
-            |_, now| {
+            move |_, now| {
                 Ok(PatientCommand::Register {
                     id,
                     details: PatientDetails::parse(input, now.date_naive())?,
                 })
             },
-            idempotency_spec(&state, key.as_ref(), &created),
+            spec,
         )
-        .await;
-    finish(&state, &actor, BASE, key, result.map(|c| (201, c.row))).await
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
