@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
-use crate::http::{self, JsonBody, ListParams, eq, finish};
+use crate::http::{self, JsonBody, ListParams, eq};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -114,23 +114,20 @@ pub async fn action(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     actor.require("clinicians:write")?;
-    let id = http::parse_uuid("clinician", &id)?;
-    if !clinician::ACTIONS.contains(&action.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "no action '{action}'; actions are: {}",
-            clinician::ACTIONS.join(", ")
-        )));
-    }
-    let expected = http::if_match(&headers)?;
-    let result = state
-        .services
-        .execute::<Clinician, _>(
-            &actor.ctx,
-            id,
-            expected,
-            move |_, _| Ok(ClinicianCommand::Transition(action)),
-            None,
-        )
-        .await;
-    finish(&state, &actor, BASE, None, result.map(|c| (200, c.row))).await
+    let target = http::ActionTarget {
+        what: "clinician",
+        collection: BASE,
+        actions: clinician::ACTIONS,
+    };
+    http::act_on_resource::<Clinician, _>(
+        &state,
+        &actor,
+        &headers,
+        target,
+        &id,
+        action,
+        &[],
+        |action, _| Ok(ClinicianCommand::Transition(action)),
+    )
+    .await
 }

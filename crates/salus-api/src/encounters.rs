@@ -4,10 +4,7 @@
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
-use crate::http::{
-    self, IdemStart, JsonBody, ListParams, OptionalJson, eq, finish, idempotency_spec,
-    idempotency_start, ok,
-};
+use crate::http::{self, JsonBody, ListParams, OptionalJson, eq};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -138,35 +135,27 @@ pub async fn action(
     body: OptionalJson<EncounterActionInput>,
 ) -> Result<Response, ApiError> {
     actor.require("encounters:write")?;
-    let id = http::parse_uuid("encounter", &id)?;
-    if !encounter::ACTIONS.contains(&action.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "no action '{action}'; actions are: {}",
-            encounter::ACTIONS.join(", ")
-        )));
-    }
-    let expected = http::if_match(&headers)?;
-    let path = format!("{BASE}/{id}/{action}");
-    let key = match idempotency_start(&state, &actor, &headers, "POST", &path, &body.raw).await? {
-        IdemStart::Replay(r) => return Ok(r),
-        IdemStart::Run(k) => k,
+    let target = http::ActionTarget {
+        what: "encounter",
+        collection: BASE,
+        actions: encounter::ACTIONS,
     };
     let reason = body.value.unwrap_or_default().reason;
-    let result = state
-        .services
-        .execute::<Encounter, _>(
-            &actor.ctx,
-            id,
-            expected,
-            move |_, now| {
-                Ok(EncounterCommand::Transition {
-                    action,
-                    at: now,
-                    reason,
-                })
-            },
-            idempotency_spec(&state, key.as_ref(), &ok),
-        )
-        .await;
-    finish(&state, &actor, BASE, key, result.map(|c| (200, c.row))).await
+    http::act_on_resource::<Encounter, _>(
+        &state,
+        &actor,
+        &headers,
+        target,
+        &id,
+        action,
+        &body.raw,
+        move |action, now| {
+            Ok(EncounterCommand::Transition {
+                action,
+                at: now,
+                reason,
+            })
+        },
+    )
+    .await
 }

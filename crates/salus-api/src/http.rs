@@ -373,6 +373,69 @@ where
     finish(state, actor, collection, key, result.map(|c| (201, c.row))).await
 }
 
+/// Which resource an action endpoint acts on.
+pub struct ActionTarget<'a> {
+    /// The resource's name in messages ("patient").
+    pub what: &'a str,
+    pub collection: &'a str,
+    /// The actions the route accepts; any other is a 404 naming them.
+    pub actions: &'a [&'a str],
+}
+
+/// The common shape of `POST /{collection}/{id}/{action}`: a known action, If-Match
+/// required, Idempotency-Key honoured, `make` builds the command from the action name and
+/// the current instant.
+#[allow(clippy::too_many_arguments)]
+pub async fn act_on_resource<A, F>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    target: ActionTarget<'_>,
+    id: &str,
+    action: String,
+    raw_body: &[u8],
+    make: F,
+) -> Result<Response, ApiError>
+where
+    A: salus_domain::service::Projected,
+    F: FnOnce(
+        String,
+        chrono::DateTime<chrono::Utc>,
+    ) -> Result<A::Command, salus_kernel::DomainError>,
+{
+    let id = parse_uuid(target.what, id)?;
+    if !target.actions.contains(&action.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "no action '{action}'; actions are: {}",
+            target.actions.join(", ")
+        )));
+    }
+    let expected = if_match(headers)?;
+    let path = format!("{}/{id}/{action}", target.collection);
+    let key = match idempotency_start(state, actor, headers, "POST", &path, raw_body).await? {
+        IdemStart::Replay(r) => return Ok(r),
+        IdemStart::Run(k) => k,
+    };
+    let result = state
+        .services
+        .execute::<A, _>(
+            &actor.ctx,
+            id,
+            expected,
+            move |_, now| make(action, now),
+            idempotency_spec(state, key.as_ref(), &ok),
+        )
+        .await;
+    finish(
+        state,
+        actor,
+        target.collection,
+        key,
+        result.map(|c| (200, c.row)),
+    )
+    .await
+}
+
 /// The common shape of a read by id: `what` names the resource in a 404.
 pub async fn read_resource<A: salus_domain::service::Projected>(
     state: &AppState,

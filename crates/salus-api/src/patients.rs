@@ -5,10 +5,7 @@
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
-use crate::http::{
-    self, IdemStart, JsonBody, ListParams, OptionalJson, finish, idempotency_spec,
-    idempotency_start, ok, respond,
-};
+use crate::http::{self, JsonBody, ListParams, OptionalJson, finish, respond};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -209,49 +206,41 @@ pub async fn action(
     body: OptionalJson<ActionInput>,
 ) -> Result<Response, ApiError> {
     actor.require("patients:write")?;
-    let id = http::parse_uuid("patient", &id)?;
-    if !patient::ACTIONS.contains(&action.as_str()) {
-        return Err(ApiError::not_found(format!(
-            "no action '{action}'; actions are: {}",
-            patient::ACTIONS.join(", ")
-        )));
-    }
-    let expected = http::if_match(&headers)?;
-    let path = format!("{BASE}/{id}/{action}");
-    let key = match idempotency_start(&state, &actor, &headers, "POST", &path, &body.raw).await? {
-        IdemStart::Replay(r) => return Ok(r),
-        IdemStart::Run(k) => k,
+    let target = http::ActionTarget {
+        what: "patient",
+        collection: BASE,
+        actions: patient::ACTIONS,
     };
     let input = body.value.unwrap_or_default();
-    let result = state
-        .services
-        .execute::<Patient, _>(
-            &actor.ctx,
-            id,
-            expected,
-            |_, now| {
-                if action == "record-death" {
-                    let date = input.date.as_deref().ok_or_else(|| {
-                        salus_kernel::DomainError::invalid(
-                            "date",
-                            "record-death needs the date of death",
-                        )
-                    })?;
-                    Ok(PatientCommand::RecordDeath {
-                        date: parse_date("date", date)?,
-                        today: now.date_naive(),
-                    })
-                } else {
-                    Ok(PatientCommand::Transition {
-                        action: action.clone(),
-                        reason: input.reason.clone(),
-                    })
-                }
-            },
-            idempotency_spec(&state, key.as_ref(), &ok),
-        )
-        .await;
-    finish(&state, &actor, BASE, key, result.map(|c| (200, c.row))).await
+    http::act_on_resource::<Patient, _>(
+        &state,
+        &actor,
+        &headers,
+        target,
+        &id,
+        action,
+        &body.raw,
+        move |action, now| {
+            if action == "record-death" {
+                let date = input.date.as_deref().ok_or_else(|| {
+                    salus_kernel::DomainError::invalid(
+                        "date",
+                        "record-death needs the date of death",
+                    )
+                })?;
+                Ok(PatientCommand::RecordDeath {
+                    date: parse_date("date", date)?,
+                    today: now.date_naive(),
+                })
+            } else {
+                Ok(PatientCommand::Transition {
+                    action,
+                    reason: input.reason,
+                })
+            }
+        },
+    )
+    .await
 }
 
 /// Search parameters: every one given must match.
