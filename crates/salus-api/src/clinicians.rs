@@ -44,16 +44,25 @@ pub async fn create(
 
 /// One clinician.
 #[utoipa::path(get, path = "/api/v1/clinicians/{id}", tag = "staff",
-    params(("id" = Uuid, Path, description = "Clinician id")),
+    params(("id" = Uuid, Path, description = "Clinician id"), http::ReadParams),
     responses((status = 200, description = "The clinician", body = Clinician), (status = 404, description = "No such clinician")),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
+    Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
     actor.require("clinicians:read")?;
-    http::read_resource::<Clinician>(&state, &actor, "clinician", &id, BASE).await
+    http::read_resource::<Clinician>(
+        &state,
+        &actor,
+        "clinician",
+        &id,
+        BASE,
+        params.as_of.as_deref(),
+    )
+    .await
 }
 
 /// Clinicians in registration order: `name` (prefix of a family or given name, case and
@@ -130,4 +139,18 @@ pub async fn action(
         |action, _| Ok(ClinicianCommand::Transition(action)),
     )
     .await
+}
+
+/// Every event of the clinician, oldest first.
+#[utoipa::path(get, path = "/api/v1/clinicians/{id}/history", tag = "staff",
+    params(("id" = Uuid, Path, description = "Clinician id")),
+    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such clinician")),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    actor.require("clinicians:read")?;
+    http::history_resource::<Clinician>(&state, &actor, "clinician", &id).await
 }

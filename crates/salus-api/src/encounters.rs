@@ -41,16 +41,25 @@ pub async fn create(
 
 /// One encounter.
 #[utoipa::path(get, path = "/api/v1/encounters/{id}", tag = "encounters",
-    params(("id" = Uuid, Path, description = "Encounter id")),
+    params(("id" = Uuid, Path, description = "Encounter id"), http::ReadParams),
     responses((status = 200, description = "The encounter", body = Encounter), (status = 404, description = "No such encounter")),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
+    Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
     actor.require("encounters:read")?;
-    http::read_resource::<Encounter>(&state, &actor, "encounter", &id, BASE).await
+    http::read_resource::<Encounter>(
+        &state,
+        &actor,
+        "encounter",
+        &id,
+        BASE,
+        params.as_of.as_deref(),
+    )
+    .await
 }
 
 /// Encounters, most recently scheduled first: by `patient_id`, `clinician_id`, `status`,
@@ -158,4 +167,18 @@ pub async fn action(
         },
     )
     .await
+}
+
+/// Every event of the encounter, oldest first.
+#[utoipa::path(get, path = "/api/v1/encounters/{id}/history", tag = "encounters",
+    params(("id" = Uuid, Path, description = "Encounter id")),
+    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such encounter")),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    actor.require("encounters:read")?;
+    http::history_resource::<Encounter>(&state, &actor, "encounter", &id).await
 }

@@ -436,21 +436,75 @@ where
     .await
 }
 
-/// The common shape of a read by id: `what` names the resource in a 404.
+/// `?as_of=` of a read: the resource as it stood at that instant.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ReadParams {
+    /// Show the resource as it stood at this instant (RFC 3339).
+    pub as_of: Option<String>,
+}
+
+/// The common shape of a read by id, now or `as_of` a past instant (folded from the log);
+/// `what` names the resource in a 404.
 pub async fn read_resource<A: salus_domain::service::Projected>(
     state: &AppState,
     actor: &Actor,
     what: &str,
     id: &str,
     collection: &str,
+    as_of: Option<&str>,
 ) -> Result<Response, ApiError> {
     let id = parse_uuid(what, id)?;
-    let row = state
-        .services
-        .row::<A>(&actor.ctx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))?;
+    let row = match as_of {
+        Some(at) => {
+            let at = chrono::DateTime::parse_from_rfc3339(at.trim())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "as_of '{at}' is not an RFC 3339 instant like 2026-01-31T12:00:00Z"
+                    ))
+                })?;
+            state
+                .services
+                .as_of::<A>(&actor.ctx, id, at)
+                .await?
+                .map(|c| c.row)
+        }
+        None => state.services.row::<A>(&actor.ctx, id).await?,
+    };
+    let row = row.ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))?;
     Ok(respond(200, &row, collection))
+}
+
+/// Every event of a resource's stream, oldest first, as `{ id, items }`.
+pub async fn history_resource<A: salus_domain::service::Projected>(
+    state: &AppState,
+    actor: &Actor,
+    what: &str,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let id = parse_uuid(what, id)?;
+    let events = state.services.history::<A>(&actor.ctx, id).await?;
+    if events.is_empty() {
+        return Err(ApiError::not_found(format!("no {what} with id {id}")));
+    }
+    let items: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "version": e.version,
+                "event_id": e.event_id,
+                "event_type": e.event_type,
+                "schema_version": e.schema_version,
+                "occurred_at": salus_kernel::event::format_instant(&e.occurred_at),
+                "recorded_at": salus_kernel::event::format_instant(&e.recorded_at),
+                "actor_id": e.actor_id,
+                "correlation_id": e.correlation_id,
+                "data": e.payload,
+                "hash": e.hash,
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "id": id, "items": items })).into_response())
 }
 
 /// The query parameters of a list endpoint, checked against the ones it knows.

@@ -122,16 +122,25 @@ pub async fn record(
 
 /// One interaction.
 #[utoipa::path(get, path = "/api/v1/interactions/{id}", tag = "interactions",
-    params(("id" = Uuid, Path, description = "Interaction id")),
+    params(("id" = Uuid, Path, description = "Interaction id"), http::ReadParams),
     responses((status = 200, description = "The interaction", body = Interaction), (status = 404, description = "No such interaction")),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
+    Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
     actor.require("interactions:read")?;
-    http::read_resource::<Interaction>(&state, &actor, "interaction", &id, INTERACTIONS).await
+    http::read_resource::<Interaction>(
+        &state,
+        &actor,
+        "interaction",
+        &id,
+        INTERACTIONS,
+        params.as_of.as_deref(),
+    )
+    .await
 }
 
 const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "from", "to"];
@@ -191,4 +200,18 @@ pub async fn list(
         .search(&actor.ctx, &params.query("interaction", filters, true))
         .await?;
     Ok(params.page(rows))
+}
+
+/// Every event of the interaction, oldest first.
+#[utoipa::path(get, path = "/api/v1/interactions/{id}/history", tag = "interactions",
+    params(("id" = Uuid, Path, description = "Interaction id")),
+    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such interaction")),
+    security(("bearer" = [])))]
+pub async fn history(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    actor.require("interactions:read")?;
+    http::history_resource::<Interaction>(&state, &actor, "interaction", &id).await
 }

@@ -152,11 +152,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(interactions::retire_outcome))
         .routes(routes!(interactions::record, interactions::list))
         .routes(routes!(interactions::read))
+        .routes(routes!(interactions::history))
         .routes(routes!(clinicians::create, clinicians::search))
         .routes(routes!(clinicians::read))
+        .routes(routes!(clinicians::history))
         .routes(routes!(clinicians::action))
         .routes(routes!(encounters::create, encounters::search))
         .routes(routes!(encounters::read))
+        .routes(routes!(encounters::history))
         .routes(routes!(encounters::action))
 }
 

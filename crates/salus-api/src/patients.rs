@@ -5,17 +5,16 @@
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
-use crate::http::{self, JsonBody, ListParams, OptionalJson, finish, respond};
+use crate::http::{self, JsonBody, ListParams, OptionalJson, finish};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use axum::response::Response;
 use salus_domain::registry::patient::{self, PatientInput, parse_date};
 use salus_domain::registry::{Patient, PatientCommand, PatientDetails};
 use salus_kernel::text::fold;
 use salus_store::{Filter, FilterOp};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -53,48 +52,27 @@ pub async fn create(
     .await
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct ReadParams {
-    /// Show the patient as it stood at this instant (RFC 3339).
-    pub as_of: Option<String>,
-}
-
-fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "{field} '{s}' is not an RFC 3339 instant like 2026-01-31T12:00:00Z"
-            ))
-        })
-}
-
 /// Read a patient, now or as of a past instant.
 #[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
-    params(("id" = Uuid, Path, description = "Patient id"), ReadParams),
+    params(("id" = Uuid, Path, description = "Patient id"), http::ReadParams),
     responses((status = 200, description = "The patient", body = Patient), (status = 404, description = "No such patient")),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
-    Query(params): Query<ReadParams>,
+    Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
     actor.require("patients:read")?;
-    let id = http::parse_uuid("patient", &id)?;
-    let row = match params.as_of.as_deref() {
-        Some(at) => {
-            let at = parse_instant("as_of", at)?;
-            state
-                .services
-                .as_of::<Patient>(&actor.ctx, id, at)
-                .await?
-                .map(|c| c.row)
-        }
-        None => state.services.row::<Patient>(&actor.ctx, id).await?,
-    };
-    let row = row.ok_or_else(|| ApiError::not_found(format!("no patient with id {id}")))?;
-    Ok(respond(200, &row, BASE))
+    http::read_resource::<Patient>(
+        &state,
+        &actor,
+        "patient",
+        &id,
+        BASE,
+        params.as_of.as_deref(),
+    )
+    .await
 }
 
 /// The patient's full history: every event, oldest first.
@@ -108,29 +86,7 @@ pub async fn history(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     actor.require("patients:read")?;
-    let id = http::parse_uuid("patient", &id)?;
-    let events = state.services.history::<Patient>(&actor.ctx, id).await?;
-    if events.is_empty() {
-        return Err(ApiError::not_found(format!("no patient with id {id}")));
-    }
-    let items: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "version": e.version,
-                "event_id": e.event_id,
-                "event_type": e.event_type,
-                "schema_version": e.schema_version,
-                "occurred_at": salus_kernel::event::format_instant(&e.occurred_at),
-                "recorded_at": salus_kernel::event::format_instant(&e.recorded_at),
-                "actor_id": e.actor_id,
-                "correlation_id": e.correlation_id,
-                "data": e.payload,
-                "hash": e.hash,
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({ "id": id, "items": items })).into_response())
+    http::history_resource::<Patient>(&state, &actor, "patient", &id).await
 }
 
 /// Change a patient's details with a JSON merge patch (RFC 7396). Needs If-Match.

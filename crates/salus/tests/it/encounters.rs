@@ -104,6 +104,39 @@ async fn clinicians_and_encounter_lifecycle(backend: &str) {
     let archived: Value = act("archive", 3, None).await.json().await.unwrap();
     assert_eq!(archived["status"], "archived");
     problem(act("delete", 4, None).await, 404, "not-found").await;
+    // History from the log, and the encounter as it stood before it started.
+    let h: Value = app
+        .get(&format!("/api/v1/encounters/{eid}/history"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "encounter.scheduled",
+            "encounter.started",
+            "encounter.completed",
+            "encounter.archived"
+        ]
+    );
+    let first = h["items"][0]["recorded_at"].as_str().unwrap().to_owned();
+    let r = app
+        .client
+        .get(app.url(&format!("/api/v1/encounters/{eid}")))
+        .bearer_auth(&app.token)
+        .query(&[("as_of", first.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "scheduled");
 
     // A second encounter, cancelled with a reason; the list filters by status and patient.
     let r = schedule(json!({"patient_id": pid, "clinician_id": cid, "type": "virtual"})).await;
