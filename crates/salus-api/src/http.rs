@@ -144,12 +144,33 @@ pub fn encode_cursor(id: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
+/// A cursor that also carries the ordering value of the row it points at.
+pub fn encode_cursor_at(id: Uuid, value: &str) -> String {
+    let mut bytes = id.as_bytes().to_vec();
+    bytes.extend_from_slice(value.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 pub fn decode_cursor(s: &str) -> Result<Uuid, ApiError> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
+    decode_cursor_parts(s).map(|(id, _)| id)
+}
+
+/// The id of a cursor, and its ordering value when it has one.
+pub fn decode_cursor_parts(s: &str) -> Result<(Uuid, Option<String>), ApiError> {
+    let bad = || ApiError::bad_request("cursor is not one this server issued");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
-        .ok()
-        .and_then(|b| Uuid::from_slice(&b).ok())
-        .ok_or_else(|| ApiError::bad_request("cursor is not one this server issued"))
+        .map_err(|_| bad())?;
+    if bytes.len() < 16 {
+        return Err(bad());
+    }
+    let id = Uuid::from_slice(&bytes[..16]).map_err(|_| bad())?;
+    let value = if bytes.len() > 16 {
+        Some(String::from_utf8(bytes[16..].to_vec()).map_err(|_| bad())?)
+    } else {
+        None
+    };
+    Ok((id, value))
 }
 
 /// The resource view: the projection plus version and timestamps.
@@ -512,6 +533,8 @@ pub struct ListParams {
     raw: std::collections::HashMap<String, String>,
     pub limit: u32,
     pub after: Option<Uuid>,
+    /// The ordering value carried by the cursor (ordered lists).
+    pub after_value: Option<String>,
 }
 
 impl ListParams {
@@ -545,8 +568,19 @@ impl ListParams {
                 })?,
             None => 50,
         };
-        let after = get("cursor").map(|c| decode_cursor(&c)).transpose()?;
-        Ok(Self { raw, limit, after })
+        let (after, after_value) = match get("cursor") {
+            Some(c) => {
+                let (id, value) = decode_cursor_parts(&c)?;
+                (Some(id), value)
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            raw,
+            limit,
+            after,
+            after_value,
+        })
     }
 
     /// A parameter's trimmed value, if given and not empty.
@@ -570,14 +604,44 @@ impl ListParams {
             after: self.after,
             limit: self.limit + 1,
             newest_first,
+            order_by: None,
         }
     }
 
+    /// The store query for one page ordered by search parameter `order_param`.
+    pub fn query_ordered(
+        &self,
+        resource_type: &str,
+        filters: Vec<salus_store::Filter>,
+        newest_first: bool,
+        order_param: &str,
+    ) -> salus_store::SearchQuery {
+        let mut q = self.query(resource_type, filters, newest_first);
+        q.order_by = Some(salus_store::OrderBy {
+            param: order_param.into(),
+            after_value: self.after_value.clone(),
+        });
+        q
+    }
+
     /// `{ items, next_cursor }` from the rows found by [`ListParams::query`].
-    pub fn page(&self, mut rows: Vec<ResourceRow>) -> Response {
+    pub fn page(&self, rows: Vec<ResourceRow>) -> Response {
+        self.page_ordered(rows, |_| None)
+    }
+
+    /// Like [`ListParams::page`] for [`ListParams::query_ordered`]: `value_of` gives a row's
+    /// ordering value (exactly as in its search row) for the next cursor.
+    pub fn page_ordered(
+        &self,
+        mut rows: Vec<ResourceRow>,
+        value_of: impl Fn(&ResourceRow) -> Option<String>,
+    ) -> Response {
         let next = if rows.len() > self.limit as usize {
             rows.truncate(self.limit as usize);
-            rows.last().map(|r| encode_cursor(r.id))
+            rows.last().map(|r| match value_of(r) {
+                Some(v) => encode_cursor_at(r.id, &v),
+                None => encode_cursor(r.id),
+            })
         } else {
             None
         };

@@ -145,7 +145,7 @@ pub async fn read(
 
 const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "from", "to"];
 
-/// Interactions, most recently recorded first, filtered by patient, kind, outcome and the
+/// Interactions, the latest `occurred_at` first (then the latest recorded), filtered by patient, kind, outcome and the
 /// time they occurred (`from` inclusive, `to` exclusive, RFC 3339 with a time zone).
 #[utoipa::path(get, path = "/api/v1/interactions", tag = "interactions",
     params(("patient_id" = Option<Uuid>, Query, description = "Only this patient's"),
@@ -197,9 +197,17 @@ pub async fn list(
     let rows = state
         .services
         .store
-        .search(&actor.ctx, &params.query("interaction", filters, true))
+        .search(
+            &actor.ctx,
+            &params.query_ordered("interaction", filters, true, "occurred_at"),
+        )
         .await?;
-    Ok(params.page(rows))
+    Ok(params.page_ordered(rows, |r| {
+        r.doc["occurred_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| salus_kernel::event::format_instant(&t.with_timezone(&chrono::Utc)))
+    }))
 }
 
 /// Every event of the interaction, oldest first.

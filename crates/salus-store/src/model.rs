@@ -143,6 +143,17 @@ pub struct SearchQuery {
     pub limit: u32,
     /// Order by id descending (newest first) instead of ascending.
     pub newest_first: bool,
+    /// Order by this search parameter's value first (then by id, in the same direction).
+    /// Every matching resource must have exactly one row of it.
+    pub order_by: Option<OrderBy>,
+}
+
+/// Ordering by a search parameter's value, with the cursor's value part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderBy {
+    pub param: String,
+    /// The ordering value of the row the cursor (`after`) points at.
+    pub after_value: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

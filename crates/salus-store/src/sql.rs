@@ -38,10 +38,30 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
     let mut sql = format!(
         "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.tenant_id = {t} AND r.resource_type = {rt}"
     );
-    if let Some(after) = q.after {
-        let a = ph(&mut args, Arg::Uuid(after));
-        let cmp = if q.newest_first { "<" } else { ">" };
-        sql.push_str(&format!(" AND r.id {cmp} {a}"));
+    let cmp = if q.newest_first { "<" } else { ">" };
+    match (&q.order_by, q.after) {
+        (Some(order), after) => {
+            let p = ph(&mut args, Arg::Text(order.param.clone()));
+            sql = sql.replacen(
+                "FROM resources r WHERE",
+                &format!(
+                    "FROM resources r JOIN search_index o ON o.resource_id = r.id AND o.tenant_id = r.tenant_id AND o.resource_type = r.resource_type AND o.param = {p} WHERE"
+                ),
+                1,
+            );
+            if let (Some(after), Some(value)) = (after, &order.after_value) {
+                let v = ph(&mut args, Arg::Text(value.clone()));
+                let a = ph(&mut args, Arg::Uuid(after));
+                sql.push_str(&format!(
+                    " AND (o.value {cmp} {v} OR (o.value = {v} AND r.id {cmp} {a}))"
+                ));
+            }
+        }
+        (None, Some(after)) => {
+            let a = ph(&mut args, Arg::Uuid(after));
+            sql.push_str(&format!(" AND r.id {cmp} {a}"));
+        }
+        (None, None) => {}
     }
     for f in &q.filters {
         let p = ph(&mut args, Arg::Text(f.param.clone()));
@@ -74,7 +94,11 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
     }
     let l = ph(&mut args, Arg::Int(i64::from(q.limit)));
     let dir = if q.newest_first { "DESC" } else { "ASC" };
-    sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
+    if q.order_by.is_some() {
+        sql.push_str(&format!(" ORDER BY o.value {dir}, r.id {dir} LIMIT {l}"));
+    } else {
+        sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
+    }
     (sql, args)
 }
 
@@ -96,6 +120,7 @@ mod tests {
             after: None,
             limit: 10,
             newest_first: false,
+            order_by: None,
         };
         let (pg, args) = search(Dialect::Postgres, Uuid::nil(), &q);
         assert!(pg.contains("$5") && !pg.contains('?'));

@@ -174,6 +174,7 @@ pub async fn list(
         after: None,
         limit: 1000,
         newest_first: false,
+        order_by: None,
     };
     let mut all: Vec<Outcome> = services
         .search::<Outcome>(ctx, &query)

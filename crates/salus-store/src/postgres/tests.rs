@@ -95,6 +95,7 @@ fn by(param: &str, op: FilterOp, value: &str) -> SearchQuery {
         after: None,
         limit: 50,
         newest_first: false,
+        order_by: None,
     }
 }
 

@@ -83,6 +83,7 @@ fn name_query(prefix: &str) -> SearchQuery {
         after: None,
         limit: 100,
         newest_first: false,
+        order_by: None,
     }
 }
 
@@ -481,6 +482,31 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
     let mut reversed = ids.clone();
     reversed.reverse();
     assert_eq!(seen, reversed, "every match once, newest first");
+    // Ordered by a search value (the name, descending), paged with value cursors.
+    let mut seen = Vec::new();
+    let mut cursor: Option<(Uuid, String)> = None;
+    loop {
+        let mut q = name_query("ad");
+        q.limit = 2;
+        q.newest_first = true;
+        q.after = cursor.as_ref().map(|c| c.0);
+        q.order_by = Some(OrderBy {
+            param: "name".into(),
+            after_value: cursor.as_ref().map(|c| c.1.clone()),
+        });
+        let page = f.store.search(&ctx, &q).await.unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some((last.id, last.doc["family"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page.iter()
+                .map(|r| r.doc["family"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(
+        seen,
+        ["adrian", "adele", "adam", "ada", "ad"],
+        "by value, every match once"
+    );
     let q = SearchQuery {
         resource_type: "patient".into(),
         filters: vec![
@@ -500,6 +526,7 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
         after: None,
         limit: 10,
         newest_first: false,
+        order_by: None,
     };
     let found: Vec<String> = f
         .store

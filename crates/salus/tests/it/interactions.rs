@@ -163,6 +163,9 @@ async fn outcomes_are_tenant_data_and_interactions_use_them(backend: &str) {
         let r = record(json!({"patient_id": pid, "kind": "message", "outcome": "healthy", "occurred_at": format!("2026-03-1{i}T08:00:00Z")})).await;
         assert_eq!(r.status(), 201);
     }
+    // Recorded last but back-dated: it lists by when it happened, not when recorded.
+    let r = record(json!({"patient_id": pid, "kind": "visit", "outcome": "healthy", "occurred_at": "2026-02-01T08:00:00Z"})).await;
+    let backdated: Value = r.json().await.unwrap();
     let other = app.create_patient(&patient("IX-2", "Other", "One")).await;
     record(json!({"patient_id": other["id"], "kind": "visit", "outcome": "critical"})).await;
     let mut seen = Vec::new();
@@ -182,11 +185,26 @@ async fn outcomes_are_tenant_data_and_interactions_use_them(backend: &str) {
             None => break,
         }
     }
-    assert_eq!(seen.len(), 5);
-    let mut sorted = seen.clone();
+    assert_eq!(seen.len(), 6);
+    assert_eq!(
+        seen.last().map(String::as_str),
+        backdated["id"].as_str(),
+        "the earliest occurrence comes last"
+    );
+    let mut times = Vec::new();
+    for id in &seen {
+        let i: Value = app
+            .get(&format!("/api/v1/interactions/{id}"), &app.token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        times.push(i["occurred_at"].as_str().unwrap().to_owned());
+    }
+    let mut sorted = times.clone();
     sorted.sort();
     sorted.reverse();
-    assert_eq!(seen, sorted, "newest first");
+    assert_eq!(times, sorted, "latest occurrence first");
     let count = |q: String| {
         let app = &app;
         async move {
@@ -200,6 +218,7 @@ async fn outcomes_are_tenant_data_and_interactions_use_them(backend: &str) {
         }
     };
     assert_eq!(count(format!("patient_id={pid}&kind=message")).await, 3);
+    assert_eq!(count(format!("patient_id={pid}&kind=visit")).await, 1);
     assert_eq!(
         count(format!("patient_id={pid}&outcome=follow_up")).await,
         1
