@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod interactions;
 pub mod metrics;
+pub mod observations;
 pub mod patients;
 
 use crate::auth::{Authenticator, UserCache};
@@ -82,7 +83,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -160,6 +161,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(encounters::create, encounters::search))
         .routes(routes!(encounters::read))
         .routes(routes!(encounters::history))
+        .routes(routes!(observations::create, observations::search))
+        .routes(routes!(observations::read))
+        .routes(routes!(observations::history))
+        .routes(routes!(observations::action))
         .routes(routes!(encounters::action))
 }
 

@@ -32,6 +32,11 @@ pub const PERMISSIONS: &[(Permission, &str)] = &[
         "register clinicians and change their status",
     ),
     ("encounters:read", "read encounters"),
+    ("observations:read", "read observations"),
+    (
+        "observations:write",
+        "record, amend and withdraw observations",
+    ),
     (
         "encounters:write",
         "schedule encounters and move them through their lifecycle",
@@ -54,6 +59,8 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "clinicians:write",
             "encounters:read",
             "encounters:write",
+            "observations:read",
+            "observations:write",
             "users:write",
             "audit:read",
         ],
@@ -65,6 +72,11 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "patients:write",
             "interactions:read",
             "interactions:write",
+            "clinicians:read",
+            "encounters:read",
+            "encounters:write",
+            "observations:read",
+            "observations:write",
         ],
     ),
     (
@@ -74,6 +86,7 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "interactions:read",
             "clinicians:read",
             "encounters:read",
+            "observations:read",
         ],
     ),
     ("auditor", &["audit:read"]),
@@ -104,6 +117,22 @@ mod tests {
                 assert!(PERMISSIONS.iter().any(|(k, _)| k == p), "{p}");
             }
         }
+    }
+
+    #[test]
+    fn every_permission_is_held_by_admin_and_providers_do_clinical_work() {
+        for (p, _) in PERMISSIONS {
+            assert!(grants(&["admin".into()], p), "admin lacks {p}");
+        }
+        for p in [
+            "encounters:write",
+            "observations:write",
+            "interactions:write",
+            "clinicians:read",
+        ] {
+            assert!(grants(&["provider".into()], p), "provider lacks {p}");
+        }
+        assert!(!grants(&["provider".into()], "outcomes:write"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod encounter;
 pub mod interaction;
+pub mod observation;
 pub mod outcome;
 
 pub use interaction::{Interaction, InteractionCommand, InteractionKind};

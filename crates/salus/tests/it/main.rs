@@ -7,5 +7,6 @@ mod cli;
 mod crash;
 mod encounters;
 mod interactions;
+mod observations;
 mod patients;
 mod surface;

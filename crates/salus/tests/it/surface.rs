@@ -45,6 +45,11 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/interactions/{id}/history"),
         ("get", "/api/v1/clinicians/{id}/history"),
         ("get", "/api/v1/encounters/{id}/history"),
+        ("post", "/api/v1/observations"),
+        ("get", "/api/v1/observations"),
+        ("get", "/api/v1/observations/{id}"),
+        ("get", "/api/v1/observations/{id}/history"),
+        ("post", "/api/v1/observations/{id}/{action}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
