@@ -13,6 +13,7 @@ pub mod interactions;
 pub mod metrics;
 pub mod observations;
 pub mod patients;
+pub mod procedures;
 
 use crate::auth::{Authenticator, UserCache};
 use crate::error::ApiError;
@@ -83,7 +84,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -165,6 +166,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(observations::read))
         .routes(routes!(observations::history))
         .routes(routes!(observations::action))
+        .routes(routes!(procedures::create, procedures::search))
+        .routes(routes!(procedures::read))
+        .routes(routes!(procedures::history))
+        .routes(routes!(procedures::action))
         .routes(routes!(encounters::action))
 }
 

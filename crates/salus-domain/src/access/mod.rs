@@ -37,6 +37,8 @@ pub const PERMISSIONS: &[(Permission, &str)] = &[
         "observations:write",
         "record, amend and withdraw observations",
     ),
+    ("procedures:read", "read procedures"),
+    ("procedures:write", "record and withdraw procedures"),
     (
         "encounters:write",
         "schedule encounters and move them through their lifecycle",
@@ -61,6 +63,8 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "encounters:write",
             "observations:read",
             "observations:write",
+            "procedures:read",
+            "procedures:write",
             "users:write",
             "audit:read",
         ],
@@ -77,6 +81,8 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "encounters:write",
             "observations:read",
             "observations:write",
+            "procedures:read",
+            "procedures:write",
         ],
     ),
     (
@@ -87,6 +93,7 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "clinicians:read",
             "encounters:read",
             "observations:read",
+            "procedures:read",
         ],
     ),
     ("auditor", &["audit:read"]),
@@ -127,6 +134,7 @@ mod tests {
         for p in [
             "encounters:write",
             "observations:write",
+            "procedures:write",
             "interactions:write",
             "clinicians:read",
         ] {

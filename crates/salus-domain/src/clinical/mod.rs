@@ -5,6 +5,7 @@ pub mod encounter;
 pub mod interaction;
 pub mod observation;
 pub mod outcome;
+pub mod procedure;
 
 pub use interaction::{Interaction, InteractionCommand, InteractionKind};
 pub use outcome::{Outcome, OutcomeCommand};

@@ -9,4 +9,5 @@ mod encounters;
 mod interactions;
 mod observations;
 mod patients;
+mod procedures;
 mod surface;

@@ -50,6 +50,11 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/observations/{id}"),
         ("get", "/api/v1/observations/{id}/history"),
         ("post", "/api/v1/observations/{id}/{action}"),
+        ("post", "/api/v1/procedures"),
+        ("get", "/api/v1/procedures"),
+        ("get", "/api/v1/procedures/{id}"),
+        ("get", "/api/v1/procedures/{id}/history"),
+        ("post", "/api/v1/procedures/{id}/{action}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {

@@ -1,0 +1,326 @@
+//! The Procedure aggregate (requirements/000): a procedure performed on a patient, coded
+//! with SNOMED CT or a local code system, with its outcome and performer. Corrections are
+//! `enter-in-error`, never edits.
+
+use super::observation::Coding;
+use crate::service::Projected;
+use chrono::{DateTime, Duration, Utc};
+use salus_kernel::event::format_instant;
+use salus_kernel::{Aggregate, DomainError, domain_events};
+use salus_store::SearchRow;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub const SNOMED: &str = "http://snomed.info/sct";
+
+/// A SNOMED CT identifier: 6–18 digits, no leading zero, with a valid Verhoeff check digit.
+pub fn parse_sctid(s: &str) -> Result<String, DomainError> {
+    const D: [[u8; 10]; 10] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ];
+    const P: [[u8; 10]; 8] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ];
+    let t = s.trim();
+    if !(6..=18).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_digit()) || t.starts_with('0')
+    {
+        return Err(DomainError::invalid(
+            "code.code",
+            format!("'{t}' is not a SNOMED CT identifier (6-18 digits)"),
+        ));
+    }
+    let mut c = 0u8;
+    for (i, b) in t.bytes().rev().enumerate() {
+        c = D[c as usize][P[i % 8][(b - b'0') as usize] as usize];
+    }
+    if c != 0 {
+        return Err(DomainError::invalid(
+            "code.code",
+            format!("SNOMED CT identifier '{t}' has a wrong check digit"),
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcedureStatus {
+    Completed,
+    EnteredInError,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Procedure {
+    pub id: Uuid,
+    pub patient_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter_id: Option<Uuid>,
+    pub code: Coding,
+    /// What came of it (free text, e.g. "successful", "converted to open").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The clinician who performed it.
+    pub performer_id: Uuid,
+    pub performed_at: DateTime<Utc>,
+    pub status: ProcedureStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureInput {
+    pub patient_id: Uuid,
+    #[serde(default)]
+    pub encounter_id: Option<Uuid>,
+    pub code: Coding,
+    #[serde(default)]
+    pub outcome: Option<String>,
+    pub performer_id: Uuid,
+    /// RFC 3339 with a time zone; defaults to now.
+    #[serde(default)]
+    pub performed_at: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcedureFacts {
+    pub now: DateTime<Utc>,
+    pub patient_open: bool,
+    pub encounter_ok: bool,
+    pub performer_known: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProcedureCommand {
+    Record {
+        id: Uuid,
+        input: ProcedureInput,
+        facts: ProcedureFacts,
+    },
+    EnterInError {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Withdrawn {
+    pub reason: String,
+}
+
+domain_events! {
+    pub enum ProcedureEvent {
+        Recorded(Procedure) = "procedure.recorded",
+        EnteredInError(Withdrawn) = "procedure.entered_in_error",
+    }
+}
+
+pub const ACTIONS: &[&str] = &["enter-in-error"];
+
+impl Aggregate for Procedure {
+    const STREAM_TYPE: &'static str = "procedure";
+    type Command = ProcedureCommand;
+    type Event = ProcedureEvent;
+
+    fn decide(
+        state: Option<&Self>,
+        command: &ProcedureCommand,
+    ) -> Result<Vec<ProcedureEvent>, DomainError> {
+        match (state, command) {
+            (None, ProcedureCommand::Record { id, input, facts }) => {
+                if !facts.patient_open {
+                    return Err(DomainError::invalid(
+                        "patient_id",
+                        format!(
+                            "patient {} does not exist in this tenant or is retired",
+                            input.patient_id
+                        ),
+                    ));
+                }
+                if !facts.encounter_ok {
+                    return Err(DomainError::invalid(
+                        "encounter_id",
+                        "the encounter does not exist or belongs to another patient",
+                    ));
+                }
+                if !facts.performer_known {
+                    return Err(DomainError::invalid(
+                        "performer_id",
+                        format!(
+                            "clinician {} does not exist in this tenant",
+                            input.performer_id
+                        ),
+                    ));
+                }
+                let mut code = input.code.clone();
+                if code.system.trim() == SNOMED {
+                    code.code = parse_sctid(&code.code)?;
+                }
+                let code = code.checked()?;
+                let performed_at = match &input.performed_at {
+                    Some(t) => super::interaction::parse_instant("performed_at", t)?,
+                    None => facts.now,
+                };
+                if performed_at > facts.now + Duration::minutes(5) {
+                    return Err(DomainError::invalid(
+                        "performed_at",
+                        "performed_at is in the future",
+                    ));
+                }
+                let outcome = match input.outcome.as_deref().map(str::trim) {
+                    None | Some("") => None,
+                    Some(o) if o.chars().count() > 1000 || o.chars().any(char::is_control) => {
+                        return Err(DomainError::invalid(
+                            "outcome",
+                            "outcome must be 1-1000 printable characters",
+                        ));
+                    }
+                    Some(o) => Some(o.to_owned()),
+                };
+                Ok(vec![ProcedureEvent::Recorded(Procedure {
+                    id: *id,
+                    patient_id: input.patient_id,
+                    encounter_id: input.encounter_id,
+                    code,
+                    outcome,
+                    performer_id: input.performer_id,
+                    performed_at,
+                    status: ProcedureStatus::Completed,
+                    status_reason: None,
+                })])
+            }
+            (Some(_), ProcedureCommand::Record { .. }) => {
+                Err(DomainError::Rule("procedure already recorded".into()))
+            }
+            (None, _) => Err(DomainError::NotFound("procedure".into())),
+            (Some(p), ProcedureCommand::EnterInError { reason }) => {
+                if p.status == ProcedureStatus::EnteredInError {
+                    return Err(DomainError::IllegalTransition {
+                        action: "enter-in-error".into(),
+                        from: "entered_in_error".into(),
+                        allowed: "completed".into(),
+                    });
+                }
+                let r = reason.trim();
+                if r.is_empty() || r.chars().count() > 1000 {
+                    return Err(DomainError::invalid(
+                        "reason",
+                        "a reason (1-1000 characters) is required",
+                    ));
+                }
+                Ok(vec![ProcedureEvent::EnteredInError(Withdrawn {
+                    reason: r.to_owned(),
+                })])
+            }
+        }
+    }
+
+    fn evolve(state: Option<Self>, event: &ProcedureEvent) -> Option<Self> {
+        match (state, event) {
+            (_, ProcedureEvent::Recorded(p)) => Some(p.clone()),
+            (Some(mut p), ProcedureEvent::EnteredInError(w)) => {
+                p.status = ProcedureStatus::EnteredInError;
+                p.status_reason = Some(w.reason.clone());
+                Some(p)
+            }
+            (None, _) => None,
+        }
+    }
+
+    fn decode_event(
+        event_type: &str,
+        payload: &Value,
+    ) -> Result<ProcedureEvent, serde_json::Error> {
+        ProcedureEvent::decode(event_type, payload)
+    }
+}
+
+impl Projected for Procedure {
+    const RESOURCE_TYPE: &'static str = "procedure";
+
+    fn search_rows(&self) -> Vec<SearchRow> {
+        vec![
+            SearchRow::new("patient", self.patient_id.to_string()),
+            SearchRow::new("performer", self.performer_id.to_string()),
+            SearchRow::token("code", &self.code.system, self.code.code.clone()),
+            SearchRow::new("performed_at", format_instant(&self.performed_at)),
+        ]
+    }
+}
+
+/// Record a procedure: the patient open, the encounter (when named) the patient's, the
+/// performer a clinician of the tenant.
+pub async fn record(
+    services: &crate::service::Services,
+    ctx: &salus_kernel::TenantContext,
+    input: ProcedureInput,
+    idempotency: Option<crate::service::Idempotency<'_>>,
+) -> Result<crate::service::Current<Procedure>, crate::service::ServiceError> {
+    use crate::registry::{Patient, PatientStatus};
+    let patient_open = services
+        .load::<Patient>(ctx, input.patient_id)
+        .await?
+        .is_some_and(|p| p.state.status != PatientStatus::Retired);
+    let encounter_ok = match input.encounter_id {
+        None => true,
+        Some(e) => services
+            .load::<super::encounter::Encounter>(ctx, e)
+            .await?
+            .is_some_and(|enc| enc.state.patient_id == input.patient_id),
+    };
+    let performer_known = services
+        .load::<crate::staff::Clinician>(ctx, input.performer_id)
+        .await?
+        .is_some();
+    let id = Uuid::now_v7();
+    services
+        .create::<Procedure, _>(
+            ctx,
+            id,
+            move |_, now| {
+                Ok(ProcedureCommand::Record {
+                    id,
+                    input,
+                    facts: ProcedureFacts {
+                        now,
+                        patient_open,
+                        encounter_ok,
+                        performer_known,
+                    },
+                })
+            },
+            idempotency,
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sctids_are_verhoeff_checked() {
+        for ok in ["80146002", "260385009", "22298006", "38341003", "73211009"] {
+            assert!(parse_sctid(ok).is_ok(), "{ok}");
+        }
+        for bad in ["80146003", "12345", "0123456", "abc123456"] {
+            assert!(parse_sctid(bad).is_err(), "{bad}");
+        }
+    }
+}
