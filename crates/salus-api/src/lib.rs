@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observations;
 pub mod patients;
 pub mod procedures;
+pub mod statements;
 
 use crate::auth::{Authenticator, UserCache};
 use crate::error::ApiError;
@@ -84,7 +85,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -170,6 +171,20 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(procedures::read))
         .routes(routes!(procedures::history))
         .routes(routes!(procedures::action))
+        .routes(routes!(
+            statements::create_condition,
+            statements::search_conditions
+        ))
+        .routes(routes!(statements::read_condition))
+        .routes(routes!(statements::condition_history))
+        .routes(routes!(statements::condition_action))
+        .routes(routes!(
+            statements::create_allergy,
+            statements::search_allergies
+        ))
+        .routes(routes!(statements::read_allergy))
+        .routes(routes!(statements::allergy_history))
+        .routes(routes!(statements::allergy_action))
         .routes(routes!(encounters::action))
 }
 

@@ -10,4 +10,5 @@ mod interactions;
 mod observations;
 mod patients;
 mod procedures;
+mod statements;
 mod surface;

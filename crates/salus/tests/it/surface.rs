@@ -55,6 +55,16 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/procedures/{id}"),
         ("get", "/api/v1/procedures/{id}/history"),
         ("post", "/api/v1/procedures/{id}/{action}"),
+        ("post", "/api/v1/conditions"),
+        ("get", "/api/v1/conditions"),
+        ("get", "/api/v1/conditions/{id}"),
+        ("get", "/api/v1/conditions/{id}/history"),
+        ("post", "/api/v1/conditions/{id}/{action}"),
+        ("post", "/api/v1/allergies"),
+        ("get", "/api/v1/allergies"),
+        ("get", "/api/v1/allergies/{id}"),
+        ("get", "/api/v1/allergies/{id}/history"),
+        ("post", "/api/v1/allergies/{id}/{action}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
