@@ -57,6 +57,7 @@ pub const KINDS: &[(&str, u16, &str)] = &[
         "The request headers are too large",
     ),
     ("internal", 500, "Internal error"),
+    ("integrity", 500, "Stored data failed an integrity check"),
     ("unavailable", 503, "The service is unavailable"),
 ];
 

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observations;
 pub mod patients;
 pub mod procedures;
+pub mod records;
 pub mod statements;
 
 use crate::auth::{Authenticator, UserCache};
@@ -85,7 +86,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -185,6 +186,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(statements::read_allergy))
         .routes(routes!(statements::allergy_history))
         .routes(routes!(statements::allergy_action))
+        .routes(routes!(records::open, records::search))
+        .routes(routes!(records::read))
+        .routes(routes!(records::action))
+        .routes(routes!(records::write_note, records::list_notes))
+        .routes(routes!(records::read_note))
+        .routes(routes!(records::note_history))
+        .routes(routes!(records::note_action))
         .routes(routes!(encounters::action))
 }
 

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub committed_events: Counter,
     pub tree_heads_signed: Counter,
+    pub integrity_failures: Counter,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -59,6 +60,7 @@ impl Metrics {
         let commit_seconds = Histogram::new(latency_buckets());
         let committed_events = Counter::default();
         let tree_heads_signed = Counter::default();
+        let integrity_failures = Counter::default();
         registry.register(
             "salus_http_requests",
             "HTTP requests by method, route and status",
@@ -94,6 +96,11 @@ impl Metrics {
             "Tree heads signed by the sealer",
             tree_heads_signed.clone(),
         );
+        registry.register(
+            "salus_integrity_failures",
+            "Stored records that failed their integrity check on read (never served)",
+            integrity_failures.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -103,6 +110,7 @@ impl Metrics {
             commit_seconds,
             committed_events,
             tree_heads_signed,
+            integrity_failures,
         })
     }
 

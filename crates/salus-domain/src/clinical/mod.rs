@@ -6,6 +6,7 @@ pub mod interaction;
 pub mod observation;
 pub mod outcome;
 pub mod procedure;
+pub mod record;
 pub mod statement;
 
 pub use interaction::{Interaction, InteractionCommand, InteractionKind};

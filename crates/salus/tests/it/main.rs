@@ -10,5 +10,6 @@ mod interactions;
 mod observations;
 mod patients;
 mod procedures;
+mod records;
 mod statements;
 mod surface;

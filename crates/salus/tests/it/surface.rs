@@ -65,6 +65,15 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/allergies/{id}"),
         ("get", "/api/v1/allergies/{id}/history"),
         ("post", "/api/v1/allergies/{id}/{action}"),
+        ("post", "/api/v1/medical-records"),
+        ("get", "/api/v1/medical-records"),
+        ("get", "/api/v1/medical-records/{id}"),
+        ("post", "/api/v1/medical-records/{id}/{action}"),
+        ("post", "/api/v1/medical-records/{id}/notes"),
+        ("get", "/api/v1/medical-records/{id}/notes"),
+        ("get", "/api/v1/notes/{id}"),
+        ("get", "/api/v1/notes/{id}/history"),
+        ("post", "/api/v1/notes/{id}/{action}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
