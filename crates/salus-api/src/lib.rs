@@ -191,6 +191,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(records::action))
         .routes(routes!(records::write_note, records::list_notes))
         .routes(routes!(records::read_note))
+        .routes(routes!(records::search_notes))
         .routes(routes!(records::note_history))
         .routes(routes!(records::note_action))
         .routes(routes!(encounters::action))

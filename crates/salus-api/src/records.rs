@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::http::{self, JsonBody, ListParams, eq};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use salus_domain::clinical::record::{
     self, ClinicalNote, MedicalRecord, NoteCommand, NoteInput, RecordCommand, RecordInput,
 };
@@ -282,4 +282,74 @@ pub async fn note_action(
         move |_, now| Ok(NoteCommand::Sign { by, at: now }),
     )
     .await
+}
+
+/// Full-text search over the tenant's clinical notes (`q`: every word must occur; case and
+/// accents ignored), best matches first, optionally for one patient. Each note's hash is
+/// checked before it is served.
+#[utoipa::path(get, path = "/api/v1/notes", tag = "notes",
+    params(("q" = String, Query, description = "Words to find"), ("patient_id" = Option<Uuid>, Query, description = "Only this patient's notes"),
+           ("limit" = Option<u32>, Query, description = "1-100, default 20")),
+    responses((status = 200, description = "{ items: [note + rank] }"), (status = 400, description = "No query")), security(("bearer" = [])))]
+pub async fn search_notes(
+    State(state): State<AppState>,
+    actor: Actor,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    actor.require("notes:read")?;
+    if let Some(k) = raw
+        .keys()
+        .find(|k| !["q", "patient_id", "limit"].contains(&k.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter '{k}'; parameters are: q, patient_id, limit"
+        )));
+    }
+    let q = raw
+        .get("q")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("give the words to find in q"))?;
+    let limit = match raw.get("limit") {
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 100"))?,
+        None => 20,
+    };
+    let patient = raw
+        .get("patient_id")
+        .map(|p| {
+            uuid::Uuid::parse_str(p.trim())
+                .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))
+        })
+        .transpose()?;
+    // With a patient filter, look further down the ranking before filtering.
+    let fetch = if patient.is_some() {
+        limit.saturating_mul(10).min(1000)
+    } else {
+        limit
+    };
+    let hits = state
+        .services
+        .store
+        .search_text(&actor.ctx, ClinicalNote::RESOURCE_TYPE, q, fetch)
+        .await?;
+    let mut items = Vec::new();
+    for hit in hits {
+        if let Some(p) = patient
+            && hit.row.doc["patient_id"].as_str() != Some(p.to_string().as_str())
+        {
+            continue;
+        }
+        verified(&state, &hit.row)?;
+        let mut doc = http::resource_json(&hit.row);
+        doc["rank"] = serde_json::json!(hit.rank);
+        items.push(doc);
+        if items.len() >= limit as usize {
+            break;
+        }
+    }
+    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
 }

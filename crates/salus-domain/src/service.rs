@@ -22,6 +22,10 @@ pub trait Projected: Aggregate {
     fn unique_keys(&self) -> Vec<UniqueKey> {
         Vec::new()
     }
+    /// Text for the full-text index (indexed once, when the resource is created).
+    fn full_text(&self) -> Option<String> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +327,7 @@ impl Services {
                 resource_type: A::RESOURCE_TYPE.to_owned(),
                 doc,
                 search: next.search_rows(),
+                full_text: next.full_text(),
             }),
             claims: new_keys.difference(&old_keys).cloned().collect(),
             releases: old_keys.difference(&new_keys).cloned().collect(),

@@ -315,6 +315,8 @@ pub struct PlannedResource {
     pub doc_json: String,
     /// The resource did not exist before this batch.
     pub created: bool,
+    /// Folded text for the full-text index (indexed when created).
+    pub full_text: Option<String>,
     /// When the write that produced this version happened (its `occurred_at`): the
     /// resource's `created_at` when created, its `updated_at` always.
     pub at: DateTime<Utc>,
@@ -501,6 +503,7 @@ pub fn plan_batch(batch: &[Request], mut state: BatchState, recorded_at: DateTim
                         version,
                         doc_json: prepared.doc_json.clone().unwrap_or_default(),
                         created: w.expected_version == 0,
+                        full_text: p.full_text.as_deref().map(salus_kernel::text::fold),
                         at: w.occurred_at,
                         search: p.search.clone(),
                     });

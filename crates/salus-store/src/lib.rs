@@ -58,6 +58,16 @@ pub trait Store: Send + Sync + 'static {
         query: &SearchQuery,
     ) -> Result<Vec<ResourceRow>, StoreError>;
 
+    /// Full-text search over the resources of one type: every word of `query` must occur
+    /// (case and accents ignored); best matches first.
+    async fn search_text(
+        &self,
+        ctx: &TenantContext,
+        resource_type: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<TextHit>, StoreError>;
+
     /// Who holds a unique key, if anyone.
     async fn unique_owner(
         &self,

@@ -30,6 +30,16 @@ pub struct Projection {
     pub resource_type: String,
     pub doc: Value,
     pub search: Vec<SearchRow>,
+    /// Text for the full-text index, indexed (folded) when the resource is created.
+    #[serde(default)]
+    pub full_text: Option<String>,
+}
+
+/// A full-text hit with its relevance (higher is better).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextHit {
+    pub row: ResourceRow,
+    pub rank: f64,
 }
 
 /// A typed search row. `value` is already normalised by whoever extracts it (lower case,

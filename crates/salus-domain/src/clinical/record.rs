@@ -348,6 +348,10 @@ impl Aggregate for ClinicalNote {
 impl Projected for ClinicalNote {
     const RESOURCE_TYPE: &'static str = "clinical_note";
 
+    fn full_text(&self) -> Option<String> {
+        Some(self.text.clone())
+    }
+
     fn search_rows(&self) -> Vec<SearchRow> {
         let mut rows = vec![
             SearchRow::new("record", self.record_id.to_string()),

@@ -482,6 +482,43 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn search_text(
+        &self,
+        ctx: &TenantContext,
+        resource_type: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<TextHit>, StoreError> {
+        let folded = salus_kernel::text::fold(query);
+        if folded.split_whitespace().next().is_none() {
+            return Ok(Vec::new());
+        }
+        let limit = i64::from(limit);
+        let rows = self
+            .tenant_scoped(
+                ctx.tenant,
+                &format!(
+                    "SELECT {}, ts_rank(t.tsv, q)::float8 AS rank FROM text_index t
+                     JOIN resources r ON r.id = t.resource_id AND r.tenant_id = t.tenant_id AND r.resource_type = t.resource_type,
+                     plainto_tsquery('simple', $1) q
+                     WHERE t.tsv @@ q AND t.tenant_id = $2 AND t.resource_type = $3
+                     ORDER BY rank DESC, r.id LIMIT $4",
+                    sql::RESOURCE_COLUMNS
+                ),
+                &[&folded, &ctx.tenant.0, &resource_type, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let rank: f64 = r.try_get(5).map_err(db_err)?;
+                Ok(TextHit {
+                    row: resource_from_row(resource_type, r)?,
+                    rank,
+                })
+            })
+            .collect()
+    }
+
     async fn unique_owner(
         &self,
         ctx: &TenantContext,

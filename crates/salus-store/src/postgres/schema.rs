@@ -11,7 +11,10 @@ use crate::model::StoreError;
 use tokio_postgres::Client;
 
 /// Migrations in order; each runs once, in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("0001_init.sql")),
+    (2, "text_index", include_str!("0002_text_index.sql")),
+];
 
 /// Key of the advisory lock that serialises migrations and role grants in one database
 /// ("salusmig" in ASCII).

@@ -76,6 +76,7 @@ fn patient(stream: Uuid, expected: i64, family: &str, mrn: &str) -> Write {
                 SearchRow::new("family", family.to_lowercase()),
                 SearchRow::token("identifier", "urn:mrn", mrn),
             ],
+            full_text: None,
         }),
         claims: vec![UniqueKey::new("mrn", mrn)],
         releases: vec![],

@@ -124,6 +124,8 @@ const SQL_CLEAR_SEARCH: &str =
 const SQL_INSERT_SEARCH: &str =
     "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[])";
+const SQL_INSERT_TEXT: &str = "INSERT INTO text_index (tenant_id, resource_type, resource_id, tsv)
+     SELECT u.t, u.rt, u.id, to_tsvector('simple', u.b) FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[]) AS u(t, rt, id, b)";
 const SQL_DELETE_KEYS: &str =
     "DELETE FROM unique_keys k USING unnest($1::uuid[], $2::text[], $3::text[]) AS u(t, s, v)
      WHERE k.tenant_id = u.t AND k.scope = u.s AND k.value = u.v";
@@ -155,6 +157,7 @@ struct Statements {
     upsert_resources: Statement,
     clear_search: Statement,
     insert_search: Statement,
+    insert_text: Statement,
     delete_keys: Statement,
     insert_keys: Statement,
     insert_idempotency: Statement,
@@ -185,6 +188,7 @@ impl Statements {
                 SQL_INSERT_IDEMPOTENCY,
                 SQL_UPSERT_LEDGER,
                 SQL_STREAM_VERSION,
+                SQL_INSERT_TEXT,
             ]
             .map(|s| c.prepare(s)),
         )
@@ -217,6 +221,7 @@ impl Statements {
             insert_idempotency: next()?,
             upsert_ledger: next()?,
             stream_version: next()?,
+            insert_text: next()?,
         })
     }
 }
@@ -663,6 +668,21 @@ async fn apply_and_commit(
     let s_id: Vec<Uuid> = rows.iter().map(|(r, _)| r.id).collect();
     let search: Params = vec![&s_tenant, &s_type, &s_param, &s_value, &s_system, &s_id];
 
+    // full text of new resources
+    let texts: Vec<_> = rs
+        .iter()
+        .filter(|r| r.created)
+        .filter_map(|r| r.full_text.as_deref().map(|b| (r, b)))
+        .collect();
+    let x_tenant: Vec<Uuid> = texts.iter().map(|(r, _)| r.tenant.0).collect();
+    let x_type: Vec<&str> = texts
+        .iter()
+        .map(|(r, _)| r.resource_type.as_str())
+        .collect();
+    let x_id: Vec<Uuid> = texts.iter().map(|(r, _)| r.id).collect();
+    let x_body: Vec<&str> = texts.iter().map(|(_, b)| *b).collect();
+    let text_rows: Params = vec![&x_tenant, &x_type, &x_id, &x_body];
+
     // unique keys
     let kd = &plan.key_deletes;
     let kd_tenant: Vec<Uuid> = kd.iter().map(|(t, _)| t.0).collect();
@@ -704,6 +724,7 @@ async fn apply_and_commit(
         run_if(!updated.id.is_empty(), c.execute(&st.upsert_resources, &updated_p)),
         run_if(!updated.id.is_empty(), c.execute(&st.clear_search, &clear)),
         run_if(!rows.is_empty(), c.execute(&st.insert_search, &search)),
+        run_if(!texts.is_empty(), c.execute(&st.insert_text, &text_rows)),
         run_if(!kd.is_empty(), c.execute(&st.delete_keys, &key_deletes)),
         run_if(!ki.is_empty(), c.execute(&st.insert_keys, &key_inserts)),
         run_if(!id.is_empty(), c.execute(&st.insert_idempotency, &idempotency)),

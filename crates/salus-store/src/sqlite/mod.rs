@@ -19,7 +19,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Migrations in order; each runs once, in its own transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("0001_init.sql")),
+    (2, "text_index", include_str!("0002_text_index.sql")),
+];
 
 pub fn schema_version() -> i64 {
     MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
@@ -419,6 +422,11 @@ fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
             "DELETE FROM search_index WHERE resource_id = ?1 AND tenant_id = ?2 AND resource_type = ?3",
         )
         .map_err(db_err)?;
+    let mut text = conn
+        .prepare_cached(
+            "INSERT INTO text_index (body, tenant_id, resource_type, resource_id) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(db_err)?;
     let mut index = conn
         .prepare_cached(
             "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -435,6 +443,10 @@ fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
                 to_micros(&r.at)
             ])
             .map_err(db_err)?;
+        if let (true, Some(body)) = (r.created, &r.full_text) {
+            text.execute(params![body, r.tenant.0, r.resource_type, r.id])
+                .map_err(db_err)?;
+        }
         if !r.created {
             clear
                 .execute(params![r.id, r.tenant.0, r.resource_type])
@@ -615,6 +627,43 @@ impl Store for SqliteStore {
             let rows = st
                 .query_map(rusqlite::params_from_iter(bound), |r| {
                     resource_from_row(&rt, r)
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn search_text(
+        &self,
+        ctx: &TenantContext,
+        resource_type: &str,
+        query: &str,
+        limit: u32,
+    ) -> Result<Vec<TextHit>, StoreError> {
+        // Every word as a quoted FTS5 string: an implicit AND, no query syntax from users.
+        let words: Vec<String> = salus_kernel::text::fold(query)
+            .split_whitespace()
+            .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+            .collect();
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fts = words.join(" ");
+        let t = ctx.tenant.0;
+        let rt = resource_type.to_owned();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {}, bm25(text_index) AS rank FROM text_index JOIN resources r ON r.id = text_index.resource_id AND r.tenant_id = text_index.tenant_id AND r.resource_type = text_index.resource_type
+                     WHERE text_index MATCH ?1 AND text_index.tenant_id = ?2 AND text_index.resource_type = ?3 ORDER BY rank, r.id LIMIT ?4",
+                    sql::RESOURCE_COLUMNS
+                ))
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![fts, t, rt, i64::from(limit)], |r| {
+                    let rank: f64 = r.get(5)?;
+                    Ok(TextHit { row: resource_from_row(&rt, r)?, rank: -rank })
                 })
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)

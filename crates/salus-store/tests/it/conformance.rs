@@ -35,6 +35,7 @@ on_both_backends!(
     a_bad_write_fails_alone_in_its_batch,
     idempotency_records_are_kept_and_purged,
     expired_idempotency_key_is_free_again,
+    full_text_search_folds_case_and_accents_and_stays_in_the_tenant,
     tenants_do_not_see_each_other,
     stream_until_gives_the_past,
     search_pages_in_stable_order_with_prefix_and_range,
@@ -64,6 +65,7 @@ pub fn patient_write(id: Uuid, expected: i64, family: &str) -> Write {
             resource_type: "patient".into(),
             doc: json!({ "id": id, "family": family }),
             search: vec![SearchRow::new("name", family.to_lowercase())],
+            full_text: None,
         }),
         claims: vec![],
         releases: vec![],
@@ -744,5 +746,73 @@ async fn expired_idempotency_key_is_free_again(backend: &str) {
     assert_eq!(
         f.store.idempotency(&ctx, "user:k").await.unwrap(),
         Some(fresh)
+    );
+}
+
+async fn full_text_search_folds_case_and_accents_and_stays_in_the_tenant(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let other = f.tenant("u").await;
+    for (c, text) in [
+        (&ctx, "Patient reports chest pain since Monday"),
+        (
+            &ctx,
+            "Chest X-ray normal; no pain on palpation. Chest clear.",
+        ),
+        (&ctx, "Knee swelling after a fall"),
+        (&ctx, "Douleur thoracique légère"),
+        (&other, "Chest pain in another tenant"),
+    ] {
+        let mut w = patient_write(Uuid::now_v7(), 0, "N");
+        if let Some(p) = w.projection.as_mut() {
+            p.full_text = Some(text.to_owned());
+        }
+        f.store.commit(c, w).await.unwrap();
+    }
+    let hits = f
+        .store
+        .search_text(&ctx, "patient", "CHEST pain", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        hits.len(),
+        2,
+        "both words must occur, case ignored, own tenant only"
+    );
+    assert!(
+        hits.windows(2).all(|w| w[0].rank >= w[1].rank),
+        "best first"
+    );
+    assert_eq!(
+        f.store
+            .search_text(&ctx, "patient", "legere", 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "accents folded"
+    );
+    assert_eq!(
+        f.store
+            .search_text(&ctx, "patient", "knee \" OR 1=1", 10)
+            .await
+            .unwrap()
+            .len(),
+        0,
+        "query syntax is not interpreted"
+    );
+    assert!(
+        f.store
+            .search_text(&ctx, "patient", "   ", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        f.store
+            .search_text(&ctx, "encounter", "chest", 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -127,6 +127,39 @@ async fn notes_are_append_only_signed_and_hash_checked_on_read(backend: &str) {
     .await;
     let list: Value = app.get(&notes, &app.token).await.json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    // Full-text search, ranked, case-insensitive, optionally per patient.
+    let found: Value = app
+        .get("/api/v1/notes?q=bp%20STABLE", &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found["items"][0]["id"], nid);
+    assert!(found["items"][0]["rank"].is_number());
+    let found: Value = app
+        .get(&format!("/api/v1/notes?q=bp&patient_id={pid}"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 2);
+    let found: Value = app
+        .get(
+            &format!("/api/v1/notes?q=bp&patient_id={}", uuid::Uuid::now_v7()),
+            &app.token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 0);
+    problem(
+        app.get("/api/v1/notes", &app.token).await,
+        400,
+        "bad-request",
+    )
+    .await;
 
     // Tamper with the stored text beneath the server: the note is withheld, loudly.
     match &app.settings.database_url {

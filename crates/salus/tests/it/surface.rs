@@ -72,6 +72,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("post", "/api/v1/medical-records/{id}/notes"),
         ("get", "/api/v1/medical-records/{id}/notes"),
         ("get", "/api/v1/notes/{id}"),
+        ("get", "/api/v1/notes"),
         ("get", "/api/v1/notes/{id}/history"),
         ("post", "/api/v1/notes/{id}/{action}"),
     ];
