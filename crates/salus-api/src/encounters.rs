@@ -11,8 +11,6 @@ use axum::response::Response;
 use salus_domain::clinical::encounter::{
     self, Encounter, EncounterCommand, EncounterInput, EncounterStatus, EncounterType,
 };
-use salus_domain::clinical::interaction::parse_instant;
-use salus_store::{Filter, FilterOp};
 use serde::Deserialize;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -101,17 +99,7 @@ pub async fn search(
         let t = EncounterType::parse(&t).map_err(|e| ApiError::bad_request(e.to_string()))?;
         filters.push(eq("type", t.as_str()));
     }
-    for (key, op) in [("from", FilterOp::Ge), ("to", FilterOp::Lt)] {
-        if let Some(t) = p.get(key) {
-            let at = parse_instant(key, &t).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            filters.push(Filter {
-                param: "date".into(),
-                system: None,
-                op,
-                value: salus_kernel::event::format_instant(&at),
-            });
-        }
-    }
+    filters.extend(http::instant_range(&p, "date")?);
     let rows = state
         .services
         .store

@@ -650,6 +650,53 @@ impl ListParams {
     }
 }
 
+/// `system|code`, or a bare code in any system, as a token filter on `param`.
+pub fn token(param: &str, raw: &str) -> salus_store::Filter {
+    match raw.split_once('|') {
+        Some((system, code)) => salus_store::Filter {
+            param: param.into(),
+            system: Some(system.into()),
+            op: salus_store::FilterOp::Eq,
+            value: code.into(),
+        },
+        None => eq(param, raw),
+    }
+}
+
+/// The list's `from` (inclusive) and `to` (exclusive) instants as filters on `param`.
+pub fn instant_range(p: &ListParams, param: &str) -> Result<Vec<salus_store::Filter>, ApiError> {
+    let mut out = Vec::new();
+    for (key, op) in [
+        ("from", salus_store::FilterOp::Ge),
+        ("to", salus_store::FilterOp::Lt),
+    ] {
+        if let Some(t) = p.get(key) {
+            let at = chrono::DateTime::parse_from_rfc3339(t.trim())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "{key} '{t}' is not an RFC 3339 instant with a time zone, like 2026-01-31T09:30:00+01:00"
+                    ))
+                })?;
+            out.push(salus_store::Filter {
+                param: param.into(),
+                system: None,
+                op,
+                value: salus_kernel::event::format_instant(&at),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A row's instant field in the text form of its search row (for value cursors).
+pub fn doc_instant(row: &ResourceRow, field: &str) -> Option<String> {
+    row.doc[field]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| salus_kernel::event::format_instant(&t.with_timezone(&chrono::Utc)))
+}
+
 /// An equality filter on a search parameter.
 pub fn eq(param: &str, value: impl Into<String>) -> salus_store::Filter {
     salus_store::Filter {

@@ -8,7 +8,7 @@ use crate::http::{self, JsonBody, ListParams, finish};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use salus_domain::clinical::interaction::{self, InteractionInput, parse_instant};
+use salus_domain::clinical::interaction::{self, InteractionInput};
 use salus_domain::clinical::outcome::{self, OutcomeInput};
 use salus_domain::clinical::{Interaction, InteractionKind, Outcome, OutcomeCommand};
 use salus_store::{Filter, FilterOp};
@@ -184,16 +184,7 @@ pub async fn list(
     if let Some(o) = get("outcome") {
         filters.push(filter("outcome", FilterOp::Eq, o.to_ascii_lowercase()));
     }
-    for (key, op) in [("from", FilterOp::Ge), ("to", FilterOp::Lt)] {
-        if let Some(t) = get(key) {
-            let at = parse_instant(key, &t).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            filters.push(filter(
-                "occurred_at",
-                op,
-                salus_kernel::event::format_instant(&at),
-            ));
-        }
-    }
+    filters.extend(http::instant_range(&params, "occurred_at")?);
     let rows = state
         .services
         .store
@@ -202,12 +193,7 @@ pub async fn list(
             &params.query_ordered("interaction", filters, true, "occurred_at"),
         )
         .await?;
-    Ok(params.page_ordered(rows, |r| {
-        r.doc["occurred_at"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| salus_kernel::event::format_instant(&t.with_timezone(&chrono::Utc)))
-    }))
+    Ok(params.page_ordered(rows, |r| http::doc_instant(r, "occurred_at")))
 }
 
 /// Every event of the interaction, oldest first.

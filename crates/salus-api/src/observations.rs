@@ -7,12 +7,10 @@ use crate::http::{self, JsonBody, ListParams, OptionalJson, eq};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use salus_domain::clinical::interaction::parse_instant;
 use salus_domain::clinical::observation::{
     self, Observation, ObservationCommand, ObservationInput, ObservationStatus, ObservationValue,
 };
 use salus_kernel::DomainError;
-use salus_store::{Filter, FilterOp};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -98,15 +96,7 @@ pub async fn search(
         filters.push(eq("patient", id.to_string()));
     }
     if let Some(c) = p.get("code") {
-        filters.push(match c.split_once('|') {
-            Some((system, code)) => Filter {
-                param: "code".into(),
-                system: Some(system.into()),
-                op: FilterOp::Eq,
-                value: code.into(),
-            },
-            None => eq("code", c),
-        });
+        filters.push(http::token("code", &c));
     }
     if let Some(s) = p.get("status") {
         let s = ObservationStatus::parse(&s).ok_or_else(|| {
@@ -114,17 +104,7 @@ pub async fn search(
         })?;
         filters.push(eq("status", s.as_str()));
     }
-    for (key, op) in [("from", FilterOp::Ge), ("to", FilterOp::Lt)] {
-        if let Some(t) = p.get(key) {
-            let at = parse_instant(key, &t).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            filters.push(Filter {
-                param: "effective_at".into(),
-                system: None,
-                op,
-                value: salus_kernel::event::format_instant(&at),
-            });
-        }
-    }
+    filters.extend(http::instant_range(&p, "effective_at")?);
     let rows = state
         .services
         .store
@@ -133,12 +113,7 @@ pub async fn search(
             &p.query_ordered("observation", filters, true, "effective_at"),
         )
         .await?;
-    Ok(p.page_ordered(rows, |r| {
-        r.doc["effective_at"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| salus_kernel::event::format_instant(&t.with_timezone(&chrono::Utc)))
-    }))
+    Ok(p.page_ordered(rows, |r| http::doc_instant(r, "effective_at")))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -244,16 +244,7 @@ pub async fn search(
     let get = |k: &str| params.get(k);
     let mut filters = Vec::new();
     if let Some(v) = get("identifier") {
-        let f = match v.split_once('|') {
-            Some((system, value)) => Filter {
-                param: "identifier".into(),
-                system: Some(system.to_owned()),
-                op: FilterOp::Eq,
-                value: value.to_owned(),
-            },
-            None => http::eq("identifier", v),
-        };
-        filters.push(f);
+        filters.push(http::token("identifier", &v));
     }
     if let Some(v) = get("name") {
         filters.push(Filter {

@@ -13,7 +13,6 @@ use salus_domain::clinical::statement::{
     self, Allergy, AllergyKind, Condition, ConditionKind, Statement, StatementCommand,
     StatementInput, StatementKind, StatusInput,
 };
-use salus_store::{Filter, FilterOp};
 use std::collections::HashMap;
 
 const CONDITIONS: &str = "/api/v1/conditions";
@@ -54,15 +53,7 @@ async fn search<K: StatementKind>(
         filters.push(eq("patient", id.to_string()));
     }
     if let Some(c) = p.get("code") {
-        filters.push(match c.split_once('|') {
-            Some((system, code)) => Filter {
-                param: "code".into(),
-                system: Some(system.into()),
-                op: FilterOp::Eq,
-                value: code.into(),
-            },
-            None => eq("code", c),
-        });
+        filters.push(http::token("code", &c));
     }
     for (key, allowed) in [
         ("clinical_status", K::CLINICAL),
