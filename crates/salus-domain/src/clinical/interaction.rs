@@ -230,11 +230,7 @@ pub async fn record(
     input: InteractionInput,
     idempotency: Option<crate::service::Idempotency<'_>>,
 ) -> Result<crate::service::Current<Interaction>, crate::service::ServiceError> {
-    use crate::registry::{Patient, PatientStatus};
-    let patient_open = services
-        .load::<Patient>(ctx, input.patient_id)
-        .await?
-        .is_some_and(|p| p.state.status != PatientStatus::Retired);
+    let patient_open = super::patient_open(services, ctx, input.patient_id).await?;
     let active_outcomes = super::outcome::active_codes(services, ctx).await?;
     let id = Uuid::now_v7();
     let recorded_by = ctx.actor.0;

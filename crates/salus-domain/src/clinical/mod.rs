@@ -11,3 +11,37 @@ pub mod statement;
 
 pub use interaction::{Interaction, InteractionCommand, InteractionKind};
 pub use outcome::{Outcome, OutcomeCommand};
+
+use crate::service::{ServiceError, Services};
+use salus_kernel::TenantContext;
+use uuid::Uuid;
+
+/// Whether the patient exists in the tenant and its record is not retired: the fact every
+/// clinical entry checks before it is written.
+pub async fn patient_open(
+    services: &Services,
+    ctx: &TenantContext,
+    patient_id: Uuid,
+) -> Result<bool, ServiceError> {
+    use crate::registry::{Patient, PatientStatus};
+    Ok(services
+        .load::<Patient>(ctx, patient_id)
+        .await?
+        .is_some_and(|p| p.state.status != PatientStatus::Retired))
+}
+
+/// Whether `encounter_id`, when given, names an encounter of `patient_id` (true when none).
+pub async fn encounter_of_patient(
+    services: &Services,
+    ctx: &TenantContext,
+    encounter_id: Option<Uuid>,
+    patient_id: Uuid,
+) -> Result<bool, ServiceError> {
+    match encounter_id {
+        None => Ok(true),
+        Some(e) => Ok(services
+            .load::<encounter::Encounter>(ctx, e)
+            .await?
+            .is_some_and(|enc| enc.state.patient_id == patient_id)),
+    }
+}

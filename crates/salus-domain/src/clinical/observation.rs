@@ -420,18 +420,9 @@ pub async fn record(
     input: ObservationInput,
     idempotency: Option<crate::service::Idempotency<'_>>,
 ) -> Result<crate::service::Current<Observation>, crate::service::ServiceError> {
-    use crate::registry::{Patient, PatientStatus};
-    let patient_open = services
-        .load::<Patient>(ctx, input.patient_id)
-        .await?
-        .is_some_and(|p| p.state.status != PatientStatus::Retired);
-    let encounter_ok = match input.encounter_id {
-        None => true,
-        Some(e) => services
-            .load::<super::encounter::Encounter>(ctx, e)
-            .await?
-            .is_some_and(|enc| enc.state.patient_id == input.patient_id),
-    };
+    let patient_open = super::patient_open(services, ctx, input.patient_id).await?;
+    let encounter_ok =
+        super::encounter_of_patient(services, ctx, input.encounter_id, input.patient_id).await?;
     let id = Uuid::now_v7();
     services
         .create::<Observation, _>(

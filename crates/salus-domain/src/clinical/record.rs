@@ -373,11 +373,7 @@ pub async fn open_record(
     input: RecordInput,
     idempotency: Option<crate::service::Idempotency<'_>>,
 ) -> Result<crate::service::Current<MedicalRecord>, crate::service::ServiceError> {
-    use crate::registry::{Patient, PatientStatus};
-    let patient_open = services
-        .load::<Patient>(ctx, input.patient_id)
-        .await?
-        .is_some_and(|p| p.state.status != PatientStatus::Retired);
+    let patient_open = super::patient_open(services, ctx, input.patient_id).await?;
     let id = Uuid::now_v7();
     services
         .create::<MedicalRecord, _>(
