@@ -8,7 +8,7 @@ use crate::error::ApiError;
 use crate::http::{self, JsonBody, ListParams, OptionalJson, finish};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use salus_domain::registry::patient::{self, PatientInput, parse_date};
 use salus_domain::registry::{Patient, PatientCommand, PatientDetails};
 use salus_kernel::text::fold;
@@ -64,6 +64,23 @@ pub async fn read(
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
     actor.require("patients:read")?;
+    // A merged patient's current record lives on in the survivor: send the client there.
+    if params.as_of.is_none()
+        && let Ok(pid) = uuid::Uuid::parse_str(id.trim())
+        && let Some(row) = state.services.row::<Patient>(&actor.ctx, pid).await?
+        && let Some(into) = row.doc.get("merged_into").and_then(|v| v.as_str())
+    {
+        let location = format!("{BASE}/{into}");
+        let mut resp = (
+            axum::http::StatusCode::TEMPORARY_REDIRECT,
+            axum::Json(serde_json::json!({ "id": pid, "merged_into": into })),
+        )
+            .into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(axum::http::header::LOCATION, v);
+        }
+        return Ok(resp);
+    }
     http::read_resource::<Patient>(
         &state,
         &actor,
@@ -144,9 +161,12 @@ pub struct ActionInput {
     pub reason: Option<String>,
     /// Date of death (record-death), `YYYY-MM-DD`.
     pub date: Option<String>,
+    /// The surviving patient (merge).
+    pub into: Option<Uuid>,
 }
 
-/// Lifecycle actions: activate, suspend, reactivate, retire, record-death. Needs If-Match.
+/// Lifecycle actions: activate, suspend, reactivate, retire, record-death, merge (into a
+/// surviving patient: reads then redirect to it), unmerge. Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/patients/{id}/{action}", tag = "patients",
     params(("id" = Uuid, Path, description = "Patient id"), ("action" = String, Path, description = "activate | suspend | reactivate | retire | record-death"),
            ("If-Match" = String, Header, description = "The ETag read"),
@@ -168,6 +188,12 @@ pub async fn action(
         actions: patient::ACTIONS,
     };
     let input = body.value.unwrap_or_default();
+    let survivor_ok = match input.into {
+        Some(into) => {
+            salus_domain::registry::patient::can_survive(&state.services, &actor.ctx, into).await?
+        }
+        None => false,
+    };
     http::act_on_resource::<Patient, _>(
         &state,
         &actor,
@@ -188,6 +214,19 @@ pub async fn action(
                     date: parse_date("date", date)?,
                     today: now.date_naive(),
                 })
+            } else if action == "merge" {
+                let survivor = input.into.ok_or_else(|| {
+                    salus_kernel::DomainError::invalid(
+                        "into",
+                        "merge needs the surviving patient's id in 'into'",
+                    )
+                })?;
+                Ok(PatientCommand::Merge {
+                    survivor,
+                    survivor_ok,
+                })
+            } else if action == "unmerge" {
+                Ok(PatientCommand::Unmerge)
             } else {
                 Ok(PatientCommand::Transition {
                     action,

@@ -77,6 +77,8 @@ pub const ACTIONS: &[&str] = &[
     "reactivate",
     "retire",
     "record-death",
+    "merge",
+    "unmerge",
 ];
 
 /// What a client sends to register or (after a merge patch) update a patient. Unknown
@@ -235,6 +237,9 @@ pub struct Patient {
     pub status_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deceased: Option<Deceased>,
+    /// The surviving record this one was merged into (requirements/003 `mergedInto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +260,18 @@ pub enum PatientCommand {
         date: NaiveDate,
         today: NaiveDate,
     },
+    /// Merge this record into `survivor`; `survivor_ok` says the survivor exists in the
+    /// tenant and is not itself merged (gathered by the service).
+    Merge {
+        survivor: Uuid,
+        survivor_ok: bool,
+    },
+    Unmerge,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merged {
+    pub into: Uuid,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,6 +298,8 @@ domain_events! {
         Reactivated(StatusChanged) = "patient.reactivated",
         Retired(StatusChanged) = "patient.retired",
         DeathRecorded(Deceased) = "patient.death_recorded",
+        Merged(Merged) = "patient.merged",
+        Unmerged(Merged) = "patient.unmerged",
     }
 }
 
@@ -314,6 +333,42 @@ impl Aggregate for Patient {
                 Err(DomainError::Rule("patient is already registered".into()))
             }
             (None, _) => Err(DomainError::NotFound("patient".into())),
+            (
+                Some(p),
+                PatientCommand::Merge {
+                    survivor,
+                    survivor_ok,
+                },
+            ) => {
+                if let Some(into) = p.merged_into {
+                    return Err(DomainError::Rule(format!(
+                        "the patient is already merged into {into}"
+                    )));
+                }
+                if *survivor == p.id {
+                    return Err(DomainError::invalid(
+                        "into",
+                        "a patient cannot be merged into itself",
+                    ));
+                }
+                if !survivor_ok {
+                    return Err(DomainError::invalid(
+                        "into",
+                        format!(
+                            "patient {survivor} does not exist in this tenant or is itself merged"
+                        ),
+                    ));
+                }
+                Ok(vec![PatientEvent::Merged(Merged { into: *survivor })])
+            }
+            (Some(p), PatientCommand::Unmerge) => match p.merged_into {
+                Some(into) => Ok(vec![PatientEvent::Unmerged(Merged { into })]),
+                None => Err(DomainError::Rule("the patient is not merged".into())),
+            },
+            (Some(p), _) if p.merged_into.is_some() => Err(DomainError::Rule(format!(
+                "the patient is merged into {}; change the surviving record, or unmerge first",
+                p.merged_into.unwrap_or_default()
+            ))),
             (Some(p), PatientCommand::Update { details }) => {
                 if p.status == PatientStatus::Retired {
                     return Err(DomainError::Rule(
@@ -389,6 +444,7 @@ impl Aggregate for Patient {
                 status: PatientStatus::Registered,
                 status_reason: None,
                 deceased: None,
+                merged_into: None,
             }),
             (Some(mut p), PatientEvent::Updated(d)) => {
                 p.details = d.clone();
@@ -407,6 +463,14 @@ impl Aggregate for Patient {
             }
             (Some(mut p), PatientEvent::DeathRecorded(d)) => {
                 p.deceased = Some(d.clone());
+                Some(p)
+            }
+            (Some(mut p), PatientEvent::Merged(m)) => {
+                p.merged_into = Some(m.into);
+                Some(p)
+            }
+            (Some(mut p), PatientEvent::Unmerged(_)) => {
+                p.merged_into = None;
                 Some(p)
             }
             (None, _) => None,
@@ -464,6 +528,19 @@ impl Projected for Patient {
             .map(|i| UniqueKey::new(IDENTIFIER_SCOPE, format!("{}|{}", i.system, i.value)))
             .collect()
     }
+}
+
+/// Whether `survivor` can take a merge: it exists in the tenant and is not merged itself
+/// (so merges never form a cycle).
+pub async fn can_survive(
+    services: &crate::service::Services,
+    ctx: &salus_kernel::TenantContext,
+    survivor: Uuid,
+) -> Result<bool, crate::service::ServiceError> {
+    Ok(services
+        .load::<Patient>(ctx, survivor)
+        .await?
+        .is_some_and(|p| p.state.merged_into.is_none()))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ on_both_backends!(
     idempotency_key_replays_the_first_response,
     search_by_name_identifier_birth_date_and_status_with_paging,
     concurrent_registrations_all_land,
+    merge_redirects_reads_to_the_survivor_and_unmerge_restores,
 );
 
 async fn register_read_update_and_history(backend: &str) {
@@ -574,5 +575,116 @@ async fn concurrent_registrations_all_land(backend: &str) {
             200
         );
     }
+    app.stop().await;
+}
+
+async fn merge_redirects_reads_to_the_survivor_and_unmerge_restores(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let a = app.create_patient(&patient("MG-1", "Dup", "Licate")).await;
+    let b = app.create_patient(&patient("MG-2", "Dup", "Licate")).await;
+    let (aid, bid) = (
+        a["id"].as_str().unwrap().to_owned(),
+        b["id"].as_str().unwrap().to_owned(),
+    );
+    let act = |id: &str, action: &str, version: i64, body: Value| {
+        let app = &app;
+        let url = app.url(&format!("/api/v1/patients/{id}/{action}"));
+        async move {
+            app.client
+                .post(url)
+                .bearer_auth(&app.token)
+                .header("if-match", format!("\"{version}\""))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    problem(act(&aid, "merge", 1, json!({})).await, 422, "validation").await;
+    problem(
+        act(&aid, "merge", 1, json!({"into": aid})).await,
+        422,
+        "validation",
+    )
+    .await;
+    problem(
+        act(&aid, "merge", 1, json!({"into": uuid::Uuid::now_v7()})).await,
+        422,
+        "validation",
+    )
+    .await;
+    let merged: Value = act(&aid, "merge", 1, json!({"into": bid}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(merged["merged_into"], bid);
+    assert_eq!(
+        merged["identifiers"], a["identifiers"],
+        "nothing moves silently"
+    );
+    // Reads of the merged patient redirect to the survivor.
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .get(app.url(&format!("/api/v1/patients/{aid}")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"], format!("/api/v1/patients/{bid}"));
+    let followed: Value = app
+        .get(&format!("/api/v1/patients/{aid}"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(followed["id"], bid);
+    // The merged record takes no changes; the survivor cannot be merged into a merged one.
+    problem(
+        act(&aid, "suspend", 2, json!({})).await,
+        422,
+        "rule-violation",
+    )
+    .await;
+    problem(
+        act(&bid, "merge", 1, json!({"into": aid})).await,
+        422,
+        "validation",
+    )
+    .await;
+    // Unmerge restores both.
+    let restored: Value = act(&aid, "unmerge", 2, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(restored.get("merged_into").is_none());
+    let r = no_follow
+        .get(app.url(&format!("/api/v1/patients/{aid}")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h: Value = app
+        .get(&format!("/api/v1/patients/{aid}/history"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["patient.registered", "patient.merged", "patient.unmerged"]
+    );
     app.stop().await;
 }
