@@ -4,6 +4,7 @@
 //! Handlers are thin: extract → authorise → call a service → map the result. No SQL and no
 //! business rule lives here.
 
+pub mod attachments;
 pub mod auth;
 pub mod clinicians;
 pub mod encounters;
@@ -43,6 +44,10 @@ pub struct ApiConfig {
     pub header_limit: usize,
     pub request_timeout: Duration,
     pub idempotency_ttl: chrono::Duration,
+    /// Where attachment contents are kept.
+    pub blob_dir: std::path::PathBuf,
+    /// The largest attachment in bytes.
+    pub attachment_limit: u64,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +57,8 @@ impl Default for ApiConfig {
             header_limit: 32 * 1024,
             request_timeout: Duration::from_secs(30),
             idempotency_ttl: chrono::Duration::hours(24),
+            blob_dir: std::path::PathBuf::from("salus-data/blobs"),
+            attachment_limit: 25 * 1024 * 1024,
         }
     }
 }
@@ -63,6 +70,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<ApiConfig>,
     pub users: Arc<UserCache>,
+    pub blobs: Arc<salus_store::blobs::BlobStore>,
 }
 
 impl AppState {
@@ -76,6 +84,10 @@ impl AppState {
             services,
             auth,
             metrics,
+            blobs: Arc::new(salus_store::blobs::BlobStore::new(
+                &config.blob_dir,
+                config.attachment_limit,
+            )),
             config: Arc::new(config),
             users: Arc::new(UserCache::new(Duration::from_secs(5))),
         }
@@ -86,7 +98,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -194,6 +206,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(records::search_notes))
         .routes(routes!(records::note_history))
         .routes(routes!(records::note_action))
+        .routes(routes!(attachments::upload, attachments::list))
+        .routes(routes!(attachments::read))
+        .routes(routes!(attachments::content))
         .routes(routes!(encounters::action))
 }
 

@@ -10,6 +10,7 @@
 //! above the SQL; [`sqlite`] and [`postgres`] keep to their dialect. This crate knows no
 //! HTTP and no domain rule.
 
+pub mod blobs;
 pub mod commit;
 pub mod ledger;
 pub mod model;

@@ -50,6 +50,9 @@ pub struct SettingsArgs {
     /// Largest request body in bytes [default: 1048576]
     #[arg(long, env = "SALUS_BODY_LIMIT", global = true)]
     pub body_limit: Option<usize>,
+    /// Largest attachment in bytes [default: 26214400]
+    #[arg(long, env = "SALUS_ATTACHMENT_LIMIT_BYTES", global = true)]
+    pub attachment_limit_bytes: Option<u64>,
     /// Seconds before a request is abandoned with 408 [default: 30]
     #[arg(long, env = "SALUS_REQUEST_TIMEOUT_SECS", global = true)]
     pub request_timeout_secs: Option<u64>,
@@ -73,6 +76,7 @@ pub struct FileSettings {
     pub seal_interval_secs: Option<u64>,
     pub idempotency_ttl_hours: Option<i64>,
     pub body_limit: Option<usize>,
+    pub attachment_limit_bytes: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub log_format: Option<String>,
 }
@@ -91,6 +95,7 @@ pub struct Settings {
     pub seal_interval_secs: u64,
     pub idempotency_ttl_hours: i64,
     pub body_limit: usize,
+    pub attachment_limit_bytes: u64,
     pub request_timeout_secs: u64,
     pub log_format: String,
 }
@@ -141,6 +146,10 @@ impl Settings {
                 .unwrap_or(24)
                 .max(1),
             body_limit: a.body_limit.or(file.body_limit).unwrap_or(1024 * 1024),
+            attachment_limit_bytes: a
+                .attachment_limit_bytes
+                .or(file.attachment_limit_bytes)
+                .unwrap_or(25 * 1024 * 1024),
             request_timeout_secs: a
                 .request_timeout_secs
                 .or(file.request_timeout_secs)

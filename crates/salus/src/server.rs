@@ -281,6 +281,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
         header_limit: 32 * 1024,
         request_timeout: Duration::from_secs(settings.request_timeout_secs),
         idempotency_ttl: chrono::Duration::hours(settings.idempotency_ttl_hours),
+        blob_dir: settings.data_dir.join("blobs"),
+        attachment_limit: settings.attachment_limit_bytes,
     };
     let state = AppState::new(services.clone(), auth.clone(), metrics.clone(), config);
     let listener = tokio::net::TcpListener::bind(&settings.listen)

@@ -1,6 +1,7 @@
 //! The clinical record. So far: interactions with patients and the tenant's configurable
 //! outcomes (requirements/004). Encounters, observations, notes and the rest follow.
 
+pub mod attachment;
 pub mod encounter;
 pub mod interaction;
 pub mod observation;

@@ -2,6 +2,7 @@
 //! Every store-touching test runs on SQLite and on PostgreSQL (required, never skipped).
 
 mod app;
+mod attachments;
 mod auth;
 mod cli;
 mod crash;

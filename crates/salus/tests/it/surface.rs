@@ -75,6 +75,10 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/notes"),
         ("get", "/api/v1/notes/{id}/history"),
         ("post", "/api/v1/notes/{id}/{action}"),
+        ("post", "/api/v1/medical-records/{id}/attachments"),
+        ("get", "/api/v1/medical-records/{id}/attachments"),
+        ("get", "/api/v1/attachments/{id}"),
+        ("get", "/api/v1/attachments/{id}/content"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
