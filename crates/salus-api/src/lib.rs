@@ -14,6 +14,7 @@ pub mod interactions;
 pub mod metrics;
 pub mod observations;
 pub mod patients;
+pub mod places;
 pub mod procedures;
 pub mod records;
 pub mod statements;
@@ -98,7 +99,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -173,6 +174,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clinicians::read))
         .routes(routes!(clinicians::history))
         .routes(routes!(clinicians::action))
+        .routes(routes!(
+            places::create_department,
+            places::search_departments
+        ))
+        .routes(routes!(places::read_department))
+        .routes(routes!(places::department_action))
+        .routes(routes!(places::create_location, places::search_locations))
+        .routes(routes!(places::read_location))
+        .routes(routes!(places::location_action))
         .routes(routes!(encounters::create, encounters::search))
         .routes(routes!(encounters::read))
         .routes(routes!(encounters::history))

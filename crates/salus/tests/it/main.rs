@@ -10,6 +10,7 @@ mod encounters;
 mod interactions;
 mod observations;
 mod patients;
+mod places;
 mod procedures;
 mod records;
 mod statements;

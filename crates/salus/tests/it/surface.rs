@@ -79,6 +79,14 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/medical-records/{id}/attachments"),
         ("get", "/api/v1/attachments/{id}"),
         ("get", "/api/v1/attachments/{id}/content"),
+        ("post", "/api/v1/departments"),
+        ("get", "/api/v1/departments"),
+        ("get", "/api/v1/departments/{id}"),
+        ("post", "/api/v1/departments/{id}/{action}"),
+        ("post", "/api/v1/locations"),
+        ("get", "/api/v1/locations"),
+        ("get", "/api/v1/locations/{id}"),
+        ("post", "/api/v1/locations/{id}/{action}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
