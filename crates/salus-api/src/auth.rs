@@ -16,7 +16,7 @@ use salus_domain::access::{self, User};
 use salus_kernel::{ActorId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -323,6 +323,3 @@ async fn fetch_http(url: &str) -> Result<String, String> {
     }
     resp.text().await.map_err(|e| e.to_string())
 }
-
-/// A shared authenticator.
-pub type SharedAuth = Arc<Authenticator>;

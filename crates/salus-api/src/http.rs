@@ -464,26 +464,25 @@ pub struct ReadParams {
     pub as_of: Option<String>,
 }
 
-/// The common shape of a read by id, now or `as_of` a past instant (folded from the log);
+/// An instant given by a client (query parameter), with its time zone; a 400 names `field`.
+pub fn parse_instant(field: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    salus_domain::clinical::interaction::parse_instant(field, s)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The stored row of a resource, now or `as_of` a past instant (folded from the log);
 /// `what` names the resource in a 404.
-pub async fn read_resource<A: salus_domain::service::Projected>(
+pub async fn load_row<A: salus_domain::service::Projected>(
     state: &AppState,
     actor: &Actor,
     what: &str,
     id: &str,
-    collection: &str,
     as_of: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<ResourceRow, ApiError> {
     let id = parse_uuid(what, id)?;
     let row = match as_of {
         Some(at) => {
-            let at = chrono::DateTime::parse_from_rfc3339(at.trim())
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "as_of '{at}' is not an RFC 3339 instant like 2026-01-31T12:00:00Z"
-                    ))
-                })?;
+            let at = parse_instant("as_of", at)?;
             state
                 .services
                 .as_of::<A>(&actor.ctx, id, at)
@@ -492,7 +491,19 @@ pub async fn read_resource<A: salus_domain::service::Projected>(
         }
         None => state.services.row::<A>(&actor.ctx, id).await?,
     };
-    let row = row.ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))?;
+    row.ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
+}
+
+/// The common shape of a read by id: [`load_row`], answered with its ETag.
+pub async fn read_resource<A: salus_domain::service::Projected>(
+    state: &AppState,
+    actor: &Actor,
+    what: &str,
+    id: &str,
+    collection: &str,
+    as_of: Option<&str>,
+) -> Result<Response, ApiError> {
+    let row = load_row::<A>(state, actor, what, id, as_of).await?;
     Ok(respond(200, &row, collection))
 }
 
@@ -671,13 +682,7 @@ pub fn instant_range(p: &ListParams, param: &str) -> Result<Vec<salus_store::Fil
         ("to", salus_store::FilterOp::Lt),
     ] {
         if let Some(t) = p.get(key) {
-            let at = chrono::DateTime::parse_from_rfc3339(t.trim())
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "{key} '{t}' is not an RFC 3339 instant with a time zone, like 2026-01-31T09:30:00+01:00"
-                    ))
-                })?;
+            let at = parse_instant(key, &t)?;
             out.push(salus_store::Filter {
                 param: param.into(),
                 system: None,

@@ -206,40 +206,10 @@ pub async fn read_note(
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
     actor.require("notes:read")?;
-    let note_id = http::parse_uuid("note", &id)?;
-    let row = match params.as_of.as_deref() {
-        Some(_) => None,
-        None => {
-            state
-                .services
-                .row::<ClinicalNote>(&actor.ctx, note_id)
-                .await?
-        }
-    };
-    match row {
-        Some(row) => {
-            verified(&state, &row)?;
-            Ok(http::respond(200, &row, NOTES))
-        }
-        None if params.as_of.is_none() => {
-            Err(ApiError::not_found(format!("no note with id {note_id}")))
-        }
-        None => {
-            let at = params.as_of.as_deref().unwrap_or_default();
-            let at = chrono::DateTime::parse_from_rfc3339(at.trim())
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .map_err(|_| {
-                    ApiError::bad_request(format!("as_of '{at}' is not an RFC 3339 instant"))
-                })?;
-            let current = state
-                .services
-                .as_of::<ClinicalNote>(&actor.ctx, note_id, at)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("no note with id {note_id}")))?;
-            verified(&state, &current.row)?;
-            Ok(http::respond(200, &current.row, NOTES))
-        }
-    }
+    let row = http::load_row::<ClinicalNote>(&state, &actor, "note", &id, params.as_of.as_deref())
+        .await?;
+    verified(&state, &row)?;
+    Ok(http::respond(200, &row, NOTES))
 }
 
 /// Every event of the note, oldest first.

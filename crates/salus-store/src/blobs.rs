@@ -52,10 +52,6 @@ impl BlobStore {
         }
     }
 
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
     fn path_of(&self, h: &Hash32) -> PathBuf {
         let hex = h.to_hex();
         self.root.join(&hex[0..2]).join(&hex[2..4]).join(hex)
