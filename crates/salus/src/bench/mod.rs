@@ -3,7 +3,8 @@
 //! For each backend the bench starts a fresh server in a child process (its own binary,
 //! `salus serve`, on a free port with a fresh data directory and, for PostgreSQL, a fresh
 //! database), so that the RSS it reads is the server's own. It then drives the HTTP API
-//! with closed-loop clients sharing one HTTP/1.1 connection pool: patient creates
+//! with closed-loop clients, each on its own keep-alive HTTP/1.1 connection and all on one
+//! thread of the bench (see [`client`]): patient creates
 //! (`POST /api/v1/patients`, each must answer 201) and reads (`GET /api/v1/patients/{id}`
 //! over the ids just created) at each client count for a fixed time, and prints a Markdown
 //! table to standard output and the progress to standard error.
@@ -11,9 +12,12 @@
 //! With `--target URL --token T` it measures a server that is already running instead
 //! (no RSS then, and the server's CPU is part of "other").
 
+mod client;
+
 use crate::config::Settings;
 use anyhow::Context;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
+use client::{Conn, Endpoint};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -398,7 +402,8 @@ async fn drive(
         client: client.clone(),
         create_url: reqwest::Url::parse(&format!("{base}/api/v1/patients"))
             .with_context(|| format!("'{base}' is not a base URL"))?,
-        read_base: format!("{base}/api/v1/patients/"),
+        endpoint: Endpoint::new(base, auth.clone()).await?,
+        read_base: "/api/v1/patients/".to_owned(),
         auth,
         tag: uuid::Uuid::now_v7().simple().to_string(),
         ids: Arc::new(Vec::new()),
@@ -432,6 +437,7 @@ async fn drive(
             ids: Arc::new(ids),
             client: ctx.client.clone(),
             create_url: ctx.create_url.clone(),
+            endpoint: ctx.endpoint.clone(),
             read_base: ctx.read_base.clone(),
             auth: ctx.auth.clone(),
             tag: ctx.tag.clone(),
@@ -491,6 +497,8 @@ async fn preflight(ctx: &LoadCtx) -> anyhow::Result<String> {
 struct LoadCtx {
     client: reqwest::Client,
     create_url: reqwest::Url,
+    /// Where the load connections go.
+    endpoint: Endpoint,
     read_base: String,
     auth: HeaderValue,
     /// Makes identifiers unique across runs against the same store.
@@ -504,6 +512,31 @@ struct WorkerOut {
     errors: u64,
     ids: Vec<String>,
     error_samples: Vec<String>,
+}
+
+impl WorkerOut {
+    fn new() -> Self {
+        Self {
+            latencies: Vec::with_capacity(4096),
+            errors: 0,
+            ids: Vec::new(),
+            error_samples: Vec::new(),
+        }
+    }
+
+    /// A phase that could not run at all: one error.
+    fn failed(why: String) -> Self {
+        let mut out = Self::new();
+        out.errors = 1;
+        out.error_samples.push(why);
+        out
+    }
+
+    fn fail(&mut self, failed: &AtomicU64, msg: impl FnOnce() -> String) {
+        self.errors += 1;
+        failed.fetch_add(1, Ordering::Relaxed);
+        sample(&mut self.error_samples, msg);
+    }
 }
 
 const MAX_ERROR_SAMPLES: usize = 5;
@@ -557,24 +590,54 @@ async fn run_phase(
     let cpu_before = CpuSnapshot::take(server_pid);
     let started = Instant::now();
     let deadline = started + duration;
-    let mut handles = Vec::with_capacity(clients);
-    for c in 0..clients {
-        let ctx = ctx.clone();
-        let (ok, failed) = (ok.clone(), failed.clone());
-        let seed = (phase_no as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (c as u64 + 1);
-        handles.push(tokio::spawn(async move {
-            match kind {
-                Kind::Create => create_worker(ctx, phase_no, c, deadline, ok, failed).await,
-                Kind::Read => read_worker(ctx, seed, deadline, ok, failed).await,
-            }
-        }));
-    }
+    // Every client of the phase runs on one thread with a runtime of its own: the load
+    // generator then takes at most one core, and no time goes to moving tasks between
+    // threads.
+    let load = {
+        let (ctx, ok, failed) = (ctx.clone(), ok.clone(), failed.clone());
+        tokio::task::spawn_blocking(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            anyhow::Ok(rt.block_on(async move {
+                let mut handles = Vec::with_capacity(clients);
+                for c in 0..clients {
+                    let ctx = ctx.clone();
+                    let (ok, failed) = (ok.clone(), failed.clone());
+                    let seed =
+                        (phase_no as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (c as u64 + 1);
+                    handles.push(tokio::spawn(async move {
+                        match kind {
+                            Kind::Create => {
+                                create_worker(ctx, phase_no, c, deadline, ok, failed).await
+                            }
+                            Kind::Read => read_worker(ctx, seed, deadline, ok, failed).await,
+                        }
+                    }));
+                }
+                let mut outs = Vec::with_capacity(clients);
+                for h in handles {
+                    outs.push(h.await);
+                }
+                outs
+            }))
+        })
+    };
+    let outs = match load.await {
+        Ok(Ok(outs)) => outs,
+        Ok(Err(e)) => vec![Ok(WorkerOut::failed(format!(
+            "cannot start the load thread: {e}"
+        )))],
+        Err(e) => vec![Ok(WorkerOut::failed(format!(
+            "the load thread failed: {e}"
+        )))],
+    };
     let mut latencies = Vec::new();
     let mut errors = 0u64;
     let mut ids = Vec::new();
     let mut error_samples = Vec::new();
-    for h in handles {
-        match h.await {
+    for h in outs {
+        match h {
             Ok(out) => {
                 latencies.extend(out.latencies);
                 errors += out.errors;
@@ -656,13 +719,9 @@ async fn create_worker(
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
 ) -> WorkerOut {
-    let mut out = WorkerOut {
-        latencies: Vec::with_capacity(4096),
-        errors: 0,
-        ids: Vec::with_capacity(4096),
-        error_samples: Vec::new(),
-    };
-    let json = HeaderValue::from_static("application/json");
+    let mut out = WorkerOut::new();
+    let mut conn = Conn::new(ctx.endpoint.clone());
+    let path = ctx.create_url.path().to_owned();
     let mut n: u64 = 0;
     while Instant::now() < deadline {
         n += 1;
@@ -671,58 +730,29 @@ async fn create_worker(
             ctx.tag
         );
         let start = Instant::now();
-        let sent = ctx
-            .client
-            .post(ctx.create_url.clone())
-            .header(AUTHORIZATION, ctx.auth.clone())
-            .header(CONTENT_TYPE, json.clone())
-            .body(body)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                out.errors += 1;
-                failed.fetch_add(1, Ordering::Relaxed);
-                sample(&mut out.error_samples, || format!("POST: {e}"));
-                continue;
-            }
-        };
-        let status = resp.status().as_u16();
-        let location = resp
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.rsplit('/').next())
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned);
-        match resp.bytes().await {
-            Ok(bytes) if status == 201 => {
+        match conn.send(&path, Some(body)).await {
+            Ok(a) if a.status == 201 => {
                 out.latencies.push(micros(start.elapsed()));
                 ok.fetch_add(1, Ordering::Relaxed);
-                let id = location.or_else(|| {
-                    serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                });
+                let id = a
+                    .location
+                    .as_deref()
+                    .and_then(|s| s.rsplit('/').next())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        serde_json::from_slice::<serde_json::Value>(&a.body)
+                            .ok()
+                            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                    });
                 if let Some(id) = id {
                     out.ids.push(id);
                 }
             }
-            Ok(bytes) => {
-                out.errors += 1;
-                failed.fetch_add(1, Ordering::Relaxed);
-                sample(&mut out.error_samples, || {
-                    format!("POST answered {status}: {}", snippet(&bytes))
-                });
-            }
-            Err(e) => {
-                out.errors += 1;
-                failed.fetch_add(1, Ordering::Relaxed);
-                sample(&mut out.error_samples, || {
-                    format!("POST {status}: reading the body: {e}")
-                });
-            }
+            Ok(a) => out.fail(&failed, || {
+                format!("POST answered {}: {}", a.status, snippet(&a.body))
+            }),
+            Err(e) => out.fail(&failed, || format!("POST: {e:#}")),
         }
     }
     out
@@ -735,19 +765,15 @@ async fn read_worker(
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
 ) -> WorkerOut {
-    let mut out = WorkerOut {
-        latencies: Vec::with_capacity(4096),
-        errors: 0,
-        ids: Vec::new(),
-        error_samples: Vec::new(),
-    };
+    let mut out = WorkerOut::new();
     let ids = ctx.ids.clone();
     if ids.is_empty() {
         return out;
     }
+    let mut conn = Conn::new(ctx.endpoint.clone());
     // xorshift64*: cheap, and spreads the reads over all the ids created.
     let mut state = seed | 1;
-    let mut url = String::with_capacity(ctx.read_base.len() + 40);
+    let mut path = String::with_capacity(ctx.read_base.len() + 40);
     while Instant::now() < deadline {
         state ^= state >> 12;
         state ^= state << 25;
@@ -755,45 +781,19 @@ async fn read_worker(
         let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
         let idx = (r % ids.len() as u64) as usize;
         let Some(id) = ids.get(idx) else { continue };
-        url.clear();
-        url.push_str(&ctx.read_base);
-        url.push_str(id);
+        path.clear();
+        path.push_str(&ctx.read_base);
+        path.push_str(id);
         let start = Instant::now();
-        let sent = ctx
-            .client
-            .get(url.as_str())
-            .header(AUTHORIZATION, ctx.auth.clone())
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                out.errors += 1;
-                failed.fetch_add(1, Ordering::Relaxed);
-                sample(&mut out.error_samples, || format!("GET: {e}"));
-                continue;
-            }
-        };
-        let status = resp.status().as_u16();
-        match resp.bytes().await {
-            Ok(_) if status == 200 => {
+        match conn.send(&path, None).await {
+            Ok(a) if a.status == 200 => {
                 out.latencies.push(micros(start.elapsed()));
                 ok.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(bytes) => {
-                out.errors += 1;
-                failed.fetch_add(1, Ordering::Relaxed);
-                sample(&mut out.error_samples, || {
-                    format!("GET answered {status}: {}", snippet(&bytes))
-                });
-            }
-            Err(e) => {
-                out.errors += 1;
-                failed.fetch_add(1, Ordering::Relaxed);
-                sample(&mut out.error_samples, || {
-                    format!("GET {status}: reading the body: {e}")
-                });
-            }
+            Ok(a) => out.fail(&failed, || {
+                format!("GET answered {}: {}", a.status, snippet(&a.body))
+            }),
+            Err(e) => out.fail(&failed, || format!("GET: {e:#}")),
         }
     }
     out
