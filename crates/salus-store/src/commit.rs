@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use salus_kernel::canonical::to_canonical_string;
 use salus_kernel::event::{BodyRef, canonical_body, chain_hash};
 use salus_kernel::{ActorId, Hash32, TenantContext, TenantId, new_id};
-use std::collections::{HashMap, HashSet};
+// foldhash: these maps are keyed by ids the server minted, hashed on the writer thread.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -46,25 +47,33 @@ pub struct PreparedEvent {
 }
 
 /// A write with the expensive, order-independent work done on the caller's thread, so
-/// that the single committer only links hashes and writes rows.
+/// that the single committer only links hashes and writes rows. The JSON values of the
+/// write (event payloads, projection document) are rendered to text here and dropped, so
+/// the committer neither walks nor frees them.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The write, its event payloads and projection document taken out (`null`).
     pub write: Write,
     pub events: Vec<PreparedEvent>,
     /// The projection document as JSON text.
     pub doc_json: Option<String>,
+    /// The projection's search rows (sorted, without duplicates) as a JSON array of
+    /// `[param, value, system]`: what a backend keeps to find them again on the next change.
+    pub search_keys_json: Option<String>,
 }
 
 impl Prepared {
     pub fn new(ctx: &TenantContext, mut write: Write) -> Self {
         write.occurred_at = salus_kernel::clock::truncate_micros(write.occurred_at);
+        let mut values = Vec::with_capacity(write.events.len() + 1);
         let events = write
             .events
-            .iter()
+            .iter_mut()
             .enumerate()
             .map(|(i, ev)| {
                 let event_id = new_id();
                 let payload_json = to_canonical_string(&ev.payload);
+                values.push(std::mem::take(&mut ev.payload));
                 let body = BodyRef {
                     event_id,
                     tenant_id: ctx.tenant,
@@ -86,19 +95,48 @@ impl Prepared {
                 }
             })
             .collect();
+        let mut doc_json = None;
+        let mut search_keys_json = None;
         if let Some(p) = write.projection.as_mut() {
             p.search.sort_by(|a, b| {
                 (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system))
             });
             p.search.dedup();
+            doc_json = Some(p.doc.to_string());
+            values.push(std::mem::take(&mut p.doc));
+            search_keys_json = Some(search_keys_json_of(&p.search));
         }
-        let doc_json = write.projection.as_ref().map(|p| p.doc.to_string());
+        drop(values);
         Self {
             write,
             events,
             doc_json,
+            search_keys_json,
         }
     }
+}
+
+/// `[[param, value, system], ...]`.
+pub fn search_keys_json_of(rows: &[SearchRow]) -> String {
+    let keys: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r.param.as_str(), r.value.as_str(), r.system.as_str()))
+        .collect();
+    serde_json::to_string(&keys).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Parse what [`search_keys_json_of`] wrote.
+pub fn parse_search_keys(text: &str) -> Result<Vec<SearchRow>, StoreError> {
+    let keys: Vec<(String, String, String)> = serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("stored search keys do not parse: {e}")))?;
+    Ok(keys
+        .into_iter()
+        .map(|(param, value, system)| SearchRow {
+            param,
+            system,
+            value,
+        })
+        .collect())
 }
 
 /// One request of a batch: who asks, and the prepared write.
@@ -255,17 +293,17 @@ pub struct BatchState {
 
 /// An event as the committer writes it.
 #[derive(Debug, Clone)]
-pub struct PlannedEvent {
+pub struct PlannedEvent<'a> {
     pub tenant_id: TenantId,
     pub seq: i64,
     pub event_id: Uuid,
-    pub stream_type: String,
+    pub stream_type: &'a str,
     pub stream_id: Uuid,
     pub version: i64,
-    pub event_type: String,
+    pub event_type: &'a str,
     pub schema_version: i32,
     /// Canonical JSON text.
-    pub payload_json: String,
+    pub payload_json: &'a str,
     pub actor_id: ActorId,
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
@@ -275,19 +313,19 @@ pub struct PlannedEvent {
     pub hash: Hash32,
 }
 
-impl PlannedEvent {
+impl PlannedEvent<'_> {
     /// The envelope as it will read back from the store.
     pub fn to_envelope(&self) -> Result<salus_kernel::EventEnvelope, serde_json::Error> {
         Ok(salus_kernel::EventEnvelope {
             event_id: self.event_id,
             tenant_id: self.tenant_id,
             seq: self.seq,
-            stream_type: self.stream_type.clone(),
+            stream_type: self.stream_type.to_owned(),
             stream_id: self.stream_id,
             version: self.version,
-            event_type: self.event_type.clone(),
+            event_type: self.event_type.to_owned(),
             schema_version: self.schema_version,
-            payload: serde_json::from_str(&self.payload_json)?,
+            payload: serde_json::from_str(self.payload_json)?,
             actor_id: self.actor_id,
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
@@ -306,13 +344,13 @@ pub struct PlannedHead {
 }
 
 #[derive(Debug, Clone)]
-pub struct PlannedResource {
+pub struct PlannedResource<'a> {
     pub tenant: TenantId,
-    pub resource_type: String,
+    pub resource_type: &'a str,
     pub id: Uuid,
     pub version: i64,
     /// The projection document as JSON text.
-    pub doc_json: String,
+    pub doc_json: &'a str,
     /// The resource did not exist before this batch.
     pub created: bool,
     /// Folded text for the full-text index (indexed when created).
@@ -320,16 +358,18 @@ pub struct PlannedResource {
     /// When the write that produced this version happened (its `occurred_at`): the
     /// resource's `created_at` when created, its `updated_at` always.
     pub at: DateTime<Utc>,
-    pub search: Vec<SearchRow>,
+    pub search: &'a [SearchRow],
+    /// `search` as [`search_keys_json_of`] renders it.
+    pub search_keys_json: &'a str,
 }
 
 /// Everything one batch writes, and each request's answer.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub struct Plan<'a> {
     pub recorded_at: DateTime<Utc>,
-    pub events: Vec<PlannedEvent>,
+    pub events: Vec<PlannedEvent<'a>>,
     pub heads: Vec<PlannedHead>,
-    pub resources: Vec<PlannedResource>,
+    pub resources: Vec<PlannedResource<'a>>,
     pub key_deletes: Vec<(TenantId, UniqueKey)>,
     pub key_inserts: Vec<(TenantId, UniqueKey, Uuid)>,
     pub idempotency: Vec<(TenantId, IdempotencyRecord)>,
@@ -337,7 +377,7 @@ pub struct Plan {
     pub outcomes: Vec<Result<Committed, StoreError>>,
 }
 
-impl Plan {
+impl Plan<'_> {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
@@ -362,7 +402,11 @@ fn check_write(w: &Write) -> Result<(), StoreError> {
 
 /// Plan a batch in memory: decide each request's outcome in queue order against the read
 /// state and the effects of the requests before it.
-pub fn plan_batch(batch: &[Request], mut state: BatchState, recorded_at: DateTime<Utc>) -> Plan {
+pub fn plan_batch(
+    batch: &[Request],
+    mut state: BatchState,
+    recorded_at: DateTime<Utc>,
+) -> Plan<'_> {
     let mut plan = Plan {
         recorded_at,
         ..Plan::default()
@@ -370,7 +414,7 @@ pub fn plan_batch(batch: &[Request], mut state: BatchState, recorded_at: DateTim
     // Final owner of each touched key, next to what the database holds now.
     let original_owners = state.owners.clone();
     let mut head_index: HashMap<Uuid, usize> = HashMap::new();
-    let mut resource_index: HashMap<(TenantId, String, Uuid), usize> = HashMap::new();
+    let mut resource_index: HashMap<(TenantId, &str, Uuid), usize> = HashMap::new();
     let mut ledger_touched: Vec<TenantId> = Vec::new();
 
     for (ctx, prepared) in batch {
@@ -451,12 +495,12 @@ pub fn plan_batch(batch: &[Request], mut state: BatchState, recorded_at: DateTim
                 tenant_id: tenant,
                 seq: *seq,
                 event_id: pe.event_id,
-                stream_type: w.stream_type.clone(),
+                stream_type: &w.stream_type,
                 stream_id: w.stream_id,
                 version,
-                event_type: ev.event_type.clone(),
+                event_type: &ev.event_type,
                 schema_version: ev.schema_version,
-                payload_json: pe.payload_json.clone(),
+                payload_json: &pe.payload_json,
                 actor_id: ctx.actor,
                 correlation_id: ctx.correlation_id,
                 causation_id: ctx.causation_id,
@@ -485,27 +529,29 @@ pub fn plan_batch(batch: &[Request], mut state: BatchState, recorded_at: DateTim
             }
         }
         if let Some(p) = &w.projection {
-            let key = (tenant, p.resource_type.clone(), w.stream_id);
+            let key = (tenant, p.resource_type.as_str(), w.stream_id);
             match resource_index.get(&key) {
                 Some(&i) => {
                     let r = &mut plan.resources[i];
                     r.version = version;
-                    r.doc_json = prepared.doc_json.clone().unwrap_or_default();
-                    r.search = p.search.clone();
+                    r.doc_json = prepared.doc_json.as_deref().unwrap_or_default();
+                    r.search = &p.search;
+                    r.search_keys_json = prepared.search_keys_json.as_deref().unwrap_or_default();
                     r.at = w.occurred_at;
                 }
                 None => {
                     resource_index.insert(key, plan.resources.len());
                     plan.resources.push(PlannedResource {
                         tenant,
-                        resource_type: p.resource_type.clone(),
+                        resource_type: &p.resource_type,
                         id: w.stream_id,
                         version,
-                        doc_json: prepared.doc_json.clone().unwrap_or_default(),
+                        doc_json: prepared.doc_json.as_deref().unwrap_or_default(),
                         created: w.expected_version == 0,
                         full_text: p.full_text.as_deref().map(salus_kernel::text::fold),
                         at: w.occurred_at,
-                        search: p.search.clone(),
+                        search: &p.search,
+                        search_keys_json: prepared.search_keys_json.as_deref().unwrap_or_default(),
                     });
                 }
             }
@@ -618,7 +664,8 @@ mod tests {
     fn second_write_on_same_version_conflicts_and_first_wins() {
         let s = new_id();
         let batch = vec![(ctx(1), write(s, 0, &[])), (ctx(1), write(s, 0, &[]))];
-        let plan = plan_batch(&prep(batch), BatchState::default(), Utc::now());
+        let reqs = prep(batch);
+        let plan = plan_batch(&reqs, BatchState::default(), Utc::now());
         assert!(plan.outcomes[0].is_ok());
         assert_eq!(
             plan.outcomes[1].as_ref().err(),
@@ -640,7 +687,8 @@ mod tests {
         ];
         let mut state = BatchState::default();
         state.ledger.insert(TenantId(Uuid::from_u128(1)), 41);
-        let plan = plan_batch(&prep(batch), state, Utc::now());
+        let reqs = prep(batch);
+        let plan = plan_batch(&reqs, state, Utc::now());
         assert!(plan.outcomes.iter().all(|o| o.is_ok()));
         assert_eq!(plan.events[0].seq, 42);
         assert_eq!(plan.events[1].seq, 43);
@@ -662,7 +710,8 @@ mod tests {
             (ctx(1), write(new_id(), 0, &["a"])),
             (ctx(2), write(new_id(), 0, &["a"])),
         ];
-        let plan = plan_batch(&prep(batch), BatchState::default(), Utc::now());
+        let reqs = prep(batch);
+        let plan = plan_batch(&reqs, BatchState::default(), Utc::now());
         assert!(plan.outcomes[0].is_ok());
         assert!(matches!(
             plan.outcomes[1],
@@ -683,7 +732,8 @@ mod tests {
         release.releases = vec![UniqueKey::new("k", "x")];
         let b = new_id();
         let batch = vec![(ctx(1), release), (ctx(1), write(b, 0, &["x"]))];
-        let plan = plan_batch(&prep(batch), state, Utc::now());
+        let reqs = prep(batch);
+        let plan = plan_batch(&reqs, state, Utc::now());
         assert!(plan.outcomes.iter().all(|o| o.is_ok()));
         assert_eq!(plan.key_deletes, vec![(t, UniqueKey::new("k", "x"))]);
         assert_eq!(plan.key_inserts, vec![(t, UniqueKey::new("k", "x"), b)]);

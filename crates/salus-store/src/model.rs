@@ -44,7 +44,7 @@ pub struct TextHit {
 
 /// A typed search row. `value` is already normalised by whoever extracts it (lower case,
 /// accents folded for strings; `YYYY-MM-DD` for dates), so the store compares bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SearchRow {
     pub param: String,
     /// Token system, empty when none.

@@ -39,21 +39,40 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
         "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.tenant_id = {t} AND r.resource_type = {rt}"
     );
     let cmp = if q.newest_first { "<" } else { ">" };
+    // The search rows of parameter `p` (a placeholder), as table alias `a`: on SQLite the
+    // parameter is interned per tenant and resource type (search_params, search_rows), on
+    // PostgreSQL every row names it (search_index).
+    let rows_of = |a: &str, p: &str| match dialect {
+        Dialect::Sqlite => format!(
+            "search_rows {a} WHERE {a}.pid = (SELECT pid FROM search_params WHERE tenant_id = {t} AND resource_type = {rt} AND param = {p})"
+        ),
+        Dialect::Postgres => format!(
+            "search_index {a} WHERE {a}.tenant_id = {t} AND {a}.resource_type = {rt} AND {a}.param = {p}"
+        ),
+    };
+    // The id column of the ordering rows (the same value as r.id, named so that SQLite
+    // sees the order of its index).
+    let order_id = match dialect {
+        Dialect::Sqlite => "o.resource_id",
+        Dialect::Postgres => "r.id",
+    };
     match (&q.order_by, q.after) {
         (Some(order), after) => {
             let p = ph(&mut args, Arg::Text(order.param.clone()));
-            sql = sql.replacen(
-                "FROM resources r WHERE",
-                &format!(
+            let join = match dialect {
+                Dialect::Sqlite => format!(
+                    "FROM resources r JOIN search_rows o ON o.resource_id = r.id AND o.pid = (SELECT pid FROM search_params WHERE tenant_id = {t} AND resource_type = {rt} AND param = {p}) WHERE"
+                ),
+                Dialect::Postgres => format!(
                     "FROM resources r JOIN search_index o ON o.resource_id = r.id AND o.tenant_id = r.tenant_id AND o.resource_type = r.resource_type AND o.param = {p} WHERE"
                 ),
-                1,
-            );
+            };
+            sql = sql.replacen("FROM resources r WHERE", &join, 1);
             if let (Some(after), Some(value)) = (after, &order.after_value) {
                 let v = ph(&mut args, Arg::Text(value.clone()));
                 let a = ph(&mut args, Arg::Uuid(after));
                 sql.push_str(&format!(
-                    " AND (o.value {cmp} {v} OR (o.value = {v} AND r.id {cmp} {a}))"
+                    " AND (o.value {cmp} {v} OR (o.value = {v} AND {order_id} {cmp} {a}))"
                 ));
             }
         }
@@ -65,9 +84,7 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
     }
     for f in &q.filters {
         let p = ph(&mut args, Arg::Text(f.param.clone()));
-        let mut cond = format!(
-            "SELECT s.resource_id FROM search_index s WHERE s.tenant_id = {t} AND s.resource_type = {rt} AND s.param = {p}"
-        );
+        let mut cond = format!("SELECT s.resource_id FROM {}", rows_of("s", &p));
         if let Some(system) = &f.system {
             let s = ph(&mut args, Arg::Text(system.clone()));
             cond.push_str(&format!(" AND s.system = {s}"));
@@ -95,7 +112,9 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
     let l = ph(&mut args, Arg::Int(i64::from(q.limit)));
     let dir = if q.newest_first { "DESC" } else { "ASC" };
     if q.order_by.is_some() {
-        sql.push_str(&format!(" ORDER BY o.value {dir}, r.id {dir} LIMIT {l}"));
+        sql.push_str(&format!(
+            " ORDER BY o.value {dir}, {order_id} {dir} LIMIT {l}"
+        ));
     } else {
         sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
     }

@@ -558,7 +558,7 @@ struct ResourceCols<'a> {
 }
 
 impl<'a> ResourceCols<'a> {
-    fn of(resources: impl Iterator<Item = &'a PlannedResource>) -> Self {
+    fn of(resources: impl Iterator<Item = &'a PlannedResource<'a>>) -> Self {
         let mut c = ResourceCols {
             tenant: Vec::new(),
             resource_type: Vec::new(),
@@ -569,10 +569,10 @@ impl<'a> ResourceCols<'a> {
         };
         for r in resources {
             c.tenant.push(r.tenant.0);
-            c.resource_type.push(r.resource_type.as_str());
+            c.resource_type.push(r.resource_type);
             c.id.push(r.id);
             c.version.push(r.version);
-            c.doc.push(r.doc_json.as_str());
+            c.doc.push(r.doc_json);
             c.at.push(r.at);
         }
         c
@@ -602,7 +602,7 @@ impl<'a> ResourceCols<'a> {
 async fn apply_and_commit(
     c: &Client,
     st: &Statements,
-    plan: &Plan,
+    plan: &Plan<'_>,
     existing: &HashSet<Uuid>,
 ) -> Result<(), Fail> {
     // events
@@ -610,12 +610,12 @@ async fn apply_and_commit(
     let e_tenant: Vec<Uuid> = ev.iter().map(|e| e.tenant_id.0).collect();
     let e_seq: Vec<i64> = ev.iter().map(|e| e.seq).collect();
     let e_id: Vec<Uuid> = ev.iter().map(|e| e.event_id).collect();
-    let e_stype: Vec<&str> = ev.iter().map(|e| e.stream_type.as_str()).collect();
+    let e_stype: Vec<&str> = ev.iter().map(|e| e.stream_type).collect();
     let e_stream: Vec<Uuid> = ev.iter().map(|e| e.stream_id).collect();
     let e_version: Vec<i64> = ev.iter().map(|e| e.version).collect();
-    let e_type: Vec<&str> = ev.iter().map(|e| e.event_type.as_str()).collect();
+    let e_type: Vec<&str> = ev.iter().map(|e| e.event_type).collect();
     let e_schema: Vec<i32> = ev.iter().map(|e| e.schema_version).collect();
-    let e_payload: Vec<&str> = ev.iter().map(|e| e.payload_json.as_str()).collect();
+    let e_payload: Vec<&str> = ev.iter().map(|e| e.payload_json).collect();
     let e_actor: Vec<Uuid> = ev.iter().map(|e| e.actor_id.0).collect();
     let e_corr: Vec<Uuid> = ev.iter().map(|e| e.correlation_id).collect();
     let e_cause: Vec<Option<Uuid>> = ev.iter().map(|e| e.causation_id).collect();
@@ -661,7 +661,7 @@ async fn apply_and_commit(
         .flat_map(|r| r.search.iter().map(move |s| (r, s)))
         .collect();
     let s_tenant: Vec<Uuid> = rows.iter().map(|(r, _)| r.tenant.0).collect();
-    let s_type: Vec<&str> = rows.iter().map(|(r, _)| r.resource_type.as_str()).collect();
+    let s_type: Vec<&str> = rows.iter().map(|(r, _)| r.resource_type).collect();
     let s_param: Vec<&str> = rows.iter().map(|(_, s)| s.param.as_str()).collect();
     let s_value: Vec<&str> = rows.iter().map(|(_, s)| s.value.as_str()).collect();
     let s_system: Vec<&str> = rows.iter().map(|(_, s)| s.system.as_str()).collect();
@@ -675,10 +675,7 @@ async fn apply_and_commit(
         .filter_map(|r| r.full_text.as_deref().map(|b| (r, b)))
         .collect();
     let x_tenant: Vec<Uuid> = texts.iter().map(|(r, _)| r.tenant.0).collect();
-    let x_type: Vec<&str> = texts
-        .iter()
-        .map(|(r, _)| r.resource_type.as_str())
-        .collect();
+    let x_type: Vec<&str> = texts.iter().map(|(r, _)| r.resource_type).collect();
     let x_id: Vec<Uuid> = texts.iter().map(|(r, _)| r.id).collect();
     let x_body: Vec<&str> = texts.iter().map(|(_, b)| *b).collect();
     let text_rows: Params = vec![&x_tenant, &x_type, &x_id, &x_body];

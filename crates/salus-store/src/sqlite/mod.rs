@@ -1,27 +1,29 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! One writer thread owns the write connection and runs the group-commit loop; reads use a
-//! small pool of read-only connections on the blocking thread pool.
+//! One writer thread owns the write connection and runs the group-commit loop
+//! ([`writer`]); reads use a small pool of read-only connections on the blocking thread
+//! pool.
+
+mod raw;
+mod writer;
 
 use crate::Store;
-use crate::commit::{self, BatchState, CommitObserver, CommitQueue, Needs, Pending, Plan};
+use crate::commit::{CommitObserver, CommitQueue};
 use crate::model::*;
 use crate::sql::{self, Arg, Dialect};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use salus_kernel::clock::truncate_micros;
 use salus_kernel::{ActorId, EventEnvelope, Hash32, TenantContext, TenantId};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 /// Migrations in order; each runs once, in its own transaction.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("0001_init.sql")),
     (2, "text_index", include_str!("0002_text_index.sql")),
+    (3, "search_rows", include_str!("0003_search_rows.sql")),
 ];
 
 pub fn schema_version() -> i64 {
@@ -75,16 +77,17 @@ pub fn migrate(path: &Path) -> Result<Vec<i64>, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
     }
     let mut conn = open_conn(path, false)?;
-    run_migrations(&mut conn)
+    run_migrations(&mut conn, i64::MAX)
 }
 
-fn run_migrations(conn: &mut Connection) -> Result<Vec<i64>, StoreError> {
+/// Apply the pending migrations up to version `upto`.
+fn run_migrations(conn: &mut Connection, upto: i64) -> Result<Vec<i64>, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )
     .map_err(db_err)?;
     let mut applied = Vec::new();
-    for (version, name, sql_text) in MIGRATIONS {
+    for (version, name, sql_text) in MIGRATIONS.iter().filter(|m| m.0 <= upto) {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -212,7 +215,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("salus-sqlite-writer".into())
             .spawn(move || {
-                writer_loop(conn, rx, observer);
+                writer::run(conn, rx, observer);
                 let _ = done.send(());
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -269,285 +272,6 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
-}
-
-fn writer_loop(
-    mut conn: Connection,
-    mut rx: mpsc::Receiver<Pending>,
-    observer: Option<Arc<dyn CommitObserver>>,
-) {
-    // Frames in the WAL after the last commit, as SQLite reports them.
-    let wal_frames = Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let seen = wal_frames.clone();
-    if let Err(e) = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
-        seen.store(frames, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    })) {
-        tracing::warn!(error = %e, "cannot watch the WAL size; relying on the checkpointer");
-    }
-    let mut last = 0;
-    while let Some(first) = rx.blocking_recv() {
-        commit::gather(&rx, last);
-        let batch = commit::fill_batch(first, &mut rx);
-        last = batch.len();
-        let (reqs, replies) = commit::split(batch);
-        let started = Instant::now();
-        let outcomes = match commit_batch(&mut conn, &reqs) {
-            Ok((outcomes, events)) => {
-                if let Some(o) = &observer {
-                    o.batch_committed(reqs.len(), events, started.elapsed());
-                }
-                outcomes
-            }
-            Err(e) if reqs.len() > 1 => {
-                tracing::warn!(error = %e, size = reqs.len(), "batch failed; retrying its writes one by one");
-                reqs.iter()
-                    .map(|r| match commit_batch(&mut conn, std::slice::from_ref(r)) {
-                        Ok((mut o, _)) => o.pop().unwrap_or(Err(e.clone())),
-                        Err(e) => Err(e),
-                    })
-                    .collect()
-            }
-            Err(e) => vec![Err(e)],
-        };
-        commit::reply_all(replies, outcomes);
-        if wal_frames.load(std::sync::atomic::Ordering::Relaxed) >= WAL_RESTART_FRAMES {
-            // Busy (the checkpointer is at it) or not: either way the next pass finishes it.
-            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-            }) {
-                Ok((log, done)) if log == done => {
-                    wal_frames.store(0, std::sync::atomic::Ordering::Relaxed)
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-            }
-        }
-    }
-}
-
-type Outcomes = Vec<Result<Committed, StoreError>>;
-
-fn commit_batch(
-    conn: &mut Connection,
-    reqs: &[commit::Request],
-) -> Result<(Outcomes, usize), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_err)?;
-    let now = truncate_micros(Utc::now());
-    let state = read_state(&tx, &Needs::of(reqs), to_micros(&now))?;
-    let plan = commit::plan_batch(reqs, state, now);
-    let events = plan.events.len();
-    if !plan.is_empty() {
-        apply(&tx, &plan)?;
-    }
-    tx.commit().map_err(db_err)?;
-    Ok((plan.outcomes, events))
-}
-
-/// What a batch depends on; expired idempotency records count as absent (`now` in µs).
-fn read_state(conn: &Connection, needs: &Needs, now: i64) -> Result<BatchState, StoreError> {
-    let mut state = BatchState::default();
-    let mut st = conn
-        .prepare_cached("SELECT tenant_id, version, hash FROM streams WHERE stream_id = ?1")
-        .map_err(db_err)?;
-    for s in &needs.streams {
-        let row: Option<(Uuid, i64, Vec<u8>)> = st
-            .query_row([s], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()
-            .map_err(db_err)?;
-        if let Some((t, v, h)) = row {
-            let hash = Hash32::from_slice(&h)
-                .ok_or_else(|| StoreError::Corrupt(format!("stream {s} has a malformed hash")))?;
-            state.heads.insert(*s, (TenantId(t), v, hash));
-        }
-    }
-    let mut st = conn
-        .prepare_cached(
-            "SELECT stream_id FROM unique_keys WHERE tenant_id = ?1 AND scope = ?2 AND value = ?3",
-        )
-        .map_err(db_err)?;
-    for (t, k) in &needs.keys {
-        let owner: Option<Uuid> = st
-            .query_row(params![t.0, k.scope, k.value], |r| r.get(0))
-            .optional()
-            .map_err(db_err)?;
-        if let Some(o) = owner {
-            state.owners.insert((*t, k.clone()), o);
-        }
-    }
-    let mut st = conn
-        .prepare_cached(
-            "SELECT 1 FROM idempotency WHERE tenant_id = ?1 AND key = ?2 AND expires_at >= ?3",
-        )
-        .map_err(db_err)?;
-    for (t, k) in &needs.idempotency {
-        let found: Option<i64> = st
-            .query_row(params![t.0, k, now], |r| r.get(0))
-            .optional()
-            .map_err(db_err)?;
-        if found.is_some() {
-            state.idempotency.insert((*t, k.clone()));
-        }
-    }
-    let mut st = conn
-        .prepare_cached("SELECT seq FROM ledger_heads WHERE tenant_id = ?1")
-        .map_err(db_err)?;
-    for t in &needs.tenants {
-        let seq: Option<i64> = st
-            .query_row([t.0], |r| r.get(0))
-            .optional()
-            .map_err(db_err)?;
-        state.ledger.insert(*t, seq.unwrap_or(0));
-    }
-    Ok(state)
-}
-
-fn apply(conn: &Connection, plan: &Plan) -> Result<(), StoreError> {
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        )
-        .map_err(db_err)?;
-    for e in &plan.events {
-        st.execute(params![
-            e.tenant_id.0,
-            e.seq,
-            e.event_id,
-            e.stream_type,
-            e.stream_id,
-            e.version,
-            e.event_type,
-            e.schema_version,
-            e.payload_json,
-            e.actor_id.0,
-            e.correlation_id,
-            e.causation_id,
-            to_micros(&e.occurred_at),
-            to_micros(&e.recorded_at),
-            &e.prev_hash.0[..],
-            &e.hash.0[..],
-        ])
-        .map_err(db_err)?;
-    }
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash",
-        )
-        .map_err(db_err)?;
-    for h in &plan.heads {
-        st.execute(params![
-            h.head.stream_id,
-            h.tenant.0,
-            h.head.stream_type,
-            h.head.version,
-            &h.head.hash.0[..]
-        ])
-        .map_err(db_err)?;
-    }
-    let mut upsert = conn
-        .prepare_cached(
-            "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-             ON CONFLICT (tenant_id, resource_type, id) DO UPDATE SET version = excluded.version, doc = excluded.doc, updated_at = excluded.updated_at",
-        )
-        .map_err(db_err)?;
-    let mut clear = conn
-        .prepare_cached(
-            "DELETE FROM search_index WHERE resource_id = ?1 AND tenant_id = ?2 AND resource_type = ?3",
-        )
-        .map_err(db_err)?;
-    let mut text = conn
-        .prepare_cached(
-            "INSERT INTO text_index (body, tenant_id, resource_type, resource_id) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .map_err(db_err)?;
-    let mut index = conn
-        .prepare_cached(
-            "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(db_err)?;
-    for r in &plan.resources {
-        upsert
-            .execute(params![
-                r.tenant.0,
-                r.resource_type,
-                r.id,
-                r.version,
-                r.doc_json,
-                to_micros(&r.at)
-            ])
-            .map_err(db_err)?;
-        if let (true, Some(body)) = (r.created, &r.full_text) {
-            text.execute(params![body, r.tenant.0, r.resource_type, r.id])
-                .map_err(db_err)?;
-        }
-        if !r.created {
-            clear
-                .execute(params![r.id, r.tenant.0, r.resource_type])
-                .map_err(db_err)?;
-        }
-        for s in &r.search {
-            index
-                .execute(params![
-                    r.tenant.0,
-                    r.resource_type,
-                    s.param,
-                    s.value,
-                    s.system,
-                    r.id
-                ])
-                .map_err(db_err)?;
-        }
-    }
-    let mut st = conn
-        .prepare_cached(
-            "DELETE FROM unique_keys WHERE tenant_id = ?1 AND scope = ?2 AND value = ?3",
-        )
-        .map_err(db_err)?;
-    for (t, k) in &plan.key_deletes {
-        st.execute(params![t.0, k.scope, k.value]).map_err(db_err)?;
-    }
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO unique_keys (tenant_id, scope, value, stream_id) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .map_err(db_err)?;
-    for (t, k, owner) in &plan.key_inserts {
-        st.execute(params![t.0, k.scope, k.value, owner])
-            .map_err(db_err)?;
-    }
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO idempotency (tenant_id, key, request_hash, status, body, resource_version, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status, body = excluded.body,
-               resource_version = excluded.resource_version, created_at = excluded.created_at, expires_at = excluded.expires_at",
-        )
-        .map_err(db_err)?;
-    for (t, r) in &plan.idempotency {
-        st.execute(params![
-            t.0,
-            r.key,
-            r.request_hash,
-            r.status,
-            r.body.to_string(),
-            r.resource_version,
-            to_micros(&r.created_at),
-            to_micros(&r.expires_at)
-        ])
-        .map_err(db_err)?;
-    }
-    let mut st = conn
-        .prepare_cached(
-            "INSERT INTO ledger_heads (tenant_id, seq) VALUES (?1, ?2) ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq",
-        )
-        .map_err(db_err)?;
-    for (t, seq) in &plan.ledger {
-        st.execute(params![t.0, seq]).map_err(db_err)?;
-    }
-    Ok(())
 }
 
 const EVENT_COLUMNS: &str = "tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash";
@@ -938,5 +662,122 @@ impl Store for SqliteStore {
     async fn shutdown(&self) {
         self.queue.close().await;
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use salus_kernel::{ActorId, NewEvent};
+
+    fn search(rows: &[(&str, &str)]) -> Vec<SearchRow> {
+        rows.iter().map(|(p, v)| SearchRow::new(p, *v)).collect()
+    }
+
+    /// A database at schema 2 with one resource and its rows in the old `search_index`
+    /// keeps finding it after migration 3, and its next update replaces exactly its rows.
+    #[tokio::test]
+    async fn migration_3_moves_search_rows_and_updates_replace_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let tenant = TenantId(Uuid::now_v7());
+        let id = Uuid::now_v7();
+        {
+            let mut conn = open_conn(&path, false).unwrap();
+            assert_eq!(run_migrations(&mut conn, 2).unwrap(), vec![1, 2]);
+            conn.execute(
+                "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at) VALUES (?1, 'patient', ?2, 1, '{}', 0, 0)",
+                params![tenant.0, id],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash) VALUES (?1, ?2, 'patient', 1, zeroblob(32))",
+                params![id, tenant.0],
+            )
+            .unwrap();
+            for (param, value) in [("name", "ada"), ("status", "active")] {
+                conn.execute(
+                    "INSERT INTO search_index (resource_id, param, value, system, tenant_id, resource_type) VALUES (?1, ?2, ?3, '', ?4, 'patient')",
+                    params![id, param, value, tenant.0],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, None).await.unwrap();
+        let ctx = TenantContext::new(tenant, ActorId(Uuid::now_v7()), Uuid::now_v7());
+        let query = |param: &str, value: &str| SearchQuery {
+            resource_type: "patient".into(),
+            filters: vec![Filter {
+                param: param.into(),
+                system: None,
+                op: FilterOp::Eq,
+                value: value.into(),
+            }],
+            after: None,
+            limit: 10,
+            newest_first: false,
+            order_by: None,
+        };
+        assert_eq!(
+            store
+                .search(&ctx, &query("name", "ada"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let update = Write {
+            stream_type: "patient".into(),
+            stream_id: id,
+            expected_version: 1,
+            events: vec![NewEvent {
+                event_type: "patient.updated".into(),
+                schema_version: 1,
+                payload: serde_json::json!({}),
+            }],
+            occurred_at: Utc::now(),
+            projection: Some(Projection {
+                resource_type: "patient".into(),
+                doc: serde_json::json!({}),
+                search: search(&[("name", "ada"), ("status", "retired")]),
+                full_text: None,
+            }),
+            claims: vec![],
+            releases: vec![],
+            idempotency: None,
+        };
+        store.commit(&ctx, update).await.unwrap();
+        assert_eq!(
+            store
+                .search(&ctx, &query("name", "ada"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .search(&ctx, &query("status", "active"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .search(&ctx, &query("status", "retired"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        store.shutdown().await;
+        let conn = open_conn(&path, true).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM search_rows", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            rows, 2,
+            "the replaced row is gone, the kept one is not doubled"
+        );
     }
 }
