@@ -16,7 +16,7 @@ use salus_domain::access::{self, User};
 use salus_kernel::{ActorId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -47,7 +47,20 @@ pub struct Authenticator {
     pub issuer: String,
     pub audience: String,
     pub oidc: Option<OidcIssuer>,
+    /// Tokens whose signature was checked, by their exact text (see [`Authenticator::verify`]).
+    verified: Mutex<HashMap<Box<str>, Verified>>,
 }
+
+/// When a token's signature was checked, and its claims.
+type Verified = (Instant, Arc<Claims>);
+
+/// How long a checked signature is trusted for the same token text: a JWKS key withdrawn
+/// by the issuer stops being accepted within this window. Expiry is checked on every use.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// At most this many checked tokens are remembered (then all are forgotten at once).
+const VERIFIED_MAX: usize = 10_000;
+/// Seconds of clock skew allowed on `exp`.
+const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -91,6 +104,7 @@ impl Authenticator {
             issuer,
             audience,
             oidc,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,14 +129,40 @@ impl Authenticator {
     }
 
     /// Verify a token and return its claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    ///
+    /// A token whose signature, issuer and audience were checked in the last
+    /// [`VERIFIED_TTL`] is recognised by its exact text and only its expiry is checked
+    /// again: the text is what was signed, so the same text cannot carry other claims.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Ok(cache) = self.verified.lock()
+            && let Some((at, claims)) = cache.get(token)
+            && at.elapsed() < VERIFIED_TTL
+        {
+            if claims.exp.saturating_add(LEEWAY_SECS) < now {
+                return Err(AuthError::Expired);
+            }
+            return Ok(claims.clone());
+        }
+        let claims = Arc::new(self.check(token)?);
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_MAX {
+                cache.clear();
+            }
+            cache.insert(token.into(), (Instant::now(), claims.clone()));
+        }
+        Ok(claims)
+    }
+
+    /// Check a token's signature and claims.
+    fn check(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(map_jwt)?;
         match header.alg {
             Algorithm::HS256 => {
                 let mut v = Validation::new(Algorithm::HS256);
                 v.set_audience(&[&self.audience]);
                 v.set_issuer(&[&self.issuer]);
-                v.leeway = 30;
+                v.leeway = LEEWAY_SECS;
                 v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
                 jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.secret), &v)
                     .map(|d| d.claims)
@@ -139,7 +179,7 @@ impl Authenticator {
                 let mut v = Validation::new(header.alg);
                 v.set_audience(&[&oidc.audience]);
                 v.set_issuer(&[&oidc.issuer]);
-                v.leeway = 30;
+                v.leeway = LEEWAY_SECS;
                 v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
                 jsonwebtoken::decode::<Claims>(token, &key, &v)
                     .map(|d| d.claims)
@@ -151,7 +191,7 @@ impl Authenticator {
 }
 
 /// When a user was looked up, and what was found.
-type CachedUser = (Instant, Option<User>);
+type CachedUser = (Instant, Option<Arc<User>>);
 
 /// Users looked up by id, kept for a few seconds so that a busy client does not cost a
 /// database read per request. A role change or disable takes effect within the TTL.
@@ -168,14 +208,14 @@ impl UserCache {
         }
     }
 
-    fn get(&self, key: &(TenantId, Uuid)) -> Option<Option<User>> {
+    fn get(&self, key: &(TenantId, Uuid)) -> Option<Option<Arc<User>>> {
         let map = self.entries.lock().ok()?;
         map.get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, u)| u.clone())
     }
 
-    fn put(&self, key: (TenantId, Uuid), user: Option<User>) {
+    fn put(&self, key: (TenantId, Uuid), user: Option<Arc<User>>) {
         if let Ok(mut map) = self.entries.lock() {
             if map.len() > 100_000 {
                 map.clear();
@@ -189,7 +229,7 @@ impl UserCache {
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub ctx: TenantContext,
-    pub user: User,
+    pub user: Arc<User>,
     pub request_id: String,
 }
 
@@ -264,7 +304,7 @@ async fn resolve_user(
     tenant: TenantId,
     claims: &Claims,
     correlation: Uuid,
-) -> Result<Option<User>, ApiError> {
+) -> Result<Option<Arc<User>>, ApiError> {
     let system = TenantContext::new(tenant, ActorId(Uuid::nil()), correlation);
     let id = match Uuid::parse_str(&claims.sub) {
         Ok(id) => id,
@@ -294,7 +334,7 @@ async fn resolve_user(
         .services
         .load::<User>(&system, id)
         .await?
-        .map(|c| c.state);
+        .map(|c| Arc::new(c.state));
     state.users.put(key, user.clone());
     Ok(user)
 }

@@ -11,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use salus_domain::service::Idempotency;
 use salus_kernel::canonical::to_canonical_string;
-use salus_store::ResourceRow;
+use salus_store::{ResourceRow, ResourceText};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// A JSON request body: checked content type, size limit, parse errors as problems. Keeps
@@ -189,6 +191,63 @@ pub fn resource_json(row: &ResourceRow) -> Value {
         );
     }
     doc
+}
+
+/// The top-level members of a stored document, borrowed from its text, not parsed
+/// further. `None` when the text is not a JSON object with plain (unescaped) keys, which
+/// documents this server wrote always are.
+pub fn doc_members(doc: &str) -> Option<BTreeMap<&str, &RawValue>> {
+    serde_json::from_str(doc).ok()
+}
+
+/// [`resource_json`] rendered from the stored text: the document's members, with `id`,
+/// `version`, `created_at` and `updated_at` set from the row, in key order. No JSON
+/// value is built; members are copied as they are stored.
+pub fn resource_text_json(row: &ResourceText, members: &BTreeMap<&str, &RawValue>) -> String {
+    let id = format!("\"{}\"", row.id);
+    let version = row.version.to_string();
+    let created = format!(
+        "\"{}\"",
+        salus_kernel::event::format_instant(&row.created_at)
+    );
+    let updated = format!(
+        "\"{}\"",
+        salus_kernel::event::format_instant(&row.updated_at)
+    );
+    let mut all: BTreeMap<&str, &str> = members.iter().map(|(k, v)| (*k, v.get())).collect();
+    all.insert("id", &id);
+    all.insert("version", &version);
+    all.insert("created_at", &created);
+    all.insert("updated_at", &updated);
+    let mut out = String::with_capacity(row.doc.len() + 128);
+    out.push('{');
+    for (i, (k, v)) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // A key borrowed from JSON text has no character that needs an escape.
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        out.push_str(v);
+    }
+    out.push('}');
+    out
+}
+
+/// A 200 JSON response with its ETag from a body already rendered.
+pub fn respond_text(version: i64, body: String) -> Response {
+    let mut resp = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    resp.headers_mut().insert(header::ETAG, etag(version));
+    resp
 }
 
 /// How an `Idempotency-Key` request proceeds.
@@ -494,7 +553,8 @@ pub async fn load_row<A: salus_domain::service::Projected>(
     row.ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
 }
 
-/// The common shape of a read by id: [`load_row`], answered with its ETag.
+/// The common shape of a read by id: [`load_row`], answered with its ETag. A read of the
+/// current state renders the stored text without parsing it ([`read_current`]).
 pub async fn read_resource<A: salus_domain::service::Projected>(
     state: &AppState,
     actor: &Actor,
@@ -503,8 +563,46 @@ pub async fn read_resource<A: salus_domain::service::Projected>(
     collection: &str,
     as_of: Option<&str>,
 ) -> Result<Response, ApiError> {
+    if as_of.is_none() {
+        let row = read_current::<A>(state, actor, what, id).await?;
+        return Ok(match doc_members(&row.doc) {
+            Some(members) => respond_text(row.version, resource_text_json(&row, &members)),
+            None => respond(200, &parse_text_row::<A>(row)?, collection),
+        });
+    }
     let row = load_row::<A>(state, actor, what, id, as_of).await?;
     Ok(respond(200, &row, collection))
+}
+
+/// The current stored row of a resource as text; `what` names the resource in a 404.
+pub async fn read_current<A: salus_domain::service::Projected>(
+    state: &AppState,
+    actor: &Actor,
+    what: &str,
+    id: &str,
+) -> Result<ResourceText, ApiError> {
+    let id = parse_uuid(what, id)?;
+    state
+        .services
+        .store
+        .resource_text(&actor.ctx, A::RESOURCE_TYPE, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
+}
+
+/// A text row as a [`ResourceRow`] (its document parsed).
+pub fn parse_text_row<A: salus_domain::service::Projected>(
+    row: ResourceText,
+) -> Result<ResourceRow, ApiError> {
+    let doc = serde_json::from_str(&row.doc).map_err(ApiError::internal)?;
+    Ok(ResourceRow {
+        resource_type: A::RESOURCE_TYPE.to_owned(),
+        id: row.id,
+        version: row.version,
+        doc,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 /// Every event of a resource's stream, oldest first, as `{ id, items }`.
@@ -735,6 +833,36 @@ mod tests {
         assert_eq!(if_match(&h).unwrap(), Some(7));
         h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
         assert_eq!(if_match(&h).unwrap(), None);
+    }
+
+    #[test]
+    fn text_rendering_equals_the_value_rendering() {
+        let doc = json!({"id": "stale", "name": [{"family": "Müller", "given": ["Zoë \"Z\""]}],
+                         "merged_into": null, "n": 1.5, "tags": []});
+        let row = ResourceRow {
+            resource_type: "patient".into(),
+            id: Uuid::now_v7(),
+            version: 3,
+            doc: doc.clone(),
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let text = ResourceText {
+            id: row.id,
+            version: row.version,
+            doc: doc.to_string(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        };
+        let members = doc_members(&text.doc).expect("an object with plain keys");
+        let rendered: Value = serde_json::from_str(&resource_text_json(&text, &members)).unwrap();
+        assert_eq!(rendered, resource_json(&row));
+        assert_eq!(rendered["id"], row.id.to_string());
+        assert!(doc_members("[1]").is_none());
+        assert!(
+            doc_members(r#"{"a\u0062": 1}"#).is_none(),
+            "escaped keys take the slow path"
+        );
     }
 
     #[test]

@@ -64,22 +64,33 @@ pub async fn read(
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
     actor.require("patients:read")?;
-    // A merged patient's current record lives on in the survivor: send the client there.
-    if params.as_of.is_none()
-        && let Ok(pid) = uuid::Uuid::parse_str(id.trim())
-        && let Some(row) = state.services.row::<Patient>(&actor.ctx, pid).await?
-        && let Some(into) = row.doc.get("merged_into").and_then(|v| v.as_str())
-    {
-        let location = format!("{BASE}/{into}");
-        let mut resp = (
-            axum::http::StatusCode::TEMPORARY_REDIRECT,
-            axum::Json(serde_json::json!({ "id": pid, "merged_into": into })),
-        )
-            .into_response();
-        if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    if params.as_of.is_none() {
+        let row = http::read_current::<Patient>(&state, &actor, "patient", &id).await?;
+        let Some(members) = http::doc_members(&row.doc) else {
+            let row = http::parse_text_row::<Patient>(row)?;
+            return Ok(http::respond(200, &row, BASE));
+        };
+        // A merged patient's current record lives on in the survivor: send the client there.
+        if let Some(into) = members
+            .get("merged_into")
+            .and_then(|v| serde_json::from_str::<Option<Uuid>>(v.get()).ok())
+            .flatten()
+        {
+            let location = format!("{BASE}/{into}");
+            let mut resp = (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                axum::Json(serde_json::json!({ "id": row.id, "merged_into": into })),
+            )
+                .into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(axum::http::header::LOCATION, v);
+            }
+            return Ok(resp);
         }
-        return Ok(resp);
+        return Ok(http::respond_text(
+            row.version,
+            http::resource_text_json(&row, &members),
+        ));
     }
     http::read_resource::<Patient>(
         &state,

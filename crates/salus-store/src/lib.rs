@@ -43,6 +43,15 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
     ) -> Result<Option<ResourceRow>, StoreError>;
 
+    /// The current projection of one resource with its document as the stored JSON text,
+    /// not parsed (the fast path for plain reads).
+    async fn resource_text(
+        &self,
+        ctx: &TenantContext,
+        resource_type: &str,
+        id: Uuid,
+    ) -> Result<Option<ResourceText>, StoreError>;
+
     /// The events of one stream in version order, those recorded at or before `until` when
     /// it is given.
     async fn stream(

@@ -125,6 +125,17 @@ pub struct ResourceRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A [`ResourceRow`] whose document is still the JSON text the store holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceText {
+    pub id: Uuid,
+    pub version: i64,
+    /// A JSON object.
+    pub doc: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterOp {
     Eq,

@@ -437,6 +437,33 @@ impl Store for PostgresStore {
         one(rows, |r| resource_from_row(resource_type, r))
     }
 
+    async fn resource_text(
+        &self,
+        ctx: &TenantContext,
+        resource_type: &str,
+        id: Uuid,
+    ) -> Result<Option<ResourceText>, StoreError> {
+        let rows = self
+            .tenant_scoped(
+                ctx.tenant,
+                "SELECT version, doc::text, created_at, updated_at FROM resources WHERE tenant_id = $1 AND resource_type = $2 AND id = $3",
+                &[&ctx.tenant.0, &resource_type, &id],
+            )
+            .await?;
+        one(rows, |r| {
+            let get = || -> Result<ResourceText, tokio_postgres::Error> {
+                Ok(ResourceText {
+                    id,
+                    version: r.try_get(0)?,
+                    doc: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    updated_at: r.try_get(3)?,
+                })
+            };
+            get().map_err(db_err)
+        })
+    }
+
     async fn stream(
         &self,
         ctx: &TenantContext,

@@ -346,6 +346,32 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn resource_text(
+        &self,
+        ctx: &TenantContext,
+        resource_type: &str,
+        id: Uuid,
+    ) -> Result<Option<ResourceText>, StoreError> {
+        let t = ctx.tenant.0;
+        self.read_now(move |c| {
+            c.prepare_cached(
+                "SELECT version, doc, created_at, updated_at FROM resources WHERE tenant_id = ?1 AND resource_type = ?2 AND id = ?3",
+            )
+            .map_err(db_err)?
+            .query_row(params![t, resource_type, id], |r| {
+                Ok(ResourceText {
+                    id,
+                    version: r.get(0)?,
+                    doc: r.get(1)?,
+                    created_at: from_micros(r.get(2)?),
+                    updated_at: from_micros(r.get(3)?),
+                })
+            })
+            .optional()
+            .map_err(db_err)
+        })
+    }
+
     async fn stream(
         &self,
         ctx: &TenantContext,

@@ -108,6 +108,27 @@ async fn committed_write_is_read_back_with_its_search_rows(backend: &str) {
         .expect("read your write");
     assert_eq!(row.version, 1);
     assert_eq!(row.doc["family"], "Lovelace");
+    let text = f
+        .store
+        .resource_text(&ctx, "patient", id)
+        .await
+        .unwrap()
+        .expect("read your write as text");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text.doc).unwrap(),
+        row.doc
+    );
+    assert_eq!(
+        (text.version, text.created_at, text.updated_at),
+        (row.version, row.created_at, row.updated_at)
+    );
+    assert!(
+        f.store
+            .resource_text(&ctx, "patient", Uuid::now_v7())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let found = f.store.search(&ctx, &name_query("love")).await.unwrap();
     assert_eq!(found.len(), 1);
     // Updating replaces the search rows.
