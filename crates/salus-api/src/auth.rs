@@ -363,3 +363,65 @@ async fn fetch_http(url: &str) -> Result<String, String> {
     }
     resp.text().await.map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new(
+            b"a test secret".to_vec(),
+            "salus".into(),
+            "salus-api".into(),
+            None,
+        )
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let auth = authenticator();
+        let token = auth
+            .issue(
+                Uuid::now_v7(),
+                TenantId(Uuid::now_v7()),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let claims = auth.verify(&token).unwrap();
+        // The same text again is recognised; once its expiry (plus leeway) has passed,
+        // it is refused although its signature was checked.
+        let mut stale = (*claims).clone();
+        stale.exp = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 1;
+        auth.verified
+            .lock()
+            .unwrap()
+            .insert(token.as_str().into(), (Instant::now(), Arc::new(stale)));
+        assert!(matches!(auth.verify(&token), Err(AuthError::Expired)));
+    }
+
+    #[test]
+    fn other_text_is_checked_in_full() {
+        let auth = authenticator();
+        let token = auth
+            .issue(
+                Uuid::now_v7(),
+                TenantId(Uuid::now_v7()),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        auth.verify(&token).unwrap();
+        // One character inside the signature changed (not the last, whose low bits are
+        // padding in base64url).
+        let at = token.len() - 10;
+        let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+        assert!(matches!(auth.verify(&forged), Err(AuthError::Signature)));
+        let other = Authenticator::new(
+            b"another".to_vec(),
+            "salus".into(),
+            "salus-api".into(),
+            None,
+        );
+        assert!(matches!(other.verify(&token), Err(AuthError::Signature)));
+    }
+}
