@@ -15,7 +15,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use salus_domain::access::{self, User};
 use salus_kernel::{ActorId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+// foldhash: these maps are hashed on every request (a token is ~300 bytes).
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;

@@ -16,7 +16,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// A JSON request body: checked content type, size limit, parse errors as problems. Keeps
@@ -177,7 +176,11 @@ pub fn decode_cursor_parts(s: &str) -> Result<(Uuid, Option<String>), ApiError> 
 
 /// The resource view: the projection plus version and timestamps.
 pub fn resource_json(row: &ResourceRow) -> Value {
-    let mut doc = row.doc.clone();
+    with_row_fields(row.doc.clone(), row)
+}
+
+/// The document of `row` with the row's id, version and timestamps set.
+fn with_row_fields(mut doc: Value, row: &ResourceRow) -> Value {
     if let Value::Object(m) = &mut doc {
         m.insert("id".into(), Value::String(row.id.to_string()));
         m.insert("version".into(), Value::from(row.version));
@@ -194,42 +197,70 @@ pub fn resource_json(row: &ResourceRow) -> Value {
 }
 
 /// The top-level members of a stored document, borrowed from its text, not parsed
-/// further. `None` when the text is not a JSON object with plain (unescaped) keys, which
-/// documents this server wrote always are.
-pub fn doc_members(doc: &str) -> Option<BTreeMap<&str, &RawValue>> {
+/// further, in their stored order.
+pub struct DocMembers<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'a> DocMembers<'a> {
+    /// The member `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DocMembers<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = DocMembers<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some(entry) = m.next_entry::<&'de str, &'de RawValue>()? {
+                    out.push(entry);
+                }
+                Ok(DocMembers(out))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// The members of a stored document. `None` when the text is not a JSON object with
+/// plain (unescaped) keys, which documents this server wrote always are.
+pub fn doc_members(doc: &str) -> Option<DocMembers<'_>> {
     serde_json::from_str(doc).ok()
 }
 
-/// [`resource_json`] rendered from the stored text: the document's members, with `id`,
-/// `version`, `created_at` and `updated_at` set from the row, in key order. No JSON
-/// value is built; members are copied as they are stored.
-pub fn resource_text_json(row: &ResourceText, members: &BTreeMap<&str, &RawValue>) -> String {
-    let id = format!("\"{}\"", row.id);
-    let version = row.version.to_string();
-    let created = format!(
-        "\"{}\"",
-        salus_kernel::event::format_instant(&row.created_at)
-    );
-    let updated = format!(
-        "\"{}\"",
-        salus_kernel::event::format_instant(&row.updated_at)
-    );
-    let mut all: BTreeMap<&str, &str> = members.iter().map(|(k, v)| (*k, v.get())).collect();
-    all.insert("id", &id);
-    all.insert("version", &version);
-    all.insert("created_at", &created);
-    all.insert("updated_at", &updated);
+/// The members the resource view sets from the row.
+const ROW_FIELDS: [&str; 4] = ["id", "version", "created_at", "updated_at"];
+
+/// [`resource_json`] rendered from the stored text: the row's id, version and timestamps,
+/// then the document's other members as they are stored. No JSON value is built.
+pub fn resource_text_json(row: &ResourceText, members: &DocMembers<'_>) -> String {
     let mut out = String::with_capacity(row.doc.len() + 128);
-    out.push('{');
-    for (i, (k, v)) in all.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
+    out.push_str("{\"id\":\"");
+    out.push_str(&row.id.to_string());
+    out.push_str("\",\"version\":");
+    out.push_str(&row.version.to_string());
+    out.push_str(",\"created_at\":\"");
+    out.push_str(&salus_kernel::event::format_instant(&row.created_at));
+    out.push_str("\",\"updated_at\":\"");
+    out.push_str(&salus_kernel::event::format_instant(&row.updated_at));
+    out.push('"');
+    for (k, v) in &members.0 {
+        if ROW_FIELDS.contains(k) {
+            continue;
         }
         // A key borrowed from JSON text has no character that needs an escape.
-        out.push('"');
+        out.push_str(",\"");
         out.push_str(k);
         out.push_str("\":");
-        out.push_str(v);
+        out.push_str(v.get());
     }
     out.push('}');
     out
@@ -396,8 +427,13 @@ pub fn ok(row: &ResourceRow) -> (u16, Value) {
 
 /// A resource response with its ETag; a 201 also names its `Location` in `collection`.
 pub fn respond(status: u16, row: &ResourceRow, collection: &str) -> Response {
+    respond_value(status, row, resource_json(row), collection)
+}
+
+/// [`respond`] with the body already made.
+fn respond_value(status: u16, row: &ResourceRow, body: Value, collection: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut resp = with_etag(code, row.version, resource_json(row));
+    let mut resp = with_etag(code, row.version, body);
     if status == 201
         && let Ok(loc) = HeaderValue::from_str(&format!("{collection}/{}", row.id))
     {
@@ -417,7 +453,16 @@ pub async fn finish(
 ) -> Result<Response, ApiError> {
     use salus_domain::service::ServiceError;
     match result {
-        Ok((status, row)) => Ok(respond(status, &row, collection)),
+        Ok((status, mut row)) => {
+            // The row is the caller's: its document is moved into the answer, not copied.
+            let doc = std::mem::take(&mut row.doc);
+            Ok(respond_value(
+                status,
+                &row,
+                with_row_fields(doc, &row),
+                collection,
+            ))
+        }
         Err(ServiceError::IdempotencyKeyTaken) => match key {
             Some(k) => idempotency_settle(state, actor, &k, collection).await,
             None => Err(ServiceError::IdempotencyKeyTaken.into()),

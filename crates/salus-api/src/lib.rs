@@ -267,11 +267,13 @@ async fn problem_for_timeout(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The whole application router.
+/// The whole application router. Metrics (which need the matched route) and the request
+/// timeout wrap each route; the layers that need no route (request ids, tracing, the
+/// header limit) wrap the router once, in [`service`], so they are not cloned with every
+/// route per request.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes().split_for_parts();
     let doc = Arc::new(doc);
-    let request_id = HeaderName::from_static("x-request-id");
     let metrics = state.metrics.clone();
     let config = state.config.clone();
     router
@@ -294,6 +296,38 @@ pub fn app(state: AppState) -> Router {
             metrics,
             metrics::track,
         ))
+}
+
+/// The application as a service, with trailing slashes trimmed so that `/api/v1/patients/`
+/// (the path of requirements/004) and `/api/v1/patients` are one route, and the
+/// route-independent layers around it (outermost first): the header limit, request ids
+/// (set, then echoed on the response), tracing.
+pub fn service(
+    state: AppState,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
+    impl tower::Service<
+        Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    std::net::SocketAddr,
+> {
+    use tower::Layer;
+    let header_limit = state.config.header_limit;
+    let request_id = HeaderName::from_static("x-request-id");
+    let routes =
+        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(app(state));
+    let outer = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            header_limit,
+            limit_headers,
+        ))
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let rid = req
                 .headers()
@@ -303,24 +337,6 @@ pub fn app(state: AppState) -> Router {
             // The path is not logged: it can carry ids of patients.
             tracing::info_span!("request", method = %req.method(), request_id = %rid)
         }))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn_with_state(
-            config.header_limit,
-            limit_headers,
-        ))
-}
-
-/// The application as a service, with trailing slashes trimmed so that `/api/v1/patients/`
-/// (the path of requirements/004) and `/api/v1/patients` are one route.
-pub fn service(
-    state: AppState,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<
-    tower_http::normalize_path::NormalizePath<Router>,
-    std::net::SocketAddr,
-> {
-    use tower::Layer;
-    let app =
-        tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash().layer(app(state));
-    axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app)
+        .service(routes);
+    axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(outer)
 }

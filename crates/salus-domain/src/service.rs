@@ -292,11 +292,13 @@ impl Services {
             .map(|e| e.to_new_event())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+        // Rendered once here for the store; the value itself goes to the caller.
+        let doc_json = doc.to_string();
         let row = ResourceRow {
             resource_type: A::RESOURCE_TYPE.to_owned(),
             id,
             version: version + new_events.len() as i64,
-            doc: doc.clone(),
+            doc,
             created_at: current.as_ref().map(|c| c.row.created_at).unwrap_or(now),
             updated_at: now,
         };
@@ -325,7 +327,8 @@ impl Services {
             occurred_at: now,
             projection: Some(Projection {
                 resource_type: A::RESOURCE_TYPE.to_owned(),
-                doc,
+                doc: Value::Null,
+                doc_json: Some(doc_json),
                 search: next.search_rows(),
                 full_text: next.full_text(),
             }),

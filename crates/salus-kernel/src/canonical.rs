@@ -6,47 +6,53 @@ use serde_json::Value;
 
 /// Write `v` in canonical form.
 pub fn to_canonical_string(v: &Value) -> String {
-    let mut out = String::with_capacity(256);
+    let mut out = Vec::with_capacity(256);
     write_value(&mut out, v);
-    out
+    // Only serde_json's own output and ASCII punctuation went in: always UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_value(out: &mut String, v: &Value) {
+fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push('{');
+            // serde_json's map is ordered by key already unless its `preserve_order`
+            // feature is on somewhere in the build; sort only then.
+            if !keys.is_sorted() {
+                keys.sort_unstable();
+            }
+            out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_string(out, k);
-                out.push(':');
+                write_scalar(out, k);
+                out.push(b':');
                 if let Some(val) = map.get(k) {
                     write_value(out, val);
                 }
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_value(out, item);
             }
-            out.push(']');
+            out.push(b']');
         }
-        Value::String(s) => write_string(out, s),
-        other => out.push_str(&other.to_string()),
+        Value::String(s) => write_scalar(out, s),
+        other => write_scalar(out, other),
     }
 }
 
-fn write_string(out: &mut String, s: &str) {
-    // serde_json's string escaping is deterministic; reuse it.
-    out.push_str(&Value::String(s.to_owned()).to_string());
+/// A string, number, boolean or null exactly as serde_json writes it.
+fn write_scalar<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing to a Vec cannot fail, and these values always serialize.
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 #[cfg(test)]
@@ -61,6 +67,70 @@ mod tests {
             to_canonical_string(&v),
             r#"{"a":{"c":"é\n","z":[{"x":2,"y":1}]},"b":1}"#
         );
+    }
+
+    /// The form before it wrote into one buffer: it must not change (hashes depend on it).
+    fn reference(v: &Value) -> String {
+        fn walk(out: &mut String, v: &Value) {
+            match v {
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort_unstable();
+                    out.push('{');
+                    for (i, k) in keys.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&Value::String(k.clone()).to_string());
+                        out.push(':');
+                        walk(out, &map[k.as_str()]);
+                    }
+                    out.push('}');
+                }
+                Value::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        walk(out, item);
+                    }
+                    out.push(']');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        let mut out = String::new();
+        walk(&mut out, v);
+        out
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC*".prop_map(Value::from),
+            "[\\x00-\\x1f\"\\\\é€😀]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("\\PC{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_form_is_unchanged_for_any_value(v in any_value()) {
+            proptest::prop_assert_eq!(to_canonical_string(&v), reference(&v));
+        }
     }
 
     #[test]

@@ -172,7 +172,28 @@ pub fn chain_hash(prev: &Hash32, body_digest: &Hash32, recorded_at: &DateTime<Ut
 /// RFC 3339 with exactly six fractional digits and `Z`: the one text form of instants that
 /// is hashed.
 pub fn format_instant(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    // Written by hand (it is on every write and read path); chrono keeps the cases it
+    // writes differently: years outside 0000-9999 and leap seconds.
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(SecondsFormat::Micros, true);
+    }
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let put = |b: &mut [u8; 27], at: usize, digits: usize, mut v: u32| {
+        for i in (0..digits).rev() {
+            b[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut b, 0, 4, year as u32);
+    put(&mut b, 5, 2, t.month());
+    put(&mut b, 8, 2, t.day());
+    put(&mut b, 11, 2, t.hour());
+    put(&mut b, 14, 2, t.minute());
+    put(&mut b, 17, 2, t.second());
+    put(&mut b, 20, 6, nanos / 1000);
+    b.iter().map(|&c| c as char).collect()
 }
 
 impl EventEnvelope {
@@ -224,6 +245,23 @@ impl EventEnvelope {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    proptest::proptest! {
+        /// The hand-written form is chrono's, byte for byte, over the whole range chrono
+        /// represents (the hashes of stored events depend on it).
+        #[test]
+        fn instants_are_written_as_chrono_writes_them(
+            secs in -100_000_000_000i64..1_000_000_000_000i64,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            if let Some(t) = DateTime::from_timestamp(secs, nanos) {
+                proptest::prop_assert_eq!(
+                    format_instant(&t),
+                    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+                );
+            }
+        }
+    }
 
     fn sample() -> EventEnvelope {
         let t = DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();

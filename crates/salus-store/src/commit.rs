@@ -102,7 +102,10 @@ impl Prepared {
                 (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system))
             });
             p.search.dedup();
-            doc_json = Some(p.doc.to_string());
+            doc_json = Some(match p.doc_json.take() {
+                Some(text) => text,
+                None => p.doc.to_string(),
+            });
             values.push(std::mem::take(&mut p.doc));
             search_keys_json = Some(search_keys_json_of(&p.search));
         }

@@ -158,20 +158,19 @@ impl Sealer {
         let start = tree.size() as i64;
         let mut after = start;
         loop {
-            let page = store.events_after(tenant, after, PAGE).await?;
+            let page = store.event_hashes_after(tenant, after, PAGE).await?;
             if page.is_empty() {
                 break;
             }
-            for e in &page {
-                if e.seq != after + 1 {
+            for (seq, hash) in &page {
+                if *seq != after + 1 {
                     return Err(StoreError::Corrupt(format!(
-                        "ledger gap for tenant {tenant}: expected seq {} but found {}",
+                        "ledger gap for tenant {tenant}: expected seq {} but found {seq}",
                         after + 1,
-                        e.seq
                     )));
                 }
-                tree.push(merkle::leaf_hash(&e.hash.0));
-                after = e.seq;
+                tree.push(merkle::leaf_hash(&hash.0));
+                after = *seq;
             }
         }
         if after == start {
@@ -413,14 +412,14 @@ async fn leaves(store: &dyn Store, tenant: TenantId, size: i64) -> Result<Vec<Ha
     let mut after = 0;
     while after < size {
         let page = store
-            .events_after(tenant, after, PAGE.min(size - after))
+            .event_hashes_after(tenant, after, PAGE.min(size - after))
             .await?;
         if page.is_empty() {
             break;
         }
-        for e in &page {
-            out.push(merkle::leaf_hash(&e.hash.0));
-            after = e.seq;
+        for (seq, hash) in &page {
+            out.push(merkle::leaf_hash(&hash.0));
+            after = *seq;
         }
     }
     Ok(out)

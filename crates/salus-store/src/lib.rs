@@ -22,7 +22,7 @@ pub use model::*;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use salus_kernel::{EventEnvelope, TenantContext, TenantId};
+use salus_kernel::{EventEnvelope, Hash32, TenantContext, TenantId};
 use uuid::Uuid;
 
 /// The persistence port. Every tenant-scoped call takes the [`TenantContext`] first.
@@ -110,6 +110,15 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: i64,
     ) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// `(seq, hash)` of the events with `seq > after`, in seq order, at most `limit`: what
+    /// the sealer needs, without reading the events' bodies.
+    async fn event_hashes_after(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Hash32)>, StoreError>;
 
     /// One event by id, in any tenant (audit prove).
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<EventEnvelope>, StoreError>;

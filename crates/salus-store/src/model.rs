@@ -29,6 +29,10 @@ pub struct Write {
 pub struct Projection {
     pub resource_type: String,
     pub doc: Value,
+    /// The document already rendered as JSON text by the caller; when given, `doc` is not
+    /// looked at (callers that have the text save the store a second rendering).
+    #[serde(default)]
+    pub doc_json: Option<String>,
     pub search: Vec<SearchRow>,
     /// Text for the full-text index, indexed (folded) when the resource is created.
     #[serde(default)]

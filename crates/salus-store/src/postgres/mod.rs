@@ -654,6 +654,31 @@ impl Store for PostgresStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn event_hashes_after(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Hash32)>, StoreError> {
+        let rows = self
+            .tenant_scoped(
+                tenant,
+                "SELECT seq, hash FROM events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&tenant.0, &after, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.try_get(0).map_err(db_err)?;
+                let hash: &[u8] = r.try_get(1).map_err(db_err)?;
+                let hash = Hash32::from_slice(hash).ok_or_else(|| {
+                    StoreError::Corrupt(format!("event {seq} has a malformed hash"))
+                })?;
+                Ok((seq, hash))
+            })
+            .collect()
+    }
+
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<EventEnvelope>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1");
         for tenants in self.tenant_chunks().await? {

@@ -72,6 +72,7 @@ fn patient(stream: Uuid, expected: i64, family: &str, mrn: &str) -> Write {
         projection: Some(Projection {
             resource_type: "patient".into(),
             doc: json!({ "id": stream, "family": family, "mrn": mrn }),
+            doc_json: None,
             search: vec![
                 SearchRow::new("family", family.to_lowercase()),
                 SearchRow::token("identifier", "urn:mrn", mrn),

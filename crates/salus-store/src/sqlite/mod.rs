@@ -582,6 +582,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn event_hashes_after(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Hash32)>, StoreError> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT seq, hash FROM events WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(db_err)?;
+            let rows = st
+                .query_map(params![tenant.0, after, limit], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(db_err)?;
+            rows.map(|row| {
+                let (seq, hash) = row.map_err(db_err)?;
+                let hash = Hash32::from_slice(&hash)
+                    .ok_or_else(|| StoreError::Corrupt(format!("event {seq} has a malformed hash")))?;
+                Ok((seq, hash))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<EventEnvelope>, StoreError> {
         self.read(move |c| {
             c.prepare_cached(&format!(
@@ -765,6 +793,7 @@ mod tests {
             projection: Some(Projection {
                 resource_type: "patient".into(),
                 doc: serde_json::json!({}),
+                doc_json: None,
                 search: search(&[("name", "ada"), ("status", "retired")]),
                 full_text: None,
             }),

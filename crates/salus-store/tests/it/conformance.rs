@@ -64,6 +64,7 @@ pub fn patient_write(id: Uuid, expected: i64, family: &str) -> Write {
         projection: Some(Projection {
             resource_type: "patient".into(),
             doc: json!({ "id": id, "family": family }),
+            doc_json: None,
             search: vec![SearchRow::new("name", family.to_lowercase())],
             full_text: None,
         }),
