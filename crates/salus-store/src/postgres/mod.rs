@@ -25,7 +25,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use salus_kernel::{ActorId, EventEnvelope, Hash32, TenantContext, TenantId};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
@@ -279,6 +280,17 @@ fn idempotency_from_row(r: &Row) -> Result<IdempotencyRecord, StoreError> {
 pub struct PostgresStore {
     queue: Arc<CommitQueue>,
     pool: Pool,
+    /// The `salus.tenants` each pooled connection has set for its session, by connection
+    /// (see [`connection_key`]): a read for the same tenants skips setting it again.
+    tenants_set: Arc<Mutex<HashMap<usize, String>>>,
+}
+
+/// A pooled connection's identity while it lives: the address of its statement cache,
+/// which is its own. An address freed and reused by a new connection is forgotten when
+/// that connection is made (the pool's post-create hook), so an entry always describes
+/// the connection now at that address.
+fn connection_key(client: &deadpool_postgres::ClientWrapper) -> usize {
+    Arc::as_ptr(&client.statement_cache) as usize
 }
 
 impl PostgresStore {
@@ -296,12 +308,17 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let tenants_set: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
+        let forget = tenants_set.clone();
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(Duration::from_secs(10)))
             .wait_timeout(Some(Duration::from_secs(30)))
-            .post_create(Hook::async_fn(|client, _| {
+            .post_create(Hook::async_fn(move |client, _| {
+                if let Ok(mut set) = forget.lock() {
+                    set.remove(&connection_key(client));
+                }
                 Box::pin(async move {
                     client
                         .batch_execute(&format!("SET ROLE {APP_ROLE}"))
@@ -348,7 +365,11 @@ impl PostgresStore {
         opened
             .await
             .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))??;
-        Ok(Self { queue, pool })
+        Ok(Self {
+            queue,
+            pool,
+            tenants_set,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -364,9 +385,30 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         let client = self.client().await?;
-        scoped_query(&client, tenants, sql, params)
-            .await
-            .map_err(db_err)
+        let key = connection_key(&client);
+        let already = self
+            .tenants_set
+            .lock()
+            .ok()
+            .and_then(|set| set.get(&key).map(|t| t == tenants))
+            .unwrap_or(false);
+        if already {
+            let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
+            return client.query(&stmt, params).await.map_err(db_err);
+        }
+        let result = scoped_query(&client, tenants, sql, params).await;
+        if let Ok(mut set) = self.tenants_set.lock() {
+            match &result {
+                Ok(_) => {
+                    set.insert(key, tenants.to_owned());
+                }
+                // Whether the setting took is unknown: set it again next time.
+                Err(_) => {
+                    set.remove(&key);
+                }
+            }
+        }
+        result.map_err(db_err)
     }
 
     async fn tenant_scoped(

@@ -395,6 +395,24 @@ async fn tenants_do_not_see_each_other(backend: &str) {
         .await
         .unwrap();
     assert!(f.store.resource(&b, "patient", id).await.unwrap().is_none());
+    // Reads that alternate between tenants (on whatever pooled connection they get) see
+    // each time exactly their own tenant.
+    for _ in 0..20 {
+        assert!(
+            f.store
+                .resource_text(&a, "patient", id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            f.store
+                .resource_text(&b, "patient", id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
     assert!(f.store.stream(&b, id, None).await.unwrap().is_empty());
     assert!(
         f.store
