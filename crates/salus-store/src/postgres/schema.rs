@@ -14,6 +14,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("0001_init.sql")),
     (2, "text_index", include_str!("0002_text_index.sql")),
+    (3, "search_keys", include_str!("0003_search_keys.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations and role grants in one database
@@ -66,6 +67,14 @@ where
 }
 
 async fn run_migrations(client: &Client) -> Result<Vec<i64>, StoreError> {
+    run_migrations_upto(client, i64::MAX).await
+}
+
+/// Apply the pending migrations up to version `upto`.
+pub(super) async fn run_migrations_upto(
+    client: &Client,
+    upto: i64,
+) -> Result<Vec<i64>, StoreError> {
     in_locked_tx(client, || async {
         client
             .batch_execute(
@@ -76,7 +85,7 @@ async fn run_migrations(client: &Client) -> Result<Vec<i64>, StoreError> {
     })
     .await?;
     let mut applied = Vec::new();
-    for (version, name, sql_text) in MIGRATIONS {
+    for (version, name, sql_text) in MIGRATIONS.iter().filter(|m| m.0 <= upto) {
         let done = in_locked_tx(client, || async {
             let found = client
                 .query_opt(

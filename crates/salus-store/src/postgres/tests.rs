@@ -606,3 +606,107 @@ async fn throughput() {
     store.shutdown().await;
     db.drop().await;
 }
+
+/// A database at schema 2 with a resource and its rows in `search_index` keeps finding it
+/// after migration 3, and its next update replaces exactly its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_3_keeps_search_rows_and_updates_replace_them() {
+    let db = TestDb::new().await;
+    let tenant = TenantId(new_id());
+    let id = new_id();
+    {
+        let (client, task) = connect(&db.url).await.unwrap();
+        schema::run_migrations_upto(&client, 2).await.unwrap();
+        // As the superuser the URL names, row-level security does not apply.
+        client
+            .execute(
+                "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash) VALUES ($1, $2, 'patient', 1, $3)",
+                &[&id, &tenant.0, &vec![0u8; 32]],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at) VALUES ($1, 'patient', $2, 1, '{}', now(), now())",
+                &[&tenant.0, &id],
+            )
+            .await
+            .unwrap();
+        for (param, value) in [("name", "ada"), ("status", "active")] {
+            client
+                .execute(
+                    "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id) VALUES ($1, 'patient', $2, $3, '', $4)",
+                    &[&tenant.0, &param, &value, &id],
+                )
+                .await
+                .unwrap();
+        }
+        drop(client);
+        let _ = task.await;
+    }
+    let store = PostgresStore::open(&db.url, None).await.unwrap();
+    let c = ctx(tenant);
+    let query = |param: &str, value: &str| SearchQuery {
+        resource_type: "patient".into(),
+        filters: vec![Filter {
+            param: param.into(),
+            system: None,
+            op: FilterOp::Eq,
+            value: value.into(),
+        }],
+        after: None,
+        limit: 10,
+        newest_first: false,
+        order_by: None,
+    };
+    assert_eq!(
+        store
+            .search(&c, &query("status", "active"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let mut update = patient(id, 1, "Ada", "m-1");
+    if let Some(p) = update.projection.as_mut() {
+        p.search = vec![
+            SearchRow::new("name", "ada"),
+            SearchRow::new("status", "retired"),
+        ];
+    }
+    update.claims.clear();
+    store.commit(&c, update).await.unwrap();
+    assert_eq!(
+        store.search(&c, &query("name", "ada")).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .search(&c, &query("status", "active"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .search(&c, &query("status", "retired"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.shutdown().await;
+    let (client, task) = connect(&db.url).await.unwrap();
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM search_index", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 2,
+        "the replaced row is gone, the kept one is not doubled"
+    );
+    drop(client);
+    let _ = task.await;
+    db.drop().await;
+}

@@ -113,14 +113,18 @@ const SQL_UPSERT_STREAMS: &str =
     "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bytea[])
      ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash";
-const SQL_INSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at)
-     SELECT u.t, u.rt, u.id, u.v, u.d::jsonb, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)";
-const SQL_UPSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at)
-     SELECT u.t, u.rt, u.id, u.v, u.d::jsonb, u.at, u.at FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[]) AS u(t, rt, id, v, d, at)
-     ON CONFLICT (tenant_id, resource_type, id) DO UPDATE SET version = excluded.version, doc = excluded.doc, updated_at = excluded.updated_at";
-const SQL_CLEAR_SEARCH: &str =
-    "DELETE FROM search_index s USING unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, t, rt)
-     WHERE s.resource_id = u.id AND s.tenant_id = u.t AND s.resource_type = u.rt";
+const SQL_INSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at, search_keys)
+     SELECT u.t, u.rt, u.id, u.v, u.d::jsonb, u.at, u.at, u.k::jsonb FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[]) AS u(t, rt, id, v, d, at, k)";
+const SQL_UPSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at, search_keys)
+     SELECT u.t, u.rt, u.id, u.v, u.d::jsonb, u.at, u.at, u.k::jsonb FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[]) AS u(t, rt, id, v, d, at, k)
+     ON CONFLICT (tenant_id, resource_type, id) DO UPDATE SET version = excluded.version, doc = excluded.doc, updated_at = excluded.updated_at, search_keys = excluded.search_keys";
+// The rows a resource had, found through the keys it kept (run before it is upserted).
+const SQL_CLEAR_SEARCH: &str = "DELETE FROM search_index s
+     USING unnest($1::uuid[], $2::uuid[], $3::text[]) AS u(id, t, rt)
+     JOIN resources r ON r.tenant_id = u.t AND r.resource_type = u.rt AND r.id = u.id
+     CROSS JOIN LATERAL jsonb_array_elements(r.search_keys) AS k(e)
+     WHERE s.tenant_id = u.t AND s.resource_type = u.rt AND s.param = k.e->>0
+       AND s.value = k.e->>1 AND s.system = k.e->>2 AND s.resource_id = u.id";
 const SQL_INSERT_SEARCH: &str =
     "INSERT INTO search_index (tenant_id, resource_type, param, value, system, resource_id)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[])";
@@ -555,6 +559,8 @@ struct ResourceCols<'a> {
     doc: Vec<&'a str>,
     /// When the write happened: `created_at` of a new resource, `updated_at` always.
     at: Vec<DateTime<Utc>>,
+    /// The search rows as kept in `search_keys`.
+    keys: Vec<&'a str>,
 }
 
 impl<'a> ResourceCols<'a> {
@@ -566,6 +572,7 @@ impl<'a> ResourceCols<'a> {
             version: Vec::new(),
             doc: Vec::new(),
             at: Vec::new(),
+            keys: Vec::new(),
         };
         for r in resources {
             c.tenant.push(r.tenant.0);
@@ -574,6 +581,7 @@ impl<'a> ResourceCols<'a> {
             c.version.push(r.version);
             c.doc.push(r.doc_json);
             c.at.push(r.at);
+            c.keys.push(r.search_keys_json);
         }
         c
     }
@@ -586,6 +594,7 @@ impl<'a> ResourceCols<'a> {
             &self.version,
             &self.doc,
             &self.at,
+            &self.keys,
         ]
     }
 }
@@ -718,8 +727,9 @@ async fn apply_and_commit(
         run_if(!new_heads.stream.is_empty(), c.execute(&st.insert_streams, &new_heads_p)),
         run_if(!old_heads.stream.is_empty(), c.execute(&st.upsert_streams, &old_heads_p)),
         run_if(!created.id.is_empty(), c.execute(&st.insert_resources, &created_p)),
-        run_if(!updated.id.is_empty(), c.execute(&st.upsert_resources, &updated_p)),
+        // Before the upsert replaces the keys the old rows are found by.
         run_if(!updated.id.is_empty(), c.execute(&st.clear_search, &clear)),
+        run_if(!updated.id.is_empty(), c.execute(&st.upsert_resources, &updated_p)),
         run_if(!rows.is_empty(), c.execute(&st.insert_search, &search)),
         run_if(!texts.is_empty(), c.execute(&st.insert_text, &text_rows)),
         run_if(!kd.is_empty(), c.execute(&st.delete_keys, &key_deletes)),
