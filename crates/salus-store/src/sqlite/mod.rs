@@ -64,6 +64,9 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
         .map_err(db_err)?;
     conn.pragma_update(None, "cache_size", -16000)
         .map_err(db_err)?;
+    // Temporary tables and journals in memory, never in files.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

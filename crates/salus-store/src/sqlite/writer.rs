@@ -341,14 +341,17 @@ fn read_state(conn: &Connection, needs: &Needs, now: i64) -> Result<BatchState, 
     Ok(state)
 }
 
-const INSERT_EVENTS: &str = "INSERT INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)";
+// `OR ROLLBACK`: a failed row rolls back the whole transaction (which the writer does on
+// any failure anyway), so SQLite need not keep a statement journal to undo just the
+// statement: without it, each multi-row insert copied every page it touched first.
+const INSERT_EVENTS: &str = "INSERT OR ROLLBACK INTO events (tenant_id, seq, event_id, stream_type, stream_id, version, event_type, schema_version, payload, actor_id, correlation_id, causation_id, occurred_at, recorded_at, prev_hash, hash)";
 const UPSERT_STREAMS: &str =
-    "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)";
+    "INSERT OR ROLLBACK INTO streams (stream_id, tenant_id, stream_type, version, hash)";
 const UPSERT_STREAMS_TAIL: &str =
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash";
-const INSERT_RESOURCES: &str = "INSERT INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at, search_keys)";
-const INSERT_SEARCH_ROWS: &str = "INSERT INTO search_rows (pid, value, resource_id, system)";
-const INSERT_KEYS: &str = "INSERT INTO unique_keys (tenant_id, scope, value, stream_id)";
+const INSERT_RESOURCES: &str = "INSERT OR ROLLBACK INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at, search_keys)";
+const INSERT_SEARCH_ROWS: &str = "INSERT OR ROLLBACK INTO search_rows (pid, value, resource_id, system)";
+const INSERT_KEYS: &str = "INSERT OR ROLLBACK INTO unique_keys (tenant_id, scope, value, stream_id)";
 
 /// One search row as stored: (pid, value, resource id, system).
 type StoredRow<'a> = (i64, &'a str, &'a Uuid, &'a str);
