@@ -15,7 +15,7 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-pub use crate::jwks::{IssuerKeys, TokenKey};
+pub use crate::jwks::{IssuerKeys, Refresh, TokenKey};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::jwk::PublicKeyUse;

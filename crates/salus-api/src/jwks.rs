@@ -317,18 +317,29 @@ async fn fetch_http(client: &reqwest::Client, url: &reqwest::Url) -> Result<Vec<
     Ok(body)
 }
 
+/// When an issuer's set is fetched again after the first fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh {
+    /// Least time between fetches for tokens naming an unknown `kid`.
+    pub unknown_kid_every: Duration,
+    /// Age after which the set is fetched again in the background ([`IssuerKeys::keep_fresh`]),
+    /// so that keys the issuer withdrew stop being trusted.
+    pub max_age: Duration,
+}
+
 /// The keys of an external issuer: the set last fetched, and how to fetch it again.
 ///
 /// A token naming a `kid` the set does not hold makes the set be fetched again (the issuer
-/// may have rotated its keys), but at most once per `min_refresh`, whatever the outcome, so
-/// a flood of tokens with made-up kids costs the issuer one request per interval.
+/// may have rotated its keys), but at most once per [`Refresh::unknown_kid_every`],
+/// whatever the outcome, so a flood of tokens with made-up kids costs the issuer one
+/// request per interval. A failed fetch keeps the set held (and is logged).
 pub struct IssuerKeys {
     source: Source,
     set: RwLock<Arc<JwkSet>>,
     /// When the set was last fetched (held while a fetch runs, so that concurrent callers
     /// wait for it and then look again instead of fetching too).
     fetched_at: tokio::sync::Mutex<Instant>,
-    min_refresh: Duration,
+    refresh: Refresh,
 }
 
 impl IssuerKeys {
@@ -338,7 +349,7 @@ impl IssuerKeys {
     pub async fn load(
         location: &str,
         ca_file: Option<&Path>,
-        min_refresh: Duration,
+        refresh: Refresh,
     ) -> Result<Self, JwksError> {
         let source = Source::new(location, ca_file)?;
         let set = source.fetch().await?;
@@ -347,7 +358,7 @@ impl IssuerKeys {
             source,
             set: RwLock::new(Arc::new(set)),
             fetched_at: tokio::sync::Mutex::new(Instant::now()),
-            min_refresh,
+            refresh,
         })
     }
 
@@ -357,7 +368,10 @@ impl IssuerKeys {
             source: Source::File(PathBuf::new()),
             set: RwLock::new(Arc::new(set)),
             fetched_at: tokio::sync::Mutex::new(Instant::now()),
-            min_refresh: Duration::MAX,
+            refresh: Refresh {
+                unknown_kid_every: Duration::MAX,
+                max_age: Duration::MAX,
+            },
         }
     }
 
@@ -368,34 +382,59 @@ impl IssuerKeys {
     }
 
     /// Fetch the set again because a token names `kid`, unless that was done less than
-    /// `min_refresh` ago. Returns whether `kid` is known afterwards. A failed fetch keeps
-    /// the set held and is logged; it never fails the caller other than by `false`.
+    /// [`Refresh::unknown_kid_every`] ago. Returns whether `kid` is known afterwards.
     pub async fn refresh_for(&self, kid: &str) -> bool {
         let mut fetched_at = self.fetched_at.lock().await;
         // Another request may have fetched it while this one waited.
         if self.find(kid).is_some() {
             return true;
         }
-        if fetched_at.elapsed() < self.min_refresh {
+        if fetched_at.elapsed() < self.refresh.unknown_kid_every {
             return false;
         }
         *fetched_at = Instant::now();
+        self.fetch_again("a token named an unknown key id").await;
+        self.find(kid).is_some()
+    }
+
+    /// Fetch the set again whenever it is older than [`Refresh::max_age`]; runs until the
+    /// task is dropped. For a set that is never fetched again, returns at once.
+    pub async fn keep_fresh(&self) {
+        if self.refresh.max_age == Duration::MAX {
+            return;
+        }
+        // Looking four times per period keeps the set at most 1.25 periods old even when
+        // an unknown kid had it fetched in between.
+        let look_every = (self.refresh.max_age / 4).max(Duration::from_millis(250));
+        loop {
+            tokio::time::sleep(look_every).await;
+            let mut fetched_at = self.fetched_at.lock().await;
+            if fetched_at.elapsed() >= self.refresh.max_age {
+                *fetched_at = Instant::now();
+                self.fetch_again("the keys held reached their maximum age")
+                    .await;
+            }
+        }
+    }
+
+    /// Fetch the set and hold it; on failure keep the set held and log why.
+    async fn fetch_again(&self, why: &str) {
         match self.source.fetch().await {
             Ok(set) => {
                 tracing::info!(
                     jwks = %self.source.shown(),
                     keys = set.keys.len(),
-                    "a token named an unknown key id: OIDC issuer keys fetched again"
+                    why,
+                    "OIDC issuer keys fetched again"
                 );
                 if let Ok(mut held) = self.set.write() {
                     *held = Arc::new(set);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "a token named an unknown key id and the OIDC issuer keys could not be fetched again; keeping the keys held");
+                tracing::warn!(error = %e, why, "the OIDC issuer keys could not be fetched again; keeping the keys held");
             }
         }
-        self.find(kid).is_some()
     }
 }
 

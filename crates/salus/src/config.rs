@@ -54,6 +54,9 @@ pub struct SettingsArgs {
     /// Least seconds between fetches of the JWKS for tokens naming an unknown key id [default: 30]
     #[arg(long, env = "SALUS_OIDC_JWKS_REFRESH_SECS", global = true)]
     pub oidc_jwks_refresh_secs: Option<u64>,
+    /// Seconds after which the JWKS held is fetched again in the background [default: 600]
+    #[arg(long, env = "SALUS_OIDC_JWKS_MAX_AGE_SECS", global = true)]
+    pub oidc_jwks_max_age_secs: Option<u64>,
     /// Seconds between ledger seals [default: 2]
     #[arg(long, env = "SALUS_SEAL_INTERVAL_SECS", global = true)]
     pub seal_interval_secs: Option<u64>,
@@ -90,6 +93,7 @@ pub struct FileSettings {
     pub oidc_jwks: Option<String>,
     pub oidc_ca_file: Option<PathBuf>,
     pub oidc_jwks_refresh_secs: Option<u64>,
+    pub oidc_jwks_max_age_secs: Option<u64>,
     pub seal_interval_secs: Option<u64>,
     pub idempotency_ttl_hours: Option<i64>,
     pub body_limit: Option<usize>,
@@ -115,6 +119,7 @@ pub struct Settings {
     pub oidc_jwks: Option<String>,
     pub oidc_ca_file: Option<PathBuf>,
     pub oidc_jwks_refresh_secs: u64,
+    pub oidc_jwks_max_age_secs: u64,
     pub seal_interval_secs: u64,
     pub idempotency_ttl_hours: i64,
     pub body_limit: usize,
@@ -168,6 +173,11 @@ impl Settings {
                 .oidc_jwks_refresh_secs
                 .or(file.oidc_jwks_refresh_secs)
                 .unwrap_or(30)
+                .max(1),
+            oidc_jwks_max_age_secs: a
+                .oidc_jwks_max_age_secs
+                .or(file.oidc_jwks_max_age_secs)
+                .unwrap_or(600)
                 .max(1),
             seal_interval_secs: a
                 .seal_interval_secs

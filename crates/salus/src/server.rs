@@ -4,7 +4,7 @@
 
 use crate::config::Settings;
 use anyhow::Context;
-use salus_api::auth::{Authenticator, IssuerKeys, LocalKeys, OidcIssuer, TokenKey};
+use salus_api::auth::{Authenticator, IssuerKeys, LocalKeys, OidcIssuer, Refresh, TokenKey};
 use salus_api::metrics::{CommitMetrics, Metrics};
 use salus_api::{ApiConfig, AppState};
 use salus_domain::access::{User, UserCommand};
@@ -140,7 +140,10 @@ pub async fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator>
             let keys = IssuerKeys::load(
                 jwks,
                 settings.oidc_ca_file.as_deref(),
-                Duration::from_secs(settings.oidc_jwks_refresh_secs),
+                Refresh {
+                    unknown_kid_every: Duration::from_secs(settings.oidc_jwks_refresh_secs),
+                    max_age: Duration::from_secs(settings.oidc_jwks_max_age_secs),
+                },
             )
             .await?;
             Some(OidcIssuer {
@@ -327,6 +330,15 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let seal_every = Duration::from_secs(settings.seal_interval_secs);
+    // An OIDC issuer's keys are fetched again as they age, so withdrawn ones stop counting.
+    let issuer_keys = {
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            if let Some(oidc) = &auth.oidc {
+                oidc.keys.keep_fresh().await;
+            }
+        })
+    };
     let store_bg = store.clone();
     let task = tokio::spawn(async move {
         let (stop_bg, mut stopped) = tokio::sync::watch::channel(false);
@@ -359,6 +371,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
             })
             .await;
         let _ = stop_bg.send(true);
+        issuer_keys.abort();
         store_bg.shutdown().await;
         if let Ok(mut sealer) = background.await
             && let Err(e) = sealer.seal_all(store_bg.as_ref()).await

@@ -2,7 +2,8 @@
 //! a tiny TLS server started here, with a certificate from a CA made here and trusted
 //! through `oidc_ca_file`. Its tokens are accepted; after it rotates its keys, a token with
 //! the new kid is accepted without a restart; fetches for unknown kids are rate-limited;
-//! a failing issuer gives 401s and keeps the keys held, never a panic.
+//! an aged set is fetched again, so withdrawn keys stop verifying; a failing issuer gives
+//! 401s and keeps the keys held, never a panic.
 
 use crate::app::{TestApp, on_both_backends, problem, settings_for};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -272,6 +273,37 @@ async fn https_issuer_keys_rotate_without_a_restart(backend: &str) {
     assert_eq!(app.get(path, &k2.token(tenant)).await.status(), 200);
     // Local tokens are unaffected throughout.
     assert_eq!(app.get(path, &app.token).await.status(), 200);
+    app.stop().await;
+}
+
+on_both_backends!(withdrawn_issuer_keys_stop_verifying_as_the_set_ages);
+
+async fn withdrawn_issuer_keys_stop_verifying_as_the_set_ages(backend: &str) {
+    let k1 = IssuerKey::generate("k1");
+    let k2 = IssuerKey::generate("k2");
+    let issuer = JwksServer::start(&[&k1]).await;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.oidc_issuer = Some(ISSUER.into());
+        s.oidc_jwks = Some(issuer.url.clone());
+        s.oidc_ca_file = Some(issuer.ca_file.clone());
+        // No fetch for unknown kids during the test: only the set's age fetches it.
+        s.oidc_jwks_refresh_secs = 3600;
+        s.oidc_jwks_max_age_secs = 1;
+    })
+    .await;
+    let tenant = app.tenant.0;
+    let path = "/api/v1/patients";
+    assert_eq!(app.get(path, &k1.token(tenant)).await.status(), 200);
+    // The issuer withdraws k1 (it was compromised, say) and publishes k2.
+    issuer.serve(&[&k2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while issuer.fetches() < 2 {
+        assert!(Instant::now() < deadline, "the aged set is fetched again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = problem(app.get(path, &k1.token(tenant)).await, 401, "unauthorized").await;
+    assert!(body["detail"].as_str().unwrap().contains("key"), "{body}");
+    assert_eq!(app.get(path, &k2.token(tenant)).await.status(), 200);
     app.stop().await;
 }
 
