@@ -95,7 +95,7 @@ pub struct Authenticator {
 type Verified = (Instant, Arc<Claims>);
 
 /// How long a checked signature is trusted for the same token text: a JWKS key withdrawn
-/// by the issuer stops being accepted within this window. Expiry is checked on every use.
+/// by the issuer stops being accepted within this window once the held set drops it. Expiry is checked on every use.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// At most this many checked tokens are remembered (then all are forgotten at once).
 const VERIFIED_MAX: usize = 10_000;
@@ -180,11 +180,6 @@ impl Authenticator {
     /// The Ed25519 key of local EdDSA tokens (its public half is published).
     pub fn token_key(&self) -> &TokenKey {
         &self.ed25519
-    }
-
-    /// The algorithm new local tokens are signed with.
-    pub fn local_algorithm(&self) -> LocalAlgorithm {
-        self.sign_with
     }
 
     /// Verify a token and return its claims.
