@@ -1,23 +1,31 @@
 //! Authentication: bearer JWTs, deny by default.
 //!
-//! Locally issued tokens are HS256, signed with the deployment's secret (kept in the data
-//! directory or given by configuration). Tokens of an external OpenID Connect issuer are
-//! RS256/ES256, verified against its JWKS. `alg: none`, expired, not-yet-valid, wrong
+//! Locally issued tokens are EdDSA (Ed25519, with the key's thumbprint as `kid`; the public
+//! key is published by [`crate::jwks::published`]) or HS256 (the deployment's secret), as
+//! configured; both kinds are accepted whichever signs new ones. Tokens of an external
+//! OpenID Connect issuer are RS256/ES256, verified against its JWKS ([`IssuerKeys`]), which
+//! is fetched again when a token names an unknown `kid`.
+//!
+//! Each algorithm is verified only with a key of its own family: HS256 with the secret,
+//! EdDSA with the local Ed25519 key, RS256/ES256 with the issuer's key of that `kid`. A
+//! token cannot choose another key by its header (an HS256 token "signed" with the public
+//! key's bytes is just a wrong signature). `alg: none`, expired, not-yet-valid, wrong
 //! audience, wrong issuer and wrong signature are all refused. Token text never reaches a
 //! log.
 
 use crate::AppState;
 use crate::error::ApiError;
+pub use crate::jwks::{IssuerKeys, Refresh, TokenKey};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::PublicKeyUse;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use salus_domain::access::{self, User};
 use salus_kernel::{ActorId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 // foldhash: these maps are hashed on every request (a token is ~300 bytes).
 use foldhash::{HashMap, HashMapExt};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -40,11 +48,43 @@ pub struct Claims {
 pub struct OidcIssuer {
     pub issuer: String,
     pub audience: String,
-    pub jwks: RwLock<JwkSet>,
+    pub keys: IssuerKeys,
+}
+
+/// The algorithm that signs new local tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalAlgorithm {
+    /// HMAC-SHA256 with the deployment's secret: only holders of the secret can verify.
+    Hs256,
+    /// Ed25519 (RFC 8037): anyone can verify with the published public key.
+    EdDsa,
+}
+
+impl std::str::FromStr for LocalAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hs256" => Ok(Self::Hs256),
+            "eddsa" => Ok(Self::EdDsa),
+            other => Err(format!(
+                "token algorithm '{other}' is neither hs256 nor eddsa"
+            )),
+        }
+    }
+}
+
+/// The deployment's keys for local tokens. Both verify; `sign_with` says which one signs.
+pub struct LocalKeys {
+    pub secret: Vec<u8>,
+    pub ed25519: TokenKey,
+    pub sign_with: LocalAlgorithm,
 }
 
 pub struct Authenticator {
     secret: Vec<u8>,
+    ed25519: TokenKey,
+    sign_with: LocalAlgorithm,
     pub issuer: String,
     pub audience: String,
     pub oidc: Option<OidcIssuer>,
@@ -56,7 +96,7 @@ pub struct Authenticator {
 type Verified = (Instant, Arc<Claims>);
 
 /// How long a checked signature is trusted for the same token text: a JWKS key withdrawn
-/// by the issuer stops being accepted within this window. Expiry is checked on every use.
+/// by the issuer stops being accepted within this window once the held set drops it. Expiry is checked on every use.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 /// At most this many checked tokens are remembered (then all are forgotten at once).
 const VERIFIED_MAX: usize = 10_000;
@@ -95,13 +135,15 @@ fn map_jwt(e: jsonwebtoken::errors::Error) -> AuthError {
 
 impl Authenticator {
     pub fn new(
-        secret: Vec<u8>,
+        local: LocalKeys,
         issuer: String,
         audience: String,
         oidc: Option<OidcIssuer>,
     ) -> Self {
         Self {
-            secret,
+            secret: local.secret,
+            ed25519: local.ed25519,
+            sign_with: local.sign_with,
             issuer,
             audience,
             oidc,
@@ -121,12 +163,24 @@ impl Authenticator {
             exp: now + ttl.as_secs(),
             preferred_username: None,
         };
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(&self.secret),
-        )
-        .map_err(ApiError::internal)
+        let signed = match self.sign_with {
+            LocalAlgorithm::Hs256 => jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(&self.secret),
+            ),
+            LocalAlgorithm::EdDsa => {
+                let mut header = Header::new(Algorithm::EdDSA);
+                header.kid = Some(self.ed25519.kid().to_owned());
+                jsonwebtoken::encode(&header, &claims, self.ed25519.encoding())
+            }
+        };
+        signed.map_err(ApiError::internal)
+    }
+
+    /// The Ed25519 key of local EdDSA tokens (its public half is published).
+    pub fn token_key(&self) -> &TokenKey {
+        &self.ed25519
     }
 
     /// Verify a token and return its claims.
@@ -134,7 +188,10 @@ impl Authenticator {
     /// A token whose signature, issuer and audience were checked in the last
     /// [`VERIFIED_TTL`] is recognised by its exact text and only its expiry is checked
     /// again: the text is what was signed, so the same text cannot carry other claims.
-    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+    ///
+    /// An OIDC token naming a `kid` that the issuer's set does not hold makes the set be
+    /// fetched again (rate-limited, see [`IssuerKeys::refresh_for`]) before it is refused.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
         if let Ok(cache) = self.verified.lock()
             && let Some((at, claims)) = cache.get(token)
@@ -145,7 +202,13 @@ impl Authenticator {
             }
             return Ok(claims.clone());
         }
-        let claims = Arc::new(self.check(token)?);
+        let claims = match self.check(token) {
+            Err(AuthError::UnknownKey) if self.refresh_keys_for(token).await => {
+                self.check(token)?
+            }
+            checked => checked?,
+        };
+        let claims = Arc::new(claims);
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_MAX {
                 cache.clear();
@@ -155,40 +218,88 @@ impl Authenticator {
         Ok(claims)
     }
 
-    /// Check a token's signature and claims.
+    /// Whether the issuer's keys, fetched again for the `kid` of an OIDC token, now hold it.
+    async fn refresh_keys_for(&self, token: &str) -> bool {
+        let Some(oidc) = &self.oidc else {
+            return false;
+        };
+        match jsonwebtoken::decode_header(token) {
+            Ok(Header {
+                alg: Algorithm::RS256 | Algorithm::ES256,
+                kid: Some(kid),
+                ..
+            }) => oidc.keys.refresh_for(&kid).await,
+            _ => false,
+        }
+    }
+
+    /// Check a token's signature and claims, each algorithm with its own key only.
     fn check(&self, token: &str) -> Result<Claims, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(map_jwt)?;
         match header.alg {
-            Algorithm::HS256 => {
-                let mut v = Validation::new(Algorithm::HS256);
-                v.set_audience(&[&self.audience]);
-                v.set_issuer(&[&self.issuer]);
-                v.leeway = LEEWAY_SECS;
-                v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-                jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&self.secret), &v)
-                    .map(|d| d.claims)
-                    .map_err(map_jwt)
+            Algorithm::HS256 => decode(
+                token,
+                &DecodingKey::from_secret(&self.secret),
+                header.alg,
+                &self.issuer,
+                &self.audience,
+            ),
+            Algorithm::EdDSA => {
+                // One local Ed25519 key: a token naming another (or none) is not ours.
+                if header.kid.as_deref() != Some(self.ed25519.kid()) {
+                    return Err(AuthError::UnknownKey);
+                }
+                decode(
+                    token,
+                    self.ed25519.decoding(),
+                    header.alg,
+                    &self.issuer,
+                    &self.audience,
+                )
             }
             Algorithm::RS256 | Algorithm::ES256 => {
                 let oidc = self.oidc.as_ref().ok_or(AuthError::Algorithm)?;
                 let kid = header.kid.ok_or(AuthError::UnknownKey)?;
-                let key = {
-                    let set = oidc.jwks.read().map_err(|_| AuthError::UnknownKey)?;
-                    let jwk = set.find(&kid).ok_or(AuthError::UnknownKey)?;
-                    DecodingKey::from_jwk(jwk).map_err(|_| AuthError::UnknownKey)?
-                };
-                let mut v = Validation::new(header.alg);
-                v.set_audience(&[&oidc.audience]);
-                v.set_issuer(&[&oidc.issuer]);
-                v.leeway = LEEWAY_SECS;
-                v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-                jsonwebtoken::decode::<Claims>(token, &key, &v)
-                    .map(|d| d.claims)
-                    .map_err(map_jwt)
+                let jwk = oidc.keys.find(&kid).ok_or(AuthError::UnknownKey)?;
+                let key = DecodingKey::from_jwk(&jwk).map_err(|_| AuthError::UnknownKey)?;
+                // The issuer's key of that kid must be of the token's family (an RSA key
+                // never checks an ES256 token), for signatures and of its algorithm when the JWK says.
+                if key.family() != header.alg.family()
+                    || jwk
+                        .common
+                        .public_key_use
+                        .as_ref()
+                        .is_some_and(|u| *u != PublicKeyUse::Signature)
+                    || jwk
+                        .common
+                        .key_algorithm
+                        .is_some_and(|a| a.to_string() != format!("{:?}", header.alg))
+                {
+                    return Err(AuthError::Algorithm);
+                }
+                decode(token, &key, header.alg, &oidc.issuer, &oidc.audience)
             }
             _ => Err(AuthError::Algorithm),
         }
     }
+}
+
+/// Verify `token` with `key` for exactly `alg`, and its issuer, audience and expiry.
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+    issuer: &str,
+    audience: &str,
+) -> Result<Claims, AuthError> {
+    let mut v = Validation::new(alg);
+    v.set_audience(&[audience]);
+    v.set_issuer(&[issuer]);
+    v.leeway = LEEWAY_SECS;
+    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+    jsonwebtoken::decode::<Claims>(token, key, &v)
+        .map(|d| d.claims)
+        .map_err(map_jwt)
 }
 
 /// When a user was looked up, and what was found.
@@ -278,6 +389,7 @@ impl FromRequestParts<AppState> for Actor {
         let claims = state
             .auth
             .verify(token)
+            .await
             .map_err(|e| ApiError::unauthorized(e.to_string()))?;
         let tenant = TenantId(claims.tid);
         let request_id = request_id(parts);
@@ -340,89 +452,245 @@ async fn resolve_user(
     Ok(user)
 }
 
-/// Fetch a JWKS document (http URL or file path).
-pub async fn load_jwks(source: &str) -> Result<JwkSet, String> {
-    let text = if source.starts_with("http://") || source.starts_with("https://") {
-        fetch_http(source).await?
-    } else {
-        tokio::fs::read_to_string(source)
-            .await
-            .map_err(|e| format!("cannot read JWKS file {source}: {e}"))?
-    };
-    serde_json::from_str(&text).map_err(|e| format!("JWKS at {source} is not a JWK set: {e}"))
-}
-
-async fn fetch_http(url: &str) -> Result<String, String> {
-    let resp = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| format!("cannot fetch JWKS from {url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url} answered {}", resp.status()));
-    }
-    resp.text().await.map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::jwk::JwkSet;
 
-    fn authenticator() -> Authenticator {
-        Authenticator::new(
-            b"a test secret".to_vec(),
-            "salus".into(),
-            "salus-api".into(),
-            None,
+    const ES256_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgC/XX7445TflVZbHs\nFDIOW0Kxec+d7i6oFDBnKX7KH9GhRANCAAQT0lWiPxdi3zmnI2F5RLUCwNUaMwY9\nRG4SkRxmNh8dIgsqWTFCpT/iXWKdZpTRIaliAqhZrTAyfELuVY9N/ZK3\n-----END PRIVATE KEY-----\n";
+    const ES256_X: &str = "E9JVoj8XYt85pyNheUS1AsDVGjMGPURuEpEcZjYfHSI";
+    const ES256_Y: &str = "CypZMUKlP-JdYp1mlNEhqWICqFmtMDJ8Qu5Vj039krc";
+
+    fn keys(secret: &[u8], seed: u8, sign_with: LocalAlgorithm) -> LocalKeys {
+        LocalKeys {
+            secret: secret.to_vec(),
+            ed25519: TokenKey::from_seed(&[seed; 32]).unwrap(),
+            sign_with,
+        }
+    }
+
+    fn authenticator_with(local: LocalKeys, oidc: Option<OidcIssuer>) -> Authenticator {
+        Authenticator::new(local, "salus".into(), "salus-api".into(), oidc)
+    }
+
+    fn authenticator(alg: LocalAlgorithm) -> Authenticator {
+        authenticator_with(keys(b"a test secret", 7, alg), None)
+    }
+
+    fn issue(auth: &Authenticator) -> String {
+        auth.issue(
+            Uuid::now_v7(),
+            TenantId(Uuid::now_v7()),
+            Duration::from_secs(60),
         )
+        .unwrap()
     }
 
-    #[test]
-    fn a_remembered_token_still_expires() {
-        let auth = authenticator();
-        let token = auth
-            .issue(
-                Uuid::now_v7(),
-                TenantId(Uuid::now_v7()),
-                Duration::from_secs(60),
-            )
-            .unwrap();
-        let claims = auth.verify(&token).unwrap();
-        // The same text again is recognised; once its expiry (plus leeway) has passed,
-        // it is refused although its signature was checked.
-        let mut stale = (*claims).clone();
-        stale.exp = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 1;
-        auth.verified
-            .lock()
-            .unwrap()
-            .insert(token.as_str().into(), (Instant::now(), Arc::new(stale)));
-        assert!(matches!(auth.verify(&token), Err(AuthError::Expired)));
+    fn header_of(token: &str) -> Header {
+        jsonwebtoken::decode_header(token).unwrap()
     }
 
-    #[test]
-    fn other_text_is_checked_in_full() {
-        let auth = authenticator();
-        let token = auth
-            .issue(
-                Uuid::now_v7(),
-                TenantId(Uuid::now_v7()),
-                Duration::from_secs(60),
-            )
-            .unwrap();
-        auth.verify(&token).unwrap();
-        // One character inside the signature changed (not the last, whose low bits are
-        // padding in base64url).
-        let at = token.len() - 10;
-        let swap = if &token[at..=at] == "A" { "B" } else { "A" };
-        let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
-        assert!(matches!(auth.verify(&forged), Err(AuthError::Signature)));
-        let other = Authenticator::new(
-            b"another".to_vec(),
-            "salus".into(),
-            "salus-api".into(),
-            None,
+    fn claims_for(iss: &str) -> Claims {
+        let now = jsonwebtoken::get_current_timestamp();
+        Claims {
+            sub: Uuid::now_v7().to_string(),
+            tid: Uuid::now_v7(),
+            iss: iss.into(),
+            aud: "salus-api".into(),
+            exp: now + 60,
+            iat: now,
+            preferred_username: None,
+        }
+    }
+
+    const BOTH: [LocalAlgorithm; 2] = [LocalAlgorithm::Hs256, LocalAlgorithm::EdDsa];
+
+    #[tokio::test]
+    async fn a_remembered_token_still_expires() {
+        for alg in BOTH {
+            let auth = authenticator(alg);
+            let token = issue(&auth);
+            let claims = auth.verify(&token).await.unwrap();
+            // The same text again is recognised; once its expiry (plus leeway) has passed,
+            // it is refused although its signature was checked.
+            let mut stale = (*claims).clone();
+            stale.exp = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 1;
+            auth.verified
+                .lock()
+                .unwrap()
+                .insert(token.as_str().into(), (Instant::now(), Arc::new(stale)));
+            assert!(matches!(auth.verify(&token).await, Err(AuthError::Expired)));
+        }
+    }
+
+    #[tokio::test]
+    async fn other_text_is_checked_in_full() {
+        for alg in BOTH {
+            let auth = authenticator(alg);
+            let token = issue(&auth);
+            auth.verify(&token).await.unwrap();
+            // One character inside the signature changed (not the last, whose low bits are
+            // padding in base64url).
+            let at = token.len() - 10;
+            let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+            let forged = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+            assert!(matches!(
+                auth.verify(&forged).await,
+                Err(AuthError::Signature)
+            ));
+        }
+        // Another deployment (other secret, other Ed25519 key) refuses our tokens.
+        let other = authenticator_with(keys(b"another", 8, LocalAlgorithm::Hs256), None);
+        let hs = issue(&authenticator(LocalAlgorithm::Hs256));
+        assert!(matches!(other.verify(&hs).await, Err(AuthError::Signature)));
+        let ed = issue(&authenticator(LocalAlgorithm::EdDsa));
+        assert!(matches!(
+            other.verify(&ed).await,
+            Err(AuthError::UnknownKey)
+        ));
+    }
+
+    #[tokio::test]
+    async fn both_local_algorithms_verify_whichever_signs() {
+        let ed = authenticator(LocalAlgorithm::EdDsa);
+        let hs = authenticator(LocalAlgorithm::Hs256);
+        let ed_token = issue(&ed);
+        let hs_token = issue(&hs);
+        assert_eq!(header_of(&ed_token).alg, Algorithm::EdDSA);
+        assert_eq!(
+            header_of(&ed_token).kid.as_deref(),
+            Some(ed.token_key().kid())
         );
-        assert!(matches!(other.verify(&token), Err(AuthError::Signature)));
+        assert_eq!(header_of(&hs_token).alg, Algorithm::HS256);
+        assert_eq!(header_of(&hs_token).kid, None);
+        for auth in [&ed, &hs] {
+            auth.verify(&ed_token).await.unwrap();
+            auth.verify(&hs_token).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_eddsa_token_is_verified_with_the_local_key_only() {
+        let auth = authenticator(LocalAlgorithm::EdDsa);
+        let kid = auth.token_key().kid().to_owned();
+        let stranger = TokenKey::from_seed(&[9; 32]).unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        // Signed by another key but naming ours: a wrong signature.
+        header.kid = Some(kid.clone());
+        let t = jsonwebtoken::encode(&header, &claims_for("salus"), stranger.encoding()).unwrap();
+        assert!(matches!(auth.verify(&t).await, Err(AuthError::Signature)));
+        // Naming another key, or none: not one of ours.
+        header.kid = Some(stranger.kid().to_owned());
+        let t = jsonwebtoken::encode(&header, &claims_for("salus"), stranger.encoding()).unwrap();
+        assert!(matches!(auth.verify(&t).await, Err(AuthError::UnknownKey)));
+        header.kid = None;
+        let t = jsonwebtoken::encode(&header, &claims_for("salus"), auth.token_key().encoding())
+            .unwrap();
+        assert!(matches!(auth.verify(&t).await, Err(AuthError::UnknownKey)));
+        // Our key, another issuer.
+        header.kid = Some(kid);
+        let t = jsonwebtoken::encode(
+            &header,
+            &claims_for("elsewhere"),
+            auth.token_key().encoding(),
+        )
+        .unwrap();
+        assert!(matches!(auth.verify(&t).await, Err(AuthError::Issuer)));
+    }
+
+    #[tokio::test]
+    async fn an_hs256_token_keyed_with_the_public_key_is_refused() {
+        let auth = authenticator(LocalAlgorithm::EdDsa);
+        let jwk = auth.token_key().public_jwk();
+        let x = jwk["x"].as_str().unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(x).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(auth.token_key().kid().to_owned());
+        // The public key as the HMAC key: its bytes, its base64url text, its JWK text.
+        for key in [raw, x.as_bytes().to_vec(), jwk.to_string().into_bytes()] {
+            let t = jsonwebtoken::encode(
+                &header,
+                &claims_for("salus"),
+                &EncodingKey::from_secret(&key),
+            )
+            .unwrap();
+            assert!(matches!(auth.verify(&t).await, Err(AuthError::Signature)));
+        }
+    }
+
+    #[tokio::test]
+    async fn alg_none_and_other_algorithms_are_refused() {
+        let auth = authenticator(LocalAlgorithm::EdDsa);
+        let claims = serde_json::to_vec(&claims_for("salus")).unwrap();
+        for alg in ["none", "None", "HS512", "RS256", "PS256", "ES384"] {
+            let header =
+                serde_json::json!({"alg": alg, "typ": "JWT", "kid": auth.token_key().kid()});
+            let t = format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(&claims)
+            );
+            assert!(auth.verify(&t).await.is_err(), "{alg}");
+        }
+    }
+
+    fn oidc_with(jwks: serde_json::Value) -> OidcIssuer {
+        let set: JwkSet = serde_json::from_value(jwks).unwrap();
+        OidcIssuer {
+            issuer: "https://idp.example".into(),
+            audience: "salus-api".into(),
+            keys: IssuerKeys::fixed(set),
+        }
+    }
+
+    fn es256_token(kid: &str, alg: Algorithm) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        let mut c = claims_for("https://idp.example");
+        c.sub = "ext-1".into();
+        let key = EncodingKey::from_ec_pem(ES256_PRIVATE.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &c, &key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_issuer_key_checks_only_tokens_of_its_own_kind() {
+        let oidc = oidc_with(serde_json::json!({"keys": [
+            {"kty": "EC", "crv": "P-256", "kid": "sig", "use": "sig", "alg": "ES256", "x": ES256_X, "y": ES256_Y},
+            {"kty": "EC", "crv": "P-256", "kid": "enc", "use": "enc", "x": ES256_X, "y": ES256_Y},
+            {"kty": "EC", "crv": "P-256", "kid": "other-alg", "alg": "ES384", "x": ES256_X, "y": ES256_Y},
+        ]}));
+        let auth = authenticator_with(keys(b"s", 1, LocalAlgorithm::EdDsa), Some(oidc));
+        auth.verify(&es256_token("sig", Algorithm::ES256))
+            .await
+            .unwrap();
+        for kid in ["enc", "other-alg"] {
+            assert!(matches!(
+                auth.verify(&es256_token(kid, Algorithm::ES256)).await,
+                Err(AuthError::Algorithm)
+            ));
+        }
+        assert!(matches!(
+            auth.verify(&es256_token("unknown", Algorithm::ES256)).await,
+            Err(AuthError::UnknownKey)
+        ));
+        // An RS256 header naming the EC key: refused before any signature check.
+        let claims = serde_json::to_vec(&claims_for("https://idp.example")).unwrap();
+        let header = serde_json::json!({"alg": "RS256", "kid": "sig"});
+        let t = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(&claims),
+            URL_SAFE_NO_PAD.encode([0u8; 64])
+        );
+        assert!(matches!(auth.verify(&t).await, Err(AuthError::Algorithm)));
+    }
+
+    #[test]
+    fn the_algorithm_setting_parses() {
+        assert_eq!("EdDSA".parse::<LocalAlgorithm>(), Ok(LocalAlgorithm::EdDsa));
+        assert_eq!("hs256".parse::<LocalAlgorithm>(), Ok(LocalAlgorithm::Hs256));
+        assert!("rs256".parse::<LocalAlgorithm>().is_err());
     }
 }

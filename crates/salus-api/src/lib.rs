@@ -11,6 +11,7 @@ pub mod encounters;
 pub mod error;
 pub mod http;
 pub mod interactions;
+pub mod jwks;
 pub mod metrics;
 pub mod observations;
 pub mod patients;
@@ -158,6 +159,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics_text))
+        .routes(routes!(jwks::published))
         .routes(routes!(patients::create, patients::search))
         .routes(routes!(patients::read, patients::patch))
         .routes(routes!(patients::history))

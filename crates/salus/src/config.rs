@@ -2,6 +2,7 @@
 //! then environment variables (`SALUS_*`), then command-line flags; the later wins.
 
 use clap::Args;
+use salus_api::auth::LocalAlgorithm;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -32,15 +33,30 @@ pub struct SettingsArgs {
     /// Ed25519 seed (64 hex digits) that signs ledger tree heads [default: generated into the data directory]
     #[arg(long, env = "SALUS_LEDGER_KEY", global = true, hide_env_values = true)]
     pub ledger_key: Option<String>,
+    /// Ed25519 seed (64 hex digits) that signs EdDSA local tokens [default: generated into the data directory]
+    #[arg(long, env = "SALUS_TOKEN_KEY", global = true, hide_env_values = true)]
+    pub token_key: Option<String>,
+    /// Algorithm of new local tokens: eddsa or hs256; both are always accepted [default: eddsa]
+    #[arg(long, env = "SALUS_TOKEN_ALGORITHM", global = true)]
+    pub token_algorithm: Option<String>,
     /// External OpenID Connect issuer whose RS256/ES256 tokens are accepted.
     #[arg(long, env = "SALUS_OIDC_ISSUER", global = true)]
     pub oidc_issuer: Option<String>,
     /// Audience those tokens must carry [default: salus-api]
     #[arg(long, env = "SALUS_OIDC_AUDIENCE", global = true)]
     pub oidc_audience: Option<String>,
-    /// JWKS of the issuer: an http URL or a file path.
+    /// JWKS of the issuer: an https (or http) URL or a file path.
     #[arg(long, env = "SALUS_OIDC_JWKS", global = true)]
     pub oidc_jwks: Option<String>,
+    /// PEM file of CA certificates trusted for an https JWKS, besides the system's roots.
+    #[arg(long, env = "SALUS_OIDC_CA_FILE", global = true)]
+    pub oidc_ca_file: Option<PathBuf>,
+    /// Least seconds between fetches of the JWKS for tokens naming an unknown key id [default: 30]
+    #[arg(long, env = "SALUS_OIDC_JWKS_REFRESH_SECS", global = true)]
+    pub oidc_jwks_refresh_secs: Option<u64>,
+    /// Seconds after which the JWKS held is fetched again in the background [default: 600]
+    #[arg(long, env = "SALUS_OIDC_JWKS_MAX_AGE_SECS", global = true)]
+    pub oidc_jwks_max_age_secs: Option<u64>,
     /// Seconds between ledger seals [default: 2]
     #[arg(long, env = "SALUS_SEAL_INTERVAL_SECS", global = true)]
     pub seal_interval_secs: Option<u64>,
@@ -70,9 +86,14 @@ pub struct FileSettings {
     pub listen: Option<String>,
     pub jwt_secret: Option<String>,
     pub ledger_key: Option<String>,
+    pub token_key: Option<String>,
+    pub token_algorithm: Option<String>,
     pub oidc_issuer: Option<String>,
     pub oidc_audience: Option<String>,
     pub oidc_jwks: Option<String>,
+    pub oidc_ca_file: Option<PathBuf>,
+    pub oidc_jwks_refresh_secs: Option<u64>,
+    pub oidc_jwks_max_age_secs: Option<u64>,
     pub seal_interval_secs: Option<u64>,
     pub idempotency_ttl_hours: Option<i64>,
     pub body_limit: Option<usize>,
@@ -89,9 +110,16 @@ pub struct Settings {
     pub listen: String,
     pub jwt_secret: Option<String>,
     pub ledger_key: Option<String>,
+    pub token_key: Option<String>,
+    /// What signs new local tokens. EdDSA by default: services that verify Salus tokens
+    /// need only the published public key, never a secret that could also mint tokens.
+    pub token_algorithm: LocalAlgorithm,
     pub oidc_issuer: Option<String>,
     pub oidc_audience: String,
     pub oidc_jwks: Option<String>,
+    pub oidc_ca_file: Option<PathBuf>,
+    pub oidc_jwks_refresh_secs: u64,
+    pub oidc_jwks_max_age_secs: u64,
     pub seal_interval_secs: u64,
     pub idempotency_ttl_hours: i64,
     pub body_limit: usize,
@@ -129,12 +157,28 @@ impl Settings {
                 .unwrap_or_else(|| "127.0.0.1:8080".into()),
             jwt_secret: a.jwt_secret.or(file.jwt_secret),
             ledger_key: a.ledger_key.or(file.ledger_key),
+            token_key: a.token_key.or(file.token_key),
+            token_algorithm: match a.token_algorithm.or(file.token_algorithm) {
+                Some(text) => text.parse().map_err(|e: String| anyhow::anyhow!(e))?,
+                None => LocalAlgorithm::EdDsa,
+            },
             oidc_issuer: a.oidc_issuer.or(file.oidc_issuer),
             oidc_audience: a
                 .oidc_audience
                 .or(file.oidc_audience)
                 .unwrap_or_else(|| "salus-api".into()),
             oidc_jwks: a.oidc_jwks.or(file.oidc_jwks),
+            oidc_ca_file: a.oidc_ca_file.or(file.oidc_ca_file),
+            oidc_jwks_refresh_secs: a
+                .oidc_jwks_refresh_secs
+                .or(file.oidc_jwks_refresh_secs)
+                .unwrap_or(30)
+                .max(1),
+            oidc_jwks_max_age_secs: a
+                .oidc_jwks_max_age_secs
+                .or(file.oidc_jwks_max_age_secs)
+                .unwrap_or(600)
+                .max(1),
             seal_interval_secs: a
                 .seal_interval_secs
                 .or(file.seal_interval_secs)

@@ -10,6 +10,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = salus::cli::Cli::parse();
+    // TLS (the JWKS of an OIDC issuer over https) uses ring; install it before any client.
+    salus_api::jwks::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

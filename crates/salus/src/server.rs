@@ -4,7 +4,7 @@
 
 use crate::config::Settings;
 use anyhow::Context;
-use salus_api::auth::{Authenticator, OidcIssuer};
+use salus_api::auth::{Authenticator, IssuerKeys, LocalKeys, OidcIssuer, Refresh, TokenKey};
 use salus_api::metrics::{CommitMetrics, Metrics};
 use salus_api::{ApiConfig, AppState};
 use salus_domain::access::{User, UserCommand};
@@ -13,7 +13,7 @@ use salus_kernel::{ActorId, SystemClock, TenantContext, TenantId};
 use salus_store::commit::CommitObserver;
 use salus_store::ledger::{LedgerKey, Sealer};
 use salus_store::{Store, Tenant};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -108,23 +108,61 @@ pub fn ledger_key(settings: &Settings) -> anyhow::Result<LedgerKey> {
     }
 }
 
+/// The Ed25519 key of EdDSA local tokens: from settings, or a random seed kept in the data
+/// directory (mode 0600), created on first use like the ledger key.
+pub fn token_key(settings: &Settings) -> anyhow::Result<TokenKey> {
+    if let Some(hex) = &settings.token_key {
+        return TokenKey::from_hex(hex).map_err(|e| anyhow::anyhow!(e));
+    }
+    let path = settings.data_dir.join("token-ed25519.key");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&settings.data_dir)?;
+            let mut seed = [0u8; 32];
+            rand_bytes(&mut seed);
+            let text = hex::encode(seed);
+            salus_store::ledger::write_private(&path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            text
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    TokenKey::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 pub async fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
+    if settings.oidc_ca_file.is_some() && settings.oidc_jwks.is_none() {
+        anyhow::bail!("--oidc-ca-file is for an https JWKS, and no --oidc-jwks is set");
+    }
     let oidc = match (&settings.oidc_issuer, &settings.oidc_jwks) {
         (Some(issuer), Some(jwks)) => {
-            let set = salus_api::auth::load_jwks(jwks)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let keys = IssuerKeys::load(
+                jwks,
+                settings.oidc_ca_file.as_deref(),
+                Refresh {
+                    unknown_kid_every: Duration::from_secs(settings.oidc_jwks_refresh_secs),
+                    max_age: Duration::from_secs(settings.oidc_jwks_max_age_secs),
+                },
+            )
+            .await?;
             Some(OidcIssuer {
                 issuer: issuer.clone(),
                 audience: settings.oidc_audience.clone(),
-                jwks: RwLock::new(set),
+                keys,
             })
         }
         (Some(_), None) => anyhow::bail!("an OIDC issuer needs its JWKS (--oidc-jwks)"),
-        _ => None,
+        (None, Some(_)) => anyhow::bail!("an OIDC JWKS needs its issuer (--oidc-issuer)"),
+        (None, None) => None,
+    };
+    let local = LocalKeys {
+        secret: jwt_secret(settings)?,
+        ed25519: token_key(settings)?,
+        sign_with: settings.token_algorithm,
     };
     Ok(Authenticator::new(
-        jwt_secret(settings)?,
+        local,
         LOCAL_ISSUER.into(),
         LOCAL_AUDIENCE.into(),
         oidc,
@@ -269,6 +307,7 @@ pub async fn bootstrap(
 
 /// Start the server in the background on `settings.listen` (port 0 picks a free one).
 pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Bootstrap>)> {
+    salus_api::jwks::install_crypto_provider();
     let metrics = Metrics::new();
     let observer: Arc<dyn CommitObserver> = Arc::new(CommitMetrics(metrics.clone()));
     let store = open_store(settings, Some(observer)).await?;
@@ -291,6 +330,15 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let seal_every = Duration::from_secs(settings.seal_interval_secs);
+    // An OIDC issuer's keys are fetched again as they age, so withdrawn ones stop counting.
+    let issuer_keys = {
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            if let Some(oidc) = &auth.oidc {
+                oidc.keys.keep_fresh().await;
+            }
+        })
+    };
     let store_bg = store.clone();
     let task = tokio::spawn(async move {
         let (stop_bg, mut stopped) = tokio::sync::watch::channel(false);
@@ -323,6 +371,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
             })
             .await;
         let _ = stop_bg.send(true);
+        issuer_keys.abort();
         store_bg.shutdown().await;
         if let Ok(mut sealer) = background.await
             && let Err(e) = sealer.seal_all(store_bg.as_ref()).await

@@ -350,8 +350,10 @@ const UPSERT_STREAMS: &str =
 const UPSERT_STREAMS_TAIL: &str =
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, hash = excluded.hash";
 const INSERT_RESOURCES: &str = "INSERT OR ROLLBACK INTO resources (tenant_id, resource_type, id, version, doc, created_at, updated_at, search_keys)";
-const INSERT_SEARCH_ROWS: &str = "INSERT OR ROLLBACK INTO search_rows (pid, value, resource_id, system)";
-const INSERT_KEYS: &str = "INSERT OR ROLLBACK INTO unique_keys (tenant_id, scope, value, stream_id)";
+const INSERT_SEARCH_ROWS: &str =
+    "INSERT OR ROLLBACK INTO search_rows (pid, value, resource_id, system)";
+const INSERT_KEYS: &str =
+    "INSERT OR ROLLBACK INTO unique_keys (tenant_id, scope, value, stream_id)";
 
 /// One search row as stored: (pid, value, resource id, system).
 type StoredRow<'a> = (i64, &'a str, &'a Uuid, &'a str);

@@ -145,3 +145,268 @@ async fn oidc_es256_tokens_are_verified_against_the_jwks() {
     problem(app.get("/api/v1/patients", &t).await, 401, "unauthorized").await;
     app.stop().await;
 }
+
+on_both_backends!(
+    eddsa_tokens_are_published_and_verifiable_offline,
+    old_hs256_tokens_keep_working_when_eddsa_signs
+);
+
+fn header_of(token: &str) -> jsonwebtoken::Header {
+    jsonwebtoken::decode_header(token).unwrap()
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// An Ed25519 seed as PKCS#8 DER (RFC 8410 §7: a fixed prefix, then the seed).
+fn ed25519_der(seed: [u8; 32]) -> Vec<u8> {
+    let mut der = hex_bytes("302e020100300506032b657004220420");
+    der.extend_from_slice(&seed);
+    der
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+async fn eddsa_tokens_are_published_and_verifiable_offline(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let path = "/api/v1/patients";
+    // The first-login token is EdDSA (the default), naming its key.
+    let header = header_of(&app.token);
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    let kid = header.kid.clone().expect("an EdDSA token names its key");
+    assert_eq!(app.get(path, &app.token).await.status(), 200);
+
+    // The key is kept in the data directory, readable by its owner only.
+    let key_file = app.settings.data_dir.join("token-ed25519.key");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // The public key is published without authentication, as an OKP JWK (RFC 8037).
+    let r = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let jwks: serde_json::Value = r.json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let jwk = &keys[0];
+    assert_eq!(jwk["kty"], "OKP");
+    assert_eq!(jwk["crv"], "Ed25519");
+    assert_eq!(jwk["alg"], "EdDSA");
+    assert_eq!(jwk["use"], "sig");
+    assert_eq!(jwk["kid"], kid.as_str());
+    assert!(jwk.get("d").is_none(), "the private key is never published");
+
+    // Another service verifies a Salus token with nothing but the published set.
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+    v.set_audience(&["salus-api"]);
+    v.set_issuer(&["salus"]);
+    jsonwebtoken::decode::<serde_json::Value>(&app.token, &key, &v).expect("verifies offline");
+
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = |aud: &str| {
+        let mut c = claims_of(&app.token);
+        c["aud"] = json!(aud);
+        c["iat"] = json!(now);
+        c["exp"] = json!(now + 600);
+        c
+    };
+    // Algorithm confusion: an HS256 token whose HMAC key is the public key (its bytes or
+    // its base64url text) is a wrong signature, even naming the EdDSA key.
+    let x = jwk["x"].as_str().unwrap();
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(x)
+        .unwrap();
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(kid.clone());
+    for hmac_key in [public.as_slice(), x.as_bytes()] {
+        let t = jsonwebtoken::encode(
+            &hs,
+            &claims("salus-api"),
+            &EncodingKey::from_secret(hmac_key),
+        )
+        .unwrap();
+        let body = problem(app.get(path, &t).await, 401, "unauthorized").await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("signature"),
+            "{body}"
+        );
+    }
+    // alg: none naming the key.
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": kid})),
+        b64(&claims("salus-api"))
+    );
+    problem(app.get(path, &none).await, 401, "unauthorized").await;
+    // Another Ed25519 key, naming ours: wrong signature; naming itself: unknown key.
+    let stranger = EncodingKey::from_ed_der(&ed25519_der([42; 32]));
+    let mut ed = Header::new(Algorithm::EdDSA);
+    ed.kid = Some(kid.clone());
+    let t = jsonwebtoken::encode(&ed, &claims("salus-api"), &stranger).unwrap();
+    let body = problem(app.get(path, &t).await, 401, "unauthorized").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("signature"),
+        "{body}"
+    );
+    ed.kid = Some("another-key".into());
+    let t = jsonwebtoken::encode(&ed, &claims("salus-api"), &stranger).unwrap();
+    let body = problem(app.get(path, &t).await, 401, "unauthorized").await;
+    assert!(body["detail"].as_str().unwrap().contains("key"), "{body}");
+    // Our key, another audience.
+    let seed = std::fs::read_to_string(&key_file).unwrap();
+    let ours = EncodingKey::from_ed_der(&ed25519_der(hex_bytes(seed.trim()).try_into().unwrap()));
+    ed.kid = Some(kid.clone());
+    let t = jsonwebtoken::encode(&ed, &claims("someone-else"), &ours).unwrap();
+    let body = problem(app.get(path, &t).await, 401, "unauthorized").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("audience"),
+        "{body}"
+    );
+    // ...and the right audience: accepted (the control).
+    let t = jsonwebtoken::encode(&ed, &claims("salus-api"), &ours).unwrap();
+    assert_eq!(app.get(path, &t).await.status(), 200);
+    // Tokens for new users are EdDSA too.
+    let viewer = app.token_for("vic", &["viewer"]).await;
+    assert_eq!(header_of(&viewer).alg, Algorithm::EdDSA);
+    assert_eq!(app.get(path, &viewer).await.status(), 200);
+    app.stop().await;
+}
+
+fn run_salus(args: &[String], cmd: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_salus"))
+        .args(args)
+        .args(cmd)
+        .env("SALUS_LOG", "warn")
+        .output()
+        .expect("run salus");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn old_hs256_tokens_keep_working_when_eddsa_signs(backend: &str) {
+    // A token key given by configuration: no key file, and a kid that follows from it.
+    let seed = "05".repeat(32);
+    let expected_kid = salus_api::auth::TokenKey::from_hex(&seed)
+        .unwrap()
+        .kid()
+        .to_owned();
+    let app = TestApp::spawn_with(backend, |s| {
+        s.token_algorithm = salus_api::auth::LocalAlgorithm::Hs256;
+        s.token_key = Some(seed.clone());
+    })
+    .await;
+    let old = app.token.clone();
+    assert_eq!(header_of(&old).alg, Algorithm::HS256);
+    assert_eq!(app.get("/api/v1/patients", &old).await.status(), 200);
+    assert!(!app.settings.data_dir.join("token-ed25519.key").exists());
+    let jwks: serde_json::Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], expected_kid.as_str());
+
+    // The operator's command honours the setting too, and refuses an unknown algorithm.
+    let mut args = vec![
+        "--data-dir".to_string(),
+        app.settings.data_dir.to_string_lossy().into_owned(),
+        "--token-key".to_string(),
+        seed.clone(),
+    ];
+    if let Some(url) = &app.settings.database_url {
+        args.push("--database-url".into());
+        args.push(url.clone());
+    }
+    let mut settings = app.settings.clone();
+    let client = app.client.clone();
+    let leftovers = app.stop().await;
+    let issue = ["token", "issue", "--user", "admin"];
+    let (code, out, err) = run_salus(&args, &issue);
+    assert_eq!(code, 0, "{err}");
+    let cli_eddsa = out.trim().to_owned();
+    assert_eq!(header_of(&cli_eddsa).alg, Algorithm::EdDSA);
+    assert_eq!(
+        header_of(&cli_eddsa).kid.as_deref(),
+        Some(expected_kid.as_str())
+    );
+    let mut hs_args = args.clone();
+    hs_args.extend(["--token-algorithm".to_string(), "hs256".to_string()]);
+    let (code, out, err) = run_salus(&hs_args, &issue);
+    assert_eq!(code, 0, "{err}");
+    let cli_hs256 = out.trim().to_owned();
+    assert_eq!(header_of(&cli_hs256).alg, Algorithm::HS256);
+    let mut bad = args.clone();
+    bad.extend(["--token-algorithm".to_string(), "rs256".to_string()]);
+    let (code, _, err) = run_salus(&bad, &issue);
+    assert_eq!(code, 1);
+    assert!(err.contains("neither hs256 nor eddsa"), "{err}");
+
+    // The same deployment restarted with EdDSA (the default) signing: the HS256 tokens
+    // issued before still work, and new tokens are EdDSA.
+    settings.token_algorithm = salus_api::auth::LocalAlgorithm::EdDsa;
+    let (running, boot) = salus::server::start(&settings).await.unwrap();
+    assert!(boot.is_none());
+    let base = format!("http://{}", running.addr);
+    for token in [&old, &cli_hs256, &cli_eddsa] {
+        let r = client
+            .get(format!("{base}/api/v1/patients"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let user: uuid::Uuid = claims_of(&old)["sub"].as_str().unwrap().parse().unwrap();
+    let tenant = salus_kernel::TenantId(claims_of(&old)["tid"].as_str().unwrap().parse().unwrap());
+    let fresh = running
+        .auth
+        .issue(user, tenant, std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(header_of(&fresh).alg, Algorithm::EdDSA);
+    let r = client
+        .get(format!("{base}/api/v1/patients"))
+        .bearer_auth(&fresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    running.stop().await.unwrap();
+    drop(leftovers);
+
+    // A token key that is not a 32-byte hex seed stops the start with a clear message.
+    let mut broken = settings.clone();
+    broken.token_key = Some("not-hex".into());
+    let err = salus::server::token_key(&broken).unwrap_err();
+    assert!(err.to_string().contains("not hex"), "{err}");
+}

@@ -85,6 +85,7 @@ async fn kill_during_writes_loses_nothing(backend: &str) {
         args.push(d.url.clone());
     }
     let base = format!("http://127.0.0.1:{port}");
+    salus_api::jwks::install_crypto_provider();
     let client = reqwest::Client::new();
     let mut server = start(&args);
     let token = server.token.clone().expect("first start prints a token");

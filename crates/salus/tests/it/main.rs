@@ -9,6 +9,7 @@ mod crash;
 mod encounters;
 mod interactions;
 mod observations;
+mod oidc;
 mod patients;
 mod places;
 mod procedures;

@@ -22,6 +22,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
+        ("get", "/.well-known/jwks.json"),
         ("post", "/api/v1/patients"),
         ("get", "/api/v1/patients"),
         ("get", "/api/v1/patients/{id}"),
