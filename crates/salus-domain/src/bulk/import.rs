@@ -224,6 +224,8 @@ fn fold<A: Aggregate>(
 
 /// A clinician as encounters need it: its id and whether it is active.
 type ClinicianFact = Option<(Uuid, bool)>;
+/// How a row names a clinician: its id, its credential.
+type ClinicianKey = (Option<Uuid>, Option<String>);
 
 /// Runs the rows of one import in one tenant.
 pub struct Importer<'a> {
@@ -233,7 +235,7 @@ pub struct Importer<'a> {
     /// The tenant's active outcome codes, read once (interactions).
     outcomes: Vec<String>,
     /// Clinicians looked up by id or credential (encounters), kept for the import.
-    clinicians: Mutex<HashMap<(Option<Uuid>, Option<String>), ClinicianFact>>,
+    clinicians: Mutex<HashMap<ClinicianKey, ClinicianFact>>,
 }
 
 /// Run an import. `open` yields the rows of the file; it is called twice under
