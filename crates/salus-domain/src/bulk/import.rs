@@ -523,7 +523,12 @@ impl Importer<'_> {
     /// The surviving patient of a merge, by its id in the file's tenant.
     async fn resolve_survivor(&self, row: u64, source: Uuid) -> Result<Uuid, RowFail> {
         match self.find::<Patient>(row, Some(source)).await? {
-            Ok(c) => Ok(c.row.id),
+            Ok(c) if c.state.merged_into.is_none() => Ok(c.row.id),
+            Ok(c) => Err(invalid(
+                row,
+                "merged_into",
+                format!("the surviving patient {} is itself merged", c.row.id),
+            )),
             Err(_) => Err(invalid(
                 row,
                 "merged_into",

@@ -15,6 +15,7 @@ on_both_backends!(
     bad_input_is_a_problem_and_permissions_are_checked,
     ndjson_import_of_many_rows_counts_every_row,
     clinical_rows_name_what_is_wrong,
+    cli_import_and_export_work_on_the_store_directly,
 );
 
 /// POST a file as an import and wait for its job to end; the final job.
@@ -244,6 +245,18 @@ async fn dry_run_and_all_or_nothing_write_nothing_when_asked(backend: &str) {
         (job["status"].as_str(), counts(&job)),
         (Some("completed"), (2, 2, 0, 0, 0))
     );
+    // Two rows of one file with the same identifier are one patient (the store's unique key
+    // decides which row created it; the other updates it).
+    let twice = "identifiers,family\nurn:mrn|DUP,First\nurn:mrn|DUP,Second\n";
+    let job = import(&app, &app.token, "kind=patients", "text/csv", twice).await;
+    assert_eq!(counts(&job), (2, 1, 1, 0, 0), "{job}");
+    let found: Value = app
+        .get("/api/v1/patients?identifier=urn:mrn%7CDUP", &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
     // Without all-or-nothing the bad row never stops the good one.
     let job = import(&app, &app.token, "kind=patients", "text/csv", mixed).await;
     assert_eq!(
@@ -508,6 +521,46 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
             );
         }
     }
+    // A merged record follows its survivor into the copy (the survivor must be there first:
+    // a second run merges what the first could not).
+    let s = ok(app
+        .post(
+            "/api/v1/patients",
+            t,
+            &crate::app::patient("RT-S", "Survivor", "S"),
+        )
+        .await)
+    .await;
+    let m = ok(app
+        .post(
+            "/api/v1/patients",
+            t,
+            &crate::app::patient("RT-M", "Merged", "M"),
+        )
+        .await)
+    .await;
+    let sid = s["id"].as_str().unwrap().to_owned();
+    act(
+        format!("/api/v1/patients/{}/merge", m["id"].as_str().unwrap()),
+        1,
+        json!({"into": sid}),
+    )
+    .await;
+    let file = export(&app, t, "patients", "ndjson").await;
+    let copy2 = app.other_tenant("merge-copy").await;
+    import(&app, &copy2, "kind=patients", "application/x-ndjson", &file).await;
+    let job = import(&app, &copy2, "kind=patients", "application/x-ndjson", &file).await;
+    assert_eq!(counts(&job).4, 0, "{job}");
+    let merged = ndjson(&export(&app, &copy2, "patients", "ndjson").await)
+        .into_iter()
+        .find(|d| d["identifiers"][0]["value"] == "RT-M")
+        .unwrap();
+    let survivor = salus_domain::bulk::derived_id(
+        tenant_of(&copy2),
+        "patient",
+        Uuid::parse_str(&sid).unwrap(),
+    );
+    assert_eq!(merged["merged_into"], json!(survivor.to_string()));
     app.stop().await;
 }
 
@@ -799,4 +852,95 @@ async fn clinical_rows_name_what_is_wrong(backend: &str) {
     let job = import(&app, &app.token, "kind=encounters", "text/csv", &csv).await;
     assert_eq!(job["errors"][0]["field"], "clinician_credential");
     app.stop().await;
+}
+
+fn salus(args: &[String], cmd: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_salus"))
+        .args(args)
+        .args(cmd)
+        .env("SALUS_LOG", "warn")
+        .output()
+        .expect("run salus");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn cli_import_and_export_work_on_the_store_directly(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let mut args = vec![
+        "--data-dir".to_string(),
+        app.settings.data_dir.to_string_lossy().into_owned(),
+    ];
+    if let Some(url) = &app.settings.database_url {
+        args.push("--database-url".into());
+        args.push(url.clone());
+    }
+    let _data = app.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("patients.csv");
+    std::fs::write(
+        &file,
+        "identifiers,family\nurn:mrn|C-1,Cli\nurn:mrn|C-2,Tool\nurn:mrn|C-3,\n",
+    )
+    .unwrap();
+    let f = file.to_string_lossy().into_owned();
+    let errors = dir.path().join("errors.csv");
+    let e = errors.to_string_lossy().into_owned();
+    let (code, out, err) = salus(&args, &["import", &f, "--kind", "patients", "--errors", &e]);
+    assert_eq!(code, 1, "a failed row exits 1: {out}{err}");
+    assert!(
+        out.contains("3 rows, 2 created, 0 updated, 0 unchanged, 1 failed"),
+        "{out}"
+    );
+    assert!(err.contains("row 3 (name): a patient needs"), "{err}");
+    let report = std::fs::read_to_string(&errors).unwrap();
+    assert!(report.starts_with("row,field,reason\n3,name,"), "{report}");
+    std::fs::write(
+        &file,
+        "identifiers,family\nurn:mrn|C-1,Cli\nurn:mrn|C-4,New\n",
+    )
+    .unwrap();
+    let (code, out, _) = salus(&args, &["import", &f, "--kind", "patients", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("dry run") && out.contains("1 created, 0 updated, 1 unchanged"),
+        "{out}"
+    );
+    let (code, out, _) = salus(
+        &args,
+        &["export", "--kind", "patients", "--format", "ndjson"],
+    );
+    assert_eq!(code, 0);
+    let docs = ndjson(&out);
+    assert_eq!(docs.len(), 2, "the dry run wrote nothing: {out}");
+    assert_eq!(docs[0]["identifiers"][0]["value"], "C-1");
+    let out_file = dir.path().join("all.csv");
+    let o = out_file.to_string_lossy().into_owned();
+    let (code, _, err) = salus(&args, &["export", "--kind", "patients", "--out", &o]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = salus(&args, &["import", &o, "--kind", "patients"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("2 rows, 0 created, 0 updated, 2 unchanged, 0 failed"),
+        "{out}"
+    );
+    // Usage errors exit 2; a file that does not fit exits 1.
+    assert_eq!(salus(&args, &["import", &f, "--kind", "clinicians"]).0, 2);
+    let txt = dir.path().join("patients.txt");
+    std::fs::write(&txt, "x").unwrap();
+    assert_eq!(
+        salus(
+            &args,
+            &["import", &txt.to_string_lossy(), "--kind", "patients"]
+        )
+        .0,
+        2
+    );
+    std::fs::write(&file, "colour\nred\n").unwrap();
+    let (code, _, err) = salus(&args, &["import", &f, "--kind", "patients"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown column 'colour'"), "{err}");
 }
