@@ -4,6 +4,10 @@
 //! data directory; PostgreSQL in a database `salus_bench_import`, dropped and created), and
 //! reports rows/s and the child's resident memory over the run (sampled every 100 ms from
 //! `/proc`), so that a flat line shows memory does not grow with the file.
+//!
+//! The backend `discard` runs the same import in this process against a store that does
+//! the caller's share of a commit (canonical JSON, event digests) and then drops the write:
+//! the ceiling of the bulk path above the store.
 
 use crate::config::Settings;
 use anyhow::Context;
@@ -18,7 +22,8 @@ pub struct BenchImportArgs {
     /// Rows of the generated patient CSV.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: u64,
-    /// Backends to measure, comma-separated.
+    /// Backends to measure, comma-separated: sqlite, postgres, discard (no store: the
+    /// bulk path's own ceiling).
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     pub backends: Vec<String>,
     /// Where the CSV and the SQLite data directory go [default: the system temp directory].
@@ -213,11 +218,16 @@ pub async fn run(_settings: &Settings, args: BenchImportArgs) -> anyhow::Result<
             store_args.push("--database-url".into());
             store_args.push(db.url.clone());
             Some(db)
-        } else if backend == "sqlite" {
+        } else if backend == "sqlite" || backend == "discard" {
             None
         } else {
-            anyhow::bail!("unknown backend '{backend}' (sqlite, postgres)");
+            anyhow::bail!("unknown backend '{backend}' (sqlite, postgres, discard)");
         };
+        if backend == "discard" {
+            eprintln!("importing into a discarding store");
+            results.push(discard(&csv, args.rows, args.concurrency).await?);
+            continue;
+        }
         eprintln!("importing into {backend}");
         let (csv2, rows, conc) = (csv.clone(), args.rows, args.concurrency);
         let b = backend.clone();
@@ -241,7 +251,7 @@ pub async fn run(_settings: &Settings, args: BenchImportArgs) -> anyhow::Result<
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for m in &results {
-        let target = if m.backend == "sqlite" {
+        let target = if m.backend != "postgres" {
             100_000.0
         } else {
             50_000.0
@@ -266,4 +276,179 @@ pub async fn run(_settings: &Settings, args: BenchImportArgs) -> anyhow::Result<
     }
     let _ = std::fs::remove_file(&csv);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A store that takes every write and keeps nothing: the caller's share of a commit
+/// (what `CommitQueue::submit` does before queueing) is done, the write is dropped.
+struct Discard;
+
+#[async_trait::async_trait]
+impl salus_store::Store for Discard {
+    fn backend(&self) -> &'static str {
+        "discard"
+    }
+    async fn commit(
+        &self,
+        ctx: &salus_kernel::TenantContext,
+        write: salus_store::Write,
+    ) -> Result<salus_store::Committed, salus_store::StoreError> {
+        let version = write.expected_version + write.events.len() as i64;
+        let prepared = salus_store::commit::Prepared::new(ctx, write);
+        std::hint::black_box(&prepared);
+        Ok(salus_store::Committed {
+            version,
+            events: Vec::new(),
+            recorded_at: chrono::Utc::now(),
+        })
+    }
+    async fn resource(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &str,
+        _: uuid::Uuid,
+    ) -> Result<Option<salus_store::ResourceRow>, salus_store::StoreError> {
+        Ok(None)
+    }
+    async fn resource_text(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &str,
+        _: uuid::Uuid,
+    ) -> Result<Option<salus_store::ResourceText>, salus_store::StoreError> {
+        Ok(None)
+    }
+    async fn event_hashes_after(
+        &self,
+        _: salus_kernel::TenantId,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<(i64, salus_kernel::Hash32)>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn stream(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: uuid::Uuid,
+        _: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<salus_kernel::EventEnvelope>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn search(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &salus_store::SearchQuery,
+    ) -> Result<Vec<salus_store::ResourceRow>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn search_text(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &str,
+        _: &str,
+        _: u32,
+    ) -> Result<Vec<salus_store::TextHit>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn unique_owner(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<uuid::Uuid>, salus_store::StoreError> {
+        Ok(None)
+    }
+    async fn idempotency(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &str,
+    ) -> Result<Option<salus_store::IdempotencyRecord>, salus_store::StoreError> {
+        Ok(None)
+    }
+    async fn purge_idempotency(
+        &self,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, salus_store::StoreError> {
+        Ok(0)
+    }
+    async fn create_tenant(&self, _: &salus_store::Tenant) -> Result<(), salus_store::StoreError> {
+        Ok(())
+    }
+    async fn tenants(&self) -> Result<Vec<salus_store::Tenant>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn events_after(
+        &self,
+        _: salus_kernel::TenantId,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<salus_kernel::EventEnvelope>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn event_by_id(
+        &self,
+        _: uuid::Uuid,
+    ) -> Result<Option<salus_kernel::EventEnvelope>, salus_store::StoreError> {
+        Ok(None)
+    }
+    async fn ledger_head(&self, _: salus_kernel::TenantId) -> Result<i64, salus_store::StoreError> {
+        Ok(0)
+    }
+    async fn stream_heads(
+        &self,
+        _: salus_kernel::TenantId,
+    ) -> Result<Vec<salus_store::StreamHead>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn tree_heads(
+        &self,
+        _: salus_kernel::TenantId,
+    ) -> Result<Vec<salus_store::TreeHead>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn put_tree_head(
+        &self,
+        _: &salus_store::TreeHead,
+    ) -> Result<(), salus_store::StoreError> {
+        Ok(())
+    }
+    async fn ready(&self) -> Result<(), salus_store::StoreError> {
+        Ok(())
+    }
+    async fn shutdown(&self) {}
+}
+
+async fn discard(csv: &Path, rows: u64, concurrency: Option<usize>) -> anyhow::Result<Measured> {
+    use salus_domain::bulk::import::{ImportOptions, Progress};
+    let services = salus_domain::service::Services::new(
+        std::sync::Arc::new(Discard),
+        std::sync::Arc::new(salus_kernel::SystemClock),
+    );
+    let ctx = crate::server::system_ctx(salus_kernel::TenantId(uuid::Uuid::now_v7()));
+    let mut options = ImportOptions::new(salus_domain::bulk::Kind::Patients);
+    if let Some(c) = concurrency {
+        options.concurrency = c.max(1);
+    }
+    let progress = std::sync::Arc::new(Progress::default());
+    let started = Instant::now();
+    let report = salus_api::bulk::import_file(
+        &services,
+        &ctx,
+        csv,
+        salus_api::bulk::Format::Csv,
+        &options,
+        progress,
+        &mut |_| {},
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.is_clean(), "the discard import failed: {report:?}");
+    let peak = crate::bulk::peak_rss_mib().unwrap_or(0.0);
+    Ok(Measured {
+        backend: "discard".into(),
+        seconds,
+        rows_per_s: rows as f64 / seconds,
+        samples: vec![(seconds, peak)],
+        peak_mib: peak,
+        summary: format!("{} rows created in {seconds:.1} s", report.counts.created),
+    })
 }

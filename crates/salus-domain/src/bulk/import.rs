@@ -40,8 +40,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::{Stream, StreamExt};
 use salus_kernel::{Aggregate, DomainError, TenantContext};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// What the decoder hands over: one row (its number and its record, or why it could not be
@@ -227,10 +227,10 @@ type ClinicianFact = Option<(Uuid, bool)>;
 /// How a row names a clinician: its id, its credential.
 type ClinicianKey = (Option<Uuid>, Option<String>);
 
-/// Runs the rows of one import in one tenant.
-pub struct Importer<'a> {
-    services: &'a Services,
-    ctx: &'a TenantContext,
+/// Runs the rows of one import in one tenant. Shared by the rows' tasks.
+pub struct Importer {
+    services: Services,
+    ctx: TenantContext,
     dry_run: bool,
     /// The tenant's active outcome codes, read once (interactions).
     outcomes: Vec<String>,
@@ -258,18 +258,18 @@ where
     } else {
         Vec::new()
     };
-    let mut importer = Importer {
-        services,
-        ctx,
-        dry_run: true,
-        outcomes,
-        clinicians: Mutex::new(HashMap::new()),
+    let importer = |dry_run: bool| {
+        Arc::new(Importer {
+            services: services.clone(),
+            ctx: ctx.clone(),
+            dry_run,
+            outcomes: outcomes.clone(),
+            clinicians: Mutex::new(HashMap::new()),
+        })
     };
     if options.all_or_nothing && !options.dry_run {
         progress.validating.store(true, Ordering::Relaxed);
-        let check = importer
-            .pass(open(), options, false, progress, on_error)
-            .await;
+        let check = pass(importer(true), open(), options, false, progress, on_error).await;
         progress.validating.store(false, Ordering::Relaxed);
         if !check.is_clean() {
             let mut report = check;
@@ -283,92 +283,105 @@ where
         }
         progress.reset_counts();
     }
-    importer.dry_run = options.dry_run;
-    Ok(importer
-        .pass(open(), options, options.all_or_nothing, progress, on_error)
-        .await)
+    Ok(pass(
+        importer(options.dry_run),
+        open(),
+        options,
+        options.all_or_nothing,
+        progress,
+        on_error,
+    )
+    .await)
 }
 
-impl Importer<'_> {
-    async fn pass<S: Stream<Item = Input>>(
-        &self,
-        rows: S,
-        options: &ImportOptions,
-        stop_on_failure: bool,
-        progress: &Progress,
-        on_error: &mut (dyn FnMut(&RowError) + Send),
-    ) -> Report {
-        let stop = AtomicBool::new(false);
-        let mut report = Report::default();
-        let results = rows
-            .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
-            .map(|input| async move {
-                match input {
-                    Input::Row(row, Ok(r)) => self.import(row, r).await,
-                    Input::Row(_, Err(e)) => Err(RowFail::Row(e)),
-                    Input::Broken(m) => Err(RowFail::Broken(m)),
+/// One pass over the rows. Each row runs as its own task, so that rows are decided and
+/// encoded on every core while the store's writer works.
+async fn pass<S: Stream<Item = Input>>(
+    importer: Arc<Importer>,
+    rows: S,
+    options: &ImportOptions,
+    stop_on_failure: bool,
+    progress: &Progress,
+    on_error: &mut (dyn FnMut(&RowError) + Send),
+) -> Report {
+    let stop = AtomicBool::new(false);
+    let mut report = Report::default();
+    let results = rows
+        .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
+        .map(|input| {
+            let importer = importer.clone();
+            async move {
+                let row = match input {
+                    Input::Row(row, Ok(r)) => (row, r),
+                    Input::Row(_, Err(e)) => return Err(RowFail::Row(e)),
+                    Input::Broken(m) => return Err(RowFail::Broken(m)),
+                };
+                tokio::spawn(async move { importer.import(row.0, row.1).await })
+                    .await
+                    .unwrap_or_else(|e| Err(RowFail::Fatal(format!("a row's task failed: {e}"))))
+            }
+        })
+        .buffer_unordered(options.concurrency.max(1));
+    futures_util::pin_mut!(results);
+    while let Some(result) = results.next().await {
+        if let Err(RowFail::Broken(m)) = result {
+            stop.store(true, Ordering::Relaxed);
+            report.failure.get_or_insert(m);
+            continue;
+        }
+        report.counts.rows += 1;
+        progress.rows.fetch_add(1, Ordering::Relaxed);
+        let counter = match result {
+            Ok(Change::Created) => {
+                report.counts.created += 1;
+                &progress.created
+            }
+            Ok(Change::Updated) => {
+                report.counts.updated += 1;
+                &progress.updated
+            }
+            Ok(Change::Unchanged) => {
+                report.counts.unchanged += 1;
+                &progress.unchanged
+            }
+            Err(RowFail::Row(e)) => {
+                report.counts.failed += 1;
+                on_error(&e);
+                if stop_on_failure && report.failure.is_none() {
+                    stop.store(true, Ordering::Relaxed);
+                    report.failure = Some(format!(
+                        "row {} failed while writing after the whole file had passed validation; the import stopped there (rows already written stay)",
+                        e.row
+                    ));
                 }
-            })
-            .buffer_unordered(options.concurrency.max(1));
-        futures_util::pin_mut!(results);
-        while let Some(result) = results.next().await {
-            if let Err(RowFail::Broken(m)) = result {
+                if report.errors.len() < options.max_errors {
+                    report.errors.push(e);
+                } else {
+                    report.errors_omitted += 1;
+                }
+                &progress.failed
+            }
+            Err(RowFail::Exists(id)) => {
+                // Resolved inside each kind's path; counted as a failure if it escapes.
+                report.counts.failed += 1;
+                let e = RowError::new(0, None, format!("record {id} exists already"));
+                on_error(&e);
+                &progress.failed
+            }
+            Err(RowFail::Fatal(m) | RowFail::Broken(m)) => {
+                report.counts.failed += 1;
                 stop.store(true, Ordering::Relaxed);
                 report.failure.get_or_insert(m);
-                continue;
+                &progress.failed
             }
-            report.counts.rows += 1;
-            progress.rows.fetch_add(1, Ordering::Relaxed);
-            let counter = match result {
-                Ok(Change::Created) => {
-                    report.counts.created += 1;
-                    &progress.created
-                }
-                Ok(Change::Updated) => {
-                    report.counts.updated += 1;
-                    &progress.updated
-                }
-                Ok(Change::Unchanged) => {
-                    report.counts.unchanged += 1;
-                    &progress.unchanged
-                }
-                Err(RowFail::Row(e)) => {
-                    report.counts.failed += 1;
-                    on_error(&e);
-                    if stop_on_failure && report.failure.is_none() {
-                        stop.store(true, Ordering::Relaxed);
-                        report.failure = Some(format!(
-                            "row {} failed while writing after the whole file had passed validation; the import stopped there (rows already written stay)",
-                            e.row
-                        ));
-                    }
-                    if report.errors.len() < options.max_errors {
-                        report.errors.push(e);
-                    } else {
-                        report.errors_omitted += 1;
-                    }
-                    &progress.failed
-                }
-                Err(RowFail::Exists(id)) => {
-                    // Resolved inside each kind's path; counted as a failure if it escapes.
-                    report.counts.failed += 1;
-                    let e = RowError::new(0, None, format!("record {id} exists already"));
-                    on_error(&e);
-                    &progress.failed
-                }
-                Err(RowFail::Fatal(m) | RowFail::Broken(m)) => {
-                    report.counts.failed += 1;
-                    stop.store(true, Ordering::Relaxed);
-                    report.failure.get_or_insert(m);
-                    &progress.failed
-                }
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        report.errors.sort_by_key(|e| e.row);
-        report
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
+    report.errors.sort_by_key(|e| e.row);
+    report
+}
 
+impl Importer {
     async fn import(&self, row: u64, record: Record) -> Result<Change, RowFail> {
         match record {
             Record::Patient(r) => self.patient(row, *r).await,
@@ -391,18 +404,24 @@ impl Importer<'_> {
         A::Command: Clone + Send + 'static,
     {
         let creating = current.is_none();
-        let (_, changed) = fold::<A>(current, &commands).map_err(|e| domain(row, e))?;
-        if !changed {
-            return Ok(Change::Unchanged);
+        // A lone create is decided by the write itself (and always has an event); a longer
+        // plan is decided whole first, so that no row is written half.
+        if self.dry_run || !creating || commands.len() > 1 {
+            let (_, changed) = fold::<A>(current, &commands).map_err(|e| domain(row, e))?;
+            if !changed {
+                return Ok(Change::Unchanged);
+            }
         }
         if !self.dry_run {
             for (i, command) in commands.into_iter().enumerate() {
                 let make = move |_: Option<&A>, _: DateTime<Utc>| Ok(command);
                 let result = if i == 0 && creating {
-                    self.services.create::<A, _>(self.ctx, id, make, None).await
+                    self.services
+                        .create::<A, _>(&self.ctx, id, make, None)
+                        .await
                 } else {
                     self.services
-                        .execute::<A, _>(self.ctx, id, None, make, None)
+                        .execute::<A, _>(&self.ctx, id, None, make, None)
                         .await
                 };
                 match result {
@@ -436,7 +455,7 @@ impl Importer<'_> {
         };
         if let Some(c) = self
             .services
-            .load::<A>(self.ctx, src)
+            .load::<A>(&self.ctx, src)
             .await
             .map_err(|e| fail(row, e))?
         {
@@ -445,7 +464,7 @@ impl Importer<'_> {
         let derived = derived_id(self.ctx.tenant, A::RESOURCE_TYPE, src);
         match self
             .services
-            .load::<A>(self.ctx, derived)
+            .load::<A>(&self.ctx, derived)
             .await
             .map_err(|e| fail(row, e))?
         {
@@ -456,7 +475,7 @@ impl Importer<'_> {
 
     async fn load<A: Projected>(&self, row: u64, id: Uuid) -> Result<Option<Current<A>>, RowFail> {
         self.services
-            .load::<A>(self.ctx, id)
+            .load::<A>(&self.ctx, id)
             .await
             .map_err(|e| fail(row, e))
     }
@@ -487,7 +506,7 @@ impl Importer<'_> {
                 if let Some(owner) = self
                     .services
                     .store
-                    .unique_owner(self.ctx, IDENTIFIER_SCOPE, &key)
+                    .unique_owner(&self.ctx, IDENTIFIER_SCOPE, &key)
                     .await
                     .map_err(|e| fail(row, e.into()))?
                 {
@@ -564,7 +583,7 @@ impl Importer<'_> {
             if let Some(owner) = self
                 .services
                 .store
-                .unique_owner(self.ctx, IDENTIFIER_SCOPE, &key)
+                .unique_owner(&self.ctx, IDENTIFIER_SCOPE, &key)
                 .await
                 .map_err(|e| fail(row, e.into()))?
                 && let Some(c) = self.load::<Patient>(row, owner).await?
@@ -726,7 +745,7 @@ impl Importer<'_> {
                     && let Some(owner) = self
                         .services
                         .store
-                        .unique_owner(self.ctx, crate::staff::clinician::CREDENTIAL_SCOPE, cred)
+                        .unique_owner(&self.ctx, crate::staff::clinician::CREDENTIAL_SCOPE, cred)
                         .await
                         .map_err(|e| fail(row, e.into()))?
                     && let Some(c) = self.load::<Clinician>(row, owner).await?
