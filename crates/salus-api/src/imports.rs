@@ -210,6 +210,8 @@ pub async fn start(
     let mut options = ImportOptions::new(kind);
     options.dry_run = dry_run;
     options.all_or_nothing = all_or_nothing;
+    // The answer shows the job as it starts (a small file may be done before it is sent).
+    let view = job_view(&state, &job.row);
     let (services, ctx, jobs) = (
         state.services.clone(),
         actor.ctx.clone(),
@@ -241,7 +243,7 @@ pub async fn start(
         }
         jobs.remove(id);
     });
-    let mut resp = (StatusCode::ACCEPTED, axum::Json(job_view(&state, &job.row))).into_response();
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(view)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("{BASE}/{id}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }

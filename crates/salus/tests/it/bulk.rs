@@ -113,6 +113,13 @@ async fn csv_import_reports_bad_rows_and_reruns_are_idempotent(backend: &str) {
     let first: Value = r.json().await.unwrap();
     assert_eq!(first["kind"], "patients");
     assert_eq!(first["format"], "csv");
+    assert_eq!(first["status"], "running");
+    assert_eq!(first["bytes"], PATIENTS_CSV.len());
+    assert_eq!(
+        first["progress"]["bytes_total"],
+        PATIENTS_CSV.len(),
+        "{first}"
+    );
     let job = wait(
         &app,
         &app.token,
