@@ -61,6 +61,11 @@ fn job_view(state: &AppState, row: &ResourceRow) -> Value {
     doc
 }
 
+/// Where the full error report of a job is kept.
+fn errors_path(state: &AppState, id: Uuid) -> std::path::PathBuf {
+    state.config.import_dir.join(format!("{id}.errors.csv"))
+}
+
 fn accepted(row: &ResourceRow) -> (u16, Value) {
     (202, http::resource_json(row))
 }
@@ -218,8 +223,25 @@ pub async fn start(
         state.jobs.clone(),
     );
     let file = spooled.0.take();
+    let report_path = errors_path(&state, id);
     tokio::spawn(async move {
         let _file = Spooled(file);
+        // Every row error, beyond the first 1000 the job keeps (GET .../errors).
+        let mut errors = csv::Writer::from_path(&report_path)
+            .map_err(|e| tracing::warn!(job = %id, error = %e, "no error report file"))
+            .ok();
+        if let Some(w) = errors.as_mut() {
+            let _ = w.write_record(["row", "field", "reason"]);
+        }
+        let mut on_error = |e: &salus_domain::bulk::RowError| {
+            if let Some(w) = errors.as_mut() {
+                let _ = w.write_record([
+                    e.row.to_string(),
+                    e.field.clone().unwrap_or_default(),
+                    e.reason.clone(),
+                ]);
+            }
+        };
         let result = bulk::import_file(
             &services,
             &ctx,
@@ -227,9 +249,12 @@ pub async fn start(
             format,
             &options,
             progress,
-            &mut |_| {},
+            &mut on_error,
         )
         .await;
+        if let Some(mut w) = errors {
+            let _ = w.flush();
+        }
         let report = match result {
             Ok(r) => r,
             Err(e) => salus_domain::bulk::import::Report {
@@ -270,4 +295,88 @@ pub async fn read(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no import job with id {id}")))?;
     Ok(axum::Json(job_view(&state, &row)).into_response())
+}
+
+/// Every row error of a job as CSV (`row,field,reason`), the first 1000 of which the job
+/// itself lists. Kept by the server that ran the job, in its data directory.
+#[utoipa::path(get, path = "/api/v1/imports/{id}/errors", tag = "bulk",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses((status = 200, description = "The error report", content_type = "text/csv"), (status = 404, description = "No such job, or its report is not on this server")),
+    security(("bearer" = [])))]
+pub async fn errors(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    actor.require("imports:write")?;
+    let id = http::parse_uuid("import job", &id)?;
+    if state
+        .services
+        .row::<ImportJob>(&actor.ctx, id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no import job with id {id}")));
+    }
+    let file = tokio::fs::File::open(errors_path(&state, id))
+        .await
+        .map_err(|_| {
+            ApiError::not_found(format!(
+                "the full error report of job {id} is not on this server; the job lists its first errors"
+            ))
+        })?;
+    let mut resp = Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// Remove import files left by a server that stopped while its jobs ran (their jobs show
+/// `interrupted`); error reports stay.
+pub fn clean_import_dir(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = name.split_once('.').is_some_and(|(stem, ext)| {
+            Uuid::parse_str(stem).is_ok() && Format::parse(ext).is_some()
+        });
+        if orphan {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaning_removes_left_over_uploads_and_keeps_error_reports() {
+        let dir = std::env::temp_dir().join(format!("salus-imports-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = Uuid::now_v7();
+        for name in [
+            format!("{id}.csv"),
+            format!("{id}.ndjson"),
+            format!("{id}.errors.csv"),
+            "stdin-upload".to_owned(),
+        ] {
+            std::fs::write(dir.join(name), "x").unwrap();
+        }
+        clean_import_dir(&dir);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [format!("{id}.errors.csv"), "stdin-upload".to_owned()]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

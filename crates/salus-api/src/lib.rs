@@ -234,6 +234,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(encounters::action))
         .routes(routes!(imports::start))
         .routes(routes!(imports::read))
+        .routes(routes!(imports::errors))
         .routes(routes!(exports::export))
 }
 

@@ -286,6 +286,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
         import_dir: settings.data_dir.join("imports"),
         import_limit: settings.import_limit_bytes,
     };
+    salus_api::imports::clean_import_dir(&config.import_dir);
     let state = AppState::new(services.clone(), auth.clone(), metrics.clone(), config);
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await

@@ -801,6 +801,22 @@ async fn ndjson_import_of_many_rows_counts_every_row(backend: &str) {
         [8, 508, 1008, 1508, 2008, 2508],
         "errors in row order, by line"
     );
+    // The full report, as CSV.
+    let r = app
+        .get(
+            &format!("/api/v1/imports/{}/errors", job["id"].as_str().unwrap()),
+            &app.token,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let report = r.text().await.unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 7, "{report}");
+    assert_eq!(lines[0], "row,field,reason");
+    assert!(
+        lines.iter().any(|l| l.starts_with("1508,name,")),
+        "{report}"
+    );
     let exported = ndjson(&export(&app, &app.token, "patients", "ndjson").await);
     assert_eq!(exported.len(), 2994);
     app.stop().await;

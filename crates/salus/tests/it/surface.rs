@@ -89,6 +89,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("post", "/api/v1/locations/{id}/{action}"),
         ("post", "/api/v1/imports"),
         ("get", "/api/v1/imports/{id}"),
+        ("get", "/api/v1/imports/{id}/errors"),
         ("get", "/api/v1/exports/{kind}"),
     ];
     let mut documented = Vec::new();
