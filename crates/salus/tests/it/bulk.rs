@@ -766,6 +766,30 @@ async fn bad_input_is_a_problem_and_permissions_are_checked(backend: &str) {
         ndjson(&export(&app, &other, "patients", "ndjson").await).len(),
         0
     );
+    // A job recorded as running that no server runs (its server stopped) is interrupted.
+    let running = app.running.as_ref().unwrap();
+    let spec = salus_domain::bulk::job::JobSpec {
+        kind: salus_domain::bulk::Kind::Patients,
+        format: "csv".into(),
+        dry_run: false,
+        all_or_nothing: false,
+        bytes: 1,
+    };
+    let stale = salus_domain::bulk::job::start(
+        &running.services,
+        &salus::server::system_ctx(app.tenant),
+        spec,
+        None,
+    )
+    .await
+    .unwrap();
+    let job: Value = app
+        .get(&format!("/api/v1/imports/{}", stale.row.id), &t)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "interrupted");
     app.stop().await;
 }
 
