@@ -843,6 +843,13 @@ async fn ndjson_import_of_many_rows_counts_every_row(backend: &str) {
     );
     let exported = ndjson(&export(&app, &app.token, "patients", "ndjson").await);
     assert_eq!(exported.len(), 2994);
+    // Many pages make one JSON array and one CSV with one header.
+    let json: Value =
+        serde_json::from_str(&export(&app, &app.token, "patients", "json").await).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2994);
+    let csv = export(&app, &app.token, "patients", "csv").await;
+    assert_eq!(csv.lines().count(), 2995);
+    assert_eq!(csv.matches("identifiers,family").count(), 1);
     app.stop().await;
 }
 
