@@ -6,10 +6,13 @@
 
 pub mod attachments;
 pub mod auth;
+pub mod bulk;
 pub mod clinicians;
 pub mod encounters;
 pub mod error;
+pub mod exports;
 pub mod http;
+pub mod imports;
 pub mod interactions;
 pub mod jwks;
 pub mod metrics;
@@ -50,6 +53,10 @@ pub struct ApiConfig {
     pub blob_dir: std::path::PathBuf,
     /// The largest attachment in bytes.
     pub attachment_limit: u64,
+    /// Where uploaded import files wait while their job runs.
+    pub import_dir: std::path::PathBuf,
+    /// The largest import file in bytes.
+    pub import_limit: u64,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +68,8 @@ impl Default for ApiConfig {
             idempotency_ttl: chrono::Duration::hours(24),
             blob_dir: std::path::PathBuf::from("salus-data/blobs"),
             attachment_limit: 25 * 1024 * 1024,
+            import_dir: std::path::PathBuf::from("salus-data/imports"),
+            import_limit: 1024 * 1024 * 1024,
         }
     }
 }
@@ -73,6 +82,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub users: Arc<UserCache>,
     pub blobs: Arc<salus_store::blobs::BlobStore>,
+    /// Live progress of the import jobs running here.
+    pub jobs: Arc<bulk::Jobs>,
 }
 
 impl AppState {
@@ -92,6 +103,7 @@ impl AppState {
             )),
             config: Arc::new(config),
             users: Arc::new(UserCache::new(Duration::from_secs(5))),
+            jobs: Arc::new(bulk::Jobs::default()),
         }
     }
 }
@@ -100,7 +112,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -222,6 +234,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(attachments::read))
         .routes(routes!(attachments::content))
         .routes(routes!(encounters::action))
+        .routes(routes!(imports::start))
+        .routes(routes!(imports::read))
+        .routes(routes!(imports::errors))
+        .routes(routes!(exports::export))
 }
 
 /// The OpenAPI document.

@@ -5,9 +5,11 @@
 //!
 //! - [`registry`]: patients (identifiers, demographics, lifecycle, vital status).
 //! - [`access`]: users of the system and their roles.
+//! - [`bulk`]: bulk import and export of patients and clinical entries.
 //! - [`service`]: the one command executor every aggregate goes through.
 
 pub mod access;
+pub mod bulk;
 pub mod clinical;
 pub mod registry;
 pub mod service;

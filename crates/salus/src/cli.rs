@@ -48,6 +48,13 @@ pub enum Command {
     },
     /// Measure throughput and latency (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+    /// Import a bulk file (CSV, JSON, NDJSON) into a tenant, every row through the domain.
+    Import(crate::bulk::ImportArgs),
+    /// Export a kind's records (CSV, JSON, NDJSON) to a file or standard output.
+    Export(crate::bulk::ExportArgs),
+    /// Measure bulk import: generate a patient CSV, import it into SQLite and PostgreSQL
+    /// (see BENCHMARKS.md).
+    BenchImport(crate::bulk_bench::BenchImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +236,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { command } => return crate::audit::run(&settings, command).await,
         Command::Bench(args) => return crate::bench::run(&settings, args).await,
+        Command::Import(args) => return crate::bulk::import(&settings, args).await,
+        Command::Export(args) => return crate::bulk::export(&settings, args).await,
+        Command::BenchImport(args) => return crate::bulk_bench::run(&settings, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

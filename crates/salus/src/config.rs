@@ -69,6 +69,9 @@ pub struct SettingsArgs {
     /// Largest attachment in bytes [default: 26214400]
     #[arg(long, env = "SALUS_ATTACHMENT_LIMIT_BYTES", global = true)]
     pub attachment_limit_bytes: Option<u64>,
+    /// Largest import file in bytes [default: 1073741824]
+    #[arg(long, env = "SALUS_IMPORT_LIMIT_BYTES", global = true)]
+    pub import_limit_bytes: Option<u64>,
     /// Seconds before a request is abandoned with 408 [default: 30]
     #[arg(long, env = "SALUS_REQUEST_TIMEOUT_SECS", global = true)]
     pub request_timeout_secs: Option<u64>,
@@ -98,6 +101,7 @@ pub struct FileSettings {
     pub idempotency_ttl_hours: Option<i64>,
     pub body_limit: Option<usize>,
     pub attachment_limit_bytes: Option<u64>,
+    pub import_limit_bytes: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub log_format: Option<String>,
 }
@@ -124,6 +128,7 @@ pub struct Settings {
     pub idempotency_ttl_hours: i64,
     pub body_limit: usize,
     pub attachment_limit_bytes: u64,
+    pub import_limit_bytes: u64,
     pub request_timeout_secs: u64,
     pub log_format: String,
 }
@@ -194,6 +199,10 @@ impl Settings {
                 .attachment_limit_bytes
                 .or(file.attachment_limit_bytes)
                 .unwrap_or(25 * 1024 * 1024),
+            import_limit_bytes: a
+                .import_limit_bytes
+                .or(file.import_limit_bytes)
+                .unwrap_or(1024 * 1024 * 1024),
             request_timeout_secs: a
                 .request_timeout_secs
                 .or(file.request_timeout_secs)

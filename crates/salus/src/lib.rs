@@ -3,6 +3,8 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bulk;
+pub mod bulk_bench;
 pub mod cli;
 pub mod config;
 pub mod server;

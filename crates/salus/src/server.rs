@@ -322,7 +322,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
         idempotency_ttl: chrono::Duration::hours(settings.idempotency_ttl_hours),
         blob_dir: settings.data_dir.join("blobs"),
         attachment_limit: settings.attachment_limit_bytes,
+        import_dir: settings.data_dir.join("imports"),
+        import_limit: settings.import_limit_bytes,
     };
+    salus_api::imports::clean_import_dir(&config.import_dir);
     let state = AppState::new(services.clone(), auth.clone(), metrics.clone(), config);
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await

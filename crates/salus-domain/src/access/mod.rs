@@ -68,6 +68,14 @@ pub const PERMISSIONS: &[(Permission, &str)] = &[
         "schedule encounters and move them through their lifecycle",
     ),
     ("users:write", "create users and change their roles"),
+    (
+        "imports:write",
+        "bulk-import files and read import jobs (with the kind's write permission)",
+    ),
+    (
+        "exports:read",
+        "bulk-export a kind's records (with the kind's read permission)",
+    ),
     ("audit:read", "read the event log, tree heads and proofs"),
 ];
 
@@ -102,6 +110,8 @@ pub const ROLES: &[(&str, &[Permission])] = &[
             "attachments:read",
             "attachments:write",
             "users:write",
+            "imports:write",
+            "exports:read",
             "audit:read",
         ],
     ),

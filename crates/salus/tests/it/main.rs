@@ -4,6 +4,7 @@
 mod app;
 mod attachments;
 mod auth;
+mod bulk;
 mod cli;
 mod crash;
 mod encounters;

@@ -88,6 +88,10 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/locations"),
         ("get", "/api/v1/locations/{id}"),
         ("post", "/api/v1/locations/{id}/{action}"),
+        ("post", "/api/v1/imports"),
+        ("get", "/api/v1/imports/{id}"),
+        ("get", "/api/v1/imports/{id}/errors"),
+        ("get", "/api/v1/exports/{kind}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
