@@ -199,26 +199,38 @@ pub(super) fn run(
         last = batch.len();
         let (reqs, replies) = commit::split(batch);
         let started = Instant::now();
+        let observe = |n: usize, events: usize| {
+            if let Some(o) = &observer {
+                o.batch_committed(n, events, started.elapsed());
+            }
+        };
+        // Optimistically first; then with every read (what the optimistic plan assumed
+        // absent may exist: that batch fails as a whole); then request by request, so
+        // that one bad write cannot take its neighbours down.
         let outcomes = match commit_batch(&mut w, &reqs, Reads::Optimistic) {
             Ok((outcomes, events)) => {
-                if let Some(o) = &observer {
-                    o.batch_committed(reqs.len(), events, started.elapsed());
-                }
+                observe(reqs.len(), events);
                 outcomes
             }
-            Err(e) => {
-                if reqs.len() > 1 {
-                    tracing::warn!(error = %e, size = reqs.len(), "batch failed; retrying its writes one by one");
+            Err(_) => match commit_batch(&mut w, &reqs, Reads::All) {
+                Ok((outcomes, events)) => {
+                    observe(reqs.len(), events);
+                    outcomes
                 }
-                reqs.iter()
-                    .map(
-                        |r| match commit_batch(&mut w, std::slice::from_ref(r), Reads::All) {
-                            Ok((mut o, _)) => o.pop().unwrap_or(Err(e.clone())),
-                            Err(e) => Err(e),
-                        },
-                    )
-                    .collect()
-            }
+                Err(e) => {
+                    if reqs.len() > 1 {
+                        tracing::warn!(error = %e, size = reqs.len(), "batch failed; retrying its writes one by one");
+                    }
+                    reqs.iter()
+                        .map(
+                            |r| match commit_batch(&mut w, std::slice::from_ref(r), Reads::All) {
+                                Ok((mut o, _)) => o.pop().unwrap_or(Err(e.clone())),
+                                Err(e) => Err(e),
+                            },
+                        )
+                        .collect()
+                }
+            },
         };
         commit::reply_all(replies, outcomes);
         if wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
@@ -238,8 +250,11 @@ pub(super) fn run(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reads {
     /// Not those of streams the batch starts (expected version 0; their ids were just
-    /// minted): if one exists after all, the event insert breaks `(stream_id, version)`,
-    /// the batch rolls back, and its writes are retried one by one with [`Reads::All`].
+    /// minted), nor the owners of the unique keys only such streams claim: if a stream
+    /// exists after all, the event insert breaks `(stream_id, version)`; if a key is
+    /// held, its insert breaks the key's primary key. Either rolls the batch back, and it
+    /// is planned again with [`Reads::All`] (a held key is then a `Duplicate` for its
+    /// request alone).
     Optimistic,
     /// Every stream head.
     All,
@@ -263,6 +278,16 @@ fn commit_batch(
                 .collect();
             // A stream the batch starts and then changes again still starts here.
             needs.streams.retain(|s| !started.contains(s));
+            // Keys that some other write claims or that any write releases are read.
+            let mut read_keys: HashSet<(TenantId, &UniqueKey)> = HashSet::new();
+            for (ctx, p) in reqs {
+                let w = &p.write;
+                if !started.contains(&w.stream_id) {
+                    read_keys.extend(w.claims.iter().map(|k| (ctx.tenant, k)));
+                }
+                read_keys.extend(w.releases.iter().map(|k| (ctx.tenant, k)));
+            }
+            needs.keys.retain(|(t, k)| read_keys.contains(&(*t, k)));
         }
         let state = read_state(conn, &needs, to_micros(&now))?;
         let plan = commit::plan_batch(reqs, state, now);

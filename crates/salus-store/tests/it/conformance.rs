@@ -33,6 +33,7 @@ on_both_backends!(
     racing_writers_on_one_version_have_exactly_one_winner,
     unique_keys_are_per_tenant_and_released_keys_can_be_reclaimed,
     a_bad_write_fails_alone_in_its_batch,
+    concurrent_new_streams_claiming_keys_keep_each_key_to_one_owner,
     idempotency_records_are_kept_and_purged,
     expired_idempotency_key_is_free_again,
     full_text_search_folds_case_and_accents_and_stays_in_the_tenant,
@@ -344,6 +345,68 @@ async fn a_bad_write_fails_alone_in_its_batch(backend: &str) {
         }
     }
     assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), 54);
+}
+
+async fn concurrent_new_streams_claiming_keys_keep_each_key_to_one_owner(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let held = UniqueKey::new("patient.identifier", "urn:mrn|held");
+    let owner = Uuid::now_v7();
+    let mut w = patient_write(owner, 0, "Owner");
+    w.claims = vec![held.clone()];
+    f.store.commit(&ctx, w).await.unwrap();
+    // In one burst: some claim the held key, some race for one fresh key, the rest
+    // claim keys of their own.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        let key = match i % 3 {
+            0 => held.clone(),
+            1 => UniqueKey::new("patient.identifier", "urn:mrn|contested"),
+            _ => UniqueKey::new("patient.identifier", &format!("urn:mrn|own-{i}")),
+        };
+        tasks.push(tokio::spawn(async move {
+            let id = Uuid::now_v7();
+            let mut w = patient_write(id, 0, &format!("P{i}"));
+            w.claims = vec![key];
+            (i, id, store.commit(&ctx, w).await)
+        }));
+    }
+    let mut contested_winners = Vec::new();
+    for t in tasks {
+        let (i, id, r) = t.await.unwrap();
+        match i % 3 {
+            0 => assert!(
+                matches!(r, Err(StoreError::Duplicate { owner: o, .. }) if o == owner),
+                "write {i} took a held key: {r:?}"
+            ),
+            1 => match r {
+                Ok(_) => contested_winners.push(id),
+                Err(StoreError::Duplicate { .. }) => {}
+                Err(e) => panic!("write {i}: {e:?}"),
+            },
+            _ => assert!(r.is_ok(), "write {i} failed with its neighbours: {r:?}"),
+        }
+    }
+    assert_eq!(contested_winners.len(), 1, "{contested_winners:?}");
+    let owner_of = |v: &'static str| {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        async move {
+            store
+                .unique_owner(&ctx, "patient.identifier", v)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(owner_of("urn:mrn|held").await, Some(owner));
+    assert_eq!(
+        owner_of("urn:mrn|contested").await,
+        Some(contested_winners[0])
+    );
+    // One owner, 20 own keys, one contested winner.
+    assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), 22);
 }
 
 async fn idempotency_records_are_kept_and_purged(backend: &str) {
