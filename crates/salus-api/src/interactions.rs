@@ -4,14 +4,17 @@
 use crate::AppState;
 use crate::auth::Actor;
 use crate::error::ApiError;
-use crate::http::{self, JsonBody, ListParams, finish};
+use crate::http::{self, JsonBody, ListParams, OptionalJson, finish};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use salus_domain::clinical::interaction::{self, InteractionInput};
+use salus_domain::clinical::interaction::{self, InteractionAmendment, InteractionInput};
 use salus_domain::clinical::outcome::{self, OutcomeInput};
-use salus_domain::clinical::{Interaction, InteractionKind, Outcome, OutcomeCommand};
+use salus_domain::clinical::{
+    Interaction, InteractionCommand, InteractionKind, InteractionStatus, Outcome, OutcomeCommand,
+};
 use salus_store::{Filter, FilterOp};
+use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -143,14 +146,17 @@ pub async fn read(
     .await
 }
 
-const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "from", "to"];
+const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "status", "from", "to"];
 
-/// Interactions, the latest `occurred_at` first (then the latest recorded), filtered by patient, kind, outcome and the
-/// time they occurred (`from` inclusive, `to` exclusive, RFC 3339 with a time zone).
+/// Interactions, the latest `occurred_at` first (then the latest recorded), filtered by patient, kind, outcome,
+/// status and the time they occurred (`from` inclusive, `to` exclusive, RFC 3339 with a time zone).
+/// Interactions entered in error are left out unless `status` asks for them
+/// (`status=entered_in_error`, or a comma-separated list that names it).
 #[utoipa::path(get, path = "/api/v1/interactions", tag = "interactions",
     params(("patient_id" = Option<Uuid>, Query, description = "Only this patient's"),
            ("kind" = Option<String>, Query, description = "visit | call | message | home_visit"),
            ("outcome" = Option<String>, Query, description = "An outcome code"),
+           ("status" = Option<String>, Query, description = "final | amended | entered_in_error, or several separated by commas; default final,amended"),
            ("from" = Option<String>, Query, description = "occurred_at at or after"),
            ("to" = Option<String>, Query, description = "occurred_at before"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"),
@@ -184,6 +190,25 @@ pub async fn list(
     if let Some(o) = get("outcome") {
         filters.push(filter("outcome", FilterOp::Eq, o.to_ascii_lowercase()));
     }
+    let statuses: Vec<InteractionStatus> = match get("status") {
+        Some(s) => s
+            .split(',')
+            .map(|one| {
+                InteractionStatus::parse(one).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "status '{one}' is not one of {}",
+                        InteractionStatus::ALL.join(", ")
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        None => vec![InteractionStatus::Final, InteractionStatus::Amended],
+    };
+    filters.push(filter(
+        "status",
+        FilterOp::In(statuses.iter().map(|s| s.as_str().to_owned()).collect()),
+        String::new(),
+    ));
     filters.extend(http::instant_range(&params, "occurred_at")?);
     let rows = state
         .services
@@ -208,4 +233,83 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     actor.require("interactions:read")?;
     http::history_resource::<Interaction>(&state, &actor, "interaction", &id).await
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionActionInput {
+    /// Amend: the corrected kind.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Amend: the corrected time, RFC 3339 with a time zone.
+    #[serde(default)]
+    pub occurred_at: Option<String>,
+    /// Amend: the corrected outcome (an active code, or the current one).
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Amend: the corrected notes ("" removes them).
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Why: required for both actions.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `amend` (any of kind, occurred_at, outcome, notes corrected, with a reason; the fields
+/// left out keep their values) or `enter-in-error` (with a reason). Needs
+/// If-Match. Both are events: the values before stay in the history.
+#[utoipa::path(post, path = "/api/v1/interactions/{id}/{action}", tag = "interactions",
+    params(("id" = Uuid, Path, description = "Interaction id"), ("action" = String, Path, description = "amend | enter-in-error"),
+           ("If-Match" = String, Header, description = "The ETag read"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
+    request_body = InteractionActionInput,
+    responses((status = 200, description = "Done", body = Interaction),
+              (status = 422, description = "Missing reason or changes, an unknown outcome, or entered in error already"),
+              (status = 412, description = "Stale If-Match"), (status = 428, description = "If-Match missing")),
+    security(("bearer" = [])))]
+pub async fn action(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: OptionalJson<InteractionActionInput>,
+) -> Result<Response, ApiError> {
+    actor.require("interactions:write")?;
+    let target = http::ActionTarget {
+        what: "interaction",
+        collection: INTERACTIONS,
+        actions: interaction::ACTIONS,
+    };
+    let input = body.value.unwrap_or_default();
+    let facts = if action == "amend" {
+        Some(interaction::amend_facts(&state.services, &actor.ctx).await?)
+    } else {
+        None
+    };
+    http::act_on_resource::<Interaction, _>(
+        &state,
+        &actor,
+        &headers,
+        target,
+        &id,
+        action,
+        &body.raw,
+        move |action, _| {
+            let reason = input.reason.unwrap_or_default();
+            match (action.as_str(), facts) {
+                ("amend", Some(facts)) => Ok(InteractionCommand::Amend {
+                    changes: InteractionAmendment {
+                        kind: input.kind,
+                        occurred_at: input.occurred_at,
+                        outcome: input.outcome,
+                        notes: input.notes,
+                    },
+                    reason,
+                    facts,
+                }),
+                _ => Ok(InteractionCommand::EnterInError { reason }),
+            }
+        },
+    )
+    .await
 }

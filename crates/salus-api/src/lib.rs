@@ -184,6 +184,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(interactions::record, interactions::list))
         .routes(routes!(interactions::read))
         .routes(routes!(interactions::history))
+        .routes(routes!(interactions::action))
         .routes(routes!(clinicians::create, clinicians::search))
         .routes(routes!(clinicians::read))
         .routes(routes!(clinicians::history))

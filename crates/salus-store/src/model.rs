@@ -140,7 +140,7 @@ pub struct ResourceText {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterOp {
     Eq,
     Prefix,
@@ -148,6 +148,9 @@ pub enum FilterOp {
     Le,
     Gt,
     Lt,
+    /// Equal to any of these values (the filter's `value` is not looked at). An empty list
+    /// matches nothing.
+    In(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]

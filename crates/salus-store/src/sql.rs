@@ -89,7 +89,15 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
             let s = ph(&mut args, Arg::Text(system.clone()));
             cond.push_str(&format!(" AND s.system = {s}"));
         }
-        match f.op {
+        match &f.op {
+            FilterOp::In(values) if values.is_empty() => cond.push_str(" AND 1 = 0"),
+            FilterOp::In(values) => {
+                let list: Vec<String> = values
+                    .iter()
+                    .map(|v| ph(&mut args, Arg::Text(v.clone())))
+                    .collect();
+                cond.push_str(&format!(" AND s.value IN ({})", list.join(", ")));
+            }
             FilterOp::Prefix => {
                 let lo = ph(&mut args, Arg::Text(f.value.clone()));
                 let hi = ph(&mut args, Arg::Text(format!("{}{MAX_CHAR}", f.value)));
@@ -98,7 +106,7 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
             op => {
                 let v = ph(&mut args, Arg::Text(f.value.clone()));
                 let sym = match op {
-                    FilterOp::Eq | FilterOp::Prefix => "=",
+                    FilterOp::Eq | FilterOp::Prefix | FilterOp::In(_) => "=",
                     FilterOp::Ge => ">=",
                     FilterOp::Le => "<=",
                     FilterOp::Gt => ">",

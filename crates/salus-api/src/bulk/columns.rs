@@ -48,6 +48,8 @@ pub const INTERACTION_COLUMNS: &[&str] = &[
     "outcome",
     "notes",
     "encounter_id",
+    "status",
+    "status_reason",
     "recorded_by",
     "version",
     "created_at",

@@ -24,8 +24,8 @@ use crate::clinical::encounter::{
     Encounter, EncounterCommand, EncounterInput, EncounterStatus, ScheduleFacts,
 };
 use crate::clinical::interaction::{
-    Interaction, InteractionCommand, InteractionInput, InteractionKind, RecordContext,
-    parse_instant,
+    AmendContext, Interaction, InteractionAmendment, InteractionCommand, InteractionInput,
+    InteractionKind, InteractionStatus, RecordContext, parse_instant,
 };
 use crate::clinical::observation::{
     Observation, ObservationCommand, ObservationInput, ObservationStatus, RecordFacts,
@@ -641,53 +641,136 @@ impl Importer {
         let encounter_id = self
             .resolve_encounter(row, r.encounter_id, patient_id)
             .await?;
+        let target = match r.status.as_deref().map(str::trim) {
+            None | Some("") => InteractionStatus::Final,
+            Some(s) => InteractionStatus::parse(s).ok_or_else(|| {
+                invalid(
+                    row,
+                    "status",
+                    format!(
+                        "status '{s}' is not one of {}",
+                        InteractionStatus::ALL.join(", ")
+                    ),
+                )
+            })?,
+        };
+        let reason = r.status_reason.clone().unwrap_or_default();
+        let now = self.services.now();
         let (id, existing) = match self.find::<Interaction>(row, r.id).await? {
             Ok(c) => (c.row.id, Some(c.state)),
             Err(id) => (id, None),
         };
-        if let Some(e) = existing {
-            let mut differs = Vec::new();
-            if e.patient_id != patient_id {
-                differs.push("patient_id");
+        let mut commands = Vec::new();
+        let from = match &existing {
+            Some(e) => {
+                let mut differs = Vec::new();
+                if e.patient_id != patient_id {
+                    differs.push("patient_id");
+                }
+                if encounter_id != e.encounter_id {
+                    differs.push("encounter_id");
+                }
+                unchanged_unless("interaction", row, e.id, &differs)?;
+                e.status
             }
-            if InteractionKind::parse(&r.kind).ok() != Some(e.kind) {
+            None => {
+                commands.push(InteractionCommand::Record {
+                    id,
+                    input: InteractionInput {
+                        patient_id,
+                        kind: r.kind.clone(),
+                        occurred_at: r.occurred_at.clone(),
+                        outcome: r.outcome.clone(),
+                        notes: r.notes.clone(),
+                        encounter_id,
+                    },
+                    facts: RecordContext {
+                        now,
+                        patient_open: patient.state.status != PatientStatus::Retired,
+                        active_outcomes: self.outcomes.clone(),
+                        recorded_by: self.ctx.actor.0,
+                    },
+                });
+                InteractionStatus::Final
+            }
+        };
+        if from != target {
+            match target {
+                InteractionStatus::Amended => commands.push(InteractionCommand::Amend {
+                    changes: InteractionAmendment {
+                        kind: Some(r.kind.clone()),
+                        occurred_at: r.occurred_at.clone(),
+                        outcome: Some(r.outcome.clone()),
+                        notes: Some(r.notes.clone().unwrap_or_default()),
+                    },
+                    reason,
+                    facts: AmendContext {
+                        now,
+                        active_outcomes: self.outcomes.clone(),
+                    },
+                }),
+                InteractionStatus::EnteredInError => {
+                    commands.push(InteractionCommand::EnterInError { reason })
+                }
+                InteractionStatus::Final => {
+                    return Err(invalid(
+                        row,
+                        "status",
+                        format!(
+                            "the interaction is {}; it cannot become final",
+                            from.as_str()
+                        ),
+                    ));
+                }
+            }
+        }
+        // The values the file gives must be the ones the interaction ends with.
+        let (after, _) =
+            fold::<Interaction>(existing.clone(), &commands).map_err(|e| domain(row, e))?;
+        if let Some(after) = &after {
+            let mut differs = Vec::new();
+            if InteractionKind::parse(&r.kind).ok() != Some(after.kind) {
                 differs.push("kind");
             }
-            if r.outcome.trim().to_ascii_lowercase() != e.outcome {
+            if r.outcome.trim().to_ascii_lowercase() != after.outcome {
                 differs.push("outcome");
             }
             if let Some(t) = &r.occurred_at
-                && parse_instant("occurred_at", t).ok() != Some(e.occurred_at)
+                && parse_instant("occurred_at", t).ok() != Some(after.occurred_at)
             {
                 differs.push("occurred_at");
             }
             let notes = r.notes.as_deref().map(str::trim).filter(|n| !n.is_empty());
-            if notes != e.notes.as_deref() {
+            if notes != after.notes.as_deref() {
                 differs.push("notes");
             }
-            if encounter_id != e.encounter_id {
-                differs.push("encounter_id");
+            if let Some(field) = differs.first() {
+                return Err(invalid(
+                    row,
+                    field,
+                    format!(
+                        "{} differs from the recorded interaction {id}; corrections are amendments",
+                        differs.join(", ")
+                    ),
+                ));
             }
-            return unchanged_unless("interaction", row, e.id, &differs);
+            let expected_reason = r
+                .status_reason
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty());
+            if target != InteractionStatus::Final
+                && after.status_reason.as_deref() != expected_reason
+            {
+                return Err(invalid(
+                    row,
+                    "status_reason",
+                    format!("status_reason differs from the recorded interaction {id}"),
+                ));
+            }
         }
-        let command = InteractionCommand::Record {
-            id,
-            input: InteractionInput {
-                patient_id,
-                kind: r.kind,
-                occurred_at: r.occurred_at,
-                outcome: r.outcome,
-                notes: r.notes,
-                encounter_id,
-            },
-            facts: RecordContext {
-                now: self.services.now(),
-                patient_open: patient.state.status != PatientStatus::Retired,
-                active_outcomes: self.outcomes.clone(),
-                recorded_by: self.ctx.actor.0,
-            },
-        };
-        self.created::<Interaction>(row, id, vec![command]).await
+        self.apply_or_create::<Interaction>(row, id, existing, commands)
+            .await
     }
 
     /// Create a record: `Created`, or `Unchanged` when an earlier run (or a row in flight

@@ -75,7 +75,8 @@ pub struct PatientRef {
     pub identifier: Option<String>,
 }
 
-/// An interaction. Natural key: its `id`.
+/// An interaction. Natural key: its `id`. An amended or withdrawn interaction is recorded
+/// with the file's values and then amended or entered in error with its `status_reason`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InteractionRecord {
@@ -93,6 +94,12 @@ pub struct InteractionRecord {
     pub notes: Option<String>,
     #[serde(default)]
     pub encounter_id: Option<Uuid>,
+    /// final (default) | amended | entered_in_error, reached with the amend and
+    /// enter-in-error commands, `status_reason` being their reason.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub status_reason: Option<String>,
     /// Export only: the importing user records the interaction.
     #[serde(default)]
     pub recorded_by: Option<Value>,

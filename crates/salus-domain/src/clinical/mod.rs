@@ -10,7 +10,7 @@ pub mod procedure;
 pub mod record;
 pub mod statement;
 
-pub use interaction::{Interaction, InteractionCommand, InteractionKind};
+pub use interaction::{Interaction, InteractionCommand, InteractionKind, InteractionStatus};
 pub use outcome::{Outcome, OutcomeCommand};
 
 use crate::service::{ServiceError, Services};

@@ -364,7 +364,7 @@ async fn concurrent_new_streams_claiming_keys_keep_each_key_to_one_owner(backend
         let key = match i % 3 {
             0 => held.clone(),
             1 => UniqueKey::new("patient.identifier", "urn:mrn|contested"),
-            _ => UniqueKey::new("patient.identifier", &format!("urn:mrn|own-{i}")),
+            _ => UniqueKey::new("patient.identifier", format!("urn:mrn|own-{i}")),
         };
         tasks.push(tokio::spawn(async move {
             let id = Uuid::now_v7();
@@ -642,6 +642,34 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
         .map(|r| r.doc["family"].as_str().unwrap_or("").to_owned())
         .collect();
     assert_eq!(found, vec!["adele", "bob", "adrian"]);
+    // Any of several values; an empty list matches nothing.
+    let any_of = |values: &[&str]| SearchQuery {
+        resource_type: "patient".into(),
+        filters: vec![Filter {
+            param: "birth_date".into(),
+            system: None,
+            op: FilterOp::In(values.iter().map(|v| (*v).to_owned()).collect()),
+            value: String::new(),
+        }],
+        after: None,
+        limit: 10,
+        newest_first: false,
+        order_by: None,
+    };
+    let families = |rows: Vec<ResourceRow>| -> Vec<String> {
+        rows.iter()
+            .map(|r| r.doc["family"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let found = f
+        .store
+        .search(&ctx, &any_of(&["1982-01-01", "1984-01-01", "1999-09-09"]))
+        .await
+        .unwrap();
+    let mut found = families(found);
+    found.sort();
+    assert_eq!(found, ["adele", "adrian"]);
+    assert!(f.store.search(&ctx, &any_of(&[])).await.unwrap().is_empty());
 }
 
 async fn seal_everything(f: &Fixture) -> Sealer {

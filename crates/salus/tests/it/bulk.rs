@@ -446,7 +446,24 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
         .await)
     .await;
     ok(app.post("/api/v1/interactions", t, &json!({"patient_id": p1id, "kind": "visit", "outcome": "monitor", "occurred_at": "2026-03-01T09:30:00.123456+01:00", "notes": "BP check; \"fine\"\nnext week", "encounter_id": e1id})).await).await;
-    ok(app.post("/api/v1/interactions", t, &json!({"patient_id": p2id, "kind": "call", "outcome": "healthy", "occurred_at": "2026-03-02T09:30:00Z"})).await).await;
+    let i2 = ok(app.post("/api/v1/interactions", t, &json!({"patient_id": p2id, "kind": "call", "outcome": "healthy", "occurred_at": "2026-03-02T09:30:00Z"})).await).await;
+    // Interactions carry their status: one amended, one entered in error.
+    act(
+        format!("/api/v1/interactions/{}/amend", i2["id"].as_str().unwrap()),
+        1,
+        json!({"outcome": "critical", "notes": "worse; call back", "reason": "misheard"}),
+    )
+    .await;
+    let i3 = ok(app.post("/api/v1/interactions", t, &json!({"patient_id": p1id, "kind": "message", "outcome": "healthy", "occurred_at": "2026-03-03T09:30:00Z"})).await).await;
+    act(
+        format!(
+            "/api/v1/interactions/{}/enter-in-error",
+            i3["id"].as_str().unwrap()
+        ),
+        1,
+        json!({"reason": "wrong patient"}),
+    )
+    .await;
     let loinc = json!({"system": "http://loinc.org", "code": "8480-6", "display": "Systolic BP"});
     ok(app.post("/api/v1/observations", t, &json!({"patient_id": p1id, "encounter_id": e1id, "code": loinc, "value": {"type": "quantity", "value": 128.25, "unit": "mm[Hg]"}, "effective_at": "2026-05-01T08:00:00+02:00"})).await).await;
     let o2 = ok(app.post("/api/v1/observations", t, &json!({"patient_id": p1id, "code": {"system": "urn:local", "code": "dip"}, "value": {"type": "code", "coding": {"system": "http://snomed.info/sct", "code": "260385009", "display": "Negative"}}, "effective_at": "2026-05-02T08:00:00Z"})).await).await;
@@ -478,9 +495,16 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
     let json_export: Value = serde_json::from_str(&exported[2]).unwrap();
     assert_eq!(
         json_export.as_array().unwrap().len(),
-        2,
-        "a JSON export is one array"
+        3,
+        "a JSON export is one array, entered in error included"
     );
+    let statuses: Vec<&str> = json_export
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["final", "amended", "entered_in_error"]);
     let copy = app.other_tenant("copy").await;
     let b = tenant_of(&copy);
     // Clinicians are not a bulk kind: the copy has its own, found by credential.
@@ -528,6 +552,26 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
             );
         }
     }
+    // The CSV form carries the statuses too: the copy finds every interaction as it is.
+    let csv = export(&app, t, "interactions", "csv").await;
+    assert!(
+        csv.lines().next().unwrap().contains("status,status_reason"),
+        "{csv}"
+    );
+    let job = import(
+        &app,
+        &copy,
+        "kind=interactions&format=csv",
+        "text/csv",
+        &csv,
+    )
+    .await;
+    let (rows, created, updated, unchanged, failed) = counts(&job);
+    assert_eq!(
+        (rows, created, updated, failed, unchanged),
+        (3, 0, 0, 0, 3),
+        "{job}"
+    );
     // A merged record follows its survivor into the copy (the survivor must be there first:
     // a second run merges what the first could not).
     let s = ok(app

@@ -3,7 +3,10 @@
 use crate::app::{TestApp, on_both_backends, patient, problem};
 use serde_json::{Value, json};
 
-on_both_backends!(outcomes_are_tenant_data_and_interactions_use_them);
+on_both_backends!(
+    outcomes_are_tenant_data_and_interactions_use_them,
+    interactions_are_amended_and_entered_in_error_by_events,
+);
 
 async fn outcomes_are_tenant_data_and_interactions_use_them(backend: &str) {
     let app = TestApp::spawn(backend).await;
@@ -271,5 +274,295 @@ async fn outcomes_are_tenant_data_and_interactions_use_them(backend: &str) {
         "forbidden",
     )
     .await;
+    app.stop().await;
+}
+
+async fn interactions_are_amended_and_entered_in_error_by_events(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let p = app.create_patient(&patient("IA-1", "Amend", "Ment")).await;
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let nurse = app.token_for("nurse-ia", &["provider"]).await;
+    let record = |body: Value| {
+        let (app, t) = (&app, nurse.clone());
+        async move {
+            let r = app.post("/api/v1/interactions", &t, &body).await;
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let first = record(json!({"patient_id": pid, "kind": "call", "outcome": "healthy", "occurred_at": "2026-03-01T09:00:00Z", "notes": "all well"})).await;
+    let second = record(json!({"patient_id": pid, "kind": "visit", "outcome": "monitor", "occurred_at": "2026-03-02T09:00:00Z"})).await;
+    assert_eq!(first["status"], "final");
+    let id = first["id"].as_str().unwrap().to_owned();
+    let act = |id: String,
+               action: &'static str,
+               if_match: Option<&'static str>,
+               key: Option<&'static str>,
+               body: Value| {
+        let (app, t) = (&app, nurse.clone());
+        async move {
+            let mut req = app
+                .client
+                .post(app.url(&format!("/api/v1/interactions/{id}/{action}")))
+                .bearer_auth(t)
+                .json(&body);
+            if let Some(m) = if_match {
+                req = req.header("if-match", m);
+            }
+            if let Some(k) = key {
+                req = req.header("idempotency-key", k);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    let fix = json!({"outcome": "critical", "notes": "called back: worse", "reason": "outcome recorded wrongly"});
+    // If-Match is required (428) and must be current (412); the reason and a change are required.
+    problem(
+        act(id.clone(), "amend", None, None, fix.clone()).await,
+        428,
+        "precondition-required",
+    )
+    .await;
+    problem(
+        act(id.clone(), "amend", Some("\"7\""), None, fix.clone()).await,
+        412,
+        "precondition-failed",
+    )
+    .await;
+    let body = problem(
+        act(
+            id.clone(),
+            "amend",
+            Some("\"1\""),
+            None,
+            json!({"outcome": "critical"}),
+        )
+        .await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "reason");
+    problem(
+        act(
+            id.clone(),
+            "amend",
+            Some("\"1\""),
+            None,
+            json!({"reason": "nothing"}),
+        )
+        .await,
+        422,
+        "validation",
+    )
+    .await;
+    let body = problem(
+        act(
+            id.clone(),
+            "amend",
+            Some("\"1\""),
+            None,
+            json!({"outcome": "fine", "reason": "x"}),
+        )
+        .await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "outcome");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("healthy, monitor, critical"),
+        "{body}"
+    );
+    problem(
+        act(id.clone(), "retract", Some("\"1\""), None, json!({})).await,
+        404,
+        "not-found",
+    )
+    .await;
+
+    // Amend: the corrected values, a new version and ETag; replayed under its Idempotency-Key.
+    let r = act(
+        id.clone(),
+        "amend",
+        Some("\"1\""),
+        Some("amend-1"),
+        fix.clone(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["etag"], "\"2\"");
+    let amended: Value = r.json().await.unwrap();
+    assert_eq!(amended["status"], "amended");
+    assert_eq!(amended["outcome"], "critical");
+    assert_eq!(amended["notes"], "called back: worse");
+    assert_eq!(amended["kind"], "call", "fields left out keep their values");
+    assert_eq!(amended["status_reason"], "outcome recorded wrongly");
+    let again = act(
+        id.clone(),
+        "amend",
+        Some("\"1\""),
+        Some("amend-1"),
+        fix.clone(),
+    )
+    .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), amended);
+
+    // The history keeps what was first recorded; as_of shows it.
+    let h: Value = app
+        .get(&format!("/api/v1/interactions/{id}/history"), &nurse)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["interaction.recorded", "interaction.amended"]);
+    assert_eq!(h["items"][0]["data"]["outcome"], "healthy");
+    let recorded_at = h["items"][0]["recorded_at"].as_str().unwrap().to_owned();
+    let then: Value = app
+        .client
+        .get(app.url(&format!("/api/v1/interactions/{id}")))
+        .bearer_auth(&nurse)
+        .query(&[("as_of", recorded_at.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(then["outcome"], "healthy");
+    assert_eq!(then["status"], "final");
+
+    // The outcome filter sees the corrected outcome.
+    let ids = |q: String| {
+        let (app, t) = (&app, nurse.clone());
+        async move {
+            let r = app.get(&format!("/api/v1/interactions?{q}"), &t).await;
+            assert_eq!(r.status(), 200);
+            let page: Value = r.json().await.unwrap();
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ids(format!("patient_id={pid}&outcome=critical")).await,
+        [id.as_str()]
+    );
+    assert!(
+        ids(format!("patient_id={pid}&outcome=healthy"))
+            .await
+            .is_empty()
+    );
+
+    // Enter in error: withdrawn, terminal, and left out of the default list.
+    let sid = second["id"].as_str().unwrap().to_owned();
+    let r = act(
+        sid.clone(),
+        "enter-in-error",
+        Some("\"1\""),
+        None,
+        json!({"reason": "wrong patient"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let withdrawn: Value = r.json().await.unwrap();
+    assert_eq!(withdrawn["status"], "entered_in_error");
+    assert_eq!(withdrawn["status_reason"], "wrong patient");
+    problem(
+        act(
+            sid.clone(),
+            "amend",
+            Some("\"2\""),
+            None,
+            json!({"notes": "x", "reason": "x"}),
+        )
+        .await,
+        422,
+        "illegal-transition",
+    )
+    .await;
+    problem(
+        act(
+            sid.clone(),
+            "enter-in-error",
+            Some("\"2\""),
+            None,
+            json!({"reason": "again"}),
+        )
+        .await,
+        422,
+        "illegal-transition",
+    )
+    .await;
+    assert_eq!(
+        ids(format!("patient_id={pid}")).await,
+        [id.as_str()],
+        "entered in error is left out by default"
+    );
+    assert_eq!(
+        ids(format!("patient_id={pid}&status=entered_in_error")).await,
+        [sid.as_str()]
+    );
+    assert_eq!(
+        ids(format!(
+            "patient_id={pid}&status=final,amended,entered_in_error"
+        ))
+        .await,
+        [sid.as_str(), id.as_str()]
+    );
+    assert_eq!(
+        ids(format!("patient_id={pid}&status=amended&kind=call")).await,
+        [id.as_str()]
+    );
+    assert!(
+        ids(format!("patient_id={pid}&status=final"))
+            .await
+            .is_empty()
+    );
+    problem(
+        app.get(
+            &format!("/api/v1/interactions?patient_id={pid}&status=void"),
+            &nurse,
+        )
+        .await,
+        400,
+        "bad-request",
+    )
+    .await;
+    // A read by id still shows it, with its status.
+    let got: Value = app
+        .get(&format!("/api/v1/interactions/{sid}"), &nurse)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["status"], "entered_in_error");
+
+    // A viewer may not correct.
+    let viewer = app.token_for("viewer-ia", &["viewer"]).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/interactions/{id}/enter-in-error")))
+        .bearer_auth(viewer)
+        .header("if-match", "\"2\"")
+        .json(&json!({"reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 403, "forbidden").await;
     app.stop().await;
 }

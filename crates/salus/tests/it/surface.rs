@@ -44,6 +44,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/encounters/{id}"),
         ("post", "/api/v1/encounters/{id}/{action}"),
         ("get", "/api/v1/interactions/{id}/history"),
+        ("post", "/api/v1/interactions/{id}/{action}"),
         ("get", "/api/v1/clinicians/{id}/history"),
         ("get", "/api/v1/encounters/{id}/history"),
         ("post", "/api/v1/observations"),
