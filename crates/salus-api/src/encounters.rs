@@ -21,7 +21,7 @@ const BASE: &str = "/api/v1/encounters";
 #[utoipa::path(post, path = "/api/v1/encounters", tag = "encounters",
     request_body = EncounterInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Scheduled", body = Encounter), (status = 422, description = "Unknown patient or clinician, bad type")),
+    responses((status = 201, description = "Scheduled", body = Encounter), (status = 422, description = "Unknown patient, clinician or department (or an inactive one), bad type")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -60,11 +60,12 @@ pub async fn read(
     .await
 }
 
-/// Encounters, most recently scheduled first: by `patient_id`, `clinician_id`, `status`,
+/// Encounters, most recently scheduled first: by `patient_id`, `clinician_id`, `department_id`, `status`,
 /// `type`, and a date range (`from` inclusive, `to` exclusive) on the start time, or the
 /// planned time while not started.
 #[utoipa::path(get, path = "/api/v1/encounters", tag = "encounters",
     params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("clinician_id" = Option<Uuid>, Query, description = "Clinician"),
+           ("department_id" = Option<Uuid>, Query, description = "Department"),
            ("status" = Option<String>, Query, description = "scheduled | in_progress | completed | archived | cancelled"),
            ("type" = Option<String>, Query, description = "inpatient | outpatient | emergency | virtual | home"),
            ("from" = Option<String>, Query, description = "date at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "date before (RFC 3339)"),
@@ -79,10 +80,22 @@ pub async fn search(
     actor.require("encounters:read")?;
     let p = ListParams::parse(
         raw,
-        &["patient_id", "clinician_id", "status", "type", "from", "to"],
+        &[
+            "patient_id",
+            "clinician_id",
+            "department_id",
+            "status",
+            "type",
+            "from",
+            "to",
+        ],
     )?;
     let mut filters = Vec::new();
-    for (key, param) in [("patient_id", "patient"), ("clinician_id", "clinician")] {
+    for (key, param) in [
+        ("patient_id", "patient"),
+        ("clinician_id", "clinician"),
+        ("department_id", "department"),
+    ] {
         if let Some(v) = p.get(key) {
             let id = Uuid::parse_str(&v)
                 .map_err(|_| ApiError::bad_request(format!("{key} must be a UUID")))?;

@@ -16,7 +16,8 @@ use std::collections::HashMap;
 /// Export every patient, interaction, encounter or observation of the tenant, in id
 /// (creation) order. CSV follows the column mapping of the README; JSON is one array and
 /// NDJSON one line per resource, each the resource as the API shows it plus
-/// `patient_identifier` (and `clinician_credential` for encounters). Importing the file
+/// `patient_identifier` (and `clinician_credential`, `department_code` for encounters).
+/// Importing the file
 /// into another tenant reproduces the data.
 #[utoipa::path(get, path = "/api/v1/exports/{kind}", tag = "bulk",
     params(("kind" = String, Path, description = "patients | interactions | encounters | observations"),

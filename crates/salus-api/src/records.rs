@@ -12,17 +12,16 @@ use salus_domain::clinical::record::{
     self, ClinicalNote, MedicalRecord, NoteCommand, NoteInput, RecordCommand, RecordInput,
 };
 use salus_domain::service::Projected;
-use salus_kernel::text::fold;
 use salus_store::ResourceRow;
 use std::collections::HashMap;
 
 const RECORDS: &str = "/api/v1/medical-records";
 const NOTES: &str = "/api/v1/notes";
 
-/// Open a medical record for a patient in a department (one per pair).
+/// Open a medical record for a patient in an active department (one per pair).
 #[utoipa::path(post, path = "/api/v1/medical-records", tag = "medical-records", request_body = RecordInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Opened", body = MedicalRecord), (status = 409, description = "The patient has a record in that department")), security(("bearer" = [])))]
+    responses((status = 201, description = "Opened", body = MedicalRecord), (status = 409, description = "The patient has a record in that department"), (status = 422, description = "Unknown patient, unknown or inactive department")), security(("bearer" = [])))]
 pub async fn open(
     State(state): State<AppState>,
     actor: Actor,
@@ -37,9 +36,9 @@ pub async fn open(
     .await
 }
 
-/// Medical records, newest first: by `patient_id`, `department`, `status` (open | deleted).
+/// Medical records, newest first: by `patient_id`, `department_id`, `status` (open | deleted).
 #[utoipa::path(get, path = "/api/v1/medical-records", tag = "medical-records",
-    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("department" = Option<String>, Query, description = "Department"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("department_id" = Option<Uuid>, Query, description = "Department"),
            ("status" = Option<String>, Query, description = "open | deleted"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
@@ -49,15 +48,17 @@ pub async fn search(
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     actor.require("medical_records:read")?;
-    let p = ListParams::parse(raw, &["patient_id", "department", "status"])?;
+    let p = ListParams::parse(raw, &["patient_id", "department_id", "status"])?;
     let mut filters = Vec::new();
     if let Some(v) = p.get("patient_id") {
         let id = uuid::Uuid::parse_str(&v)
             .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
         filters.push(eq("patient", id.to_string()));
     }
-    if let Some(d) = p.get("department") {
-        filters.push(eq("department", fold(&d)));
+    if let Some(d) = p.get("department_id") {
+        let id = uuid::Uuid::parse_str(&d)
+            .map_err(|_| ApiError::bad_request("department_id must be a UUID"))?;
+        filters.push(eq("department", id.to_string()));
     }
     if let Some(s) = p.get("status") {
         if s != "open" && s != "deleted" {

@@ -417,6 +417,13 @@ pub fn export_doc(kind: Kind, item: &ExportItem) -> Value {
                     .map(Value::String)
                     .unwrap_or(Value::Null),
             );
+            m.insert(
+                "department_code".into(),
+                item.department_code
+                    .clone()
+                    .map(Value::String)
+                    .unwrap_or(Value::Null),
+            );
         }
     }
     doc

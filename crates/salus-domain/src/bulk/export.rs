@@ -1,12 +1,13 @@
 //! Exports: a kind's resources page by page in id (creation) order, each with the natural
 //! keys another tenant needs to resolve its references (the patient's first identifier, the
-//! clinician's credential). Pages are read with a cursor, so memory holds one page at a
+//! clinician's credential, the department's code). Pages are read with a cursor, so memory holds one page at a
 //! time. An export is not a snapshot: a record created while it runs may or may not appear.
 
 use super::Kind;
 use crate::registry::Patient;
 use crate::service::{ServiceError, Services};
 use crate::staff::Clinician;
+use crate::staff::place::Department;
 use salus_kernel::TenantContext;
 use salus_store::{ResourceRow, SearchQuery};
 use std::collections::HashMap;
@@ -23,6 +24,8 @@ pub struct ExportItem {
     pub patient_identifier: Option<String>,
     /// The clinician's credential (encounters).
     pub clinician_credential: Option<String>,
+    /// The department's code (encounters that name one).
+    pub department_code: Option<String>,
 }
 
 /// Pages through one kind of one tenant.
@@ -34,6 +37,7 @@ pub struct Exporter {
     done: bool,
     patients: HashMap<Uuid, Option<String>>,
     clinicians: HashMap<Uuid, Option<String>>,
+    departments: HashMap<Uuid, Option<String>>,
 }
 
 impl Exporter {
@@ -46,6 +50,7 @@ impl Exporter {
             done: false,
             patients: HashMap::new(),
             clinicians: HashMap::new(),
+            departments: HashMap::new(),
         }
     }
 
@@ -83,10 +88,15 @@ impl Exporter {
                 (Kind::Encounters, Some(c)) => self.credential(c).await?,
                 _ => None,
             };
+            let department_code = match (self.kind, doc_uuid(&row, "department_id")) {
+                (Kind::Encounters, Some(d)) => self.department_code(d).await?,
+                _ => None,
+            };
             items.push(ExportItem {
                 row,
                 patient_identifier,
                 clinician_credential,
+                department_code,
             });
         }
         Ok(Some(items))
@@ -127,6 +137,24 @@ impl Exporter {
             self.clinicians.clear();
         }
         self.clinicians.insert(id, found.clone());
+        Ok(found)
+    }
+}
+
+impl Exporter {
+    async fn department_code(&mut self, id: Uuid) -> Result<Option<String>, ServiceError> {
+        if let Some(hit) = self.departments.get(&id) {
+            return Ok(hit.clone());
+        }
+        let found = self
+            .services
+            .load::<Department>(&self.ctx, id)
+            .await?
+            .map(|d| d.state.code);
+        if self.departments.len() >= 10_000 {
+            self.departments.clear();
+        }
+        self.departments.insert(id, found.clone());
         Ok(found)
     }
 }

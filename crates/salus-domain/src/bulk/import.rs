@@ -35,6 +35,7 @@ use crate::registry::patient::{
 };
 use crate::registry::{Patient, PatientCommand, PatientDetails, PatientStatus};
 use crate::service::{Current, Projected, ServiceError, Services};
+use crate::staff::place::{DEPARTMENT_CODE_SCOPE, Department};
 use crate::staff::{Clinician, ClinicianStatus};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::{Stream, StreamExt};
@@ -227,6 +228,11 @@ type ClinicianFact = Option<(Uuid, bool)>;
 /// How a row names a clinician: its id, its credential.
 type ClinicianKey = (Option<Uuid>, Option<String>);
 
+/// A department as encounters need it: its id and whether it is active.
+type DepartmentFact = Option<(Uuid, bool)>;
+/// How a row names a department: its id, its code.
+type DepartmentKey = (Option<Uuid>, Option<String>);
+
 /// Runs the rows of one import in one tenant. Shared by the rows' tasks.
 pub struct Importer {
     services: Services,
@@ -236,6 +242,8 @@ pub struct Importer {
     outcomes: Vec<String>,
     /// Clinicians looked up by id or credential (encounters), kept for the import.
     clinicians: Mutex<HashMap<ClinicianKey, ClinicianFact>>,
+    /// Departments looked up by id or code (encounters), kept for the import.
+    departments: Mutex<HashMap<DepartmentKey, DepartmentFact>>,
 }
 
 /// Run an import. `open` yields the rows of the file; it is called twice under
@@ -265,6 +273,7 @@ where
             dry_run,
             outcomes: outcomes.clone(),
             clinicians: Mutex::new(HashMap::new()),
+            departments: Mutex::new(HashMap::new()),
         })
     };
     if options.all_or_nothing && !options.dry_run {
@@ -863,10 +872,81 @@ impl Importer {
         })
     }
 
+    /// The department an encounter names, by its id in this tenant, else by its code (the
+    /// natural key another tenant's export carries); `None` when the row names none.
+    async fn department(
+        &self,
+        row: u64,
+        id: Option<Uuid>,
+        code: Option<String>,
+    ) -> Result<Option<(Uuid, bool)>, RowFail> {
+        let code = code
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| !c.is_empty());
+        if id.is_none() && code.is_none() {
+            return Ok(None);
+        }
+        let key = (id, code.clone());
+        let cached = self
+            .departments
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).copied());
+        let fact = match cached {
+            Some(f) => f,
+            None => {
+                let mut found = None;
+                if let Some(id) = id
+                    && let Some(d) = self.load::<Department>(row, id).await?
+                {
+                    found = Some((d.row.id, d.state.active));
+                }
+                if found.is_none()
+                    && let Some(code) = &code
+                    && let Some(owner) = self
+                        .services
+                        .store
+                        .unique_owner(&self.ctx, DEPARTMENT_CODE_SCOPE, code)
+                        .await
+                        .map_err(|e| fail(row, e.into()))?
+                    && let Some(d) = self.load::<Department>(row, owner).await?
+                {
+                    found = Some((d.row.id, d.state.active));
+                }
+                if let Ok(mut m) = self.departments.lock() {
+                    if m.len() > 10_000 {
+                        m.clear();
+                    }
+                    m.insert(key, found);
+                }
+                found
+            }
+        };
+        match (fact, id, code) {
+            (Some(f), _, _) => Ok(Some(f)),
+            (None, _, Some(c)) => Err(invalid(
+                row,
+                "department_code",
+                format!("no department with code '{c}' in this tenant"),
+            )),
+            (None, id, None) => Err(invalid(
+                row,
+                "department_id",
+                format!(
+                    "no department {} in this tenant (or give department_code)",
+                    id.unwrap_or_default()
+                ),
+            )),
+        }
+    }
+
     async fn encounter(&self, row: u64, r: EncounterRecord) -> Result<Change, RowFail> {
         let patient = self.resolve_patient(row, r.patient()).await?;
         let (clinician_id, clinician_active) = self
             .clinician(row, r.clinician_id, r.clinician_credential.clone())
+            .await?;
+        let department = self
+            .department(row, r.department_id, r.department_code.clone())
             .await?;
         let target = match r.status.as_deref().map(str::trim) {
             None | Some("") => EncounterStatus::Scheduled,
@@ -907,13 +987,8 @@ impl Importer {
                 {
                     differs.push("type");
                 }
-                let department = r
-                    .department
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|d| !d.is_empty());
-                if department != e.department.as_deref() {
-                    differs.push("department");
+                if department.map(|d| d.0) != e.department_id {
+                    differs.push("department_id");
                 }
                 if instant("scheduled_for", &r.scheduled_for)? != e.scheduled_for {
                     differs.push("scheduled_for");
@@ -928,13 +1003,14 @@ impl Importer {
                         patient_id: patient.row.id,
                         clinician_id,
                         encounter_type: r.encounter_type.clone(),
-                        department: r.department.clone(),
+                        department_id: department.map(|d| d.0),
                         scheduled_for: r.scheduled_for.clone(),
                     },
                     facts: ScheduleFacts {
                         patient_open: patient.state.status != PatientStatus::Retired
                             && patient.state.deceased.is_none(),
                         clinician_active,
+                        department_active: department.is_none_or(|d| d.1),
                     },
                 });
                 EncounterStatus::Scheduled

@@ -1,7 +1,7 @@
 //! The interchange record of each kind: what one CSV row, JSON array element or NDJSON line
 //! holds. Its JSON shape is the resource as the API shows it (so an export is a list of
 //! API resources), plus the natural keys that let another tenant resolve references
-//! (`patient_identifier`, `clinician_credential`). Export-only fields (`version`,
+//! (`patient_identifier`, `clinician_credential`, `department_code`). Export-only fields (`version`,
 //! `created_at`, `updated_at`, `recorded_by`) are accepted on import and ignored.
 
 use super::{Kind, RowError};
@@ -129,7 +129,10 @@ pub struct EncounterRecord {
     #[serde(rename = "type")]
     pub encounter_type: String,
     #[serde(default)]
-    pub department: Option<String>,
+    pub department_id: Option<Uuid>,
+    /// The department's code (its natural key), for another tenant.
+    #[serde(default)]
+    pub department_code: Option<String>,
     #[serde(default)]
     pub scheduled_for: Option<String>,
     /// scheduled (default) | in_progress | completed | archived | cancelled

@@ -118,8 +118,9 @@ pub struct Encounter {
     pub clinician_id: Uuid,
     #[serde(rename = "type")]
     pub encounter_type: EncounterType,
+    /// The department (an active one when the encounter was scheduled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub department: Option<String>,
+    pub department_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<DateTime<Utc>>,
     pub status: EncounterStatus,
@@ -139,8 +140,9 @@ pub struct EncounterInput {
     /// inpatient | outpatient | emergency | virtual | home
     #[serde(rename = "type")]
     pub encounter_type: String,
+    /// An active department of the tenant.
     #[serde(default)]
-    pub department: Option<String>,
+    pub department_id: Option<Uuid>,
     /// Planned start, RFC 3339 with a time zone.
     #[serde(default)]
     pub scheduled_for: Option<String>,
@@ -151,6 +153,8 @@ pub struct EncounterInput {
 pub struct ScheduleFacts {
     pub patient_open: bool,
     pub clinician_active: bool,
+    /// The department, when one is named, exists in the tenant and is active.
+    pub department_active: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -214,16 +218,11 @@ impl Aggregate for Encounter {
                         ),
                     ));
                 }
-                let department = match input.department.as_deref().map(str::trim) {
-                    None | Some("") => None,
-                    Some(d) if d.chars().count() > 200 || d.chars().any(char::is_control) => {
-                        return Err(DomainError::invalid(
-                            "department",
-                            "department must be 1-200 printable characters",
-                        ));
-                    }
-                    Some(d) => Some(d.to_owned()),
-                };
+                if let Some(d) = input.department_id
+                    && !facts.department_active
+                {
+                    return Err(crate::staff::place::unknown_department("department_id", d));
+                }
                 let scheduled_for = input
                     .scheduled_for
                     .as_deref()
@@ -234,7 +233,7 @@ impl Aggregate for Encounter {
                     patient_id: input.patient_id,
                     clinician_id: input.clinician_id,
                     encounter_type: EncounterType::parse(&input.encounter_type)?,
-                    department,
+                    department_id: input.department_id,
                     scheduled_for,
                     status: EncounterStatus::Scheduled,
                     start_time: None,
@@ -322,6 +321,9 @@ impl Projected for Encounter {
             SearchRow::new("status", self.status.as_str()),
             SearchRow::new("type", self.encounter_type.as_str()),
         ];
+        if let Some(d) = self.department_id {
+            rows.push(SearchRow::new("department", d.to_string()));
+        }
         // The encounter's date: when it started, else when it is planned.
         if let Some(t) = self.start_time.or(self.scheduled_for) {
             rows.push(SearchRow::new("date", format_instant(&t)));
@@ -331,7 +333,8 @@ impl Projected for Encounter {
 }
 
 /// Schedule an encounter: check that the patient is open (exists, not retired, not
-/// deceased) and the clinician active, then run the command.
+/// deceased), the clinician active and the department, when named, active; then run the
+/// command.
 pub async fn schedule(
     services: &crate::service::Services,
     ctx: &salus_kernel::TenantContext,
@@ -348,10 +351,13 @@ pub async fn schedule(
         .load::<Clinician>(ctx, input.clinician_id)
         .await?
         .is_some_and(|c| c.state.status == ClinicianStatus::Active);
+    let department_active =
+        crate::staff::place::department_active(services, ctx, input.department_id).await?;
     let id = Uuid::now_v7();
     let facts = ScheduleFacts {
         patient_open,
         clinician_active,
+        department_active,
     };
     services
         .create::<Encounter, _>(
@@ -373,12 +379,13 @@ mod tests {
             patient_id: Uuid::nil(),
             clinician_id: Uuid::nil(),
             encounter_type: "outpatient".into(),
-            department: None,
+            department_id: None,
             scheduled_for: None,
         };
         let facts = ScheduleFacts {
             patient_open: true,
             clinician_active: true,
+            department_active: true,
         };
         let evs = Encounter::decide(
             None,
@@ -416,5 +423,40 @@ mod tests {
                 prop_assert_eq!(e.end_time.is_some(), matches!(e.status, EncounterStatus::Completed | EncounterStatus::Archived));
             }
         }
+    }
+
+    #[test]
+    fn an_inactive_or_unknown_department_is_refused_naming_the_field() {
+        let department = Uuid::now_v7();
+        let input = EncounterInput {
+            patient_id: Uuid::nil(),
+            clinician_id: Uuid::nil(),
+            encounter_type: "outpatient".into(),
+            department_id: Some(department),
+            scheduled_for: None,
+        };
+        let cmd = |department_active| EncounterCommand::Schedule {
+            id: Uuid::nil(),
+            input: input.clone(),
+            facts: ScheduleFacts {
+                patient_open: true,
+                clinician_active: true,
+                department_active,
+            },
+        };
+        match Encounter::decide(None, &cmd(false)) {
+            Err(DomainError::Invalid { field, message }) => {
+                assert_eq!(field.as_deref(), Some("department_id"));
+                assert!(message.contains(&department.to_string()), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let evs = Encounter::decide(None, &cmd(true)).unwrap();
+        let e = evs.iter().fold(None, Encounter::evolve).unwrap();
+        assert_eq!(e.department_id, Some(department));
+        assert!(
+            e.search_rows()
+                .contains(&SearchRow::new("department", department.to_string()))
+        );
     }
 }

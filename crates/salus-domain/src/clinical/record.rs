@@ -9,7 +9,6 @@
 
 use crate::service::Projected;
 use chrono::{DateTime, Utc};
-use salus_kernel::text::fold;
 use salus_kernel::{Aggregate, DomainError, Hash32, domain_events};
 use salus_store::{SearchRow, UniqueKey};
 use serde::{Deserialize, Serialize};
@@ -27,7 +26,8 @@ pub enum RecordStatus {
 pub struct MedicalRecord {
     pub id: Uuid,
     pub patient_id: Uuid,
-    pub department: String,
+    /// The department the record is kept in (active when the record was opened).
+    pub department_id: Uuid,
     pub status: RecordStatus,
 }
 
@@ -35,7 +35,8 @@ pub struct MedicalRecord {
 #[serde(deny_unknown_fields)]
 pub struct RecordInput {
     pub patient_id: Uuid,
-    pub department: String,
+    /// An active department of the tenant.
+    pub department_id: Uuid,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub enum RecordCommand {
         id: Uuid,
         input: RecordInput,
         patient_open: bool,
+        /// The department exists in the tenant and is active.
+        department_active: bool,
     },
     /// Soft delete; `has_notes` is gathered by the service.
     Delete { has_notes: bool },
@@ -77,6 +80,7 @@ impl Aggregate for MedicalRecord {
                     id,
                     input,
                     patient_open,
+                    department_active,
                 },
             ) => {
                 if !patient_open {
@@ -88,17 +92,16 @@ impl Aggregate for MedicalRecord {
                         ),
                     ));
                 }
-                let d = input.department.trim();
-                if d.is_empty() || d.chars().count() > 200 || d.chars().any(char::is_control) {
-                    return Err(DomainError::invalid(
-                        "department",
-                        "department must be 1-200 printable characters",
+                if !department_active {
+                    return Err(crate::staff::place::unknown_department(
+                        "department_id",
+                        input.department_id,
                     ));
                 }
                 Ok(vec![RecordEvent::Opened(MedicalRecord {
                     id: *id,
                     patient_id: input.patient_id,
-                    department: d.to_owned(),
+                    department_id: input.department_id,
                     status: RecordStatus::Open,
                 })])
             }
@@ -146,7 +149,7 @@ impl Projected for MedicalRecord {
     fn search_rows(&self) -> Vec<SearchRow> {
         vec![
             SearchRow::new("patient", self.patient_id.to_string()),
-            SearchRow::new("department", fold(&self.department)),
+            SearchRow::new("department", self.department_id.to_string()),
             SearchRow::new(
                 "status",
                 if self.status == RecordStatus::Open {
@@ -165,7 +168,7 @@ impl Projected for MedicalRecord {
         }
         vec![UniqueKey::new(
             RECORD_KEY_SCOPE,
-            format!("{}|{}", self.patient_id, fold(&self.department)),
+            format!("{}|{}", self.patient_id, self.department_id),
         )]
     }
 }
@@ -366,7 +369,8 @@ impl Projected for ClinicalNote {
     }
 }
 
-/// Open a medical record for an open patient (one per patient and department).
+/// Open a medical record for an open patient in an active department (one per patient and
+/// department).
 pub async fn open_record(
     services: &crate::service::Services,
     ctx: &salus_kernel::TenantContext,
@@ -374,6 +378,8 @@ pub async fn open_record(
     idempotency: Option<crate::service::Idempotency<'_>>,
 ) -> Result<crate::service::Current<MedicalRecord>, crate::service::ServiceError> {
     let patient_open = super::patient_open(services, ctx, input.patient_id).await?;
+    let department_active =
+        crate::staff::place::department_active(services, ctx, Some(input.department_id)).await?;
     let id = Uuid::now_v7();
     services
         .create::<MedicalRecord, _>(
@@ -384,6 +390,7 @@ pub async fn open_record(
                     id,
                     input,
                     patient_open,
+                    department_active,
                 })
             },
             idempotency,
@@ -464,7 +471,7 @@ mod tests {
         let record = MedicalRecord {
             id: Uuid::nil(),
             patient_id: Uuid::nil(),
-            department: "Cardiology".into(),
+            department_id: Uuid::nil(),
             status: RecordStatus::Open,
         };
         let author = Uuid::from_u128(7);

@@ -291,3 +291,27 @@ pub async fn create_location(
         )
         .await
 }
+
+/// Whether `department_id`, when given, names an active department of the tenant (true when
+/// none is given): the fact encounters and medical records check before they are written.
+pub async fn department_active(
+    services: &crate::service::Services,
+    ctx: &salus_kernel::TenantContext,
+    department_id: Option<Uuid>,
+) -> Result<bool, crate::service::ServiceError> {
+    match department_id {
+        None => Ok(true),
+        Some(id) => Ok(services
+            .load::<Department>(ctx, id)
+            .await?
+            .is_some_and(|d| d.state.active)),
+    }
+}
+
+/// The refusal for a department that is unknown or inactive, naming `field`.
+pub fn unknown_department(field: &str, id: Uuid) -> DomainError {
+    DomainError::invalid(
+        field,
+        format!("department {id} does not exist in this tenant or is inactive"),
+    )
+}

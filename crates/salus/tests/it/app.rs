@@ -140,6 +140,33 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// A new department (`code`, `name`); returns its id.
+    pub async fn create_department(&self, code: &str, name: &str) -> String {
+        let r = self
+            .post(
+                "/api/v1/departments",
+                &self.token,
+                &json!({"code": code, "name": name}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+        let d: Value = r.json().await.expect("json");
+        d["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Deactivate a department created by [`TestApp::create_department`] (at version 1).
+    pub async fn deactivate_department(&self, id: &str) {
+        let r = self
+            .client
+            .post(self.url(&format!("/api/v1/departments/{id}/deactivate")))
+            .bearer_auth(&self.token)
+            .header("if-match", "\"1\"")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+
     /// Stop the server cleanly; the data directory is handed back (it is deleted when the
     /// returned value is dropped).
     pub async fn stop(mut self) -> Leftovers {

@@ -11,11 +11,12 @@ async fn attachments_are_typed_limited_and_verified_before_download(backend: &st
         .as_str()
         .unwrap()
         .to_owned();
+    let radiology = app.create_department("RAD", "Radiology").await;
     let rec: Value = app
         .post(
             "/api/v1/medical-records",
             &app.token,
-            &json!({"patient_id": pid, "department": "Radiology"}),
+            &json!({"patient_id": pid, "department_id": radiology}),
         )
         .await
         .json()

@@ -294,6 +294,7 @@ fn as_imported(doc: &Value, kind: &str, into: salus_kernel::TenantId) -> Value {
         "updated_at",
         "recorded_by",
         "clinician_id",
+        "department_id",
     ] {
         m.remove(k);
     }
@@ -326,6 +327,7 @@ fn plain(doc: &Value) -> Value {
         "updated_at",
         "recorded_by",
         "clinician_id",
+        "department_id",
     ] {
         m.remove(k);
     }
@@ -405,6 +407,7 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
     let clin = json!({"family": "Quinn", "given": ["Michaela"], "credential": "GMC-RT-1", "specialty": "Family medicine", "org_unit": "Clinic A"});
     let c = ok(app.post("/api/v1/clinicians", t, &clin).await).await;
     let cid = c["id"].as_str().unwrap().to_owned();
+    let cardiology = app.create_department("CARD", "Cardiology").await;
     let enc = |pid: &str, extra: Value| {
         let mut b = json!({"patient_id": pid, "clinician_id": cid, "type": "outpatient"});
         b.as_object_mut()
@@ -416,7 +419,7 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
         .post(
             "/api/v1/encounters",
             t,
-            &enc(&p1id, json!({"department": "Cardiology"})),
+            &enc(&p1id, json!({"department_id": cardiology})),
         )
         .await)
     .await;
@@ -507,8 +510,17 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
     assert_eq!(statuses, ["final", "amended", "entered_in_error"]);
     let copy = app.other_tenant("copy").await;
     let b = tenant_of(&copy);
-    // Clinicians are not a bulk kind: the copy has its own, found by credential.
+    // Clinicians and departments are not bulk kinds: the copy has its own, found by
+    // credential and by code.
     ok(app.post("/api/v1/clinicians", &copy, &clin).await).await;
+    let copy_cardiology = ok(app
+        .post(
+            "/api/v1/departments",
+            &copy,
+            &json!({"code": "card", "name": "Cardiology (copy)"}),
+        )
+        .await)
+    .await;
     for ((kind, format, ct), body) in files.iter().zip(&exported) {
         let job = import(
             &app,
@@ -533,6 +545,15 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
         assert!(!a.is_empty());
         assert_eq!(sorted(bdocs), sorted(a), "{kind} round trip");
     }
+    // The encounter names the copy's own department (found by its code).
+    let copied = ndjson(&export(&app, &copy, "encounters", "ndjson").await);
+    let with_department: Vec<&Value> = copied
+        .iter()
+        .filter(|e| e.get("department_id").is_some_and(|d| !d.is_null()))
+        .collect();
+    assert_eq!(with_department.len(), 1);
+    assert_eq!(with_department[0]["department_id"], copy_cardiology["id"]);
+    assert_eq!(with_department[0]["department_code"], "CARD");
     // Importing the same files again, into the copy or into the original, changes nothing.
     for token in [&copy, t] {
         for ((kind, format, ct), body) in files.iter().zip(&exported) {
@@ -949,6 +970,38 @@ async fn clinical_rows_name_what_is_wrong(backend: &str) {
     let csv = format!("patient_id,clinician_credential,type\n{pid},GMC-NONE,outpatient\n");
     let job = import(&app, &app.token, "kind=encounters", "text/csv", &csv).await;
     assert_eq!(job["errors"][0]["field"], "clinician_credential");
+    // ...and, when they name one, a known and active department (by code or id).
+    let c = app
+        .post(
+            "/api/v1/clinicians",
+            &app.token,
+            &json!({"family": "Rows", "given": ["C"], "credential": "GMC-ROWS", "specialty": "GP", "org_unit": "A"}),
+        )
+        .await;
+    assert_eq!(c.status(), 201);
+    let closed = app.create_department("SHUT", "Shut").await;
+    app.deactivate_department(&closed).await;
+    app.create_department("OPEN", "Open").await;
+    let csv = format!(
+        "patient_id,clinician_credential,type,department_id,department_code\n\
+         {pid},GMC-ROWS,outpatient,,NOWHERE\n\
+         {pid},GMC-ROWS,outpatient,{},\n\
+         {pid},GMC-ROWS,outpatient,{closed},\n\
+         {pid},GMC-ROWS,outpatient,,open\n",
+        uuid::Uuid::now_v7()
+    );
+    let job = import(&app, &app.token, "kind=encounters", "text/csv", &csv).await;
+    assert_eq!(counts(&job), (4, 1, 0, 0, 3), "{job}");
+    let fields: Vec<&str> = job["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["department_code", "department_id", "department_id"]
+    );
     app.stop().await;
 }
 

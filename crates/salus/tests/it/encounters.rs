@@ -41,9 +41,11 @@ async fn clinicians_and_encounter_lifecycle(backend: &str) {
         let app = &app;
         async move { app.post("/api/v1/encounters/", &app.token, &body).await }
     };
-    let r = schedule(json!({"patient_id": pid, "clinician_id": cid, "type": "outpatient", "department": "Cardiology", "scheduled_for": "2026-04-01T09:00:00+01:00"})).await;
+    let cardiology = app.create_department("CARD", "Cardiology").await;
+    let r = schedule(json!({"patient_id": pid, "clinician_id": cid, "type": "outpatient", "department_id": cardiology, "scheduled_for": "2026-04-01T09:00:00+01:00"})).await;
     assert_eq!(r.status(), 201);
     let e: Value = r.json().await.unwrap();
+    assert_eq!(e["department_id"], cardiology);
     assert_eq!(e["status"], "scheduled");
     assert_eq!(e["scheduled_for"], "2026-04-01T08:00:00Z");
     assert!(e.get("start_time").is_none());
@@ -69,6 +71,57 @@ async fn clinicians_and_encounter_lifecycle(backend: &str) {
     )
     .await;
     assert_eq!(body["field"], "patient_id");
+    // The department, when named, is a real and active one: else a 422 naming the field,
+    // as for the clinician.
+    let unknown = uuid::Uuid::now_v7();
+    let body = problem(
+        schedule(json!({"patient_id": pid, "clinician_id": cid, "type": "outpatient", "department_id": unknown}))
+            .await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "department_id");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&unknown.to_string()),
+        "{body}"
+    );
+    let closed = app.create_department("SHUT", "Shut ward").await;
+    app.deactivate_department(&closed).await;
+    let body = problem(
+        schedule(json!({"patient_id": pid, "clinician_id": cid, "type": "outpatient", "department_id": closed}))
+            .await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "department_id");
+    problem(
+        schedule(json!({"patient_id": pid, "clinician_id": cid, "type": "outpatient", "department": "Cardiology"}))
+            .await,
+        422,
+        "validation",
+    )
+    .await;
+    let by_department: Value = app
+        .get(
+            &format!("/api/v1/encounters?department_id={cardiology}"),
+            &app.token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = by_department["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [eid.as_str()]);
     problem(
         schedule(json!({"patient_id": pid, "clinician_id": cid, "type": "spa"})).await,
         422,

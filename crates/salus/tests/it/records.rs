@@ -11,11 +11,13 @@ async fn notes_are_append_only_signed_and_hash_checked_on_read(backend: &str) {
         .as_str()
         .unwrap()
         .to_owned();
+    let cardiology = app.create_department("CARD", "Cardiology").await;
+    let dermatology = app.create_department("DERM", "Dermatology").await;
     let r = app
         .post(
             "/api/v1/medical-records",
             &app.token,
-            &json!({"patient_id": pid, "department": "Cardiology"}),
+            &json!({"patient_id": pid, "department_id": cardiology}),
         )
         .await;
     assert_eq!(r.status(), 201);
@@ -25,20 +27,82 @@ async fn notes_are_append_only_signed_and_hash_checked_on_read(backend: &str) {
         app.post(
             "/api/v1/medical-records",
             &app.token,
-            &json!({"patient_id": pid, "department": "cardiology"}),
+            &json!({"patient_id": pid, "department_id": cardiology}),
         )
         .await,
         409,
         "conflict",
     )
     .await;
+    // The department must be a real, active one of the tenant: else a 422 naming the field.
+    let unknown = uuid::Uuid::now_v7();
+    let body = problem(
+        app.post(
+            "/api/v1/medical-records",
+            &app.token,
+            &json!({"patient_id": pid, "department_id": unknown}),
+        )
+        .await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "department_id");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&unknown.to_string()),
+        "{body}"
+    );
+    let closed = app.create_department("CLOSED", "Closed ward").await;
+    app.deactivate_department(&closed).await;
+    let body = problem(
+        app.post(
+            "/api/v1/medical-records",
+            &app.token,
+            &json!({"patient_id": pid, "department_id": closed}),
+        )
+        .await,
+        422,
+        "validation",
+    )
+    .await;
+    assert_eq!(body["field"], "department_id");
+    problem(
+        app.post(
+            "/api/v1/medical-records",
+            &app.token,
+            &json!({"patient_id": pid, "department": "Cardiology"}),
+        )
+        .await,
+        422,
+        "validation",
+    )
+    .await;
+    let listed: Value = app
+        .get(
+            &format!("/api/v1/medical-records?department_id={cardiology}"),
+            &app.token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [rid.as_str()]);
 
     // An empty record can be soft-deleted; one with notes cannot.
     let spare: Value = app
         .post(
             "/api/v1/medical-records",
             &app.token,
-            &json!({"patient_id": pid, "department": "Dermatology"}),
+            &json!({"patient_id": pid, "department_id": dermatology}),
         )
         .await
         .json()
