@@ -64,7 +64,7 @@ pub async fn read(
 /// `type`, and a date range (`from` inclusive, `to` exclusive) on the start time, or the
 /// planned time while not started.
 #[utoipa::path(get, path = "/api/v1/encounters", tag = "encounters",
-    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("clinician_id" = Option<Uuid>, Query, description = "Clinician"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient (following merges)"), ("clinician_id" = Option<Uuid>, Query, description = "Clinician"),
            ("department_id" = Option<Uuid>, Query, description = "Department"),
            ("status" = Option<String>, Query, description = "scheduled | in_progress | completed | archived | cancelled"),
            ("type" = Option<String>, Query, description = "inpatient | outpatient | emergency | virtual | home"),
@@ -91,8 +91,10 @@ pub async fn search(
         ],
     )?;
     let mut filters = Vec::new();
+    if let Some(v) = p.get("patient_id") {
+        filters.push(http::patient_filter(&state, &actor, &v).await?);
+    }
     for (key, param) in [
-        ("patient_id", "patient"),
         ("clinician_id", "clinician"),
         ("department_id", "department"),
     ] {

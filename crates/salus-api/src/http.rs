@@ -845,6 +845,35 @@ pub fn doc_instant(row: &ResourceRow, field: &str) -> Option<String> {
         .map(|t| salus_kernel::event::format_instant(&t.with_timezone(&chrono::Utc)))
 }
 
+/// The merge group of a list's `patient_id` (a 400 when it is not a UUID).
+pub async fn patient_group(
+    state: &AppState,
+    actor: &Actor,
+    raw: &str,
+) -> Result<Vec<Uuid>, ApiError> {
+    let id = Uuid::parse_str(raw.trim())
+        .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
+    Ok(salus_domain::registry::patient::merge_group(&state.services, &actor.ctx, id).await?)
+}
+
+/// The `patient` filter of a list's `patient_id`, following merges: the patient's whole
+/// merge group ([`salus_domain::registry::patient::merge_group`]), so that asking for a
+/// survivor also lists what was recorded against the records merged into it, and asking for
+/// a merged record gives its survivor's list. A 400 when `raw` is not a UUID.
+pub async fn patient_filter(
+    state: &AppState,
+    actor: &Actor,
+    raw: &str,
+) -> Result<salus_store::Filter, ApiError> {
+    let group = patient_group(state, actor, raw).await?;
+    Ok(salus_store::Filter {
+        param: "patient".into(),
+        system: None,
+        op: salus_store::FilterOp::In(group.iter().map(Uuid::to_string).collect()),
+        value: String::new(),
+    })
+}
+
 /// An equality filter on a search parameter.
 pub fn eq(param: &str, value: impl Into<String>) -> salus_store::Filter {
     salus_store::Filter {

@@ -153,7 +153,7 @@ const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "status", "from", 
 /// Interactions entered in error are left out unless `status` asks for them
 /// (`status=entered_in_error`, or a comma-separated list that names it).
 #[utoipa::path(get, path = "/api/v1/interactions", tag = "interactions",
-    params(("patient_id" = Option<Uuid>, Query, description = "Only this patient's"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Only this patient's (following merges: the survivor and the records merged into it)"),
            ("kind" = Option<String>, Query, description = "visit | call | message | home_visit"),
            ("outcome" = Option<String>, Query, description = "An outcome code"),
            ("status" = Option<String>, Query, description = "final | amended | entered_in_error, or several separated by commas; default final,amended"),
@@ -179,9 +179,7 @@ pub async fn list(
     };
     let mut filters = Vec::new();
     if let Some(p) = get("patient_id") {
-        let id =
-            Uuid::parse_str(&p).map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
-        filters.push(filter("patient", FilterOp::Eq, id.to_string()));
+        filters.push(http::patient_filter(&state, &actor, &p).await?);
     }
     if let Some(k) = get("kind") {
         let kind = InteractionKind::parse(&k).map_err(|e| ApiError::bad_request(e.to_string()))?;

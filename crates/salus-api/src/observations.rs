@@ -76,7 +76,7 @@ pub async fn history(
 /// Observations, latest `effective_at` first: by `patient_id`, `code` (`system|code` or a
 /// bare code), `status`, and `from`/`to` on `effective_at`.
 #[utoipa::path(get, path = "/api/v1/observations", tag = "observations",
-    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("code" = Option<String>, Query, description = "system|code or code"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient (following merges)"), ("code" = Option<String>, Query, description = "system|code or code"),
            ("status" = Option<String>, Query, description = "preliminary | final | amended | entered_in_error"),
            ("from" = Option<String>, Query, description = "effective at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "effective before (RFC 3339)"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
@@ -91,9 +91,7 @@ pub async fn search(
     let p = ListParams::parse(raw, &["patient_id", "code", "status", "from", "to"])?;
     let mut filters = Vec::new();
     if let Some(v) = p.get("patient_id") {
-        let id = uuid::Uuid::parse_str(&v)
-            .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
-        filters.push(eq("patient", id.to_string()));
+        filters.push(http::patient_filter(&state, &actor, &v).await?);
     }
     if let Some(c) = p.get("code") {
         filters.push(http::token("code", &c));

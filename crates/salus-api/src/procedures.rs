@@ -73,7 +73,7 @@ pub async fn history(
 /// Procedures, latest performed first: by `patient_id`, `performer_id`, `code`
 /// (`system|code` or bare), `from`/`to` on `performed_at`.
 #[utoipa::path(get, path = "/api/v1/procedures", tag = "procedures",
-    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("performer_id" = Option<Uuid>, Query, description = "Clinician"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient (following merges)"), ("performer_id" = Option<Uuid>, Query, description = "Clinician"),
            ("code" = Option<String>, Query, description = "system|code or code"),
            ("from" = Option<String>, Query, description = "performed at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "performed before (RFC 3339)"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
@@ -87,7 +87,10 @@ pub async fn search(
     actor.require("procedures:read")?;
     let p = ListParams::parse(raw, &["patient_id", "performer_id", "code", "from", "to"])?;
     let mut filters = Vec::new();
-    for (key, param) in [("patient_id", "patient"), ("performer_id", "performer")] {
+    if let Some(v) = p.get("patient_id") {
+        filters.push(http::patient_filter(&state, &actor, &v).await?);
+    }
+    for (key, param) in [("performer_id", "performer")] {
         if let Some(v) = p.get(key) {
             let id = uuid::Uuid::parse_str(&v)
                 .map_err(|_| ApiError::bad_request(format!("{key} must be a UUID")))?;

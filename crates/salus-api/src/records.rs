@@ -38,7 +38,7 @@ pub async fn open(
 
 /// Medical records, newest first: by `patient_id`, `department_id`, `status` (open | deleted).
 #[utoipa::path(get, path = "/api/v1/medical-records", tag = "medical-records",
-    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("department_id" = Option<Uuid>, Query, description = "Department"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient (following merges)"), ("department_id" = Option<Uuid>, Query, description = "Department"),
            ("status" = Option<String>, Query, description = "open | deleted"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
@@ -51,9 +51,7 @@ pub async fn search(
     let p = ListParams::parse(raw, &["patient_id", "department_id", "status"])?;
     let mut filters = Vec::new();
     if let Some(v) = p.get("patient_id") {
-        let id = uuid::Uuid::parse_str(&v)
-            .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
-        filters.push(eq("patient", id.to_string()));
+        filters.push(http::patient_filter(&state, &actor, &v).await?);
     }
     if let Some(d) = p.get("department_id") {
         let id = uuid::Uuid::parse_str(&d)
@@ -259,7 +257,7 @@ pub async fn note_action(
 /// accents ignored), best matches first, optionally for one patient. Each note's hash is
 /// checked before it is served.
 #[utoipa::path(get, path = "/api/v1/notes", tag = "notes",
-    params(("q" = String, Query, description = "Words to find"), ("patient_id" = Option<Uuid>, Query, description = "Only this patient's notes"),
+    params(("q" = String, Query, description = "Words to find"), ("patient_id" = Option<Uuid>, Query, description = "Only this patient's notes (following merges)"),
            ("limit" = Option<u32>, Query, description = "1-100, default 20")),
     responses((status = 200, description = "{ items: [note + rank] }"), (status = 400, description = "No query")), security(("bearer" = [])))]
 pub async fn search_notes(
@@ -289,13 +287,11 @@ pub async fn search_notes(
             .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 100"))?,
         None => 20,
     };
-    let patient = raw
-        .get("patient_id")
-        .map(|p| {
-            uuid::Uuid::parse_str(p.trim())
-                .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))
-        })
-        .transpose()?;
+    // The patient's merge group, as the lists follow merges.
+    let patient = match raw.get("patient_id") {
+        Some(p) => Some(http::patient_group(&state, &actor, p).await?),
+        None => None,
+    };
     // With a patient filter, look further down the ranking before filtering.
     let fetch = if patient.is_some() {
         limit.saturating_mul(10).min(1000)
@@ -309,8 +305,11 @@ pub async fn search_notes(
         .await?;
     let mut items = Vec::new();
     for hit in hits {
-        if let Some(p) = patient
-            && hit.row.doc["patient_id"].as_str() != Some(p.to_string().as_str())
+        if let Some(group) = &patient
+            && !hit.row.doc["patient_id"]
+                .as_str()
+                .and_then(|p| uuid::Uuid::parse_str(p).ok())
+                .is_some_and(|p| group.contains(&p))
         {
             continue;
         }

@@ -48,9 +48,7 @@ async fn search<K: StatementKind>(
     )?;
     let mut filters = Vec::new();
     if let Some(v) = p.get("patient_id") {
-        let id = uuid::Uuid::parse_str(&v)
-            .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
-        filters.push(eq("patient", id.to_string()));
+        filters.push(http::patient_filter(state, actor, &v).await?);
     }
     if let Some(c) = p.get("code") {
         filters.push(http::token("code", &c));
@@ -122,7 +120,7 @@ pub async fn create_condition(
 
 /// Conditions, most recently recorded first: by `patient_id`, `code`, `clinical_status`, `verification_status`.
 #[utoipa::path(get, path = "/api/v1/conditions", tag = "conditions",
-    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("code" = Option<String>, Query, description = "system|code or code"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient (following merges)"), ("code" = Option<String>, Query, description = "system|code or code"),
            ("clinical_status" = Option<String>, Query, description = "active | recurrence | relapse | inactive | remission | resolved"),
            ("verification_status" = Option<String>, Query, description = "unconfirmed | provisional | differential | confirmed | refuted | entered_in_error"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
@@ -200,7 +198,7 @@ pub async fn create_allergy(
 
 /// Allergies, most recently recorded first: by `patient_id`, `code`, `clinical_status`, `verification_status`.
 #[utoipa::path(get, path = "/api/v1/allergies", tag = "allergies",
-    params(("patient_id" = Option<Uuid>, Query, description = "Patient"), ("code" = Option<String>, Query, description = "system|code or code"),
+    params(("patient_id" = Option<Uuid>, Query, description = "Patient (following merges)"), ("code" = Option<String>, Query, description = "system|code or code"),
            ("clinical_status" = Option<String>, Query, description = "active | inactive | resolved"),
            ("verification_status" = Option<String>, Query, description = "unconfirmed | presumed | confirmed | refuted | entered_in_error"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),

@@ -518,6 +518,10 @@ impl Projected for Patient {
         if let Some(e) = &self.details.email {
             rows.push(SearchRow::new("email", e.as_str().to_lowercase()));
         }
+        // Lets the records merged into a survivor be found from it (`merge_group`).
+        if let Some(into) = self.merged_into {
+            rows.push(SearchRow::new("merged_into", into.to_string()));
+        }
         rows
     }
 
@@ -541,6 +545,73 @@ pub async fn can_survive(
         .load::<Patient>(ctx, survivor)
         .await?
         .is_some_and(|p| p.state.merged_into.is_none()))
+}
+
+/// Merges followed from one record to its survivor before giving up (merges never form a
+/// cycle; this bounds the walk even over damaged data).
+const MAX_MERGE_HOPS: usize = 64;
+/// Records one merge group may hold before the walk stops.
+const MAX_MERGE_GROUP: usize = 10_000;
+
+/// The patient records that stand for the same person as `id`, following merges: the
+/// survivor at the end of `id`'s `merged_into` chain first, then every record merged into it
+/// (directly or through another merged record). A record that was never merged and has
+/// nothing merged into it is a group of one; so is an id that names no patient. Unmerging
+/// takes a record (and what was merged into it) out of the group again.
+pub async fn merge_group(
+    services: &crate::service::Services,
+    ctx: &salus_kernel::TenantContext,
+    id: Uuid,
+) -> Result<Vec<Uuid>, crate::service::ServiceError> {
+    let mut survivor = id;
+    let mut walked = vec![id];
+    for _ in 0..MAX_MERGE_HOPS {
+        let Some(p) = services.load::<Patient>(ctx, survivor).await? else {
+            break;
+        };
+        match p.state.merged_into {
+            Some(into) if !walked.contains(&into) => {
+                walked.push(into);
+                survivor = into;
+            }
+            _ => break,
+        }
+    }
+    let mut group = vec![survivor];
+    let mut seen: std::collections::HashSet<Uuid> = group.iter().copied().collect();
+    let mut next = 0;
+    while next < group.len() && group.len() < MAX_MERGE_GROUP {
+        let into = group[next];
+        next += 1;
+        let mut after = None;
+        loop {
+            let query = salus_store::SearchQuery {
+                resource_type: Patient::RESOURCE_TYPE.into(),
+                filters: vec![salus_store::Filter {
+                    param: "merged_into".into(),
+                    system: None,
+                    op: salus_store::FilterOp::Eq,
+                    value: into.to_string(),
+                }],
+                after,
+                limit: 200,
+                newest_first: false,
+                order_by: None,
+            };
+            let rows = services.store.search(ctx, &query).await?;
+            let full = rows.len() == 200;
+            after = rows.last().map(|r| r.id);
+            for r in rows {
+                if seen.insert(r.id) {
+                    group.push(r.id);
+                }
+            }
+            if !full || group.len() >= MAX_MERGE_GROUP {
+                break;
+            }
+        }
+    }
+    Ok(group)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod encounters;
 mod interactions;
+mod merges;
 mod observations;
 mod oidc;
 mod patients;
