@@ -1,5 +1,6 @@
-//! The clinical record. So far: interactions with patients and the tenant's configurable
-//! outcomes (requirements/004). Encounters, observations, notes and the rest follow.
+//! The clinical record: interactions with patients and the tenant's configurable outcomes
+//! (requirements/004), encounters, observations (with UCUM units), procedures, conditions
+//! and allergies, medical records, notes and attachments.
 
 pub mod attachment;
 pub mod encounter;
@@ -9,6 +10,7 @@ pub mod outcome;
 pub mod procedure;
 pub mod record;
 pub mod statement;
+pub mod ucum;
 
 pub use interaction::{Interaction, InteractionCommand, InteractionKind, InteractionStatus};
 pub use outcome::{Outcome, OutcomeCommand};

@@ -57,16 +57,16 @@ pub fn parse_loinc(s: &str) -> Result<String, DomainError> {
     Ok(t.to_owned())
 }
 
-/// A UCUM unit expression, checked for form (printable ASCII, no spaces, 1–64 characters).
-/// Full UCUM grammar and unit validity are not checked yet.
+/// A UCUM unit expression (c/s form), checked against UCUM's grammar and its tables of
+/// units and prefixes ([`super::ucum`]); the error says what is wrong and where.
 pub fn parse_ucum(s: &str) -> Result<String, DomainError> {
     let t = s.trim();
-    if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return Err(DomainError::invalid(
+    super::ucum::check(t).map_err(|why| {
+        DomainError::invalid(
             "value.unit",
-            format!("'{t}' is not a UCUM unit expression like mg/dL or mm[Hg]"),
-        ));
-    }
+            format!("'{t}' is not a UCUM unit like mg/dL or mm[Hg]: {why}"),
+        )
+    })?;
     Ok(t.to_owned())
 }
 
@@ -117,11 +117,26 @@ impl Coding {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ObservationValue {
-    Quantity { value: f64, unit: String },
-    Code { coding: Coding },
-    String { value: String },
-    Boolean { value: bool },
-    Range { low: f64, high: f64, unit: String },
+    Quantity {
+        value: f64,
+        /// A UCUM unit (case-sensitive c/s form), e.g. mg/dL, mm[Hg], 10*3/uL.
+        unit: String,
+    },
+    Code {
+        coding: Coding,
+    },
+    String {
+        value: String,
+    },
+    Boolean {
+        value: bool,
+    },
+    Range {
+        low: f64,
+        high: f64,
+        /// A UCUM unit (case-sensitive c/s form).
+        unit: String,
+    },
 }
 
 impl ObservationValue {

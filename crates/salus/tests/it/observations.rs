@@ -34,6 +34,23 @@ async fn observations_are_coded_typed_and_corrected_by_events(backend: &str) {
     let body = problem(record(json!({"patient_id": pid, "code": loinc("8480-7"), "value": {"type": "boolean", "value": true}})).await, 422, "validation").await;
     assert_eq!(body["field"], "code.code");
     problem(record(json!({"patient_id": pid, "code": loinc("8480-6"), "value": {"type": "quantity", "value": 1.0, "unit": "mm Hg"}})).await, 422, "validation").await;
+    // Units are real UCUM: grammar, atoms and prefixes are checked, and the problem says why.
+    for (unit, why) in [
+        ("mg/dx", "unknown unit 'dx'"),
+        ("kh", "not a metric unit"),
+        ("mg/", "needs a unit after it"),
+        ("MOL/L", "case-sensitive: 'mol'"),
+        ("[foo]", "unknown unit '[foo]'"),
+    ] {
+        let body = problem(record(json!({"patient_id": pid, "code": loinc("8480-6"), "value": {"type": "quantity", "value": 1.0, "unit": unit}})).await, 422, "validation").await;
+        assert_eq!(body["field"], "value.unit", "{unit}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(why),
+            "{unit}: {body}"
+        );
+    }
+    let r = record(json!({"patient_id": pid, "code": {"system": "urn:local", "code": "egfr"}, "value": {"type": "quantity", "value": 90.0, "unit": "mL/min/{1.73_m2}"}, "effective_at": "2026-04-02T08:00:00Z"})).await;
+    assert_eq!(r.status(), 201, "an annotated UCUM unit");
     problem(record(json!({"patient_id": pid, "code": loinc("8480-6"), "value": {"type": "range", "low": 9.0, "high": 1.0, "unit": "g"}})).await, 422, "validation").await;
     problem(record(json!({"patient_id": pid, "code": loinc("8480-6"), "value": {"type": "colour", "value": "red"}})).await, 422, "validation").await;
     let body = problem(record(json!({"patient_id": uuid::Uuid::now_v7(), "code": loinc("8480-6"), "value": {"type": "boolean", "value": true}})).await, 422, "validation").await;
@@ -106,7 +123,7 @@ async fn observations_are_coded_typed_and_corrected_by_events(backend: &str) {
         .await
         .unwrap();
     let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), 5);
+    assert_eq!(items.len(), 6);
     assert_eq!(
         items[0]["id"], bp["id"],
         "effective 2026-05-01 comes before the April ones"
