@@ -17,6 +17,28 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
+    // The request and resource shapes of the clinical endpoints are documented.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "InteractionActionInput",
+        "InteractionStatus",
+        "Interaction",
+        "RecordInput",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name} is documented");
+    }
+    assert!(
+        schemas["Interaction"]["properties"].get("status").is_some(),
+        "{}",
+        schemas["Interaction"]
+    );
+    assert!(
+        schemas["RecordInput"]["properties"]
+            .get("department_id")
+            .is_some(),
+        "{}",
+        schemas["RecordInput"]
+    );
     // Every route the server serves (but the document itself) is documented...
     let served = [
         ("get", "/healthz"),
