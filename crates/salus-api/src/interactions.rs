@@ -1,5 +1,6 @@
 //! `/api/v1/outcomes` and `/api/v1/interactions` (requirements/004): the tenant's
-//! configurable outcomes, and interactions recorded against patients with one of them.
+//! configurable outcomes, and interactions recorded against patients with one of them,
+//! corrected by `amend` and withdrawn by `enter-in-error`.
 
 use crate::AppState;
 use crate::auth::Actor;

@@ -90,12 +90,10 @@ pub async fn search(
     if let Some(v) = p.get("patient_id") {
         filters.push(http::patient_filter(&state, &actor, &v).await?);
     }
-    for (key, param) in [("performer_id", "performer")] {
-        if let Some(v) = p.get(key) {
-            let id = uuid::Uuid::parse_str(&v)
-                .map_err(|_| ApiError::bad_request(format!("{key} must be a UUID")))?;
-            filters.push(eq(param, id.to_string()));
-        }
+    if let Some(v) = p.get("performer_id") {
+        let id = uuid::Uuid::parse_str(&v)
+            .map_err(|_| ApiError::bad_request("performer_id must be a UUID"))?;
+        filters.push(eq("performer", id.to_string()));
     }
     if let Some(c) = p.get("code") {
         filters.push(http::token("code", &c));
