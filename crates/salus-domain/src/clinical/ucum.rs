@@ -965,6 +965,15 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{wrong:?}");
+        // And nothing else: each atom of the table is in that list or one of the atoms
+        // later versions (2.x) added.
+        let later = ["[degRe]", "[IR]", "[m/s2/Hz^(1/2)]"];
+        let unknown: Vec<&str> = ATOMS
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| !SPEC_ATOMS.contains(a) && !later.contains(a))
+            .collect();
+        assert!(unknown.is_empty(), "not UCUM atoms: {unknown:?}");
     }
 
     #[test]
