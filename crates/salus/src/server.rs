@@ -4,9 +4,10 @@
 
 use crate::config::Settings;
 use anyhow::Context;
-use salus_api::auth::{Authenticator, IssuerKeys, LocalKeys, OidcIssuer, Refresh, TokenKey};
+use salus_api::auth::{ClaimMapping, Authenticator, IssuerKeys, LocalKeys, OidcIssuer, Refresh, TokenKey};
 use salus_api::metrics::{CommitMetrics, Metrics};
 use salus_api::{ApiConfig, AppState};
+use salus_domain::access::user::{Grant, Granter};
 use salus_domain::access::{User, UserCommand};
 use salus_domain::service::Services;
 use salus_kernel::{ActorId, SystemClock, TenantContext, TenantId};
@@ -150,6 +151,7 @@ pub async fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator>
                 issuer: issuer.clone(),
                 audience: settings.oidc_audience.clone(),
                 keys,
+                mapping: ClaimMapping::default(),
             })
         }
         (Some(_), None) => anyhow::bail!("an OIDC issuer needs its JWKS (--oidc-jwks)"),
@@ -207,18 +209,36 @@ pub async fn create_user(
     roles: Vec<String>,
 ) -> anyhow::Result<Uuid> {
     let id = Uuid::now_v7();
+    let ctx = system_ctx(tenant);
+    let mut grants = Vec::with_capacity(roles.len());
+    for role in roles {
+        let role = role.trim().to_ascii_lowercase();
+        let role_permissions = salus_domain::access::role_permissions(services, &ctx, &role)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        grants.push(Grant {
+            assignment_id: Uuid::now_v7(),
+            role,
+            role_permissions,
+            valid_from: None,
+            valid_until: None,
+            reason: None,
+        });
+    }
     let (username, display_name) = (username.to_owned(), display_name.to_owned());
     services
         .execute::<User, _>(
-            &system_ctx(tenant),
+            &ctx,
             id,
             None,
-            move |_, _| {
+            move |_, now| {
                 Ok(UserCommand::Create {
                     id,
                     username,
                     display_name,
-                    roles,
+                    grants,
+                    granter: Granter::system(),
+                    now,
                 })
             },
             None,
