@@ -25,7 +25,7 @@ use salus_domain::access::{self, PermissionSet, User};
 use salus_kernel::{ActorId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 // foldhash: these maps are hashed on every request (a token is ~300 bytes).
-use foldhash::{HashMap, HashMapExt};
+pub use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -616,9 +616,8 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiE
     let request_id = request_id(parts);
     let correlation = Uuid::parse_str(&request_id).unwrap_or_else(|_| Uuid::now_v7());
     let user = resolve_user(state, tenant, &claims, correlation).await?;
-    let user = user.ok_or_else(|| {
-        ApiError::unauthorized("the token's user does not exist in its tenant")
-    })?;
+    let user = user
+        .ok_or_else(|| ApiError::unauthorized("the token's user does not exist in its tenant"))?;
     if !user.active {
         return Err(ApiError::unauthorized("the token's user is disabled"));
     }
@@ -651,7 +650,8 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiE
         ));
     }
     if let Some(scopes) = claims.scope.as_deref()
-        && let Some(allowed) = access::scopes::narrowing(scopes.split_whitespace(), patient.is_some())
+        && let Some(allowed) =
+            access::scopes::narrowing(scopes.split_whitespace(), patient.is_some())
     {
         permissions = permissions.intersect(allowed);
         is_admin = is_admin && permissions == PermissionSet::all();

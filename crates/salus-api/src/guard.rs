@@ -12,9 +12,9 @@
 //! their patient: the guard adds (or checks) `patient_id` on every list that takes one, and
 //! refuses lists of patient data that do not.
 
+use crate::AppState;
 use crate::auth::{self, Actor};
 use crate::error::ApiError;
-use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -219,7 +219,10 @@ async fn admit(g: &Guarded, req: Request) -> Result<Request, ApiError> {
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
     let rule = g.table.rule(req.method(), &path).ok_or_else(|| {
-        ApiError::internal(format!("route {} {path} is not in the route table", req.method()))
+        ApiError::internal(format!(
+            "route {} {path} is not in the route table",
+            req.method()
+        ))
     })?;
     let permission = match rule.access {
         Access::Public => return Ok(req),
@@ -306,7 +309,10 @@ mod tests {
             .filter(|d| d.2 == Access::Undeclared)
             .map(|(m, p, _, _)| format!("{} {p}", m.to_uppercase()))
             .collect();
-        assert!(undeclared.is_empty(), "routes without a permission: {undeclared:?}");
+        assert!(
+            undeclared.is_empty(),
+            "routes without a permission: {undeclared:?}"
+        );
         for (m, p) in PUBLIC {
             assert!(
                 decls
@@ -318,14 +324,22 @@ mod tests {
         let table = RouteTable::from_openapi(&doc);
         assert_eq!(
             table.access(&Method::GET, "/api/v1/patients/{id}"),
-            Some(Access::Permission(Permission::parse("patients:read").unwrap()))
+            Some(Access::Permission(
+                Permission::parse("patients:read").unwrap()
+            ))
         );
         assert_eq!(
-            table.rule(&Method::GET, "/api/v1/observations").unwrap().patient,
+            table
+                .rule(&Method::GET, "/api/v1/observations")
+                .unwrap()
+                .patient,
             PatientScope::ListByPatient
         );
         assert_eq!(
-            table.rule(&Method::GET, "/api/v1/patients").unwrap().patient,
+            table
+                .rule(&Method::GET, "/api/v1/patients")
+                .unwrap()
+                .patient,
             PatientScope::Refused
         );
     }

@@ -865,7 +865,8 @@ pub async fn patient_group(
 ) -> Result<Vec<Uuid>, ApiError> {
     let id = Uuid::parse_str(raw.trim())
         .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
-    let group = salus_domain::registry::patient::merge_group(&state.services, &actor.ctx, id).await?;
+    let group =
+        salus_domain::registry::patient::merge_group(&state.services, &actor.ctx, id).await?;
     // A patient-context token lists its own patient's data only: another is not there.
     if let Some(own) = actor.patient
         && !group.contains(&own)

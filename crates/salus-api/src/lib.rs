@@ -268,7 +268,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(roles::permissions))
 }
 
-
 /// The OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().into_openapi()

@@ -82,8 +82,7 @@ async fn tenant_role(
         Ok(id) => state.services.load::<Role>(&actor.ctx, id).await?,
         Err(_) => access::find_role(&state.services, &actor.ctx, name).await?,
     };
-    found
-        .ok_or_else(|| ApiError::not_found(format!("no role named '{name}'")))
+    found.ok_or_else(|| ApiError::not_found(format!("no role named '{name}'")))
 }
 
 /// One role by name.
@@ -102,7 +101,11 @@ pub async fn read(
     let role = tenant_role(&state, &actor, &name).await?;
     let mut v = http::resource_json(&role.row);
     v["builtin"] = Value::Bool(false);
-    Ok(http::with_etag(axum::http::StatusCode::OK, role.row.version, v))
+    Ok(http::with_etag(
+        axum::http::StatusCode::OK,
+        role.row.version,
+        v,
+    ))
 }
 
 /// Change a tenant role's description or permissions (built-in roles: 409). Needs If-Match.

@@ -144,7 +144,10 @@ where
     let render = move |row: &ResourceRow| (status.as_u16(), user_view(row, now));
     let spec = http::idempotency_spec(state, key.as_ref(), &render);
     let result = if new_stream {
-        state.services.create::<User, _>(&actor.ctx, id, make, spec).await
+        state
+            .services
+            .create::<User, _>(&actor.ctx, id, make, spec)
+            .await
     } else {
         state
             .services
@@ -393,13 +396,11 @@ pub async fn assignment_action(
     let aid = http::parse_uuid("assignment", &assignment)?;
     let expected = http::if_match(&headers)?;
     let path = format!("{BASE}/{uid}/assignments/{aid}/{action}");
-    let command: Box<dyn FnOnce(Option<&User>, DateTime<Utc>) -> _ + Send> = match action.as_str()
-    {
+    let command: Box<dyn FnOnce(Option<&User>, DateTime<Utc>) -> _ + Send> = match action.as_str() {
         "revoke" => {
-            let reason = body
-                .value
-                .map(|b| b.reason)
-                .ok_or_else(|| ApiError::validation("send { \"reason\": … }").with("field", "reason"))?;
+            let reason = body.value.map(|b| b.reason).ok_or_else(|| {
+                ApiError::validation("send { \"reason\": … }").with("field", "reason")
+            })?;
             // The revoked role's permissions, as the tenant has them now.
             let user = state
                 .services

@@ -197,9 +197,11 @@ mod tests {
 
     #[test]
     fn an_unknown_permission_is_refused_by_name() {
-        let Err(DomainError::Invalid { message, field }) =
-            define("ward-nurse", &["patients:read", "patients:delete"], Granter::system())
-        else {
+        let Err(DomainError::Invalid { message, field }) = define(
+            "ward-nurse",
+            &["patients:read", "patients:delete"],
+            Granter::system(),
+        ) else {
             panic!("accepted")
         };
         assert!(message.contains("'patients:delete'"), "{message}");

@@ -64,7 +64,9 @@ pub enum ScopeError {
     Context(String),
     #[error("scope '{0}': the resource must be * or a FHIR resource type")]
     Resource(String),
-    #[error("scope '{0}': the action must be read, write, * or SMART v2 letters in the order c r u d s")]
+    #[error(
+        "scope '{0}': the action must be read, write, * or SMART v2 letters in the order c r u d s"
+    )]
     Action(String),
     #[error("scope '{0}': scope parameters are not supported")]
     Parameters(String),
@@ -133,7 +135,11 @@ pub fn parse(scope: &str) -> Result<Option<Scope>, ScopeError> {
 /// FHIR resource types and the permissions reading and writing them take here.
 pub const FHIR_RESOURCES: &[(&str, &[&str], &[&str])] = &[
     ("Patient", &["patients:read"], &["patients:write"]),
-    ("Observation", &["observations:read"], &["observations:write"]),
+    (
+        "Observation",
+        &["observations:read"],
+        &["observations:write"],
+    ),
     ("Encounter", &["encounters:read"], &["encounters:write"]),
     ("Procedure", &["procedures:read"], &["procedures:write"]),
     ("Condition", &["conditions:read"], &["conditions:write"]),
@@ -223,7 +229,10 @@ mod tests {
     fn v1_and_v2_scopes_parse_to_the_same_grants() {
         assert_eq!(perms("user/Observation.read", false), ["observations:read"]);
         assert_eq!(perms("user/Observation.rs", false), ["observations:read"]);
-        assert_eq!(perms("user/Observation.write", false), ["observations:write"]);
+        assert_eq!(
+            perms("user/Observation.write", false),
+            ["observations:write"]
+        );
         assert_eq!(perms("user/Observation.cud", false), ["observations:write"]);
         assert_eq!(
             perms("system/Observation.*", false),
@@ -242,7 +251,14 @@ mod tests {
 
     #[test]
     fn non_resource_scopes_are_ignored_and_malformed_ones_fail_closed() {
-        for s in ["openid", "profile", "fhirUser", "launch", "launch/patient", "offline_access"] {
+        for s in [
+            "openid",
+            "profile",
+            "fhirUser",
+            "launch",
+            "launch/patient",
+            "offline_access",
+        ] {
             assert_eq!(parse(s), Ok(None), "{s}");
         }
         for s in [

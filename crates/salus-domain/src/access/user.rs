@@ -204,7 +204,9 @@ pub enum UserCommand {
         now: DateTime<Utc>,
     },
     /// Always refused: a revoked assignment stays revoked.
-    Reactivate { assignment_id: Uuid },
+    Reactivate {
+        assignment_id: Uuid,
+    },
     Disable,
 }
 
@@ -369,11 +371,14 @@ impl Aggregate for User {
                 Err(DomainError::Rule("user already exists".into()))
             }
             (None, _) => Err(DomainError::NotFound("user".into())),
-            (Some(u), UserCommand::Grant {
-                grant,
-                granter,
-                now,
-            }) => {
+            (
+                Some(u),
+                UserCommand::Grant {
+                    grant,
+                    granter,
+                    now,
+                },
+            ) => {
                 if !u.active {
                     return Err(DomainError::Rule("the user is disabled".into()));
                 }
@@ -479,11 +484,7 @@ impl Aggregate for User {
                 Some(u)
             }
             (Some(mut u), UserEvent::RoleRevoked(r)) => {
-                if let Some(a) = u
-                    .assignments
-                    .iter_mut()
-                    .find(|a| a.id == r.assignment_id)
-                {
+                if let Some(a) = u.assignments.iter_mut().find(|a| a.id == r.assignment_id) {
                     a.revoked = Some(Revocation {
                         by: r.revoked_by,
                         at: r.revoked_at,
@@ -629,10 +630,7 @@ mod tests {
         assert_eq!(u.active_roles(t0()).count(), 0);
         let r = u.assignments[0].revoked.as_ref().unwrap();
         assert_eq!(r.reason, "left the ward");
-        for cmd in [
-            revoke(),
-            UserCommand::Reactivate { assignment_id: id },
-        ] {
+        for cmd in [revoke(), UserCommand::Reactivate { assignment_id: id }] {
             assert!(matches!(
                 User::decide(Some(&u), &cmd),
                 Err(DomainError::Conflict(_))
@@ -707,7 +705,9 @@ mod tests {
         )
         .unwrap();
         let u = User::evolve(None, &created).unwrap();
-        let replaced = UserEvent::decode("user.roles_set", &serde_json::json!({"roles": ["auditor"]})).unwrap();
+        let replaced =
+            UserEvent::decode("user.roles_set", &serde_json::json!({"roles": ["auditor"]}))
+                .unwrap();
         let u = User::evolve(Some(u), &replaced).unwrap();
         assert_eq!(u.active_roles(t0()).collect::<Vec<_>>(), ["auditor"]);
         // The fold and the stored document agree.
