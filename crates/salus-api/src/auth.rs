@@ -413,6 +413,8 @@ fn decode(
 
 /// When a user or role was looked up, and what was found.
 type Cached<T> = (Instant, T);
+type UserEntries = HashMap<(TenantId, Uuid), Cached<Option<Arc<User>>>>;
+type RoleEntries = HashMap<(TenantId, String), Cached<Option<PermissionSet>>>;
 
 /// Users and tenant roles looked up by the request path, kept for a few seconds so that a
 /// busy client does not cost database reads per request. Changes made through this server
@@ -420,8 +422,8 @@ type Cached<T> = (Instant, T);
 /// effect within the TTL. Assignment windows are checked on every request, not cached.
 pub struct UserCache {
     ttl: Duration,
-    entries: Mutex<HashMap<(TenantId, Uuid), Cached<Option<Arc<User>>>>>,
-    roles: Mutex<HashMap<(TenantId, String), Cached<Option<PermissionSet>>>>,
+    entries: Mutex<UserEntries>,
+    roles: Mutex<RoleEntries>,
 }
 
 impl UserCache {

@@ -121,7 +121,14 @@ async fn grant_of(
     })
 }
 
+/// A user command, made from the current state and instant.
+type MakeCommand = Box<
+    dyn FnOnce(Option<&User>, DateTime<Utc>) -> Result<UserCommand, salus_kernel::DomainError>
+        + Send,
+>;
+
 /// Run an idempotent user command and answer with the user's view.
+#[allow(clippy::too_many_arguments)]
 async fn run_user_command<F>(
     state: &AppState,
     actor: &Actor,
@@ -390,17 +397,22 @@ pub async fn assignment_action(
     actor: Actor,
     Path((id, assignment, action)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: OptionalJson<RevokeInput>,
+    body: OptionalJson<Value>,
 ) -> Result<Response, ApiError> {
     let uid = http::parse_uuid("user", &id)?;
     let aid = http::parse_uuid("assignment", &assignment)?;
     let expected = http::if_match(&headers)?;
     let path = format!("{BASE}/{uid}/assignments/{aid}/{action}");
-    let command: Box<dyn FnOnce(Option<&User>, DateTime<Utc>) -> _ + Send> = match action.as_str() {
+    let command: MakeCommand = match action.as_str() {
         "revoke" => {
-            let reason = body.value.map(|b| b.reason).ok_or_else(|| {
-                ApiError::validation("send { \"reason\": … }").with("field", "reason")
-            })?;
+            let reason = body
+                .value
+                .and_then(|b| serde_json::from_value::<RevokeInput>(b).ok())
+                .map(|b| b.reason)
+                .ok_or_else(|| {
+                    ApiError::validation("send { \"reason\": … }: say why it is revoked")
+                        .with("field", "reason")
+                })?;
             // The revoked role's permissions, as the tenant has them now.
             let user = state
                 .services
