@@ -113,12 +113,13 @@ fn claim<'a>(claims: &'a Claims, name: &str) -> Option<&'a serde_json::Value> {
 impl ClaimMapping {
     /// The tenant an external token names, if it names one this deployment maps.
     pub fn tenant(&self, claims: &Claims) -> Option<TenantId> {
-        if self.tenant_claim == "tid"
-            && let Some(t) = claims.tid
-        {
-            return Some(TenantId(t));
-        }
-        let value = claim(claims, &self.tenant_claim)?.as_str()?;
+        let tid;
+        let value = if self.tenant_claim == "tid" {
+            tid = claims.tid?.to_string();
+            tid.as_str()
+        } else {
+            claim(claims, &self.tenant_claim)?.as_str()?
+        };
         if let Some(t) = self.tenants.get(value) {
             return Some(*t);
         }
@@ -651,6 +652,12 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiE
             "the user holds no active role (none granted, or every assignment expired or revoked)",
         ));
     }
+    if patient.is_some() {
+        // A patient context reaches clinical data only: never users, roles, bulk files or
+        // the audit trail, whatever the roles.
+        permissions = permissions.intersect(access::scopes::fhir_permissions());
+        is_admin = false;
+    }
     if let Some(scopes) = claims.scope.as_deref()
         && let Some(allowed) =
             access::scopes::narrowing(scopes.split_whitespace(), patient.is_some())
@@ -962,6 +969,31 @@ mod tests {
             URL_SAFE_NO_PAD.encode([0u8; 64])
         );
         assert!(matches!(auth.verify(&t).await, Err(AuthError::Algorithm)));
+    }
+
+    #[test]
+    fn claims_map_to_a_tenant_and_roles() {
+        let salus_tenant = TenantId(Uuid::now_v7());
+        let entra_tid = Uuid::now_v7();
+        let mut mapping = ClaimMapping::default();
+        mapping.tenants.insert(entra_tid.to_string(), salus_tenant);
+        mapping.roles.insert("Clinician".into(), "provider".into());
+        let mut c = claims_for("https://idp.example");
+        // An issuer's own tenant id (Entra's tid) maps through the table first.
+        c.tid = Some(entra_tid);
+        assert_eq!(mapping.tenant(&c), Some(salus_tenant));
+        c.tid = None;
+        assert_eq!(mapping.tenant(&c), None);
+        c.other
+            .insert("roles".into(), serde_json::json!(["Clinician", "Other"]));
+        c.other
+            .insert("groups".into(), serde_json::json!("Clinician x"));
+        assert_eq!(mapping.roles(&c), ["provider"]);
+        mapping.tenant_claim = "org.id".into();
+        let id = Uuid::now_v7();
+        c.other
+            .insert("org".into(), serde_json::json!({"id": id.to_string()}));
+        assert_eq!(mapping.tenant(&c), Some(TenantId(id)));
     }
 
     #[test]

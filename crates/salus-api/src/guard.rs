@@ -61,7 +61,8 @@ struct RouteRule {
 /// Every route's rule, by method and path pattern (`/api/v1/patients/{id}`).
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: HashMap<(Method, String), RouteRule>,
+    /// By path pattern, then method (looked up by the matched path without copying it).
+    routes: HashMap<String, Vec<(Method, RouteRule)>>,
 }
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -84,7 +85,7 @@ impl RouteTable {
     /// The declarations of every operation of `doc` (the router's own document), plus the
     /// public routes.
     pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> Self {
-        let mut routes = HashMap::new();
+        let mut routes: HashMap<String, Vec<(Method, RouteRule)>> = HashMap::new();
         for (method, path, access, takes_patient) in declarations(doc) {
             let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
                 continue;
@@ -103,17 +104,20 @@ impl RouteTable {
                 }
                 _ => PatientScope::Open,
             };
-            routes.insert((m, path), RouteRule { access, patient });
+            routes
+                .entry(path)
+                .or_default()
+                .push((m, RouteRule { access, patient }));
         }
         for (m, path) in PUBLIC {
             if let Ok(m) = Method::from_bytes(m.as_bytes()) {
-                routes.insert(
-                    (m, (*path).to_owned()),
-                    RouteRule {
-                        access: Access::Public,
-                        patient: PatientScope::Open,
-                    },
-                );
+                let rule = RouteRule {
+                    access: Access::Public,
+                    patient: PatientScope::Open,
+                };
+                let entry = routes.entry((*path).to_owned()).or_default();
+                entry.retain(|(existing, _)| *existing != m);
+                entry.push((m, rule));
             }
         }
         RouteTable { routes }
@@ -130,7 +134,11 @@ impl RouteTable {
         } else {
             method
         };
-        self.routes.get(&(method.clone(), path.to_owned())).copied()
+        self.routes
+            .get(path)?
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, r)| *r)
     }
 
     /// Every route with what it needs, sorted.
@@ -138,7 +146,10 @@ impl RouteTable {
         let mut out: Vec<_> = self
             .routes
             .iter()
-            .map(|((m, p), r)| (m.to_string(), p.clone(), r.access))
+            .flat_map(|(p, ms)| {
+                ms.iter()
+                    .map(move |(m, r)| (m.to_string(), p.clone(), r.access))
+            })
             .collect();
         out.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
         out

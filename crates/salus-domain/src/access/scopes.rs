@@ -173,6 +173,15 @@ fn set_of(names: &[&str]) -> PermissionSet {
         .collect()
 }
 
+/// Every permission some FHIR resource maps to: all a scope can ever grant.
+pub fn fhir_permissions() -> PermissionSet {
+    FHIR_RESOURCES
+        .iter()
+        .fold(PermissionSet::EMPTY, |acc, (_, r, w)| {
+            acc.union(set_of(r)).union(set_of(w))
+        })
+}
+
 impl Scope {
     /// What this scope grants, for a token with (or without) a patient context.
     pub fn permissions(&self, has_patient: bool) -> PermissionSet {

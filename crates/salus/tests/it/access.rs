@@ -692,6 +692,41 @@ async fn smart_scopes_narrow_tokens_and_patient_context_confines_them(backend: &
         "forbidden",
     )
     .await;
+    // A patient context without scopes still reaches clinical data only, even for an admin.
+    let me: Value = app
+        .get("/api/v1/users?username=admin", &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let admin_id = uuid::Uuid::parse_str(me["items"][0]["id"].as_str().unwrap()).unwrap();
+    let admin = running
+        .auth
+        .issue_limited(
+            admin_id,
+            app.tenant,
+            Duration::from_secs(600),
+            salus_api::auth::TokenLimits {
+                scope: None,
+                patient: Some(uuid::Uuid::parse_str(&p1).unwrap()),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/api/v1/patients/{p1}"), &admin)
+            .await
+            .status(),
+        200
+    );
+    problem(
+        app.get(&format!("/api/v1/patients/{p2}"), &admin).await,
+        404,
+        "not-found",
+    )
+    .await;
+    for path in ["/api/v1/exports/patients", "/api/v1/users", "/api/v1/roles"] {
+        problem(app.get(path, &admin).await, 403, "forbidden").await;
+    }
     app.stop().await;
 }
 
