@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use salus_domain::access::user::{AssignmentStatus, Grant};
+use salus_domain::access::user::Grant;
 use salus_domain::access::{self, User, UserCommand};
 use salus_store::{Filter, FilterOp, ResourceRow};
 use serde::Deserialize;
@@ -52,15 +52,6 @@ pub struct RevokeInput {
     pub reason: String,
 }
 
-fn status_name(s: AssignmentStatus) -> &'static str {
-    match s {
-        AssignmentStatus::Pending => "pending",
-        AssignmentStatus::Active => "active",
-        AssignmentStatus::Expired => "expired",
-        AssignmentStatus::Revoked => "revoked",
-    }
-}
-
 /// The user as the API shows it: the resource, each assignment with its status at `now`.
 fn user_view(row: &ResourceRow, now: DateTime<Utc>) -> Value {
     let mut v = http::resource_json(row);
@@ -76,9 +67,9 @@ fn user_view(row: &ResourceRow, now: DateTime<Utc>) -> Value {
 }
 
 fn assignment_view(a: &access::Assignment, now: DateTime<Utc>) -> Value {
-    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
-    v["status"] = Value::from(status_name(a.status_at(now)));
-    v
+    let mut a = a.clone();
+    a.status = Some(a.status_at(now));
+    serde_json::to_value(&a).unwrap_or(Value::Null)
 }
 
 fn respond_user(status: StatusCode, row: &ResourceRow, now: DateTime<Utc>) -> Response {

@@ -74,6 +74,7 @@ fn standing(user: Uuid, roles: &[String]) -> Vec<Assignment> {
                 granted_at: DateTime::<Utc>::UNIX_EPOCH,
                 reason: None,
                 revoked: None,
+                status: None,
             }
         })
         .collect()
@@ -93,6 +94,9 @@ pub struct Assignment {
     pub granted_at: DateTime<Utc>,
     pub reason: Option<String>,
     pub revoked: Option<Revocation>,
+    /// Where it stands at the time of the request (set by the API's views, never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AssignmentStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -480,6 +484,7 @@ impl Aggregate for User {
                     granted_at: g.granted_at,
                     reason: g.reason.clone(),
                     revoked: None,
+                    status: None,
                 });
                 Some(u)
             }

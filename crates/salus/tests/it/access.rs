@@ -130,14 +130,24 @@ async fn tenant_roles_are_defined_from_the_list_and_built_in_ones_are_fixed(back
             .await;
         problem(r, 409, "conflict").await;
     }
-    let r = app
-        .post(
-            "/api/v1/roles",
-            &app.token,
-            &json!({"name": "ward-clerk", "description": "front desk", "permissions": ["patients:read"]}),
-        )
-        .await;
+    // Idempotency-Key: a retry replays the first answer.
+    let define = || {
+        app.client
+            .post(app.url("/api/v1/roles"))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", "role-0001")
+            .json(&json!({"name": "ward-clerk", "description": "front desk", "permissions": ["patients:read"]}))
+            .send()
+    };
+    let r = define().await.unwrap();
     assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let first: Value = r.json().await.unwrap();
+    let r = define().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
     let r = app
         .post(
             "/api/v1/roles",
