@@ -819,3 +819,65 @@ async fn the_cli_manages_users_roles_and_assignments(backend: &str) {
         "{out}"
     );
 }
+
+on_both_backends!(users_and_roles_stay_in_their_tenant);
+
+async fn users_and_roles_stay_in_their_tenant(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let r = app
+        .post(
+            "/api/v1/roles",
+            &app.token,
+            &json!({"name": "ward-clerk", "permissions": ["patients:read"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let (uid, _) = bare_user(&app, "clerk").await;
+    let other = app.other_tenant("elsewhere").await;
+    // The other tenant's admin sees neither the user nor the role, and cannot grant to it.
+    problem(
+        app.get(&format!("/api/v1/users/{uid}"), &other).await,
+        404,
+        "not-found",
+    )
+    .await;
+    problem(
+        app.get("/api/v1/roles/ward-clerk", &other).await,
+        404,
+        "not-found",
+    )
+    .await;
+    let r = app
+        .post(
+            &format!("/api/v1/users/{uid}/assignments"),
+            &other,
+            &json!({"role": "viewer"}),
+        )
+        .await;
+    problem(r, 404, "not-found").await;
+    let users: Value = app.get("/api/v1/users", &other).await.json().await.unwrap();
+    let names: Vec<&str> = users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin"]);
+    // A role of one tenant means nothing in another: granting it there is a 422.
+    let them: Value = app
+        .get("/api/v1/users?username=admin", &other)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let their_admin = them["items"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/users/{their_admin}/assignments"),
+            &other,
+            &json!({"role": "ward-clerk"}),
+        )
+        .await;
+    problem(r, 422, "validation").await;
+    app.stop().await;
+}
