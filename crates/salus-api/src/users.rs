@@ -291,7 +291,8 @@ pub async fn history(
 /// `disable`: the user's tokens stop working. Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/users/{id}/{action}", tag = "access",
     params(("id" = Uuid, Path, description = "User id"), ("action" = String, Path, description = "disable"),
-           ("If-Match" = String, Header, description = "The ETag read")),
+           ("If-Match" = String, Header, description = "The ETag read"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 200, description = "Done", body = User), (status = 404, description = "No such user or action")),
     security(("bearer" = ["users:write"])))]
 pub async fn action(
@@ -379,7 +380,8 @@ pub async fn grant(
 #[utoipa::path(post, path = "/api/v1/users/{id}/assignments/{assignment_id}/{action}", tag = "access",
     request_body(content = Option<RevokeInput>),
     params(("id" = Uuid, Path, description = "User id"), ("assignment_id" = Uuid, Path, description = "Assignment id"),
-           ("action" = String, Path, description = "revoke | reactivate"), ("If-Match" = String, Header, description = "The ETag read")),
+           ("action" = String, Path, description = "revoke | reactivate"), ("If-Match" = String, Header, description = "The ETag read"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 200, description = "Revoked", body = User), (status = 403, description = "The role grants permissions the caller lacks"),
                (status = 409, description = "Already revoked, or a reactivation")),
     security(("bearer" = ["roles:grant"])))]

@@ -276,6 +276,10 @@ async fn bare_user(app: &TestApp, username: &str) -> (String, String) {
     (id, token)
 }
 
+/// How long the windows of the expiry test last: long enough for a request on a busy
+/// machine, short enough to wait out.
+const WINDOW_SECS: i64 = 3;
+
 fn in_secs(s: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::milliseconds(s * 1000)).to_rfc3339()
 }
@@ -308,14 +312,14 @@ async fn assignments_expire_on_their_own_and_revocation_is_final(backend: &str) 
         .post(
             &grants,
             &app.token,
-            &json!({"role": "viewer", "valid_until": in_secs(2), "reason": "night cover"}),
+            &json!({"role": "viewer", "valid_until": in_secs(WINDOW_SECS), "reason": "night cover"}),
         )
         .await;
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     let u: Value = r.json().await.unwrap();
     assert_eq!(u["assignments"][0]["status"], "active");
     assert_eq!(app.get("/api/v1/patients", &token).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    tokio::time::sleep(Duration::from_millis(WINDOW_SECS as u64 * 1000 + 300)).await;
     problem(app.get("/api/v1/patients", &token).await, 403, "forbidden").await;
     let u: Value = app
         .get(&format!("/api/v1/users/{id}"), &app.token)
@@ -330,14 +334,14 @@ async fn assignments_expire_on_their_own_and_revocation_is_final(backend: &str) 
         .post(
             &grants,
             &app.token,
-            &json!({"role": "viewer", "valid_from": in_secs(2)}),
+            &json!({"role": "viewer", "valid_from": in_secs(WINDOW_SECS)}),
         )
         .await;
     assert_eq!(r.status(), 201);
     let u: Value = r.json().await.unwrap();
     assert_eq!(u["assignments"][1]["status"], "pending");
     problem(app.get("/api/v1/patients", &token).await, 403, "forbidden").await;
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    tokio::time::sleep(Duration::from_millis(WINDOW_SECS as u64 * 1000 + 300)).await;
     assert_eq!(app.get("/api/v1/patients", &token).await.status(), 200);
 
     // Revoked: at once, for good, with who, why and when.
