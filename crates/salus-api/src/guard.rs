@@ -246,8 +246,18 @@ async fn admit(g: &Guarded, req: Request) -> Result<Request, ApiError> {
         Access::Permission(p) => p,
     };
     let (mut parts, body) = req.into_parts();
-    let actor = auth::authenticate(&parts, &g.state).await?;
+    let actor = match auth::authenticate(&parts, &g.state).await {
+        Ok(a) => a,
+        Err(e) => {
+            if e.status == axum::http::StatusCode::FORBIDDEN {
+                denied(g, "active_role");
+            }
+            return Err(e);
+        }
+    };
     if !actor.permissions.contains(permission) {
+        denied(g, permission.as_str());
+        tracing::debug!(permission = permission.as_str(), user = %actor.user.id, "access denied");
         return Err(ApiError::forbidden(permission.as_str()));
     }
     if let Some(patient) = actor.patient {
@@ -255,6 +265,16 @@ async fn admit(g: &Guarded, req: Request) -> Result<Request, ApiError> {
     }
     parts.extensions.insert::<Actor>(actor);
     Ok(Request::from_parts(parts, body))
+}
+
+fn denied(g: &Guarded, permission: &str) {
+    g.state
+        .metrics
+        .access_denied
+        .get_or_create(&crate::metrics::DeniedLabels {
+            permission: permission.to_owned(),
+        })
+        .inc();
 }
 
 /// Hold a patient-context request to its patient.

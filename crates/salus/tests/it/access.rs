@@ -86,6 +86,13 @@ async fn every_route_enforces_its_declared_permission(backend: &str) {
             Access::Undeclared => panic!("{method} {path} declares no permission"),
         }
     }
+    // The refusals are counted by the permission lacked.
+    let metrics = app.get("/metrics", "").await.text().await.unwrap();
+    assert!(
+        metrics.contains("salus_access_denied_total{permission=\"active_role\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("salus_access_denied_total{permission=\"patients:read\"}"));
     // The OpenAPI document shows each operation's permission.
     let doc: Value = app
         .get("/api/v1/openapi.json", "")
