@@ -658,10 +658,7 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiE
         permissions = permissions.intersect(access::scopes::fhir_permissions());
         is_admin = false;
     }
-    if let Some(scopes) = claims.scope.as_deref()
-        && let Some(allowed) =
-            access::scopes::narrowing(scopes.split_whitespace(), patient.is_some())
-    {
+    if let Some(allowed) = access::scopes::narrowing(scopes_of(&claims), patient.is_some()) {
         permissions = permissions.intersect(allowed);
         is_admin = is_admin && permissions == PermissionSet::all();
     }
@@ -673,6 +670,19 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiE
         is_admin,
         patient,
     })
+}
+
+/// A token's scopes: `scope` (space-separated, RFC 8693 and SMART), else `scp` (a string or
+/// an array, as Entra ID and Okta send them).
+fn scopes_of(claims: &Claims) -> Vec<&str> {
+    if let Some(s) = claims.scope.as_deref() {
+        return s.split_whitespace().collect();
+    }
+    match claims.other.get("scp") {
+        Some(serde_json::Value::String(s)) => s.split_whitespace().collect(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A role's permissions (built-in, or the tenant's, cached); an unknown role grants none.

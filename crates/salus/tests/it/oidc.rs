@@ -415,6 +415,24 @@ async fn issuer_claims_map_to_a_tenant_and_roles_by_configuration(backend: &str)
         "forbidden",
     )
     .await;
+    // The issuer's SMART scopes narrow its tokens too, as `scope` or as `scp`.
+    for scopes in [
+        json!({"scope": "openid user/Patient.rs"}),
+        json!({"scp": ["user/Patient.rs"]}),
+    ] {
+        let mut claims = json!({"hospital": "st-marys", "groups": ["clinicians"]});
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), scopes.as_object()) {
+            c.extend(e.clone());
+        }
+        let narrowed = token(claims);
+        assert_eq!(app.get("/api/v1/patients", &narrowed).await.status(), 200);
+        problem(
+            app.post("/api/v1/patients", &narrowed, &body).await,
+            403,
+            "forbidden",
+        )
+        .await;
+    }
     // Unmapped groups, a claim not configured (roles): nothing.
     let none =
         token(json!({"hospital": "st-marys", "groups": ["unmapped"], "roles": ["clinicians"]}));
