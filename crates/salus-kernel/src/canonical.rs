@@ -131,6 +131,29 @@ mod tests {
         fn the_form_is_unchanged_for_any_value(v in any_value()) {
             proptest::prop_assert_eq!(to_canonical_string(&v), reference(&v));
         }
+
+        /// What is stored is the canonical text; what is verified is the canonical text
+        /// of the value read back from it. They must be the same bytes, or `audit verify`
+        /// would call an untouched event altered.
+        #[test]
+        fn canonical_text_reads_back_to_the_same_value_and_bytes(v in any_value()) {
+            let text = to_canonical_string(&v);
+            let back: Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(&back, &v);
+            proptest::prop_assert_eq!(to_canonical_string(&back), text);
+        }
+    }
+
+    /// Found by the `canonical_json` fuzz target: without serde_json's `float_roundtrip`
+    /// its parser reads "5.555555555555555e41" (what it writes for this number) as a
+    /// neighbouring float.
+    #[test]
+    fn long_decimal_numbers_survive_a_round_trip() {
+        let v: Value = serde_json::from_str("555555555555555555555555555555555555555555").unwrap();
+        let text = to_canonical_string(&v);
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        assert_eq!(to_canonical_string(&back), text);
     }
 
     #[test]

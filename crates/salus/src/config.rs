@@ -136,8 +136,8 @@ pub struct FileSettings {
     pub log_format: Option<String>,
 }
 
-/// Resolved settings.
-#[derive(Debug, Clone)]
+/// Resolved settings. Their `Debug` form hides the secrets (see below).
+#[derive(Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
@@ -287,5 +287,87 @@ impl Settings {
 
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("salus.db")
+    }
+}
+
+/// Secrets (token and ledger keys, the HS256 secret, the password and user of the database
+/// URL) never appear in a debug print or a log line that carries the settings.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<hidden>");
+        f.debug_struct("Settings")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(without_credentials),
+            )
+            .field("listen", &self.listen)
+            .field("jwt_secret", &hidden(&self.jwt_secret))
+            .field("ledger_key", &hidden(&self.ledger_key))
+            .field("token_key", &hidden(&self.token_key))
+            .field("token_algorithm", &self.token_algorithm)
+            .field("oidc_issuer", &self.oidc_issuer)
+            .field("oidc_audience", &self.oidc_audience)
+            .field("oidc_jwks", &self.oidc_jwks)
+            .field("oidc_ca_file", &self.oidc_ca_file)
+            .field("seal_interval_secs", &self.seal_interval_secs)
+            .field("idempotency_ttl_hours", &self.idempotency_ttl_hours)
+            .field("body_limit", &self.body_limit)
+            .field("log_format", &self.log_format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection URL with its user information (`user:password@`) and query (which can
+/// carry `password=`) replaced.
+fn without_credentials(url: &str) -> String {
+    let (head, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("<hidden>@{host}"),
+        None => rest.to_owned(),
+    };
+    match rest.split_once('?') {
+        Some((base, _)) => format!("{head}{base}?<hidden>"),
+        None => format!("{head}{rest}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_print_of_settings_hides_every_secret() {
+        let mut s = Settings::for_data_dir(Path::new("/tmp/x"));
+        s.jwt_secret = Some("hs-secret-value".into());
+        s.ledger_key = Some("ledger-seed-value".into());
+        s.token_key = Some("token-seed-value".into());
+        s.database_url =
+            Some("postgres://salus:pg-password@db.example:5432/salus?password=q-secret".into());
+        let text = format!("{s:?}");
+        for secret in [
+            "hs-secret-value",
+            "ledger-seed-value",
+            "token-seed-value",
+            "pg-password",
+            "q-secret",
+            "salus:",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("db.example:5432/salus"), "{text}");
+        assert!(text.contains("/tmp/x"), "{text}");
+    }
+
+    #[test]
+    fn urls_without_credentials_are_kept() {
+        assert_eq!(
+            without_credentials("postgres://127.0.0.1:5432/postgres"),
+            "postgres://127.0.0.1:5432/postgres"
+        );
+        assert_eq!(without_credentials("u:p@h/db"), "<hidden>@h/db");
     }
 }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("0001_init.sql")),
     (2, "text_index", include_str!("0002_text_index.sql")),
     (3, "search_keys", include_str!("0003_search_keys.sql")),
+    (4, "c_collation", include_str!("0004_c_collation.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations and role grants in one database

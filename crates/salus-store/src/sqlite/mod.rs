@@ -161,17 +161,28 @@ const WAL_RESTART_FRAMES: i32 = 4096;
 /// A WAL file left larger than this by a burst is cut back to it when the log restarts.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
-/// Copy committed WAL frames into the database file off the commit path, so that most of
-/// the copying (and the fsync of the main file) never delays an acknowledgement; PASSIVE
-/// never blocks the writer or readers.
+/// WAL frames the writer lets accumulate before it asks the checkpointer for a pass (~4 MiB).
+const CHECKPOINT_STEP_FRAMES: i32 = 1024;
+
+/// Copy committed WAL frames into the database file off the commit path, so that the
+/// copying (and the fsync of the main file) never delays an acknowledgement; PASSIVE never
+/// blocks the writer or readers.
 ///
-/// Under sustained writes this alone never catches up with the writer, so the log would
-/// grow without end; every write then lands on fresh file space, which costs the writer
-/// far more than the write itself (the file system zeroes each new page). The writer
-/// therefore also checkpoints when the log passes [`WAL_RESTART_FRAMES`] (see
-/// [`writer_loop`]): with no other writer that checkpoint completes, and the next
-/// transaction rewrites the log from its start, in pages the file already has.
-fn checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
+/// The writer asks for a pass (`nudges`) every [`CHECKPOINT_STEP_FRAMES`] frames, and there
+/// is one every 100 ms anyway; each pass copies what has been committed so far, on the
+/// other core. Under sustained writes a log that is never started over would grow without
+/// end, and every write would land on fresh file space, which costs the writer far more
+/// than the write itself (the file system zeroes each new page). The writer therefore also
+/// checkpoints when the log passes [`WAL_RESTART_FRAMES`] (see [`writer::run`]): with no
+/// other writer that checkpoint completes (quickly, as this thread has copied nearly
+/// everything already), and the next transaction rewrites the log from its start, in pages
+/// the file already has.
+fn checkpointer(
+    path: PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    nudges: std::sync::mpsc::Receiver<()>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
     let conn = match open_conn(&path, false) {
         Ok(c) => c,
         Err(e) => {
@@ -180,7 +191,10 @@ fn checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) {
         }
     };
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        match nudges.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
@@ -211,14 +225,15 @@ impl SqliteStore {
         let (queue, rx, done) = CommitQueue::new();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (cp_path, cp_stop) = (path.clone(), stop.clone());
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("salus-sqlite-checkpoint".into())
-            .spawn(move || checkpointer(cp_path, cp_stop))
+            .spawn(move || checkpointer(cp_path, cp_stop, nudges))
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         std::thread::Builder::new()
             .name("salus-sqlite-writer".into())
             .spawn(move || {
-                writer::run(conn, rx, observer);
+                writer::run(conn, rx, observer, nudge);
                 let _ = done.send(());
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;

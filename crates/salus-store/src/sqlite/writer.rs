@@ -8,7 +8,7 @@
 //! from a rolled-back transaction is never reused.
 
 use super::raw::{RawStatement, Val};
-use super::{WAL_RESTART_FRAMES, db_err, to_micros};
+use super::{CHECKPOINT_STEP_FRAMES, WAL_RESTART_FRAMES, db_err, to_micros};
 use crate::commit::{self, BatchState, CommitObserver, Needs, Pending, Plan, PlannedResource};
 use crate::model::*;
 use chrono::Utc;
@@ -177,6 +177,7 @@ pub(super) fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Pending>,
     observer: Option<Arc<dyn CommitObserver>>,
+    checkpointer: std::sync::mpsc::SyncSender<()>,
 ) {
     // Frames in the WAL after the last commit, as SQLite reports them.
     let wal_frames = Arc::new(AtomicI32::new(0));
@@ -193,6 +194,8 @@ pub(super) fn run(
         rows: MultiRow::new(&conn),
     };
     let mut last = 0;
+    // WAL frames when the checkpointer was last asked for a pass.
+    let mut nudged_at = 0;
     while let Some(first) = rx.blocking_recv() {
         commit::gather(&rx, last);
         let batch = commit::fill_batch(first, &mut rx);
@@ -233,7 +236,17 @@ pub(super) fn run(
             },
         };
         commit::reply_all(replies, outcomes);
-        if wal_frames.load(Ordering::Relaxed) >= WAL_RESTART_FRAMES {
+        let frames = wal_frames.load(Ordering::Relaxed);
+        if frames < nudged_at {
+            // The log started over.
+            nudged_at = 0;
+        }
+        if frames - nudged_at >= CHECKPOINT_STEP_FRAMES {
+            // Full: a pass is already due, which copies these frames too.
+            let _ = checkpointer.try_send(());
+            nudged_at = frames;
+        }
+        if frames >= WAL_RESTART_FRAMES {
             // Busy (the checkpointer is at it) or not: either way the next pass finishes it.
             match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
