@@ -53,7 +53,7 @@ fn blob_error(state: &AppState, e: BlobError) -> ApiError {
     params(("id" = Uuid, Path, description = "Record id"), ("filename" = String, Query, description = "File name")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes, with its real Content-Type"),
     responses((status = 201, description = "Attached", body = Attachment), (status = 413, description = "Too large"), (status = 422, description = "Type not accepted or not what was declared")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["attachments:write"])))]
 pub async fn upload(
     State(state): State<AppState>,
     actor: Actor,
@@ -62,7 +62,6 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    actor.require("attachments:write")?;
     let record_id = http::parse_uuid("medical record", &id)?;
     let filename = q
         .get("filename")
@@ -98,14 +97,13 @@ pub async fn upload(
 
 /// An attachment's metadata.
 #[utoipa::path(get, path = "/api/v1/attachments/{id}", tag = "attachments", params(("id" = Uuid, Path, description = "Attachment id"), http::ReadParams),
-    responses((status = 200, description = "The attachment", body = Attachment), (status = 404, description = "No such attachment")), security(("bearer" = [])))]
+    responses((status = 200, description = "The attachment", body = Attachment), (status = 404, description = "No such attachment")), security(("bearer" = ["attachments:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("attachments:read")?;
     http::read_resource::<Attachment>(
         &state,
         &actor,
@@ -120,14 +118,13 @@ pub async fn read(
 /// The attachments of a record, newest first.
 #[utoipa::path(get, path = "/api/v1/medical-records/{id}/attachments", tag = "attachments",
     params(("id" = Uuid, Path, description = "Record id"), ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = ["attachments:read"])))]
 pub async fn list(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("attachments:read")?;
     let record_id = http::parse_uuid("medical record", &id)?;
     let p = ListParams::parse(raw, &[])?;
     let rows = state
@@ -142,24 +139,26 @@ pub async fn list(
             ),
         )
         .await?;
+    let mut rows = rows;
+    rows.retain(|r| actor.sees("attachment", &r.doc));
     Ok(p.page(rows))
 }
 
 /// The attachment's bytes, after their SHA-256 is checked against the record.
 #[utoipa::path(get, path = "/api/v1/attachments/{id}/content", tag = "attachments", params(("id" = Uuid, Path, description = "Attachment id")),
     responses((status = 200, description = "The content"), (status = 404, description = "No such attachment"), (status = 500, description = "The content failed its integrity check")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["attachments:read"])))]
 pub async fn content(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("attachments:read")?;
     let id = http::parse_uuid("attachment", &id)?;
     let a = state
         .services
         .load::<Attachment>(&actor.ctx, id)
         .await?
+        .filter(|c| actor.sees("attachment", &c.row.doc))
         .ok_or_else(|| ApiError::not_found(format!("no attachment with id {id}")))?
         .state;
     let hash = Hash32::from_hex(&a.sha256)

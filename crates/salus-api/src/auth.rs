@@ -20,11 +20,12 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use jsonwebtoken::jwk::PublicKeyUse;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use salus_domain::access::{self, User};
+use salus_domain::access::user::Granter;
+use salus_domain::access::{self, PermissionSet, User};
 use salus_kernel::{ActorId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 // foldhash: these maps are hashed on every request (a token is ~300 bytes).
-use foldhash::{HashMap, HashMapExt};
+pub use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -34,14 +35,34 @@ use uuid::Uuid;
 pub struct Claims {
     /// The user: a Salus user id, or for external tokens the subject that names one.
     pub sub: String,
-    /// The tenant id.
-    pub tid: Uuid,
+    /// The tenant id (always in local tokens; external ones name it as configured, see
+    /// [`ClaimMapping`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<Uuid>,
     pub iss: String,
     pub aud: String,
     pub exp: u64,
     pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
+    /// SMART on FHIR scopes, space-separated: they narrow the token below its roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The patient in context (SMART launch): the token sees only this patient's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    /// Every other claim (an issuer's roles, groups, tenant).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What narrows a local token below its user's roles.
+#[derive(Debug, Clone, Default)]
+pub struct TokenLimits {
+    /// SMART scopes, space-separated.
+    pub scope: Option<String>,
+    /// A patient context.
+    pub patient: Option<Uuid>,
 }
 
 /// An external OpenID Connect issuer whose tokens are accepted.
@@ -49,6 +70,81 @@ pub struct OidcIssuer {
     pub issuer: String,
     pub audience: String,
     pub keys: IssuerKeys,
+    pub mapping: ClaimMapping,
+}
+
+/// How an issuer's claims become a Salus tenant and Salus roles (configured, see the
+/// README's "External identity providers").
+#[derive(Debug, Clone)]
+pub struct ClaimMapping {
+    /// Claims that hold role or group names: a JSON array of strings or one
+    /// space-separated string; a dotted name looks inside objects (`realm_access.roles`).
+    pub role_claims: Vec<String>,
+    /// A claim value to the Salus role it grants; values not listed grant nothing.
+    pub roles: HashMap<String, String>,
+    /// The claim that names the tenant: a tenant id, or a value of `tenants`.
+    pub tenant_claim: String,
+    /// A tenant claim value to a tenant.
+    pub tenants: HashMap<String, TenantId>,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            role_claims: vec!["roles".into(), "groups".into()],
+            roles: HashMap::new(),
+            tenant_claim: "tid".into(),
+            tenants: HashMap::new(),
+        }
+    }
+}
+
+/// The claim `name` of `claims`, dotted names looking inside objects.
+fn claim<'a>(claims: &'a Claims, name: &str) -> Option<&'a serde_json::Value> {
+    let mut parts = name.split('.');
+    let first = parts.next()?;
+    let mut v = claims.other.get(first)?;
+    for p in parts {
+        v = v.get(p)?;
+    }
+    Some(v)
+}
+
+impl ClaimMapping {
+    /// The tenant an external token names, if it names one this deployment maps.
+    pub fn tenant(&self, claims: &Claims) -> Option<TenantId> {
+        let tid;
+        let value = if self.tenant_claim == "tid" {
+            tid = claims.tid?.to_string();
+            tid.as_str()
+        } else {
+            claim(claims, &self.tenant_claim)?.as_str()?
+        };
+        if let Some(t) = self.tenants.get(value) {
+            return Some(*t);
+        }
+        Uuid::parse_str(value).ok().map(TenantId)
+    }
+
+    /// The Salus roles an external token's claims map to.
+    pub fn roles(&self, claims: &Claims) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in &self.role_claims {
+            let values: Vec<&str> = match claim(claims, name) {
+                Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+                Some(serde_json::Value::String(s)) => s.split_whitespace().collect(),
+                _ => Vec::new(),
+            };
+            for v in values {
+                if let Some(role) = self.roles.get(v)
+                    && !out.contains(role)
+                {
+                    out.push(role.clone());
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The algorithm that signs new local tokens.
@@ -153,15 +249,29 @@ impl Authenticator {
 
     /// Issue a local token for `user` in `tenant`, valid for `ttl`.
     pub fn issue(&self, user: Uuid, tenant: TenantId, ttl: Duration) -> Result<String, ApiError> {
+        self.issue_limited(user, tenant, ttl, TokenLimits::default())
+    }
+
+    /// Issue a local token narrowed by SMART scopes and/or a patient context.
+    pub fn issue_limited(
+        &self,
+        user: Uuid,
+        tenant: TenantId,
+        ttl: Duration,
+        limits: TokenLimits,
+    ) -> Result<String, ApiError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: user.to_string(),
-            tid: tenant.0,
+            tid: Some(tenant.0),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: now,
             exp: now + ttl.as_secs(),
             preferred_username: None,
+            scope: limits.scope,
+            patient: limits.patient.map(|p| p.to_string()),
+            other: serde_json::Map::new(),
         };
         let signed = match self.sign_with {
             LocalAlgorithm::Hs256 => jsonwebtoken::encode(
@@ -302,14 +412,19 @@ fn decode(
         .map_err(map_jwt)
 }
 
-/// When a user was looked up, and what was found.
-type CachedUser = (Instant, Option<Arc<User>>);
+/// When a user or role was looked up, and what was found.
+type Cached<T> = (Instant, T);
+type UserEntries = HashMap<(TenantId, Uuid), Cached<Option<Arc<User>>>>;
+type RoleEntries = HashMap<(TenantId, String), Cached<Option<PermissionSet>>>;
 
-/// Users looked up by id, kept for a few seconds so that a busy client does not cost a
-/// database read per request. A role change or disable takes effect within the TTL.
+/// Users and tenant roles looked up by the request path, kept for a few seconds so that a
+/// busy client does not cost database reads per request. Changes made through this server
+/// clear it at once ([`UserCache::forget_all`]); others (the CLI, another server) take
+/// effect within the TTL. Assignment windows are checked on every request, not cached.
 pub struct UserCache {
     ttl: Duration,
-    entries: Mutex<HashMap<(TenantId, Uuid), CachedUser>>,
+    entries: Mutex<UserEntries>,
+    roles: Mutex<RoleEntries>,
 }
 
 impl UserCache {
@@ -317,6 +432,7 @@ impl UserCache {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            roles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -335,26 +451,100 @@ impl UserCache {
             map.insert(key, (Instant::now(), user));
         }
     }
+
+    fn role(&self, tenant: TenantId, name: &str) -> Option<Option<PermissionSet>> {
+        let map = self.roles.lock().ok()?;
+        map.get(&(tenant, name.to_owned()))
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, p)| *p)
+    }
+
+    fn put_role(&self, tenant: TenantId, name: &str, perms: Option<PermissionSet>) {
+        if let Ok(mut map) = self.roles.lock() {
+            if map.len() > 100_000 {
+                map.clear();
+            }
+            map.insert((tenant, name.to_owned()), (Instant::now(), perms));
+        }
+    }
+
+    /// Forget everything (a user, role or assignment changed).
+    pub fn forget_all(&self) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.roles.lock() {
+            m.clear();
+        }
+    }
 }
 
-/// The authenticated caller of a request: tenant, user and roles.
+/// The authenticated caller of a request: tenant, user, and what it may do.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub ctx: TenantContext,
     pub user: Arc<User>,
     pub request_id: String,
+    /// The permissions of the roles active now, narrowed by the token's SMART scopes.
+    pub permissions: PermissionSet,
+    /// Holds `admin` now, with nothing narrowed away.
+    pub is_admin: bool,
+    /// A patient-context token sees only this patient's data.
+    pub patient: Option<Uuid>,
 }
 
 impl Actor {
-    /// Refuse with 403 unless the actor's roles grant `permission`.
+    /// Refuse with 403 unless the actor may use `permission`. Routes declare theirs (see
+    /// [`crate::guard`]); this is for permissions that depend on the request (an import's kind).
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
-        if access::grants(&self.user.roles, permission) {
+        if self.permissions.allows(permission) {
             Ok(())
         } else {
             Err(ApiError::forbidden(permission))
         }
     }
+
+    /// The actor as a granter of roles.
+    pub fn granter(&self) -> Granter {
+        Granter {
+            id: self.user.id,
+            permissions: self.permissions,
+            is_admin: self.is_admin,
+        }
+    }
+
+    /// Whether a patient-context token may see a resource of `resource_type` with this
+    /// stored document: its patient (the `id` of a patient, the `patient_id` of clinical
+    /// data) must be the token's. Resources that are not patient data are visible.
+    pub fn sees(&self, resource_type: &str, doc: &serde_json::Value) -> bool {
+        let Some(patient) = self.patient else {
+            return true;
+        };
+        let field = if resource_type == "patient" {
+            "id"
+        } else {
+            "patient_id"
+        };
+        match doc.get(field) {
+            Some(v) => v.as_str() == Some(patient.to_string().as_str()),
+            None => resource_type != "patient" && !PATIENT_DATA.contains(&resource_type),
+        }
+    }
 }
+
+/// Resource types that are a patient's data (a patient-context token sees only its own).
+pub const PATIENT_DATA: &[&str] = &[
+    "patient",
+    "interaction",
+    "encounter",
+    "observation",
+    "procedure",
+    "condition",
+    "allergy",
+    "medical_record",
+    "note",
+    "attachment",
+];
 
 pub fn request_id(parts: &Parts) -> String {
     parts
@@ -365,51 +555,151 @@ pub fn request_id(parts: &Parts) -> String {
         .to_owned()
 }
 
+/// The actor the guard authenticated for this request ([`crate::guard`] puts it there).
 impl FromRequestParts<AppState> for Actor {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized("send a bearer token: Authorization: Bearer <token>")
-            })?;
-        let text = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
-        let token = text
-            .strip_prefix("Bearer ")
-            .or_else(|| text.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
-            })?;
-        let claims = state
-            .auth
-            .verify(token)
-            .await
-            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-        let tenant = TenantId(claims.tid);
-        let request_id = request_id(parts);
-        let correlation = Uuid::parse_str(&request_id).unwrap_or_else(|_| Uuid::now_v7());
-        let user = resolve_user(state, tenant, &claims, correlation).await?;
-        let user = user.ok_or_else(|| {
-            ApiError::unauthorized("the token's user does not exist in its tenant")
-        })?;
-        if !user.active {
-            return Err(ApiError::unauthorized("the token's user is disabled"));
-        }
-        if user.roles.is_empty() {
-            return Err(ApiError::new("forbidden", "the user holds no role"));
-        }
-        Ok(Actor {
-            ctx: TenantContext::new(tenant, ActorId(user.id), correlation),
-            user,
-            request_id,
-        })
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .remove::<Actor>()
+            .ok_or_else(|| ApiError::internal("a route that needs an actor is declared public"))
     }
+}
+
+/// The built-in roles' permission sets, computed once.
+fn builtin_permissions(name: &str) -> Option<PermissionSet> {
+    static SETS: std::sync::OnceLock<Vec<(&'static str, PermissionSet)>> =
+        std::sync::OnceLock::new();
+    SETS.get_or_init(|| {
+        access::BUILTIN_ROLES
+            .iter()
+            .map(|r| (r.name, r.permissions()))
+            .collect()
+    })
+    .iter()
+    .find(|(n, _)| *n == name)
+    .map(|(_, p)| *p)
+}
+
+/// Authenticate a request from its headers: verify the bearer token, find its tenant and
+/// user, and work out what it may do now (active roles ∩ SMART scopes).
+pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::unauthorized("send a bearer token: Authorization: Bearer <token>")
+        })?;
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    let token = text
+        .strip_prefix("Bearer ")
+        .or_else(|| text.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+        })?;
+    let claims = state
+        .auth
+        .verify(token)
+        .await
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let external = match &state.auth.oidc {
+        Some(oidc) if claims.iss == oidc.issuer && claims.iss != state.auth.issuer => Some(oidc),
+        _ => None,
+    };
+    let tenant = match external {
+        Some(oidc) => oidc.mapping.tenant(&claims),
+        None => claims.tid.map(TenantId),
+    }
+    .ok_or_else(|| ApiError::unauthorized("the token names no tenant of this deployment"))?;
+    let request_id = request_id(parts);
+    let correlation = Uuid::parse_str(&request_id).unwrap_or_else(|_| Uuid::now_v7());
+    let user = resolve_user(state, tenant, &claims, correlation).await?;
+    let user = user
+        .ok_or_else(|| ApiError::unauthorized("the token's user does not exist in its tenant"))?;
+    if !user.active {
+        return Err(ApiError::unauthorized("the token's user is disabled"));
+    }
+    let patient = match &claims.patient {
+        Some(p) => Some(
+            Uuid::parse_str(p)
+                .map_err(|_| ApiError::unauthorized("the token's patient is not a patient id"))?,
+        ),
+        None => None,
+    };
+    let now = state.services.now();
+    let mut roles: Vec<String> = user.active_roles(now).map(str::to_owned).collect();
+    if let Some(oidc) = external {
+        for r in oidc.mapping.roles(&claims) {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
+    }
+    let system = TenantContext::new(tenant, ActorId(Uuid::nil()), correlation);
+    let mut permissions = PermissionSet::EMPTY;
+    for role in &roles {
+        permissions = permissions.union(role_permissions(state, &system, role).await?);
+    }
+    let mut is_admin = roles.iter().any(|r| r == access::ADMIN);
+    if permissions.is_empty() {
+        return Err(ApiError::new(
+            "forbidden",
+            "the user holds no active role (none granted, or every assignment expired or revoked)",
+        ));
+    }
+    if patient.is_some() {
+        // A patient context reaches clinical data only: never users, roles, bulk files or
+        // the audit trail, whatever the roles.
+        permissions = permissions.intersect(access::scopes::fhir_permissions());
+        is_admin = false;
+    }
+    if let Some(allowed) = access::scopes::narrowing(scopes_of(&claims), patient.is_some()) {
+        permissions = permissions.intersect(allowed);
+        is_admin = is_admin && permissions == PermissionSet::all();
+    }
+    Ok(Actor {
+        ctx: TenantContext::new(tenant, ActorId(user.id), correlation),
+        user,
+        request_id,
+        permissions,
+        is_admin,
+        patient,
+    })
+}
+
+/// A token's scopes: `scope` (space-separated, RFC 8693 and SMART), else `scp` (a string or
+/// an array, as Entra ID and Okta send them).
+fn scopes_of(claims: &Claims) -> Vec<&str> {
+    if let Some(s) = claims.scope.as_deref() {
+        return s.split_whitespace().collect();
+    }
+    match claims.other.get("scp") {
+        Some(serde_json::Value::String(s)) => s.split_whitespace().collect(),
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A role's permissions (built-in, or the tenant's, cached); an unknown role grants none.
+async fn role_permissions(
+    state: &AppState,
+    system: &TenantContext,
+    name: &str,
+) -> Result<PermissionSet, ApiError> {
+    if let Some(p) = builtin_permissions(name) {
+        return Ok(p);
+    }
+    if let Some(hit) = state.users.role(system.tenant, name) {
+        return Ok(hit.unwrap_or_default());
+    }
+    let found = access::role_permissions(&state.services, system, name).await?;
+    state.users.put_role(system.tenant, name, found);
+    Ok(found.unwrap_or_default())
 }
 
 async fn resolve_user(
@@ -496,12 +786,15 @@ mod tests {
         let now = jsonwebtoken::get_current_timestamp();
         Claims {
             sub: Uuid::now_v7().to_string(),
-            tid: Uuid::now_v7(),
+            tid: Some(Uuid::now_v7()),
             iss: iss.into(),
             aud: "salus-api".into(),
             exp: now + 60,
             iat: now,
             preferred_username: None,
+            scope: None,
+            patient: None,
+            other: serde_json::Map::new(),
         }
     }
 
@@ -642,6 +935,7 @@ mod tests {
             issuer: "https://idp.example".into(),
             audience: "salus-api".into(),
             keys: IssuerKeys::fixed(set),
+            mapping: ClaimMapping::default(),
         }
     }
 
@@ -685,6 +979,31 @@ mod tests {
             URL_SAFE_NO_PAD.encode([0u8; 64])
         );
         assert!(matches!(auth.verify(&t).await, Err(AuthError::Algorithm)));
+    }
+
+    #[test]
+    fn claims_map_to_a_tenant_and_roles() {
+        let salus_tenant = TenantId(Uuid::now_v7());
+        let entra_tid = Uuid::now_v7();
+        let mut mapping = ClaimMapping::default();
+        mapping.tenants.insert(entra_tid.to_string(), salus_tenant);
+        mapping.roles.insert("Clinician".into(), "provider".into());
+        let mut c = claims_for("https://idp.example");
+        // An issuer's own tenant id (Entra's tid) maps through the table first.
+        c.tid = Some(entra_tid);
+        assert_eq!(mapping.tenant(&c), Some(salus_tenant));
+        c.tid = None;
+        assert_eq!(mapping.tenant(&c), None);
+        c.other
+            .insert("roles".into(), serde_json::json!(["Clinician", "Other"]));
+        c.other
+            .insert("groups".into(), serde_json::json!("Clinician x"));
+        assert_eq!(mapping.roles(&c), ["provider"]);
+        mapping.tenant_claim = "org.id".into();
+        let id = Uuid::now_v7();
+        c.other
+            .insert("org".into(), serde_json::json!({"id": id.to_string()}));
+        assert_eq!(mapping.tenant(&c), Some(TenantId(id)));
     }
 
     #[test]

@@ -21,14 +21,13 @@ const BASE: &str = "/api/v1/clinicians";
     request_body = ClinicianInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 201, description = "Registered", body = Clinician), (status = 409, description = "The credential is already registered")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["clinicians:write"])))]
 pub async fn create(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<ClinicianInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("clinicians:write")?;
     let id = Uuid::now_v7();
     let input = body.value;
     http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
@@ -46,14 +45,13 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/clinicians/{id}", tag = "staff",
     params(("id" = Uuid, Path, description = "Clinician id"), http::ReadParams),
     responses((status = 200, description = "The clinician", body = Clinician), (status = 404, description = "No such clinician")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["clinicians:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("clinicians:read")?;
     http::read_resource::<Clinician>(
         &state,
         &actor,
@@ -72,13 +70,12 @@ pub async fn read(
            ("org_unit" = Option<String>, Query, description = "Org unit"), ("status" = Option<String>, Query, description = "active | inactive"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "{ items, next_cursor }")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["clinicians:read"])))]
 pub async fn search(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("clinicians:read")?;
     let p = ListParams::parse(raw, &["name", "specialty", "org_unit", "status"])?;
     let mut filters = Vec::new();
     if let Some(n) = p.get("name") {
@@ -115,14 +112,13 @@ pub async fn search(
     params(("id" = Uuid, Path, description = "Clinician id"), ("action" = String, Path, description = "deactivate | reactivate"),
            ("If-Match" = String, Header, description = "The ETag read")),
     responses((status = 200, description = "Done", body = Clinician), (status = 422, description = "Not allowed in the current state")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["clinicians:write"])))]
 pub async fn action(
     State(state): State<AppState>,
     actor: Actor,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    actor.require("clinicians:write")?;
     let target = http::ActionTarget {
         what: "clinician",
         collection: BASE,
@@ -145,12 +141,11 @@ pub async fn action(
 #[utoipa::path(get, path = "/api/v1/clinicians/{id}/history", tag = "staff",
     params(("id" = Uuid, Path, description = "Clinician id")),
     responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such clinician")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["clinicians:read"])))]
 pub async fn history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("clinicians:read")?;
     http::history_resource::<Clinician>(&state, &actor, "clinician", &id).await
 }

@@ -22,14 +22,13 @@ const BASE: &str = "/api/v1/encounters";
     request_body = EncounterInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 201, description = "Scheduled", body = Encounter), (status = 422, description = "Unknown patient, clinician or department (or an inactive one), bad type")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["encounters:write"])))]
 pub async fn create(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<EncounterInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("encounters:write")?;
     let input = body.value;
     http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
         encounter::schedule(&state.services, &actor.ctx, input, spec)
@@ -41,14 +40,13 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/encounters/{id}", tag = "encounters",
     params(("id" = Uuid, Path, description = "Encounter id"), http::ReadParams),
     responses((status = 200, description = "The encounter", body = Encounter), (status = 404, description = "No such encounter")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["encounters:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("encounters:read")?;
     http::read_resource::<Encounter>(
         &state,
         &actor,
@@ -71,13 +69,12 @@ pub async fn read(
            ("from" = Option<String>, Query, description = "date at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "date before (RFC 3339)"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "{ items, next_cursor }")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["encounters:read"])))]
 pub async fn search(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("encounters:read")?;
     let p = ListParams::parse(
         raw,
         &[
@@ -138,7 +135,7 @@ pub struct EncounterActionInput {
            ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     request_body(content = Option<EncounterActionInput>),
     responses((status = 200, description = "Done", body = Encounter), (status = 422, description = "Not allowed in the current state"), (status = 412, description = "Stale If-Match")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["encounters:write"])))]
 pub async fn action(
     State(state): State<AppState>,
     actor: Actor,
@@ -146,7 +143,6 @@ pub async fn action(
     headers: HeaderMap,
     body: OptionalJson<EncounterActionInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("encounters:write")?;
     let target = http::ActionTarget {
         what: "encounter",
         collection: BASE,
@@ -176,12 +172,11 @@ pub async fn action(
 #[utoipa::path(get, path = "/api/v1/encounters/{id}/history", tag = "encounters",
     params(("id" = Uuid, Path, description = "Encounter id")),
     responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such encounter")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["encounters:read"])))]
 pub async fn history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("encounters:read")?;
     http::history_resource::<Encounter>(&state, &actor, "encounter", &id).await
 }

@@ -169,6 +169,8 @@ impl From<DomainError> for ApiError {
                 .with("allowed_from", allowed.split(", ").collect::<Vec<_>>()),
             DomainError::Rule(_) => ApiError::new("rule-violation", e.to_string()),
             DomainError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            DomainError::Conflict(_) => ApiError::new("conflict", e.to_string()),
+            DomainError::Forbidden(_) => ApiError::new("forbidden", e.to_string()),
         }
     }
 }

@@ -24,14 +24,13 @@ use std::collections::HashMap;
            ("format" = Option<String>, Query, description = "csv (default) | json | ndjson")),
     responses((status = 200, description = "The file, streamed", content_type = "text/csv"),
               (status = 400, description = "Unknown format or parameter"), (status = 404, description = "Unknown kind")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["exports:read"])))]
 pub async fn export(
     State(state): State<AppState>,
     actor: Actor,
     Path(kind): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("exports:read")?;
     let kind = Kind::parse(&kind).map_err(|e| ApiError::not_found(e.to_string()))?;
     actor.require(kind.read_permission())?;
     if let Some(k) = params.keys().find(|k| k.as_str() != "format") {

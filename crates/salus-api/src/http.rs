@@ -595,7 +595,14 @@ pub async fn load_row<A: salus_domain::service::Projected>(
         }
         None => state.services.row::<A>(&actor.ctx, id).await?,
     };
-    row.ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
+    row.filter(|r| actor.sees(A::RESOURCE_TYPE, &r.doc))
+        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
+}
+
+/// Whether a patient-context actor may see a stored document given as text.
+fn sees_text(actor: &Actor, resource_type: &str, doc: &str) -> bool {
+    actor.patient.is_none()
+        || serde_json::from_str::<Value>(doc).is_ok_and(|v| actor.sees(resource_type, &v))
 }
 
 /// The common shape of a read by id: [`load_row`], answered with its ETag. A read of the
@@ -632,6 +639,7 @@ pub async fn read_current<A: salus_domain::service::Projected>(
         .store
         .resource_text(&actor.ctx, A::RESOURCE_TYPE, id)
         .await?
+        .filter(|r| sees_text(actor, A::RESOURCE_TYPE, &r.doc))
         .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
 }
 
@@ -658,6 +666,10 @@ pub async fn history_resource<A: salus_domain::service::Projected>(
     id: &str,
 ) -> Result<Response, ApiError> {
     let id = parse_uuid(what, id)?;
+    if actor.patient.is_some() {
+        // A patient-context token sees the history of its patient's data only.
+        load_row::<A>(state, actor, what, &id.to_string(), None).await?;
+    }
     let events = state.services.history::<A>(&actor.ctx, id).await?;
     if events.is_empty() {
         return Err(ApiError::not_found(format!("no {what} with id {id}")));
@@ -853,7 +865,15 @@ pub async fn patient_group(
 ) -> Result<Vec<Uuid>, ApiError> {
     let id = Uuid::parse_str(raw.trim())
         .map_err(|_| ApiError::bad_request("patient_id must be a UUID"))?;
-    Ok(salus_domain::registry::patient::merge_group(&state.services, &actor.ctx, id).await?)
+    let group =
+        salus_domain::registry::patient::merge_group(&state.services, &actor.ctx, id).await?;
+    // A patient-context token lists its own patient's data only: another is not there.
+    if let Some(own) = actor.patient
+        && !group.contains(&own)
+    {
+        return Err(ApiError::not_found(format!("no patient with id {id}")));
+    }
+    Ok(group)
 }
 
 /// The `patient` filter of a list's `patient_id`, following merges: the patient's whole

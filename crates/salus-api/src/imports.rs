@@ -121,7 +121,7 @@ impl Drop for Spooled {
     responses((status = 202, description = "Accepted: the job", body = ImportJob),
               (status = 400, description = "Unknown parameter or kind"), (status = 413, description = "File too large"),
               (status = 415, description = "Unknown format"), (status = 422, description = "The file's header or start does not fit")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["imports:write"])))]
 pub async fn start(
     State(state): State<AppState>,
     actor: Actor,
@@ -129,7 +129,6 @@ pub async fn start(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    actor.require("imports:write")?;
     if let Some(k) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
             "unknown parameter '{k}'; parameters are: {}",
@@ -281,13 +280,12 @@ pub async fn start(
 #[utoipa::path(get, path = "/api/v1/imports/{id}", tag = "bulk",
     params(("id" = Uuid, Path, description = "Job id")),
     responses((status = 200, description = "The job", body = ImportJob), (status = 404, description = "No such job")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["imports:write"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("imports:write")?;
     let id = http::parse_uuid("import job", &id)?;
     let row = state
         .services
@@ -302,13 +300,12 @@ pub async fn read(
 #[utoipa::path(get, path = "/api/v1/imports/{id}/errors", tag = "bulk",
     params(("id" = Uuid, Path, description = "Job id")),
     responses((status = 200, description = "The error report", content_type = "text/csv"), (status = 404, description = "No such job, or its report is not on this server")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["imports:write"])))]
 pub async fn errors(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("imports:write")?;
     let id = http::parse_uuid("import job", &id)?;
     if state
         .services

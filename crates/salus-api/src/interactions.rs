@@ -27,13 +27,12 @@ const INTERACTIONS: &str = "/api/v1/interactions";
 #[utoipa::path(get, path = "/api/v1/outcomes", tag = "interactions",
     params(("include_retired" = Option<bool>, Query, description = "Also list retired outcomes")),
     responses((status = 200, description = "{ items: [Outcome] }")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["interactions:read"])))]
 pub async fn list_outcomes(
     State(state): State<AppState>,
     actor: Actor,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("interactions:read")?;
     let include_retired = match q.get("include_retired").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -56,14 +55,13 @@ pub async fn list_outcomes(
     request_body = OutcomeInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 201, description = "Defined", body = Outcome), (status = 409, description = "The code is taken")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["outcomes:write"])))]
 pub async fn define_outcome(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<OutcomeInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("outcomes:write")?;
     let id = Uuid::now_v7();
     let input = body.value;
     http::create_resource(&state, &actor, &headers, OUTCOMES, &body.raw, |spec| {
@@ -81,14 +79,13 @@ pub async fn define_outcome(
 #[utoipa::path(post, path = "/api/v1/outcomes/{id}/retire", tag = "interactions",
     params(("id" = Uuid, Path, description = "Outcome id"), ("If-Match" = String, Header, description = "The ETag read")),
     responses((status = 200, description = "Retired", body = Outcome), (status = 412, description = "Stale If-Match")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["outcomes:write"])))]
 pub async fn retire_outcome(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    actor.require("outcomes:write")?;
     let id = http::parse_uuid("outcome", &id)?;
     let expected = http::if_match(&headers)?;
     let result = state
@@ -109,14 +106,13 @@ pub async fn retire_outcome(
     request_body = InteractionInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 201, description = "Recorded", body = Interaction), (status = 422, description = "Unknown patient, kind or outcome")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["interactions:write"])))]
 pub async fn record(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<InteractionInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("interactions:write")?;
     let input = body.value;
     http::create_resource(&state, &actor, &headers, INTERACTIONS, &body.raw, |spec| {
         interaction::record(&state.services, &actor.ctx, input, spec)
@@ -128,14 +124,13 @@ pub async fn record(
 #[utoipa::path(get, path = "/api/v1/interactions/{id}", tag = "interactions",
     params(("id" = Uuid, Path, description = "Interaction id"), http::ReadParams),
     responses((status = 200, description = "The interaction", body = Interaction), (status = 404, description = "No such interaction")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["interactions:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("interactions:read")?;
     http::read_resource::<Interaction>(
         &state,
         &actor,
@@ -163,13 +158,12 @@ const LIST_KEYS: &[&str] = &["patient_id", "kind", "outcome", "status", "from", 
            ("limit" = Option<u32>, Query, description = "1-200, default 50"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "{ items, next_cursor }")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["interactions:read"])))]
 pub async fn list(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("interactions:read")?;
     let params = ListParams::parse(raw, LIST_KEYS)?;
     let get = |k: &str| params.get(k);
     let filter = |param: &str, op: FilterOp, value: String| Filter {
@@ -224,13 +218,12 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/interactions/{id}/history", tag = "interactions",
     params(("id" = Uuid, Path, description = "Interaction id")),
     responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such interaction")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["interactions:read"])))]
 pub async fn history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("interactions:read")?;
     http::history_resource::<Interaction>(&state, &actor, "interaction", &id).await
 }
 
@@ -265,7 +258,7 @@ pub struct InteractionActionInput {
     responses((status = 200, description = "Done", body = Interaction),
               (status = 422, description = "Missing reason or changes, an unknown outcome, or entered in error already"),
               (status = 412, description = "Stale If-Match"), (status = 428, description = "If-Match missing")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["interactions:write"])))]
 pub async fn action(
     State(state): State<AppState>,
     actor: Actor,
@@ -273,7 +266,6 @@ pub async fn action(
     headers: HeaderMap,
     body: OptionalJson<InteractionActionInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("interactions:write")?;
     let target = http::ActionTarget {
         what: "interaction",
         collection: INTERACTIONS,

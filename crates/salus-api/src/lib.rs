@@ -11,6 +11,7 @@ pub mod clinicians;
 pub mod encounters;
 pub mod error;
 pub mod exports;
+pub mod guard;
 pub mod http;
 pub mod imports;
 pub mod interactions;
@@ -21,7 +22,9 @@ pub mod patients;
 pub mod places;
 pub mod procedures;
 pub mod records;
+pub mod roles;
 pub mod statements;
+pub mod users;
 
 use crate::auth::{Authenticator, UserCache};
 use crate::error::ApiError;
@@ -84,6 +87,8 @@ pub struct AppState {
     pub blobs: Arc<salus_store::blobs::BlobStore>,
     /// Live progress of the import jobs running here.
     pub jobs: Arc<bulk::Jobs>,
+    /// The OpenAPI document, served at `/api/v1/openapi.json` (set by [`app`]).
+    pub openapi: Arc<std::sync::OnceLock<serde_json::Value>>,
 }
 
 impl AppState {
@@ -104,6 +109,7 @@ impl AppState {
             config: Arc::new(config),
             users: Arc::new(UserCache::new(Duration::from_secs(5))),
             jobs: Arc::new(bulk::Jobs::default()),
+            openapi: Arc::new(std::sync::OnceLock::new()),
         }
     }
 }
@@ -112,7 +118,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -164,11 +170,22 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// This OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI document")))]
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    match state.openapi.get() {
+        Some(doc) => axum::Json(doc.clone()).into_response(),
+        None => ApiError::internal("the OpenAPI document was not set").into_response(),
+    }
+}
+
 /// The routes and the OpenAPI document, built together so that no route can be missing
-/// from the document.
+/// from the document. Each route's permission is declared in its annotation and enforced
+/// by [`guard`].
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
         .routes(routes!(readyz))
         .routes(routes!(metrics_text))
         .routes(routes!(jwks::published))
@@ -239,6 +256,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(imports::read))
         .routes(routes!(imports::errors))
         .routes(routes!(exports::export))
+        .routes(routes!(users::create, users::search))
+        .routes(routes!(users::read))
+        .routes(routes!(users::history))
+        .routes(routes!(users::action))
+        .routes(routes!(users::grant))
+        .routes(routes!(users::assignment_action))
+        .routes(routes!(roles::list, roles::create))
+        .routes(routes!(roles::read, roles::patch))
+        .routes(routes!(roles::history))
+        .routes(routes!(roles::permissions))
 }
 
 /// The OpenAPI document.
@@ -292,17 +319,18 @@ async fn problem_for_timeout(req: Request, next: Next) -> Response {
 /// route per request.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes().split_for_parts();
-    let doc = Arc::new(doc);
+    let table = Arc::new(guard::RouteTable::from_openapi(&doc));
+    if let Ok(json) = serde_json::to_value(&doc) {
+        let _ = state.openapi.set(json);
+    }
     let metrics = state.metrics.clone();
     let config = state.config.clone();
+    let guarded = guard::Guarded {
+        state: state.clone(),
+        table,
+    };
     router
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(move || {
-                let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
-            }),
-        )
+        .route_layer(axum::middleware::from_fn_with_state(guarded, guard::guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

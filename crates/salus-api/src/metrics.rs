@@ -1,5 +1,6 @@
 //! Prometheus metrics, named `salus_<area>_<what>_<unit>`: HTTP requests by route and
-//! status with latency histograms, commit batch sizes and durations, and ledger seals.
+//! status with latency histograms, commit batch sizes and durations, ledger seals, and
+//! requests the route guard refused.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -22,6 +23,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    /// The permission the route declares, or `active_role` for a user without one.
+    pub permission: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub method: String,
     pub route: String,
@@ -37,6 +44,7 @@ pub struct Metrics {
     pub committed_events: Counter,
     pub tree_heads_signed: Counter,
     pub integrity_failures: Counter,
+    pub access_denied: Family<DeniedLabels, Counter>,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -61,6 +69,7 @@ impl Metrics {
         let committed_events = Counter::default();
         let tree_heads_signed = Counter::default();
         let integrity_failures = Counter::default();
+        let access_denied = Family::<DeniedLabels, Counter>::default();
         registry.register(
             "salus_http_requests",
             "HTTP requests by method, route and status",
@@ -101,6 +110,11 @@ impl Metrics {
             "Stored records that failed their integrity check on read (never served)",
             integrity_failures.clone(),
         );
+        registry.register(
+            "salus_access_denied",
+            "Requests refused (403) by the route guard, by the permission they lacked",
+            access_denied.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
@@ -111,6 +125,7 @@ impl Metrics {
             committed_events,
             tree_heads_signed,
             integrity_failures,
+            access_denied,
         })
     }
 

@@ -21,14 +21,13 @@ const BASE: &str = "/api/v1/observations";
     request_body = ObservationInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 201, description = "Recorded", body = Observation), (status = 422, description = "Invalid code, value, patient or encounter")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["observations:write"])))]
 pub async fn create(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<ObservationInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("observations:write")?;
     let input = body.value;
     http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
         observation::record(&state.services, &actor.ctx, input, spec)
@@ -40,14 +39,13 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/observations/{id}", tag = "observations",
     params(("id" = Uuid, Path, description = "Observation id"), http::ReadParams),
     responses((status = 200, description = "The observation", body = Observation), (status = 404, description = "No such observation")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["observations:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("observations:read")?;
     http::read_resource::<Observation>(
         &state,
         &actor,
@@ -63,13 +61,12 @@ pub async fn read(
 #[utoipa::path(get, path = "/api/v1/observations/{id}/history", tag = "observations",
     params(("id" = Uuid, Path, description = "Observation id")),
     responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such observation")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["observations:read"])))]
 pub async fn history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("observations:read")?;
     http::history_resource::<Observation>(&state, &actor, "observation", &id).await
 }
 
@@ -81,13 +78,12 @@ pub async fn history(
            ("from" = Option<String>, Query, description = "effective at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "effective before (RFC 3339)"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "{ items, next_cursor }")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["observations:read"])))]
 pub async fn search(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("observations:read")?;
     let p = ListParams::parse(raw, &["patient_id", "code", "status", "from", "to"])?;
     let mut filters = Vec::new();
     if let Some(v) = p.get("patient_id") {
@@ -130,7 +126,7 @@ pub struct ObservationActionInput {
            ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     request_body = ObservationActionInput,
     responses((status = 200, description = "Done", body = Observation), (status = 422, description = "Missing reason or value, or withdrawn already"), (status = 412, description = "Stale If-Match")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["observations:write"])))]
 pub async fn action(
     State(state): State<AppState>,
     actor: Actor,
@@ -138,7 +134,6 @@ pub async fn action(
     headers: HeaderMap,
     body: OptionalJson<ObservationActionInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("observations:write")?;
     let target = http::ActionTarget {
         what: "observation",
         collection: BASE,

@@ -26,14 +26,13 @@ const BASE: &str = "/api/v1/patients";
     request_body = PatientInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 201, description = "Registered", body = Patient), (status = 409, description = "An identifier is already used"), (status = 422, description = "Invalid input")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["patients:write"])))]
 pub async fn create(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<PatientInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("patients:write")?;
     let id = Uuid::now_v7();
     let input = body.value;
     http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
@@ -56,14 +55,13 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/patients/{id}", tag = "patients",
     params(("id" = Uuid, Path, description = "Patient id"), http::ReadParams),
     responses((status = 200, description = "The patient", body = Patient), (status = 404, description = "No such patient")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["patients:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("patients:read")?;
     if params.as_of.is_none() {
         let row = http::read_current::<Patient>(&state, &actor, "patient", &id).await?;
         let Some(members) = http::doc_members(&row.doc) else {
@@ -107,13 +105,12 @@ pub async fn read(
 #[utoipa::path(get, path = "/api/v1/patients/{id}/history", tag = "patients",
     params(("id" = Uuid, Path, description = "Patient id")),
     responses((status = 200, description = "Events of the patient's stream"), (status = 404, description = "No such patient")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["patients:read"])))]
 pub async fn history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("patients:read")?;
     http::history_resource::<Patient>(&state, &actor, "patient", &id).await
 }
 
@@ -122,7 +119,7 @@ pub async fn history(
     params(("id" = Uuid, Path, description = "Patient id"), ("If-Match" = String, Header, description = "The ETag read")),
     request_body(content = Object, content_type = "application/merge-patch+json"),
     responses((status = 200, description = "Updated", body = Patient), (status = 412, description = "Stale If-Match"), (status = 428, description = "If-Match missing")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["patients:write"])))]
 pub async fn patch(
     State(state): State<AppState>,
     actor: Actor,
@@ -130,7 +127,6 @@ pub async fn patch(
     headers: HeaderMap,
     body: JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    actor.require("patients:write")?;
     let id = http::parse_uuid("patient", &id)?;
     let expected = http::if_match(&headers)?;
     if !body.value.is_object() {
@@ -184,7 +180,7 @@ pub struct ActionInput {
            ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     request_body(content = Option<ActionInput>),
     responses((status = 200, description = "Done", body = Patient), (status = 422, description = "Not allowed in the current state"), (status = 412, description = "Stale If-Match")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["patients:write"])))]
 pub async fn action(
     State(state): State<AppState>,
     actor: Actor,
@@ -192,7 +188,6 @@ pub async fn action(
     headers: HeaderMap,
     body: OptionalJson<ActionInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("patients:write")?;
     let target = http::ActionTarget {
         what: "patient",
         collection: BASE,
@@ -283,13 +278,12 @@ const SEARCH_KEYS: &[&str] = &[
 #[utoipa::path(get, path = "/api/v1/patients", tag = "patients",
     params(SearchParams),
     responses((status = 200, description = "A page of patients: { items, next_cursor }")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["patients:read"])))]
 pub async fn search(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("patients:read")?;
     let params = ListParams::parse(raw, SEARCH_KEYS)?;
     let get = |k: &str| params.get(k);
     let mut filters = Vec::new();

@@ -31,14 +31,13 @@ fn active_filter(p: &ListParams) -> Result<Option<Filter>, ApiError> {
 /// Create a department (its code is unique in the tenant).
 #[utoipa::path(post, path = "/api/v1/departments", tag = "places", request_body = DepartmentInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Created", body = Department), (status = 409, description = "The code is taken")), security(("bearer" = [])))]
+    responses((status = 201, description = "Created", body = Department), (status = 409, description = "The code is taken")), security(("bearer" = ["places:write"])))]
 pub async fn create_department(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<DepartmentInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("places:write")?;
     let id = Uuid::now_v7();
     let input = body.value;
     http::create_resource(&state, &actor, &headers, DEPARTMENTS, &body.raw, |spec| {
@@ -62,13 +61,12 @@ pub async fn create_department(
 #[utoipa::path(get, path = "/api/v1/departments", tag = "places",
     params(("code" = Option<String>, Query, description = "Code"), ("name" = Option<String>, Query, description = "Name prefix"), ("active" = Option<bool>, Query, description = "true | false"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = ["places:read"])))]
 pub async fn search_departments(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("places:read")?;
     let p = ListParams::parse(raw, &["code", "name", "active"])?;
     let mut filters = Vec::new();
     if let Some(c) = p.get("code") {
@@ -93,14 +91,13 @@ pub async fn search_departments(
 
 /// One department, now or `as_of` a past instant.
 #[utoipa::path(get, path = "/api/v1/departments/{id}", tag = "places", params(("id" = Uuid, Path, description = "Department id"), http::ReadParams),
-    responses((status = 200, description = "The department", body = Department), (status = 404, description = "No such department")), security(("bearer" = [])))]
+    responses((status = 200, description = "The department", body = Department), (status = 404, description = "No such department")), security(("bearer" = ["places:read"])))]
 pub async fn read_department(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("places:read")?;
     http::read_resource::<Department>(
         &state,
         &actor,
@@ -115,14 +112,13 @@ pub async fn read_department(
 /// `deactivate` or `reactivate`. Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/departments/{id}/{action}", tag = "places",
     params(("id" = Uuid, Path, description = "Department id"), ("action" = String, Path, description = "deactivate | reactivate"), ("If-Match" = String, Header, description = "The ETag read")),
-    responses((status = 200, description = "Done", body = Department), (status = 422, description = "Not allowed in the current state")), security(("bearer" = [])))]
+    responses((status = 200, description = "Done", body = Department), (status = 422, description = "Not allowed in the current state")), security(("bearer" = ["places:write"])))]
 pub async fn department_action(
     State(state): State<AppState>,
     actor: Actor,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    actor.require("places:write")?;
     let target = http::ActionTarget {
         what: "department",
         collection: DEPARTMENTS,
@@ -144,14 +140,13 @@ pub async fn department_action(
 /// Create a location in an active department.
 #[utoipa::path(post, path = "/api/v1/locations", tag = "places", request_body = LocationInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Created", body = Location), (status = 422, description = "Unknown department or kind")), security(("bearer" = [])))]
+    responses((status = 201, description = "Created", body = Location), (status = 422, description = "Unknown department or kind")), security(("bearer" = ["places:write"])))]
 pub async fn create_location(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<LocationInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("places:write")?;
     let input = body.value;
     http::create_resource(&state, &actor, &headers, LOCATIONS, &body.raw, |spec| {
         place::create_location(&state.services, &actor.ctx, input, spec)
@@ -164,13 +159,12 @@ pub async fn create_location(
     params(("department_id" = Option<Uuid>, Query, description = "Department"), ("kind" = Option<String>, Query, description = "ward | room | bed | theatre | clinic | other"),
            ("active" = Option<bool>, Query, description = "true | false"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = ["places:read"])))]
 pub async fn search_locations(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("places:read")?;
     let p = ListParams::parse(raw, &["department_id", "kind", "active"])?;
     let mut filters = Vec::new();
     if let Some(d) = p.get("department_id") {
@@ -192,14 +186,13 @@ pub async fn search_locations(
 
 /// One location, now or `as_of` a past instant.
 #[utoipa::path(get, path = "/api/v1/locations/{id}", tag = "places", params(("id" = Uuid, Path, description = "Location id"), http::ReadParams),
-    responses((status = 200, description = "The location", body = Location), (status = 404, description = "No such location")), security(("bearer" = [])))]
+    responses((status = 200, description = "The location", body = Location), (status = 404, description = "No such location")), security(("bearer" = ["places:read"])))]
 pub async fn read_location(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("places:read")?;
     http::read_resource::<Location>(
         &state,
         &actor,
@@ -214,14 +207,13 @@ pub async fn read_location(
 /// `deactivate` or `reactivate`. Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/locations/{id}/{action}", tag = "places",
     params(("id" = Uuid, Path, description = "Location id"), ("action" = String, Path, description = "deactivate | reactivate"), ("If-Match" = String, Header, description = "The ETag read")),
-    responses((status = 200, description = "Done", body = Location), (status = 422, description = "Not allowed in the current state")), security(("bearer" = [])))]
+    responses((status = 200, description = "Done", body = Location), (status = 422, description = "Not allowed in the current state")), security(("bearer" = ["places:write"])))]
 pub async fn location_action(
     State(state): State<AppState>,
     actor: Actor,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    actor.require("places:write")?;
     let target = http::ActionTarget {
         what: "location",
         collection: LOCATIONS,

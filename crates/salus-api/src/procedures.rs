@@ -18,14 +18,13 @@ const BASE: &str = "/api/v1/procedures";
     request_body = ProcedureInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     responses((status = 201, description = "Recorded", body = Procedure), (status = 422, description = "Invalid code, patient, encounter or performer")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["procedures:write"])))]
 pub async fn create(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<ProcedureInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("procedures:write")?;
     let input = body.value;
     http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
         procedure::record(&state.services, &actor.ctx, input, spec)
@@ -37,14 +36,13 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/procedures/{id}", tag = "procedures",
     params(("id" = Uuid, Path, description = "Procedure id"), http::ReadParams),
     responses((status = 200, description = "The procedure", body = Procedure), (status = 404, description = "No such procedure")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["procedures:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("procedures:read")?;
     http::read_resource::<Procedure>(
         &state,
         &actor,
@@ -60,13 +58,12 @@ pub async fn read(
 #[utoipa::path(get, path = "/api/v1/procedures/{id}/history", tag = "procedures",
     params(("id" = Uuid, Path, description = "Procedure id")),
     responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such procedure")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["procedures:read"])))]
 pub async fn history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("procedures:read")?;
     http::history_resource::<Procedure>(&state, &actor, "procedure", &id).await
 }
 
@@ -78,13 +75,12 @@ pub async fn history(
            ("from" = Option<String>, Query, description = "performed at or after (RFC 3339)"), ("to" = Option<String>, Query, description = "performed before (RFC 3339)"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, description = "{ items, next_cursor }")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["procedures:read"])))]
 pub async fn search(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("procedures:read")?;
     let p = ListParams::parse(raw, &["patient_id", "performer_id", "code", "from", "to"])?;
     let mut filters = Vec::new();
     if let Some(v) = p.get("patient_id") {
@@ -124,7 +120,7 @@ pub struct ProcedureActionInput {
            ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
     request_body = ProcedureActionInput,
     responses((status = 200, description = "Done", body = Procedure), (status = 422, description = "Missing reason, or withdrawn already"), (status = 412, description = "Stale If-Match")),
-    security(("bearer" = [])))]
+    security(("bearer" = ["procedures:write"])))]
 pub async fn action(
     State(state): State<AppState>,
     actor: Actor,
@@ -132,7 +128,6 @@ pub async fn action(
     headers: HeaderMap,
     body: OptionalJson<ProcedureActionInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("procedures:write")?;
     let target = http::ActionTarget {
         what: "procedure",
         collection: BASE,

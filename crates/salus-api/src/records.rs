@@ -21,14 +21,13 @@ const NOTES: &str = "/api/v1/notes";
 /// Open a medical record for a patient in an active department (one per pair).
 #[utoipa::path(post, path = "/api/v1/medical-records", tag = "medical-records", request_body = RecordInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Opened", body = MedicalRecord), (status = 409, description = "The patient has a record in that department"), (status = 422, description = "Unknown patient, unknown or inactive department")), security(("bearer" = [])))]
+    responses((status = 201, description = "Opened", body = MedicalRecord), (status = 409, description = "The patient has a record in that department"), (status = 422, description = "Unknown patient, unknown or inactive department")), security(("bearer" = ["medical_records:write"])))]
 pub async fn open(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<RecordInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("medical_records:write")?;
     let input = body.value;
     http::create_resource(&state, &actor, &headers, RECORDS, &body.raw, |spec| {
         record::open_record(&state.services, &actor.ctx, input, spec)
@@ -41,13 +40,12 @@ pub async fn open(
     params(("patient_id" = Option<Uuid>, Query, description = "Patient (following merges)"), ("department_id" = Option<Uuid>, Query, description = "Department"),
            ("status" = Option<String>, Query, description = "open | deleted"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = ["medical_records:read"])))]
 pub async fn search(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("medical_records:read")?;
     let p = ListParams::parse(raw, &["patient_id", "department_id", "status"])?;
     let mut filters = Vec::new();
     if let Some(v) = p.get("patient_id") {
@@ -76,14 +74,13 @@ pub async fn search(
 
 /// One medical record, now or `as_of` a past instant.
 #[utoipa::path(get, path = "/api/v1/medical-records/{id}", tag = "medical-records", params(("id" = Uuid, Path, description = "Record id"), http::ReadParams),
-    responses((status = 200, description = "The record", body = MedicalRecord), (status = 404, description = "No such record")), security(("bearer" = [])))]
+    responses((status = 200, description = "The record", body = MedicalRecord), (status = 404, description = "No such record")), security(("bearer" = ["medical_records:read"])))]
 pub async fn read(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("medical_records:read")?;
     http::read_resource::<MedicalRecord>(
         &state,
         &actor,
@@ -98,14 +95,13 @@ pub async fn read(
 /// `delete`: soft-delete a record that has no notes (status `deleted`). Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/medical-records/{id}/{action}", tag = "medical-records",
     params(("id" = Uuid, Path, description = "Record id"), ("action" = String, Path, description = "delete"), ("If-Match" = String, Header, description = "The ETag read")),
-    responses((status = 200, description = "Deleted (soft)", body = MedicalRecord), (status = 422, description = "The record has notes")), security(("bearer" = [])))]
+    responses((status = 200, description = "Deleted (soft)", body = MedicalRecord), (status = 422, description = "The record has notes")), security(("bearer" = ["medical_records:write"])))]
 pub async fn action(
     State(state): State<AppState>,
     actor: Actor,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    actor.require("medical_records:write")?;
     let record_id = http::parse_uuid("medical record", &id)?;
     let has_notes = record::record_has_notes(&state.services, &actor.ctx, record_id).await?;
     let target = http::ActionTarget {
@@ -129,7 +125,7 @@ pub async fn action(
 /// Write a clinical note in the record (or an amendment, naming the note it amends).
 #[utoipa::path(post, path = "/api/v1/medical-records/{id}/notes", tag = "notes", request_body = NoteInput,
     params(("id" = Uuid, Path, description = "Record id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Written", body = ClinicalNote), (status = 404, description = "No open record")), security(("bearer" = [])))]
+    responses((status = 201, description = "Written", body = ClinicalNote), (status = 404, description = "No open record")), security(("bearer" = ["notes:write"])))]
 pub async fn write_note(
     State(state): State<AppState>,
     actor: Actor,
@@ -137,7 +133,6 @@ pub async fn write_note(
     headers: HeaderMap,
     body: JsonBody<NoteInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("notes:write")?;
     let record_id = http::parse_uuid("medical record", &id)?;
     let input = body.value;
     http::create_resource(&state, &actor, &headers, NOTES, &body.raw, |spec| {
@@ -167,14 +162,13 @@ fn verified(state: &AppState, row: &ResourceRow) -> Result<(), ApiError> {
 /// The notes of a record, newest first; every note's hash is checked before it is served.
 #[utoipa::path(get, path = "/api/v1/medical-records/{id}/notes", tag = "notes",
     params(("id" = Uuid, Path, description = "Record id"), ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items, next_cursor }"), (status = 500, description = "A note failed its integrity check")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items, next_cursor }"), (status = 500, description = "A note failed its integrity check")), security(("bearer" = ["notes:read"])))]
 pub async fn list_notes(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("notes:read")?;
     let record_id = http::parse_uuid("medical record", &id)?;
     let p = ListParams::parse(raw, &[])?;
     let rows = state
@@ -189,6 +183,8 @@ pub async fn list_notes(
             ),
         )
         .await?;
+    let mut rows = rows;
+    rows.retain(|r| actor.sees("note", &r.doc));
     for row in &rows {
         verified(&state, row)?;
     }
@@ -197,14 +193,13 @@ pub async fn list_notes(
 
 /// One note, its hash checked; `as_of` shows it before signing.
 #[utoipa::path(get, path = "/api/v1/notes/{id}", tag = "notes", params(("id" = Uuid, Path, description = "Note id"), http::ReadParams),
-    responses((status = 200, description = "The note", body = ClinicalNote), (status = 404, description = "No such note"), (status = 500, description = "The note failed its integrity check")), security(("bearer" = [])))]
+    responses((status = 200, description = "The note", body = ClinicalNote), (status = 404, description = "No such note"), (status = 500, description = "The note failed its integrity check")), security(("bearer" = ["notes:read"])))]
 pub async fn read_note(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("notes:read")?;
     let row = http::load_row::<ClinicalNote>(&state, &actor, "note", &id, params.as_of.as_deref())
         .await?;
     verified(&state, &row)?;
@@ -213,27 +208,25 @@ pub async fn read_note(
 
 /// Every event of the note, oldest first.
 #[utoipa::path(get, path = "/api/v1/notes/{id}/history", tag = "notes", params(("id" = Uuid, Path, description = "Note id")),
-    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such note")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such note")), security(("bearer" = ["notes:read"])))]
 pub async fn note_history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("notes:read")?;
     http::history_resource::<ClinicalNote>(&state, &actor, "note", &id).await
 }
 
 /// `sign`: the author signs the note; afterwards only amendments are possible. Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/notes/{id}/{action}", tag = "notes",
     params(("id" = Uuid, Path, description = "Note id"), ("action" = String, Path, description = "sign"), ("If-Match" = String, Header, description = "The ETag read")),
-    responses((status = 200, description = "Signed", body = ClinicalNote), (status = 422, description = "Not the author, or signed already")), security(("bearer" = [])))]
+    responses((status = 200, description = "Signed", body = ClinicalNote), (status = 422, description = "Not the author, or signed already")), security(("bearer" = ["notes:write"])))]
 pub async fn note_action(
     State(state): State<AppState>,
     actor: Actor,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    actor.require("notes:write")?;
     let by = actor.user.id;
     let target = http::ActionTarget {
         what: "note",
@@ -259,13 +252,12 @@ pub async fn note_action(
 #[utoipa::path(get, path = "/api/v1/notes", tag = "notes",
     params(("q" = String, Query, description = "Words to find"), ("patient_id" = Option<Uuid>, Query, description = "Only this patient's notes (following merges)"),
            ("limit" = Option<u32>, Query, description = "1-100, default 20")),
-    responses((status = 200, description = "{ items: [note + rank] }"), (status = 400, description = "No query")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items: [note + rank] }"), (status = 400, description = "No query")), security(("bearer" = ["notes:read"])))]
 pub async fn search_notes(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("notes:read")?;
     if let Some(k) = raw
         .keys()
         .find(|k| !["q", "patient_id", "limit"].contains(&k.as_str()))

@@ -107,14 +107,13 @@ async fn set_status<K: StatementKind>(
 /// Record a condition (problem or diagnosis).
 #[utoipa::path(post, path = "/api/v1/conditions", tag = "conditions", request_body = StatementInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Recorded", body = Condition), (status = 422, description = "Invalid input")), security(("bearer" = [])))]
+    responses((status = 201, description = "Recorded", body = Condition), (status = 422, description = "Invalid input")), security(("bearer" = ["conditions:write"])))]
 pub async fn create_condition(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<StatementInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("conditions:write")?;
     create::<ConditionKind>(&state, &actor, &headers, body, CONDITIONS).await
 }
 
@@ -124,26 +123,24 @@ pub async fn create_condition(
            ("clinical_status" = Option<String>, Query, description = "active | recurrence | relapse | inactive | remission | resolved"),
            ("verification_status" = Option<String>, Query, description = "unconfirmed | provisional | differential | confirmed | refuted | entered_in_error"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = ["conditions:read"])))]
 pub async fn search_conditions(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("conditions:read")?;
     search::<ConditionKind>(&state, &actor, raw).await
 }
 
 /// One condition, now or `as_of` a past instant.
 #[utoipa::path(get, path = "/api/v1/conditions/{id}", tag = "conditions", params(("id" = Uuid, Path, description = "Condition id"), http::ReadParams),
-    responses((status = 200, description = "The condition", body = Condition), (status = 404, description = "No such condition")), security(("bearer" = [])))]
+    responses((status = 200, description = "The condition", body = Condition), (status = 404, description = "No such condition")), security(("bearer" = ["conditions:read"])))]
 pub async fn read_condition(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("conditions:read")?;
     http::read_resource::<Condition>(
         &state,
         &actor,
@@ -157,20 +154,19 @@ pub async fn read_condition(
 
 /// Every event of the condition, oldest first.
 #[utoipa::path(get, path = "/api/v1/conditions/{id}/history", tag = "conditions", params(("id" = Uuid, Path, description = "Condition id")),
-    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such condition")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such condition")), security(("bearer" = ["conditions:read"])))]
 pub async fn condition_history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("conditions:read")?;
     http::history_resource::<Condition>(&state, &actor, "condition", &id).await
 }
 
 /// `set-status`: change the clinical and/or verification status. Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/conditions/{id}/{action}", tag = "conditions",
     params(("id" = Uuid, Path, description = "Condition id"), ("action" = String, Path, description = "set-status"), ("If-Match" = String, Header, description = "The ETag read")),
-    request_body = StatusInput, responses((status = 200, description = "Changed", body = Condition), (status = 412, description = "Stale If-Match")), security(("bearer" = [])))]
+    request_body = StatusInput, responses((status = 200, description = "Changed", body = Condition), (status = 412, description = "Stale If-Match")), security(("bearer" = ["conditions:write"])))]
 pub async fn condition_action(
     State(state): State<AppState>,
     actor: Actor,
@@ -178,21 +174,19 @@ pub async fn condition_action(
     headers: HeaderMap,
     body: OptionalJson<StatusInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("conditions:write")?;
     set_status::<ConditionKind>(&state, &actor, &headers, &id, action, body, CONDITIONS).await
 }
 
 /// Record an allergy or intolerance (publishes `allergy.recorded`).
 #[utoipa::path(post, path = "/api/v1/allergies", tag = "allergies", request_body = StatementInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated request")),
-    responses((status = 201, description = "Recorded", body = Allergy), (status = 422, description = "Invalid input")), security(("bearer" = [])))]
+    responses((status = 201, description = "Recorded", body = Allergy), (status = 422, description = "Invalid input")), security(("bearer" = ["allergies:write"])))]
 pub async fn create_allergy(
     State(state): State<AppState>,
     actor: Actor,
     headers: HeaderMap,
     body: JsonBody<StatementInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("allergies:write")?;
     create::<AllergyKind>(&state, &actor, &headers, body, ALLERGIES).await
 }
 
@@ -202,26 +196,24 @@ pub async fn create_allergy(
            ("clinical_status" = Option<String>, Query, description = "active | inactive | resolved"),
            ("verification_status" = Option<String>, Query, description = "unconfirmed | presumed | confirmed | refuted | entered_in_error"),
            ("limit" = Option<u32>, Query, description = "1-200, default 50"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ items, next_cursor }")), security(("bearer" = ["allergies:read"])))]
 pub async fn search_allergies(
     State(state): State<AppState>,
     actor: Actor,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    actor.require("allergies:read")?;
     search::<AllergyKind>(&state, &actor, raw).await
 }
 
 /// One allergy, now or `as_of` a past instant.
 #[utoipa::path(get, path = "/api/v1/allergies/{id}", tag = "allergies", params(("id" = Uuid, Path, description = "Allergy id"), http::ReadParams),
-    responses((status = 200, description = "The allergy", body = Allergy), (status = 404, description = "No such allergy")), security(("bearer" = [])))]
+    responses((status = 200, description = "The allergy", body = Allergy), (status = 404, description = "No such allergy")), security(("bearer" = ["allergies:read"])))]
 pub async fn read_allergy(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
     Query(params): Query<http::ReadParams>,
 ) -> Result<Response, ApiError> {
-    actor.require("allergies:read")?;
     http::read_resource::<Allergy>(
         &state,
         &actor,
@@ -235,20 +227,19 @@ pub async fn read_allergy(
 
 /// Every event of the allergy, oldest first.
 #[utoipa::path(get, path = "/api/v1/allergies/{id}/history", tag = "allergies", params(("id" = Uuid, Path, description = "Allergy id")),
-    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such allergy")), security(("bearer" = [])))]
+    responses((status = 200, description = "{ id, items: [event] }"), (status = 404, description = "No such allergy")), security(("bearer" = ["allergies:read"])))]
 pub async fn allergy_history(
     State(state): State<AppState>,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    actor.require("allergies:read")?;
     http::history_resource::<Allergy>(&state, &actor, "allergy", &id).await
 }
 
 /// `set-status`: change the clinical and/or verification status. Needs If-Match.
 #[utoipa::path(post, path = "/api/v1/allergies/{id}/{action}", tag = "allergies",
     params(("id" = Uuid, Path, description = "Allergy id"), ("action" = String, Path, description = "set-status"), ("If-Match" = String, Header, description = "The ETag read")),
-    request_body = StatusInput, responses((status = 200, description = "Changed", body = Allergy), (status = 412, description = "Stale If-Match")), security(("bearer" = [])))]
+    request_body = StatusInput, responses((status = 200, description = "Changed", body = Allergy), (status = 412, description = "Stale If-Match")), security(("bearer" = ["allergies:write"])))]
 pub async fn allergy_action(
     State(state): State<AppState>,
     actor: Actor,
@@ -256,6 +247,5 @@ pub async fn allergy_action(
     headers: HeaderMap,
     body: OptionalJson<StatusInput>,
 ) -> Result<Response, ApiError> {
-    actor.require("allergies:write")?;
     set_status::<AllergyKind>(&state, &actor, &headers, &id, action, body, ALLERGIES).await
 }

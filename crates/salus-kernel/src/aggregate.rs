@@ -31,6 +31,13 @@ pub enum DomainError {
     /// The target does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The command contradicts what the aggregate is for good (a revoked assignment
+    /// reactivated, a built-in role edited): retrying it can never succeed.
+    #[error("{0}")]
+    Conflict(String),
+    /// The actor may not do this to this aggregate (granting permissions it does not hold).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl DomainError {

@@ -31,10 +31,15 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Users.
+    /// Users: create, list, disable.
     User {
         #[command(subcommand)]
-        command: UserCommand,
+        command: crate::access::UserCommandArgs,
+    },
+    /// Roles: list, create, grant, revoke, show a user's assignments.
+    Role {
+        #[command(subcommand)]
+        command: crate::access::RoleCommandArgs,
     },
     /// Tenants.
     Tenant {
@@ -70,23 +75,12 @@ pub enum TokenCommand {
         /// Lifetime in hours.
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum UserCommand {
-    /// Create a user.
-    Create {
+        /// SMART on FHIR scopes, space-separated: they narrow the token below the user's roles.
         #[arg(long)]
-        username: String,
-        /// Tenant name or id.
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        /// Roles, comma-separated: admin, provider, viewer, auditor.
-        #[arg(long, value_delimiter = ',', default_value = "viewer")]
-        roles: Vec<String>,
+        scope: Option<String>,
+        /// A patient context: the token sees only this patient's data.
         #[arg(long)]
-        display_name: Option<String>,
+        patient: Option<uuid::Uuid>,
     },
 }
 
@@ -186,33 +180,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     user,
                     tenant,
                     ttl_hours,
+                    scope,
+                    patient,
                 },
         } => {
             let services = services(&settings).await?;
             let auth = server::authenticator(&settings).await?;
             let t = server::find_tenant(services.store.as_ref(), &tenant).await?;
             let u = server::find_user(&services, t.id, &user).await?;
+            let limits = salus_api::auth::TokenLimits { scope, patient };
             let token = auth
-                .issue(u.id, t.id, Duration::from_secs(ttl_hours * 3600))
+                .issue_limited(u.id, t.id, Duration::from_secs(ttl_hours * 3600), limits)
                 .map_err(|e| anyhow::anyhow!("{}", e.detail))?;
             services.store.shutdown().await;
             println!("{token}");
         }
-        Command::User {
-            command:
-                UserCommand::Create {
-                    username,
-                    tenant,
-                    roles,
-                    display_name,
-                },
-        } => {
+        Command::User { command } => {
             let services = services(&settings).await?;
-            let t = server::find_tenant(services.store.as_ref(), &tenant).await?;
-            let name = display_name.unwrap_or_else(|| username.clone());
-            let id = server::create_user(&services, t.id, &username, &name, roles).await?;
+            let done = crate::access::user(&services, command).await;
             services.store.shutdown().await;
-            println!("created user {username} ({id}) in tenant {}", t.name);
+            done?;
+        }
+        Command::Role { command } => {
+            let services = services(&settings).await?;
+            let done = crate::access::role(&services, command).await;
+            services.store.shutdown().await;
+            done?;
         }
         Command::Tenant { command } => {
             let services = services(&settings).await?;

@@ -4,7 +4,20 @@
 use clap::Args;
 use salus_api::auth::LocalAlgorithm;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// `key=value,key=value` (a flag or variable holding a map).
+fn parse_pairs(what: &str, text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{what}: '{pair}' is not value=role"))?;
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
 
 /// Every setting, as flags with `SALUS_*` environment fallbacks. A flag left out falls back
 /// to the TOML file, then to the default shown.
@@ -57,6 +70,19 @@ pub struct SettingsArgs {
     /// Seconds after which the JWKS held is fetched again in the background [default: 600]
     #[arg(long, env = "SALUS_OIDC_JWKS_MAX_AGE_SECS", global = true)]
     pub oidc_jwks_max_age_secs: Option<u64>,
+    /// Claims of OIDC tokens that hold role or group names, comma-separated; dotted names
+    /// look inside objects (realm_access.roles) [default: roles,groups]
+    #[arg(long, env = "SALUS_OIDC_ROLE_CLAIMS", global = true)]
+    pub oidc_role_claims: Option<String>,
+    /// OIDC claim values to Salus roles: value=role,… (values not listed grant nothing) [default: none]
+    #[arg(long, env = "SALUS_OIDC_ROLES", global = true)]
+    pub oidc_roles: Option<String>,
+    /// The OIDC claim naming the tenant: its value is a tenant id or a key of --oidc-tenants [default: tid]
+    #[arg(long, env = "SALUS_OIDC_TENANT_CLAIM", global = true)]
+    pub oidc_tenant_claim: Option<String>,
+    /// OIDC tenant claim values to Salus tenants (name or id): value=tenant,… [default: none]
+    #[arg(long, env = "SALUS_OIDC_TENANTS", global = true)]
+    pub oidc_tenants: Option<String>,
     /// Seconds between ledger seals [default: 2]
     #[arg(long, env = "SALUS_SEAL_INTERVAL_SECS", global = true)]
     pub seal_interval_secs: Option<u64>,
@@ -97,6 +123,10 @@ pub struct FileSettings {
     pub oidc_ca_file: Option<PathBuf>,
     pub oidc_jwks_refresh_secs: Option<u64>,
     pub oidc_jwks_max_age_secs: Option<u64>,
+    pub oidc_role_claims: Option<Vec<String>>,
+    pub oidc_roles: Option<HashMap<String, String>>,
+    pub oidc_tenant_claim: Option<String>,
+    pub oidc_tenants: Option<HashMap<String, String>>,
     pub seal_interval_secs: Option<u64>,
     pub idempotency_ttl_hours: Option<i64>,
     pub body_limit: Option<usize>,
@@ -124,6 +154,14 @@ pub struct Settings {
     pub oidc_ca_file: Option<PathBuf>,
     pub oidc_jwks_refresh_secs: u64,
     pub oidc_jwks_max_age_secs: u64,
+    /// Claims of external tokens holding role or group names.
+    pub oidc_role_claims: Vec<String>,
+    /// External claim values to Salus role names.
+    pub oidc_roles: HashMap<String, String>,
+    /// The external claim naming the tenant.
+    pub oidc_tenant_claim: String,
+    /// External tenant claim values to tenant names or ids.
+    pub oidc_tenants: HashMap<String, String>,
     pub seal_interval_secs: u64,
     pub idempotency_ttl_hours: i64,
     pub body_limit: usize,
@@ -184,6 +222,28 @@ impl Settings {
                 .or(file.oidc_jwks_max_age_secs)
                 .unwrap_or(600)
                 .max(1),
+            oidc_role_claims: match a.oidc_role_claims {
+                Some(list) => list
+                    .split(',')
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
+                None => file
+                    .oidc_role_claims
+                    .unwrap_or_else(|| vec!["roles".into(), "groups".into()]),
+            },
+            oidc_roles: match a.oidc_roles {
+                Some(pairs) => parse_pairs("--oidc-roles", &pairs)?,
+                None => file.oidc_roles.unwrap_or_default(),
+            },
+            oidc_tenant_claim: a
+                .oidc_tenant_claim
+                .or(file.oidc_tenant_claim)
+                .unwrap_or_else(|| "tid".into()),
+            oidc_tenants: match a.oidc_tenants {
+                Some(pairs) => parse_pairs("--oidc-tenants", &pairs)?,
+                None => file.oidc_tenants.unwrap_or_default(),
+            },
             seal_interval_secs: a
                 .seal_interval_secs
                 .or(file.seal_interval_secs)
@@ -250,6 +310,10 @@ impl std::fmt::Debug for Settings {
             .field("oidc_audience", &self.oidc_audience)
             .field("oidc_jwks", &self.oidc_jwks)
             .field("oidc_ca_file", &self.oidc_ca_file)
+            .field("oidc_role_claims", &self.oidc_role_claims)
+            .field("oidc_roles", &self.oidc_roles)
+            .field("oidc_tenant_claim", &self.oidc_tenant_claim)
+            .field("oidc_tenants", &self.oidc_tenants)
             .field("seal_interval_secs", &self.seal_interval_secs)
             .field("idempotency_ttl_hours", &self.idempotency_ttl_hours)
             .field("body_limit", &self.body_limit)

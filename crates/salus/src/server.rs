@@ -4,9 +4,12 @@
 
 use crate::config::Settings;
 use anyhow::Context;
-use salus_api::auth::{Authenticator, IssuerKeys, LocalKeys, OidcIssuer, Refresh, TokenKey};
+use salus_api::auth::{
+    Authenticator, ClaimMapping, IssuerKeys, LocalKeys, OidcIssuer, Refresh, TokenKey,
+};
 use salus_api::metrics::{CommitMetrics, Metrics};
 use salus_api::{ApiConfig, AppState};
+use salus_domain::access::user::{Grant, Granter};
 use salus_domain::access::{User, UserCommand};
 use salus_domain::service::Services;
 use salus_kernel::{ActorId, SystemClock, TenantContext, TenantId};
@@ -150,6 +153,16 @@ pub async fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator>
                 issuer: issuer.clone(),
                 audience: settings.oidc_audience.clone(),
                 keys,
+                mapping: ClaimMapping {
+                    role_claims: settings.oidc_role_claims.clone(),
+                    roles: settings
+                        .oidc_roles
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.trim().to_ascii_lowercase()))
+                        .collect(),
+                    tenant_claim: settings.oidc_tenant_claim.clone(),
+                    tenants: Default::default(),
+                },
             })
         }
         (Some(_), None) => anyhow::bail!("an OIDC issuer needs its JWKS (--oidc-jwks)"),
@@ -207,18 +220,36 @@ pub async fn create_user(
     roles: Vec<String>,
 ) -> anyhow::Result<Uuid> {
     let id = Uuid::now_v7();
+    let ctx = system_ctx(tenant);
+    let mut grants = Vec::with_capacity(roles.len());
+    for role in roles {
+        let role = role.trim().to_ascii_lowercase();
+        let role_permissions = salus_domain::access::role_permissions(services, &ctx, &role)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        grants.push(Grant {
+            assignment_id: Uuid::now_v7(),
+            role,
+            role_permissions,
+            valid_from: None,
+            valid_until: None,
+            reason: None,
+        });
+    }
     let (username, display_name) = (username.to_owned(), display_name.to_owned());
     services
         .execute::<User, _>(
-            &system_ctx(tenant),
+            &ctx,
             id,
             None,
-            move |_, _| {
+            move |_, now| {
                 Ok(UserCommand::Create {
                     id,
                     username,
                     display_name,
-                    roles,
+                    grants,
+                    granter: Granter::system(),
+                    now,
                 })
             },
             None,
@@ -226,6 +257,22 @@ pub async fn create_user(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(id)
+}
+
+/// The tenants named by `--oidc-tenants` (claim value → tenant name or id); an unknown
+/// tenant stops the start.
+async fn oidc_tenants(
+    store: &dyn Store,
+    map: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<salus_api::auth::HashMap<String, TenantId>> {
+    let mut out = salus_api::auth::HashMap::default();
+    for (value, tenant) in map {
+        let t = find_tenant(store, tenant)
+            .await
+            .with_context(|| format!("--oidc-tenants maps '{value}' to an unknown tenant"))?;
+        out.insert(value.clone(), t.id);
+    }
+    Ok(out)
 }
 
 /// Find a tenant by name or id.
@@ -312,8 +359,12 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
     let observer: Arc<dyn CommitObserver> = Arc::new(CommitMetrics(metrics.clone()));
     let store = open_store(settings, Some(observer)).await?;
     let services = Services::new(store.clone(), Arc::new(SystemClock));
-    let auth = Arc::new(authenticator(settings).await?);
+    let mut auth = authenticator(settings).await?;
     let boot = bootstrap(&services, &auth).await?;
+    if let Some(oidc) = auth.oidc.as_mut() {
+        oidc.mapping.tenants = oidc_tenants(store.as_ref(), &settings.oidc_tenants).await?;
+    }
+    let auth = Arc::new(auth);
     let mut sealer = Sealer::new(ledger_key(settings)?);
     let config = ApiConfig {
         body_limit: settings.body_limit,

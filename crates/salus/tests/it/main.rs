@@ -1,6 +1,7 @@
 //! HTTP-level tests: the real server on a random port, a fresh database per test, real HTTP.
 //! Every store-touching test runs on SQLite and on PostgreSQL (required, never skipped).
 
+mod access;
 mod app;
 mod attachments;
 mod auth;

@@ -56,6 +56,21 @@ impl IssuerKey {
     }
 }
 
+impl IssuerKey {
+    /// A token of the issuer with these claims besides the registered ones.
+    fn token_with(&self, extra: Value) -> String {
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let mut claims = json!({"iss": ISSUER, "aud": "salus-api", "iat": now, "exp": now + 300,
+            "jti": uuid::Uuid::now_v7()});
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        jsonwebtoken::encode(&header, &claims, &self.encoding).expect("sign")
+    }
+}
+
 /// What the issuer serves, and how often it was asked.
 struct Served {
     jwks: Mutex<String>,
@@ -349,4 +364,86 @@ async fn an_untrusted_https_jwks_stops_the_start_with_a_clear_error() {
         1,
         "only the start that trusted the CA fetched"
     );
+}
+
+on_both_backends!(issuer_claims_map_to_a_tenant_and_roles_by_configuration);
+
+/// The issuer's groups and realm roles become Salus roles, and its `hospital` claim the
+/// tenant, as configured; what is not mapped grants nothing.
+async fn issuer_claims_map_to_a_tenant_and_roles_by_configuration(backend: &str) {
+    let k1 = IssuerKey::generate("k1");
+    let issuer = JwksServer::start(&[&k1]).await;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.oidc_issuer = Some(ISSUER.into());
+        s.oidc_jwks = Some(issuer.url.clone());
+        s.oidc_ca_file = Some(issuer.ca_file.clone());
+        s.oidc_role_claims = vec!["groups".into(), "realm_access.roles".into()];
+        s.oidc_roles = [("clinicians", "provider"), ("records-office", "viewer")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        s.oidc_tenant_claim = "hospital".into();
+        s.oidc_tenants = [("st-marys".to_string(), "default".to_string())]
+            .into_iter()
+            .collect();
+    })
+    .await;
+    // A Salus user with no role of its own: the issuer's claims give it its roles.
+    app.token_for("ext-nurse", &[]).await;
+    let who = json!({"sub": "f81d4fae-7dec", "preferred_username": "ext-nurse"});
+    let token = |extra: Value| {
+        let mut claims = who.clone();
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        k1.token_with(claims)
+    };
+    let body = crate::app::patient("OIDC-1", "Claims", "Mapped");
+    let provider = token(json!({"hospital": "st-marys", "groups": ["clinicians", "unmapped"]}));
+    assert_eq!(
+        app.post("/api/v1/patients", &provider, &body)
+            .await
+            .status(),
+        201
+    );
+    let viewer =
+        token(json!({"hospital": "st-marys", "realm_access": {"roles": ["records-office"]}}));
+    assert_eq!(app.get("/api/v1/patients", &viewer).await.status(), 200);
+    problem(
+        app.post("/api/v1/patients", &viewer, &body).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // The issuer's SMART scopes narrow its tokens too, as `scope` or as `scp`.
+    for scopes in [
+        json!({"scope": "openid user/Patient.rs"}),
+        json!({"scp": ["user/Patient.rs"]}),
+    ] {
+        let mut claims = json!({"hospital": "st-marys", "groups": ["clinicians"]});
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), scopes.as_object()) {
+            c.extend(e.clone());
+        }
+        let narrowed = token(claims);
+        assert_eq!(app.get("/api/v1/patients", &narrowed).await.status(), 200);
+        problem(
+            app.post("/api/v1/patients", &narrowed, &body).await,
+            403,
+            "forbidden",
+        )
+        .await;
+    }
+    // Unmapped groups, a claim not configured (roles): nothing.
+    let none =
+        token(json!({"hospital": "st-marys", "groups": ["unmapped"], "roles": ["clinicians"]}));
+    problem(app.get("/api/v1/patients", &none).await, 403, "forbidden").await;
+    // The tenant claim: a mapped value or a tenant id; anything else is no tenant (401).
+    let by_id = token(json!({"hospital": app.tenant.0.to_string(), "groups": ["clinicians"]}));
+    assert_eq!(app.get("/api/v1/patients", &by_id).await.status(), 200);
+    for hospital in [json!("elsewhere"), Value::Null] {
+        let t = token(json!({"hospital": hospital, "groups": ["clinicians"]}));
+        let p = problem(app.get("/api/v1/patients", &t).await, 401, "unauthorized").await;
+        assert!(p["detail"].as_str().unwrap().contains("tenant"), "{p}");
+    }
+    app.stop().await;
 }
