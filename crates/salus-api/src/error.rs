@@ -220,3 +220,27 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::KINDS;
+
+    /// `docs/problems.md` lists exactly the kinds of [`KINDS`], each with its status.
+    #[test]
+    fn the_problem_types_page_matches_the_kinds() {
+        let page = include_str!("../../../docs/problems.md");
+        let rows: Vec<(String, u16)> = page
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let kind = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((kind.to_owned(), cells.get(2)?.parse().ok()?))
+            })
+            .collect();
+        let kinds: Vec<(String, u16)> = KINDS
+            .iter()
+            .map(|(k, s, _)| ((*k).to_owned(), *s))
+            .collect();
+        assert_eq!(rows, kinds);
+    }
+}
