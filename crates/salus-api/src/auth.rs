@@ -40,8 +40,10 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tid: Option<Uuid>,
     pub iss: String,
-    pub aud: String,
+    pub aud: Audience,
     pub exp: u64,
+    /// Issued-at; some issuers leave it out of access tokens.
+    #[serde(default)]
     pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
@@ -54,6 +56,15 @@ pub struct Claims {
     /// Every other claim (an issuer's roles, groups, tenant).
     #[serde(flatten)]
     pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The `aud` claim: one audience, or several (RFC 7519 §4.1.3), as Keycloak and others
+/// send it. Which one must be ours is checked when the token is verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// What narrows a local token below its user's roles.
@@ -265,7 +276,7 @@ impl Authenticator {
             sub: user.to_string(),
             tid: Some(tenant.0),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: Audience::One(self.audience.clone()),
             iat: now,
             exp: now + ttl.as_secs(),
             preferred_username: None,
@@ -788,7 +799,7 @@ mod tests {
             sub: Uuid::now_v7().to_string(),
             tid: Some(Uuid::now_v7()),
             iss: iss.into(),
-            aud: "salus-api".into(),
+            aud: Audience::One("salus-api".into()),
             exp: now + 60,
             iat: now,
             preferred_username: None,

@@ -59,6 +59,15 @@ impl IssuerKey {
 impl IssuerKey {
     /// A token of the issuer with these claims besides the registered ones.
     fn token_with(&self, extra: Value) -> String {
+        self.signed(extra, None)
+    }
+
+    /// A token of the issuer with these claims, and without the registered claim `drop`.
+    fn token_without(&self, drop: &str, extra: Value) -> String {
+        self.signed(extra, Some(drop))
+    }
+
+    fn signed(&self, extra: Value, drop: Option<&str>) -> String {
         let now = jsonwebtoken::get_current_timestamp();
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
@@ -66,6 +75,9 @@ impl IssuerKey {
             "jti": uuid::Uuid::now_v7()});
         if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
             c.extend(e.clone());
+            if let Some(d) = drop {
+                c.remove(d);
+            }
         }
         jsonwebtoken::encode(&header, &claims, &self.encoding).expect("sign")
     }
@@ -445,5 +457,23 @@ async fn issuer_claims_map_to_a_tenant_and_roles_by_configuration(backend: &str)
         let p = problem(app.get("/api/v1/patients", &t).await, 401, "unauthorized").await;
         assert!(p["detail"].as_str().unwrap().contains("tenant"), "{p}");
     }
+    // An audience list (as Keycloak sends it) must hold ours; issued-at may be left out.
+    let listed = token(json!({"hospital": "st-marys", "groups": ["clinicians"],
+        "aud": ["account", "salus-api"]}));
+    assert_eq!(app.get("/api/v1/patients", &listed).await.status(), 200);
+    let others = token(json!({"hospital": "st-marys", "groups": ["clinicians"],
+        "aud": ["account", "billing"]}));
+    problem(
+        app.get("/api/v1/patients", &others).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    let mut no_iat = json!({"hospital": "st-marys", "groups": ["clinicians"]});
+    if let (Some(c), Some(w)) = (no_iat.as_object_mut(), who.as_object()) {
+        c.extend(w.clone());
+    }
+    let no_iat = k1.token_without("iat", no_iat);
+    assert_eq!(app.get("/api/v1/patients", &no_iat).await.status(), 200);
     app.stop().await;
 }
