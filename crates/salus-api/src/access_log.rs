@@ -78,6 +78,15 @@ fn text_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiErr
 }
 
 impl AccessContext {
+    /// The justification recorded: the break-glass reason, with the justification (if
+    /// any) after it in brackets; else the justification.
+    pub fn recorded_justification(&self) -> Option<String> {
+        match (&self.break_glass, &self.justification) {
+            (Some(reason), Some(more)) => Some(format!("{reason} ({more})")),
+            (reason, more) => reason.clone().or_else(|| more.clone()),
+        }
+    }
+
     /// Read the request's access headers; an unknown purpose is a 400 listing the codes.
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
         let purpose = match text_header(headers, "x-purpose-of-use")? {
@@ -159,10 +168,7 @@ pub async fn record(
             resource_id: x.resource_id,
             action,
             purpose: a.purpose.to_owned(),
-            justification: match (&a.break_glass, &a.justification) {
-                (Some(reason), Some(more)) => Some(format!("{reason} ({more})")),
-                (reason, more) => reason.clone().or_else(|| more.clone()),
-            },
+            justification: a.recorded_justification(),
             break_glass: a.break_glass.is_some(),
             client: a.client.clone(),
         })

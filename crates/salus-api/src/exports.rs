@@ -64,7 +64,7 @@ pub async fn export(
     let a = &actor.access;
     let log = bulk::ExportLog {
         purpose: a.purpose.to_owned(),
-        justification: a.break_glass.clone().or_else(|| a.justification.clone()),
+        justification: a.recorded_justification(),
         break_glass: a.break_glass.is_some(),
         client: a.client.clone(),
     };

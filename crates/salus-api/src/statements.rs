@@ -72,7 +72,7 @@ async fn search<K: StatementKind>(
         .store
         .search(&actor.ctx, &p.query(K::NAME, filters, true))
         .await?;
-    p.page(&state, &actor, rows).await
+    p.page(state, actor, rows).await
 }
 
 #[allow(clippy::too_many_arguments)]
