@@ -88,6 +88,15 @@ async fn write_batch(client: &mut Client, batch: &[AccessRequest]) -> Result<(),
     )
     .await
     .map_err(db_err)?;
+    // Another server process writing the same tenants' logs waits here (tenants in one
+    // order, so two batches never deadlock) rather than failing on the seq it also took.
+    let keys: Vec<i64> = tenants.iter().map(|t| lock_key(t.0)).collect();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY 1) s",
+        &[&keys],
+    )
+    .await
+    .map_err(db_err)?;
     let rows = tx
         .query(
             "SELECT DISTINCT ON (tenant_id) tenant_id, seq, hash FROM access_log WHERE tenant_id = ANY($1) ORDER BY tenant_id, seq DESC",
@@ -151,6 +160,14 @@ async fn write_batch(client: &mut Client, batch: &[AccessRequest]) -> Result<(),
     .await
     .map_err(db_err)?;
     tx.commit().await.map_err(db_err)
+}
+
+/// The advisory-lock key of a tenant's access log.
+fn lock_key(tenant: uuid::Uuid) -> i64 {
+    let b = tenant.as_bytes();
+    // The low 8 bytes of a UUIDv7 are its random part; xor'ed with a tag for this log.
+    i64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
+        ^ 0x6163_6365_7373_6c67
 }
 
 pub fn record_from_row(r: &Row) -> Result<AccessRecord, StoreError> {
