@@ -58,6 +58,28 @@ impl AccessLog {
         })
     }
 
+    /// Whether the access-log file is at the schema version this build expects.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let want = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        let have: i64 = self
+            .read(|c| {
+                c.query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)
+            })
+            .await?;
+        if have == want {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "the access log's schema is at version {have}, this build needs {want}"
+            )))
+        }
+    }
+
     pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,

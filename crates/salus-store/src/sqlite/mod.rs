@@ -771,13 +771,12 @@ impl Store for SqliteStore {
                 .map_err(db_err)
             })
             .await?;
-        if have == want {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(format!(
+        if have != want {
+            return Err(StoreError::Unavailable(format!(
                 "schema is at version {have}, this build needs {want}"
-            )))
+            )));
         }
+        self.access.ready().await
     }
 
     async fn shutdown(&self) {
