@@ -141,7 +141,7 @@ pub async fn list(
         .await?;
     let mut rows = rows;
     rows.retain(|r| actor.sees("attachment", &r.doc));
-    Ok(p.page(rows))
+    p.page(&state, &actor, rows).await
 }
 
 /// The attachment's bytes, after their SHA-256 is checked against the record.
@@ -154,13 +154,21 @@ pub async fn content(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = http::parse_uuid("attachment", &id)?;
-    let a = state
+    let loaded = state
         .services
         .load::<Attachment>(&actor.ctx, id)
         .await?
         .filter(|c| actor.sees("attachment", &c.row.doc))
-        .ok_or_else(|| ApiError::not_found(format!("no attachment with id {id}")))?
-        .state;
+        .ok_or_else(|| ApiError::not_found(format!("no attachment with id {id}")))?;
+    crate::access_log::record_docs(
+        &state,
+        &actor,
+        salus_store::access::AccessAction::Download,
+        "attachment",
+        [(loaded.row.id, &loaded.row.doc)],
+    )
+    .await?;
+    let a = loaded.state;
     let hash = Hash32::from_hex(&a.sha256)
         .ok_or_else(|| ApiError::internal("stored attachment hash is malformed"))?;
     let (file, size) = state

@@ -502,6 +502,8 @@ pub struct Actor {
     pub is_admin: bool,
     /// A patient-context token sees only this patient's data.
     pub patient: Option<Uuid>,
+    /// Why the request reads patient data, and whether its reads have been logged.
+    pub access: crate::access_log::AccessContext,
 }
 
 impl Actor {
@@ -554,6 +556,8 @@ pub const PATIENT_DATA: &[&str] = &[
     "allergy",
     "medical_record",
     "note",
+    // The stored resource type of notes (the handlers name them "note").
+    "clinical_note",
     "attachment",
 ];
 
@@ -680,6 +684,7 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiE
         permissions,
         is_admin,
         patient,
+        access: crate::access_log::AccessContext::default(),
     })
 }
 

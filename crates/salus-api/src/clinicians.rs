@@ -104,7 +104,7 @@ pub async fn search(
         .store
         .search(&actor.ctx, &p.query("clinician", filters, false))
         .await?;
-    Ok(p.page(rows))
+    p.page(&state, &actor, rows).await
 }
 
 /// `deactivate` or `reactivate`. Needs If-Match.

@@ -117,7 +117,7 @@ pub async fn search(
         .store
         .search(&actor.ctx, &p.query("encounter", filters, true))
         .await?;
-    Ok(p.page(rows))
+    p.page(&state, &actor, rows).await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -51,7 +51,24 @@ pub async fn export(
             ))
         })?,
     };
-    let stream = bulk::export_stream(state.services.clone(), actor.ctx.clone(), kind, format);
+    // Each page's patients are logged before its bytes go out (see `bulk::export_stream`);
+    // this marks the request as having gone through the log.
+    crate::access_log::record(
+        &state,
+        &actor,
+        salus_store::access::AccessAction::Export,
+        kind.resource_type(),
+        [],
+    )
+    .await?;
+    let a = &actor.access;
+    let log = bulk::ExportLog {
+        purpose: a.purpose.to_owned(),
+        justification: a.recorded_justification(),
+        break_glass: a.break_glass.is_some(),
+        client: a.client.clone(),
+    };
+    let stream = bulk::export_stream(state.services.clone(), actor.ctx.clone(), kind, format, log);
     let mut resp = Body::from_stream(stream).into_response();
     let h = resp.headers_mut();
     h.insert(

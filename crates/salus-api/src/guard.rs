@@ -217,13 +217,48 @@ pub struct Guarded {
 
 /// Authenticate and authorise a request by its route's declaration (see the module doc).
 pub async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Response {
+    let route = format!(
+        "{} {}",
+        req.method(),
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+            .unwrap_or_default()
+    );
     match admit(&g, req).await {
-        Ok(req) => next.run(req).await,
+        Ok((req, duty)) => {
+            let resp = next.run(req).await;
+            match duty {
+                // A successful read of patient data that went past the access log is
+                // never answered (see `crate::access_log`).
+                Some(logged)
+                    if resp.status().is_success()
+                        && !logged.load(std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    ApiError::internal(format!("route {route} answered without logging its reads"))
+                        .into_response()
+                }
+                _ => resp,
+            }
+        }
         Err(e) => e.into_response(),
     }
 }
 
-async fn admit(g: &Guarded, req: Request) -> Result<Request, ApiError> {
+/// Whether a route needing `permission` reads patient data (and so must log its reads).
+pub fn reads_patient_data(permission: Permission) -> bool {
+    let name = permission.as_str();
+    name == "exports:read"
+        || name
+            .strip_suffix(":read")
+            .is_some_and(|domain| PATIENT_DOMAINS.contains(&domain))
+}
+
+/// The request, with its actor, and the flag its reads set once logged (for routes that
+/// read patient data).
+type Admitted = (Request, Option<Arc<std::sync::atomic::AtomicBool>>);
+
+async fn admit(g: &Guarded, req: Request) -> Result<Admitted, ApiError> {
     let path = req
         .extensions()
         .get::<MatchedPath>()
@@ -236,7 +271,7 @@ async fn admit(g: &Guarded, req: Request) -> Result<Request, ApiError> {
         ))
     })?;
     let permission = match rule.access {
-        Access::Public => return Ok(req),
+        Access::Public => return Ok((req, None)),
         Access::Undeclared => {
             return Err(ApiError::internal(format!(
                 "route {} {path} declares no permission",
@@ -246,7 +281,7 @@ async fn admit(g: &Guarded, req: Request) -> Result<Request, ApiError> {
         Access::Permission(p) => p,
     };
     let (mut parts, body) = req.into_parts();
-    let actor = match auth::authenticate(&parts, &g.state).await {
+    let mut actor = match auth::authenticate(&parts, &g.state).await {
         Ok(a) => a,
         Err(e) => {
             if e.status == axum::http::StatusCode::FORBIDDEN {
@@ -263,8 +298,14 @@ async fn admit(g: &Guarded, req: Request) -> Result<Request, ApiError> {
     if let Some(patient) = actor.patient {
         confine(&mut parts, rule.patient, patient)?;
     }
+    let duty = if reads_patient_data(permission) {
+        actor.access = crate::access_log::AccessContext::from_headers(&parts.headers)?;
+        Some(actor.access.logged.clone())
+    } else {
+        None
+    };
     parts.extensions.insert::<Actor>(actor);
-    Ok(Request::from_parts(parts, body))
+    Ok((Request::from_parts(parts, body), duty))
 }
 
 fn denied(g: &Guarded, permission: &str) {

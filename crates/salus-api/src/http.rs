@@ -2,6 +2,7 @@
 //! Idempotency-Key replays.
 
 use crate::AppState;
+use crate::access_log::{self, Access};
 use crate::auth::Actor;
 use crate::error::ApiError;
 use axum::body::Bytes;
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use salus_domain::service::Idempotency;
 use salus_kernel::canonical::to_canonical_string;
+use salus_store::access::AccessAction;
 use salus_store::{ResourceRow, ResourceText};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -595,8 +597,36 @@ pub async fn load_row<A: salus_domain::service::Projected>(
         }
         None => state.services.row::<A>(&actor.ctx, id).await?,
     };
-    row.filter(|r| actor.sees(A::RESOURCE_TYPE, &r.doc))
-        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
+    let row = row
+        .filter(|r| actor.sees(A::RESOURCE_TYPE, &r.doc))
+        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))?;
+    access_log::record_docs(
+        state,
+        actor,
+        AccessAction::Read,
+        A::RESOURCE_TYPE,
+        [(row.id, &row.doc)],
+    )
+    .await?;
+    Ok(row)
+}
+
+/// The patient of a stored document given as text (without building the document).
+fn patient_of_text(resource_type: &str, doc: &str) -> Option<Uuid> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        id: Option<Uuid>,
+        patient_id: Option<Uuid>,
+    }
+    if !crate::auth::PATIENT_DATA.contains(&resource_type) {
+        return None;
+    }
+    let ids: Ids = serde_json::from_str(doc).ok()?;
+    if resource_type == "patient" {
+        ids.id
+    } else {
+        ids.patient_id
+    }
 }
 
 /// Whether a patient-context actor may see a stored document given as text.
@@ -634,13 +664,19 @@ pub async fn read_current<A: salus_domain::service::Projected>(
     id: &str,
 ) -> Result<ResourceText, ApiError> {
     let id = parse_uuid(what, id)?;
-    state
+    let row = state
         .services
         .store
         .resource_text(&actor.ctx, A::RESOURCE_TYPE, id)
         .await?
         .filter(|r| sees_text(actor, A::RESOURCE_TYPE, &r.doc))
-        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no {what} with id {id}")))?;
+    let patient = patient_of_text(A::RESOURCE_TYPE, &row.doc).map(|patient| Access {
+        patient,
+        resource_id: Some(row.id),
+    });
+    access_log::record(state, actor, AccessAction::Read, A::RESOURCE_TYPE, patient).await?;
+    Ok(row)
 }
 
 /// A text row as a [`ResourceRow`] (its document parsed).
@@ -666,8 +702,9 @@ pub async fn history_resource<A: salus_domain::service::Projected>(
     id: &str,
 ) -> Result<Response, ApiError> {
     let id = parse_uuid(what, id)?;
-    if actor.patient.is_some() {
-        // A patient-context token sees the history of its patient's data only.
+    if actor.patient.is_some() || crate::auth::PATIENT_DATA.contains(&A::RESOURCE_TYPE) {
+        // A patient-context token sees the history of its patient's data only; the read of
+        // a patient's data is logged (as a read of the record) before it is answered.
         load_row::<A>(state, actor, what, &id.to_string(), None).await?;
     }
     let events = state.services.history::<A>(&actor.ctx, id).await?;
@@ -790,18 +827,26 @@ impl ListParams {
         q
     }
 
-    /// `{ items, next_cursor }` from the rows found by [`ListParams::query`].
-    pub fn page(&self, rows: Vec<ResourceRow>) -> Response {
-        self.page_ordered(rows, |_| None)
+    /// `{ items, next_cursor }` from the rows found by [`ListParams::query`], once the
+    /// page's patients are in the access log.
+    pub async fn page(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        rows: Vec<ResourceRow>,
+    ) -> Result<Response, ApiError> {
+        self.page_ordered(state, actor, rows, |_| None).await
     }
 
     /// Like [`ListParams::page`] for [`ListParams::query_ordered`]: `value_of` gives a row's
     /// ordering value (exactly as in its search row) for the next cursor.
-    pub fn page_ordered(
+    pub async fn page_ordered(
         &self,
+        state: &AppState,
+        actor: &Actor,
         mut rows: Vec<ResourceRow>,
         value_of: impl Fn(&ResourceRow) -> Option<String>,
-    ) -> Response {
+    ) -> Result<Response, ApiError> {
         let next = if rows.len() > self.limit as usize {
             rows.truncate(self.limit as usize);
             rows.last().map(|r| match value_of(r) {
@@ -811,8 +856,21 @@ impl ListParams {
         } else {
             None
         };
+        if let Some(first) = rows.first() {
+            let resource_type = first.resource_type.clone();
+            access_log::record_docs(
+                state,
+                actor,
+                AccessAction::Search,
+                &resource_type,
+                rows.iter().map(|r| (r.id, &r.doc)),
+            )
+            .await?;
+        } else {
+            access_log::record(state, actor, AccessAction::Search, "", []).await?;
+        }
         let items: Vec<Value> = rows.iter().map(resource_json).collect();
-        axum::Json(serde_json::json!({ "items": items, "next_cursor": next })).into_response()
+        Ok(axum::Json(serde_json::json!({ "items": items, "next_cursor": next })).into_response())
     }
 }
 

@@ -47,6 +47,15 @@ pub async fn list_outcomes(
         .into_iter()
         .filter(|o| include_retired || o.active)
         .collect();
+    // The tenant's outcomes are no patient's data: nothing to log.
+    crate::access_log::record(
+        &state,
+        &actor,
+        salus_store::access::AccessAction::Search,
+        "outcome",
+        [],
+    )
+    .await?;
     Ok(axum::Json(json!({ "items": items })).into_response())
 }
 
@@ -211,7 +220,11 @@ pub async fn list(
             &params.query_ordered("interaction", filters, true, "occurred_at"),
         )
         .await?;
-    Ok(params.page_ordered(rows, |r| http::doc_instant(r, "occurred_at")))
+    params
+        .page_ordered(&state, &actor, rows, |r| {
+            http::doc_instant(r, "occurred_at")
+        })
+        .await
 }
 
 /// Every event of the interaction, oldest first.

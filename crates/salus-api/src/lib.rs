@@ -4,7 +4,9 @@
 //! Handlers are thin: extract → authorise → call a service → map the result. No SQL and no
 //! business rule lives here.
 
+pub mod access_log;
 pub mod attachments;
+pub mod audit;
 pub mod auth;
 pub mod bulk;
 pub mod clinicians;
@@ -116,9 +118,9 @@ impl AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json."),
+    info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json.\n\nEvery read of patient data is written to the data-access log before it is answered (a 503 when the log cannot be written). Reads take three optional headers: `X-Purpose-Of-Use` (HL7 PurposeOfUse: TREAT, the default; ETREAT emergency treatment; HPAYMT payment; HOPERAT operations; PATRQT at the patient's request; HRESCH research; HLEGAL legal; PUBHLTH public health; any other value is a 400), `X-Access-Justification` (free text, at most 1000 characters) and `X-Break-Glass` (an emergency reason: the read is flagged and appears in `GET /api/v1/audit/break-glass`)."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "audit", description = "The data-access log: every read of patient data, the break-glass report, a patient's own access report"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -266,6 +268,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(roles::read, roles::patch))
         .routes(routes!(roles::history))
         .routes(routes!(roles::permissions))
+        .routes(routes!(audit::access))
+        .routes(routes!(audit::break_glass))
+        .routes(routes!(audit::patient_access))
 }
 
 /// The OpenAPI document.

@@ -107,7 +107,10 @@ pub async fn search(
             &p.query_ordered("observation", filters, true, "effective_at"),
         )
         .await?;
-    Ok(p.page_ordered(rows, |r| http::doc_instant(r, "effective_at")))
+    p.page_ordered(&state, &actor, rows, |r| {
+        http::doc_instant(r, "effective_at")
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

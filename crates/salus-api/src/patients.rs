@@ -338,5 +338,5 @@ pub async fn search(
         .store
         .search(&actor.ctx, &params.query("patient", filters, false))
         .await?;
-    Ok(params.page(rows))
+    params.page(&state, &actor, rows).await
 }

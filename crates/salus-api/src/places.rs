@@ -86,7 +86,7 @@ pub async fn search_departments(
         .store
         .search(&actor.ctx, &p.query("department", filters, false))
         .await?;
-    Ok(p.page(rows))
+    p.page(&state, &actor, rows).await
 }
 
 /// One department, now or `as_of` a past instant.
@@ -181,7 +181,7 @@ pub async fn search_locations(
         .store
         .search(&actor.ctx, &p.query("location", filters, false))
         .await?;
-    Ok(p.page(rows))
+    p.page(&state, &actor, rows).await
 }
 
 /// One location, now or `as_of` a past instant.

@@ -103,7 +103,10 @@ pub async fn search(
             &p.query_ordered("procedure", filters, true, "performed_at"),
         )
         .await?;
-    Ok(p.page_ordered(rows, |r| http::doc_instant(r, "performed_at")))
+    p.page_ordered(&state, &actor, rows, |r| {
+        http::doc_instant(r, "performed_at")
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

@@ -69,7 +69,7 @@ pub async fn search(
         .store
         .search(&actor.ctx, &p.query("medical_record", filters, true))
         .await?;
-    Ok(p.page(rows))
+    p.page(&state, &actor, rows).await
 }
 
 /// One medical record, now or `as_of` a past instant.
@@ -188,7 +188,7 @@ pub async fn list_notes(
     for row in &rows {
         verified(&state, row)?;
     }
-    Ok(p.page(rows))
+    p.page(&state, &actor, rows).await
 }
 
 /// One note, its hash checked; `as_of` shows it before signing.
@@ -296,6 +296,7 @@ pub async fn search_notes(
         .search_text(&actor.ctx, ClinicalNote::RESOURCE_TYPE, q, fetch)
         .await?;
     let mut items = Vec::new();
+    let mut rows = Vec::new();
     for hit in hits {
         if let Some(group) = &patient
             && !hit.row.doc["patient_id"]
@@ -309,9 +310,18 @@ pub async fn search_notes(
         let mut doc = http::resource_json(&hit.row);
         doc["rank"] = serde_json::json!(hit.rank);
         items.push(doc);
+        rows.push(hit.row);
         if items.len() >= limit as usize {
             break;
         }
     }
+    crate::access_log::record_docs(
+        &state,
+        &actor,
+        salus_store::access::AccessAction::Search,
+        ClinicalNote::RESOURCE_TYPE,
+        rows.iter().map(|r| (r.id, &r.doc)),
+    )
+    .await?;
     Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
 }

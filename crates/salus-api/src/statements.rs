@@ -72,7 +72,7 @@ async fn search<K: StatementKind>(
         .store
         .search(&actor.ctx, &p.query(K::NAME, filters, true))
         .await?;
-    Ok(p.page(rows))
+    p.page(state, actor, rows).await
 }
 
 #[allow(clippy::too_many_arguments)]

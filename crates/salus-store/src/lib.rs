@@ -10,6 +10,7 @@
 //! above the SQL; [`sqlite`] and [`postgres`] keep to their dialect. This crate knows no
 //! HTTP and no domain rule.
 
+pub mod access;
 pub mod blobs;
 pub mod commit;
 pub mod ledger;
@@ -131,6 +132,31 @@ pub trait Store: Send + Sync + 'static {
 
     async fn tree_heads(&self, tenant: TenantId) -> Result<Vec<TreeHead>, StoreError>;
     async fn put_tree_head(&self, head: &TreeHead) -> Result<(), StoreError>;
+
+    // ---- data-access log (see [`access`]) ----
+
+    /// Append access entries to the tenant's access log through the access log's own
+    /// queue; returns only when they are durable.
+    async fn log_access(
+        &self,
+        ctx: &TenantContext,
+        entries: Vec<access::AccessEntry>,
+    ) -> Result<(), StoreError>;
+
+    /// The tenant's access entries matching every filter, in seq order after the cursor.
+    async fn access_log(
+        &self,
+        ctx: &TenantContext,
+        query: &access::AccessQuery,
+    ) -> Result<Vec<access::AccessRecord>, StoreError>;
+
+    /// Access entries with `seq > after`, in seq order, at most `limit` (audit verify).
+    async fn access_entries_after(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<access::AccessRecord>, StoreError>;
 
     // ---- operations ----
 

@@ -42,10 +42,15 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> anyhow::Result<E
             })
             .await?;
             bar.finish_and_clear();
-            if report.ok() {
+            let access = salus_store::access::verify(store.as_ref()).await?;
+            if report.ok() && access.problems.is_empty() {
                 println!(
-                    "ok: {} tenants, {} events, {} streams, {} tree heads verified",
-                    report.tenants, report.events, report.streams, report.tree_heads
+                    "ok: {} tenants, {} events, {} streams, {} tree heads, {} access entries verified",
+                    report.tenants,
+                    report.events,
+                    report.streams,
+                    report.tree_heads,
+                    access.entries
                 );
                 ExitCode::SUCCESS
             } else {
@@ -55,10 +60,17 @@ pub async fn run(settings: &Settings, command: AuditCommand) -> anyhow::Result<E
                 for p in report.problems.iter().skip(1).take(50) {
                     eprintln!("  also: {p}");
                 }
+                if let Some(first) = access.problems.first() {
+                    eprintln!("FAILED: first bad access entry: {first}");
+                }
+                for p in access.problems.iter().skip(1).take(50) {
+                    eprintln!("  also: {p}");
+                }
                 eprintln!(
-                    "{} problems in {} events of {} tenants",
-                    report.problems.len(),
+                    "{} problems in {} events and {} access entries of {} tenants",
+                    report.problems.len() + access.problems.len(),
                     report.events,
+                    access.entries,
                     report.tenants
                 );
                 ExitCode::from(1)

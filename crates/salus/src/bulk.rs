@@ -308,11 +308,20 @@ pub async fn export(settings: &Settings, args: ExportArgs) -> anyhow::Result<Exi
         ),
         None => Box::new(tokio::io::stdout()),
     };
+    // An operator's export is a disclosure like any other: logged per patient, as
+    // healthcare operations by the command line.
+    let log = bulk::ExportLog {
+        purpose: "HOPERAT".into(),
+        justification: Some("salus export (command line)".into()),
+        break_glass: false,
+        client: Some(format!("salus-cli/{}", env!("CARGO_PKG_VERSION"))),
+    };
     let mut stream = Box::pin(bulk::export_stream(
         services.clone(),
         ctx,
         args.kind,
         format,
+        log,
     ));
     let mut bytes = 0u64;
     let mut failed = None;

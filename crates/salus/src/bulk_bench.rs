@@ -317,6 +317,28 @@ impl salus_store::Store for Discard {
     ) -> Result<Option<salus_store::ResourceText>, salus_store::StoreError> {
         Ok(None)
     }
+    async fn log_access(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: Vec<salus_store::access::AccessEntry>,
+    ) -> Result<(), salus_store::StoreError> {
+        Ok(())
+    }
+    async fn access_log(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &salus_store::access::AccessQuery,
+    ) -> Result<Vec<salus_store::access::AccessRecord>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn access_entries_after(
+        &self,
+        _: salus_kernel::TenantId,
+        _: i64,
+        _: u32,
+    ) -> Result<Vec<salus_store::access::AccessRecord>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
     async fn event_hashes_after(
         &self,
         _: salus_kernel::TenantId,

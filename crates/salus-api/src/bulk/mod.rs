@@ -157,48 +157,117 @@ pub async fn import_file(
 
 /// A kind's resources in a format, as a stream of byte chunks (one per page). A failure
 /// half-way ends the stream with an error (the client sees a cut-off body).
+/// What an export tells the data-access log before each page's bytes go out: one entry per
+/// patient exported (the first time the export reaches one), with this purpose, reason
+/// and client. A failed write ends the export before the page.
+#[derive(Debug, Clone)]
+pub struct ExportLog {
+    pub purpose: String,
+    pub justification: Option<String>,
+    pub break_glass: bool,
+    pub client: Option<String>,
+}
+
+/// Log the patients of one exported page that the export has not logged yet.
+async fn log_page(
+    services: &Services,
+    ctx: &TenantContext,
+    kind: Kind,
+    log: &ExportLog,
+    seen: &mut std::collections::HashSet<Uuid>,
+    items: &[salus_domain::bulk::export::ExportItem],
+) -> Result<(), salus_store::StoreError> {
+    let resource_type = kind.resource_type();
+    let entries: Vec<salus_store::access::AccessEntry> = items
+        .iter()
+        .filter_map(|i| crate::access_log::patient_of(resource_type, &i.row.doc))
+        .filter(|p| seen.insert(*p))
+        .map(|patient| salus_store::access::AccessEntry {
+            patient_id: patient,
+            resource_type: resource_type.to_owned(),
+            resource_id: None,
+            action: salus_store::access::AccessAction::Export,
+            purpose: log.purpose.clone(),
+            justification: log.justification.clone(),
+            break_glass: log.break_glass,
+            client: log.client.clone(),
+        })
+        .collect();
+    services.store.log_access(ctx, entries).await
+}
+
 pub fn export_stream(
     services: Services,
     ctx: TenantContext,
     kind: Kind,
     format: Format,
+    log: ExportLog,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     enum Stage {
         Start,
         Pages,
         Done,
     }
+    let logger = (
+        services.clone(),
+        ctx.clone(),
+        log,
+        std::collections::HashSet::new(),
+    );
     let state = (
         Exporter::new(services, ctx, kind),
         files::Encoder::new(format, kind),
         Stage::Start,
+        logger,
     );
-    futures_util::stream::unfold(state, |(mut exporter, mut encoder, stage)| async move {
-        match stage {
-            Stage::Start => {
-                let head = encoder.start();
-                Some((Ok(Bytes::from(head)), (exporter, encoder, Stage::Pages)))
-            }
-            Stage::Pages => match exporter.next_page().await {
-                Ok(Some(items)) => {
-                    let chunk = encoder.page(&items);
-                    Some((Ok(Bytes::from(chunk)), (exporter, encoder, Stage::Pages)))
-                }
-                Ok(None) => {
-                    let tail = encoder.finish();
-                    Some((Ok(Bytes::from(tail)), (exporter, encoder, Stage::Done)))
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "export stopped");
+    futures_util::stream::unfold(
+        state,
+        move |(mut exporter, mut encoder, stage, mut logger)| async move {
+            match stage {
+                Stage::Start => {
+                    let head = encoder.start();
                     Some((
-                        Err(std::io::Error::other(format!("the export stopped: {e}"))),
-                        (exporter, encoder, Stage::Done),
+                        Ok(Bytes::from(head)),
+                        (exporter, encoder, Stage::Pages, logger),
                     ))
                 }
-            },
-            Stage::Done => None,
-        }
-    })
+                Stage::Pages => match exporter.next_page().await {
+                    Ok(Some(items)) => {
+                        let (services, ctx, log, seen) = &mut logger;
+                        if let Err(e) = log_page(services, ctx, kind, log, seen, &items).await {
+                            tracing::error!(error = %e, "export stopped: the data-access log cannot be written");
+                            return Some((
+                                Err(std::io::Error::other(
+                                    "the export stopped: the data-access log cannot be written",
+                                )),
+                                (exporter, encoder, Stage::Done, logger),
+                            ));
+                        }
+                        let chunk = encoder.page(&items);
+                        Some((
+                            Ok(Bytes::from(chunk)),
+                            (exporter, encoder, Stage::Pages, logger),
+                        ))
+                    }
+                    Ok(None) => {
+                        let tail = encoder.finish();
+                        Some((
+                            Ok(Bytes::from(tail)),
+                            (exporter, encoder, Stage::Done, logger),
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "export stopped");
+                        Some((
+                            Err(std::io::Error::other(format!("the export stopped: {e}"))),
+                            (exporter, encoder, Stage::Done, logger),
+                        ))
+                    }
+                },
+                Stage::Done => None,
+            }
+        },
+    )
 }
 
 /// The live progress of the import jobs this server is running.

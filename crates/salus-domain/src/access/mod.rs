@@ -105,7 +105,10 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "exports:read",
         "bulk-export a kind's records (with the kind's read permission)",
     ),
-    ("audit:read", "read the event log, tree heads and proofs"),
+    (
+        "audit:read",
+        "read the event log, tree heads and proofs, and the data-access log",
+    ),
 ];
 
 /// One permission of [`PERMISSIONS`] (its index there).

@@ -9,6 +9,7 @@
 //! reads go through a small pool, each setting its tenants in the same pipelined round trip
 //! as its query.
 
+mod access;
 mod schema;
 mod writer;
 
@@ -279,6 +280,8 @@ fn idempotency_from_row(r: &Row) -> Result<IdempotencyRecord, StoreError> {
 
 pub struct PostgresStore {
     queue: Arc<CommitQueue>,
+    /// The data-access log's own queue and writer connection.
+    access: crate::access::AccessQueue,
     pool: Pool,
     /// The `salus.tenants` each pooled connection has set for its session, by connection
     /// (see [`connection_key`]): a read for the same tenants skips setting it again.
@@ -365,8 +368,10 @@ impl PostgresStore {
         opened
             .await
             .map_err(|_| StoreError::Unavailable("the writer thread stopped".into()))??;
+        let access = access::start(url).await?;
         Ok(Self {
             queue,
+            access,
             pool,
             tenants_set,
         })
@@ -806,6 +811,78 @@ impl Store for PostgresStore {
         .map(|_| ())
     }
 
+    async fn log_access(
+        &self,
+        ctx: &TenantContext,
+        entries: Vec<crate::access::AccessEntry>,
+    ) -> Result<(), StoreError> {
+        self.access.log(ctx, entries).await
+    }
+
+    async fn access_log(
+        &self,
+        ctx: &TenantContext,
+        q: &crate::access::AccessQuery,
+    ) -> Result<Vec<crate::access::AccessRecord>, StoreError> {
+        let mut sql = format!(
+            "SELECT {} FROM access_log WHERE tenant_id = $1",
+            access::COLUMNS
+        );
+        let action = q.action.map(|a| a.as_str());
+        let actor = q.actor.map(|a| a.0);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ctx.tenant.0];
+        // Each filter present takes the next parameter number.
+        fn and<'a>(
+            sql: &mut String,
+            params: &mut Vec<&'a (dyn ToSql + Sync)>,
+            text: &str,
+            p: &'a (dyn ToSql + Sync),
+        ) {
+            params.push(p);
+            sql.push_str(&format!(" AND {text} ${}", params.len()));
+        }
+        if let Some(p) = &q.patient {
+            and(&mut sql, &mut params, "patient_id =", p);
+        }
+        if let Some(a) = &actor {
+            and(&mut sql, &mut params, "actor_id =", a);
+        }
+        if let Some(t) = &q.from {
+            and(&mut sql, &mut params, "recorded_at >=", t);
+        }
+        if let Some(t) = &q.to {
+            and(&mut sql, &mut params, "recorded_at <", t);
+        }
+        if let Some(a) = &action {
+            and(&mut sql, &mut params, "action =", a);
+        }
+        if let Some(b) = &q.break_glass {
+            and(&mut sql, &mut params, "break_glass =", b);
+        }
+        if let Some(after) = &q.after {
+            and(&mut sql, &mut params, "seq >", after);
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT {}", q.limit));
+        let rows = self.tenant_scoped(ctx.tenant, &sql, &params).await?;
+        rows.iter().map(access::record_from_row).collect()
+    }
+
+    async fn access_entries_after(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::access::AccessRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM access_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT {limit}",
+            access::COLUMNS
+        );
+        let rows = self
+            .tenant_scoped(tenant, &sql, &[&tenant.0, &after])
+            .await?;
+        rows.iter().map(access::record_from_row).collect()
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         let want = schema_version();
         let client = self.client().await?;
@@ -826,5 +903,6 @@ impl Store for PostgresStore {
 
     async fn shutdown(&self) {
         self.queue.close().await;
+        self.access.shutdown().await;
     }
 }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "text_index", include_str!("0002_text_index.sql")),
     (3, "search_keys", include_str!("0003_search_keys.sql")),
     (4, "c_collation", include_str!("0004_c_collation.sql")),
+    (5, "access_log", include_str!("0005_access_log.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations and role grants in one database

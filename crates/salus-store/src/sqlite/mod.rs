@@ -4,6 +4,7 @@
 //! ([`writer`]); reads use a small pool of read-only connections on the blocking thread
 //! pool.
 
+mod access;
 mod raw;
 mod writer;
 
@@ -85,12 +86,21 @@ pub fn migrate(path: &Path) -> Result<Vec<i64>, StoreError> {
 
 /// Apply the pending migrations up to version `upto`.
 fn run_migrations(conn: &mut Connection, upto: i64) -> Result<Vec<i64>, StoreError> {
+    apply_migrations(conn, MIGRATIONS, upto)
+}
+
+/// Apply the pending migrations of `list` up to version `upto`.
+fn apply_migrations(
+    conn: &mut Connection,
+    list: &[(i64, &str, &str)],
+    upto: i64,
+) -> Result<Vec<i64>, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
     )
     .map_err(db_err)?;
     let mut applied = Vec::new();
-    for (version, name, sql_text) in MIGRATIONS.iter().filter(|m| m.0 <= upto) {
+    for (version, name, sql_text) in list.iter().filter(|m| m.0 <= upto) {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -141,6 +151,8 @@ impl ReadPool {
 
 pub struct SqliteStore {
     queue: Arc<CommitQueue>,
+    /// The data-access log: its own file, queue and writer thread.
+    access: access::AccessLog,
     reads: Arc<ReadPool>,
     /// Serialises system-scope writes (tenants, tree heads) with the writer via SQLite's
     /// own locking; they are rare.
@@ -237,8 +249,10 @@ impl SqliteStore {
                 let _ = done.send(());
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let access = access::AccessLog::open(&path).await?;
         Ok(Self {
             stop,
+            access,
             queue,
             reads: Arc::new(ReadPool {
                 path: path.clone(),
@@ -710,6 +724,41 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn log_access(
+        &self,
+        ctx: &TenantContext,
+        entries: Vec<crate::access::AccessEntry>,
+    ) -> Result<(), StoreError> {
+        self.access.queue.log(ctx, entries).await
+    }
+
+    async fn access_log(
+        &self,
+        ctx: &TenantContext,
+        query: &crate::access::AccessQuery,
+    ) -> Result<Vec<crate::access::AccessRecord>, StoreError> {
+        let (tenant, query) = (ctx.tenant, query.clone());
+        self.access
+            .read(move |c| access::query(c, tenant, &query))
+            .await
+    }
+
+    async fn access_entries_after(
+        &self,
+        tenant: TenantId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::access::AccessRecord>, StoreError> {
+        let query = crate::access::AccessQuery {
+            after: Some(after),
+            limit,
+            ..Default::default()
+        };
+        self.access
+            .read(move |c| access::query(c, tenant, &query))
+            .await
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         let want = schema_version();
         let have: i64 = self
@@ -722,17 +771,17 @@ impl Store for SqliteStore {
                 .map_err(db_err)
             })
             .await?;
-        if have == want {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(format!(
+        if have != want {
+            return Err(StoreError::Unavailable(format!(
                 "schema is at version {have}, this build needs {want}"
-            )))
+            )));
         }
+        self.access.ready().await
     }
 
     async fn shutdown(&self) {
         self.queue.close().await;
+        self.access.queue.shutdown().await;
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -117,4 +117,44 @@ impl Fixture {
             Kind::Postgres(_) => "ALTER TABLE events DISABLE TRIGGER events_append_only;",
         }
     }
+
+    /// Run raw SQL on the data-access log's database, returning the database's refusal.
+    pub async fn try_tamper_access(&self, sql: &str) -> Result<(), String> {
+        match &self.kind {
+            Kind::Sqlite(path) => {
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                let access = path.with_file_name(format!("{}-access.db", stem.unwrap_or_default()));
+                let conn = rusqlite::Connection::open(access).map_err(|e| e.to_string())?;
+                conn.execute_batch(sql).map_err(|e| e.to_string())
+            }
+            Kind::Postgres(url) => {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(sql)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            }
+        }
+    }
+
+    /// SQL that lets the access log be changed (dropping its append-only guard).
+    pub fn unguard_access(&self) -> &'static str {
+        match self.kind {
+            Kind::Sqlite(_) => {
+                "DROP TRIGGER access_log_no_update; DROP TRIGGER access_log_no_delete;"
+            }
+            Kind::Postgres(_) => "ALTER TABLE access_log DISABLE TRIGGER access_log_append_only;",
+        }
+    }
+
+    /// The same store opened again on the same database (after this one is shut down).
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        match &self.kind {
+            Kind::Sqlite(path) => Arc::new(SqliteStore::open(path, None).await.expect("reopen")),
+            Kind::Postgres(url) => Arc::new(PostgresStore::open(url, None).await.expect("reopen")),
+        }
+    }
 }

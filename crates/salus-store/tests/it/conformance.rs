@@ -9,6 +9,7 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 use uuid::Uuid;
 
+#[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         $(

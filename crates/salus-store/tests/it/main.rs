@@ -4,6 +4,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and create a fresh database per test. If
 //! the server is not reachable they fail; they are never skipped.
 
+mod access_log;
 mod backends;
 mod conformance;
 mod postgres_only;

@@ -2,6 +2,7 @@
 //! Every store-touching test runs on SQLite and on PostgreSQL (required, never skipped).
 
 mod access;
+mod access_log;
 mod app;
 mod attachments;
 mod auth;

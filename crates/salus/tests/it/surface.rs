@@ -132,6 +132,9 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/imports/{id}"),
         ("get", "/api/v1/imports/{id}/errors"),
         ("get", "/api/v1/exports/{kind}"),
+        ("get", "/api/v1/audit/access"),
+        ("get", "/api/v1/audit/break-glass"),
+        ("get", "/api/v1/patients/{id}/access"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
