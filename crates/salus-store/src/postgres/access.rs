@@ -121,11 +121,9 @@ async fn write_batch(conn: &mut Conn, batch: &[AccessRequest]) -> Result<(), Sto
     let tenant_ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
     let keys: Vec<i64> = tenants.iter().map(|t| lock_key(t.0)).collect();
     let list = tenant_list(&tenants);
-    let (p_list, p_keys, p_ids): (
-        [&(dyn ToSql + Sync); 1],
-        [&(dyn ToSql + Sync); 1],
-        [&(dyn ToSql + Sync); 1],
-    ) = ([&list], [&keys], [&tenant_ids]);
+    let p_list: [&(dyn ToSql + Sync); 1] = [&list];
+    let p_keys: [&(dyn ToSql + Sync); 1] = [&keys];
+    let p_ids: [&(dyn ToSql + Sync); 1] = [&tenant_ids];
     let tx = conn.client.transaction().await.map_err(db_err)?;
     let (_, _, rows) = tokio::try_join!(
         tx.execute(&conn.set_tenants, &p_list),
