@@ -287,12 +287,20 @@ pub async fn read(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = http::parse_uuid("import job", &id)?;
-    let row = state
-        .services
-        .row::<ImportJob>(&actor.ctx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no import job with id {id}")))?;
-    Ok(axum::Json(job_view(&state, &row)).into_response())
+    let load = || async {
+        state
+            .services
+            .row::<ImportJob>(&actor.ctx, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no import job with id {id}")))
+    };
+    let mut view = job_view(&state, &load().await?);
+    if view["status"] == JobStatus::Interrupted.as_str() {
+        // The job may have finished between the read and the look at the running jobs:
+        // its final state is stored before it leaves them, so a second read sees it.
+        view = job_view(&state, &load().await?);
+    }
+    Ok(axum::Json(view).into_response())
 }
 
 /// Every row error of a job as CSV (`row,field,reason`), the first 1000 of which the job
