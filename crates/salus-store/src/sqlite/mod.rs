@@ -215,6 +215,83 @@ fn checkpointer(
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
+/// Start the checkpointer thread of the database at `path`; the sender nudges it.
+fn start_checkpointer(
+    path: PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    name: &str,
+) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
+    let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || checkpointer(path, stop, nudges))
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(nudge)
+}
+
+/// A writer's side of checkpointing: it turns SQLite's automatic checkpoints off on the
+/// write connection, watches the WAL grow, nudges the checkpointer every
+/// [`CHECKPOINT_STEP_FRAMES`] and restarts the log past [`WAL_RESTART_FRAMES`] (see
+/// [`checkpointer`]).
+pub(super) struct WalWatch {
+    /// Frames in the WAL after the last commit, as SQLite reports them.
+    frames: Arc<std::sync::atomic::AtomicI32>,
+    /// Frames when the checkpointer was last nudged.
+    nudged_at: i32,
+    checkpointer: std::sync::mpsc::SyncSender<()>,
+}
+
+impl WalWatch {
+    pub(super) fn install(
+        conn: &mut Connection,
+        checkpointer: std::sync::mpsc::SyncSender<()>,
+    ) -> Result<Self, StoreError> {
+        // Before the WAL hook below: the pragma installs a hook of its own.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(db_err)?;
+        let frames = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let seen = frames.clone();
+        if let Err(e) = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, n| {
+            seen.store(n, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        })) {
+            tracing::warn!(error = %e, "cannot watch the WAL size; relying on the checkpointer");
+        }
+        Ok(Self {
+            frames,
+            nudged_at: 0,
+            checkpointer,
+        })
+    }
+
+    /// After a commit has been answered.
+    pub(super) fn after_commit(&mut self, conn: &Connection) {
+        use std::sync::atomic::Ordering;
+        let frames = self.frames.load(Ordering::Relaxed);
+        if frames < self.nudged_at {
+            // The log started over.
+            self.nudged_at = 0;
+        }
+        if frames - self.nudged_at >= CHECKPOINT_STEP_FRAMES {
+            // Full: a pass is already due, which copies these frames too.
+            let _ = self.checkpointer.try_send(());
+            self.nudged_at = frames;
+        }
+        if frames >= WAL_RESTART_FRAMES {
+            // Busy (the checkpointer is at it) or not: either way the next pass finishes it.
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            }) {
+                Ok((log, done)) if log == done => self.frames.store(0, Ordering::Relaxed),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            }
+        }
+    }
+}
+
 impl SqliteStore {
     /// Open (creating and migrating if needed) the database at `path` and start its writer.
     pub async fn open(
@@ -223,33 +300,24 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+        let mut conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             migrate(&p)?;
             open_conn(&p, false)
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-        // Set before the WAL hook below: the pragma installs a hook of its own.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(db_err)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-            .map_err(db_err)?;
         let (queue, rx, done) = CommitQueue::new();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (cp_path, cp_stop) = (path.clone(), stop.clone());
-        let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("salus-sqlite-checkpoint".into())
-            .spawn(move || checkpointer(cp_path, cp_stop, nudges))
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let nudge = start_checkpointer(path.clone(), stop.clone(), "salus-sqlite-checkpoint")?;
+        let wal = WalWatch::install(&mut conn, nudge)?;
         std::thread::Builder::new()
             .name("salus-sqlite-writer".into())
             .spawn(move || {
-                writer::run(conn, rx, observer, nudge);
+                writer::run(conn, rx, observer, wal);
                 let _ = done.send(());
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let access = access::AccessLog::open(&path).await?;
+        let access = access::AccessLog::open(&path, stop.clone()).await?;
         Ok(Self {
             stop,
             access,

@@ -8,7 +8,7 @@
 //! from a rolled-back transaction is never reused.
 
 use super::raw::{RawStatement, Val};
-use super::{CHECKPOINT_STEP_FRAMES, WAL_RESTART_FRAMES, db_err, to_micros};
+use super::{WalWatch, db_err, to_micros};
 use crate::commit::{self, BatchState, CommitObserver, Needs, Pending, Plan, PlannedResource};
 use crate::model::*;
 use chrono::Utc;
@@ -19,7 +19,6 @@ use salus_kernel::{Hash32, TenantId};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -174,28 +173,17 @@ struct Writer<'c> {
 
 /// The writer thread's loop: until the queue closes, take a batch, commit it, answer it.
 pub(super) fn run(
-    mut conn: Connection,
+    conn: Connection,
     mut rx: mpsc::Receiver<Pending>,
     observer: Option<Arc<dyn CommitObserver>>,
-    checkpointer: std::sync::mpsc::SyncSender<()>,
+    mut wal: WalWatch,
 ) {
-    // Frames in the WAL after the last commit, as SQLite reports them.
-    let wal_frames = Arc::new(AtomicI32::new(0));
-    let seen = wal_frames.clone();
-    if let Err(e) = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames| {
-        seen.store(frames, Ordering::Relaxed);
-        Ok(())
-    })) {
-        tracing::warn!(error = %e, "cannot watch the WAL size; relying on the checkpointer");
-    }
     let mut w = Writer {
         conn: &conn,
         pids: Pids::default(),
         rows: MultiRow::new(&conn),
     };
     let mut last = 0;
-    // WAL frames when the checkpointer was last asked for a pass.
-    let mut nudged_at = 0;
     while let Some(first) = rx.blocking_recv() {
         commit::gather(&rx, last);
         let batch = commit::fill_batch(first, &mut rx);
@@ -236,26 +224,7 @@ pub(super) fn run(
             },
         };
         commit::reply_all(replies, outcomes);
-        let frames = wal_frames.load(Ordering::Relaxed);
-        if frames < nudged_at {
-            // The log started over.
-            nudged_at = 0;
-        }
-        if frames - nudged_at >= CHECKPOINT_STEP_FRAMES {
-            // Full: a pass is already due, which copies these frames too.
-            let _ = checkpointer.try_send(());
-            nudged_at = frames;
-        }
-        if frames >= WAL_RESTART_FRAMES {
-            // Busy (the checkpointer is at it) or not: either way the next pass finishes it.
-            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-            }) {
-                Ok((log, done)) if log == done => wal_frames.store(0, Ordering::Relaxed),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
-            }
-        }
+        wal.after_commit(&conn);
     }
 }
 
