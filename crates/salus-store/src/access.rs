@@ -325,6 +325,7 @@ pub async fn verify(store: &dyn Store) -> Result<AccessVerifyReport, StoreError>
                     tenant: tenant.id,
                     seq: Some(rec.seq),
                     event_id: Some(rec.entry_id),
+                    record: "access entry",
                     what,
                 };
                 if rec.seq != expected_seq {

@@ -188,7 +188,10 @@ impl Sealer {
 pub struct Problem {
     pub tenant: TenantId,
     pub seq: Option<i64>,
+    /// The id of the bad record: an event's id, or an access entry's.
     pub event_id: Option<Uuid>,
+    /// What the id names: `event` or `access entry`.
+    pub record: &'static str,
     pub what: String,
 }
 
@@ -199,7 +202,7 @@ impl std::fmt::Display for Problem {
             write!(f, ", seq {s}")?;
         }
         if let Some(e) = self.event_id {
-            write!(f, ", event {e}")?;
+            write!(f, ", {} {e}", self.record)?;
         }
         write!(f, ": {}", self.what)
     }
@@ -246,6 +249,7 @@ async fn verify_tenant(
         tenant,
         seq,
         event_id,
+        record: "event",
         what,
     };
     let heads = store.tree_heads(tenant).await?;
@@ -358,6 +362,7 @@ fn check_event(
             tenant,
             seq: Some(e.seq),
             event_id: Some(e.event_id),
+            record: "event",
             what,
         })
     };
