@@ -11,16 +11,25 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-/// The writer's connection and its statements, prepared once: a batch is then four round
-/// trips (`BEGIN`; the tenant setting, the locks and the chain heads, pipelined; the
-/// insert; `COMMIT`), not one prepare and one execute per statement.
+/// The writer's connection, its statements (prepared once) and the chain heads it knows.
+///
+/// A batch is one round trip: `BEGIN`, the tenant setting, the insert and `COMMIT` go out
+/// together (an error aborts the transaction and the `COMMIT` rolls it back). The chain
+/// continues from the heads this writer last wrote or read; the primary key `(tenant_id,
+/// seq)` makes that safe when another server process writes the same tenant's log: a seq it
+/// took first makes the whole batch fail, and the batch is planned again from the heads as
+/// stored. After any failure the heads are read again.
 struct Conn {
     client: Client,
     set_tenants: Statement,
-    lock: Statement,
     heads: Statement,
     insert: Statement,
+    /// Last `(seq, hash)` of each tenant, as committed.
+    known: HashMap<TenantId, (i64, Hash32)>,
 }
+
+/// Times a batch is planned again after another writer took one of its seqs.
+const CONFLICT_RETRIES: usize = 5;
 
 pub const COLUMNS: &str = "tenant_id, seq, entry_id, actor_id, patient_id, resource_type, resource_id, action, purpose, justification, break_glass, client, request_id, recorded_at, prev_hash, hash";
 
@@ -71,14 +80,8 @@ async fn open(url: &str) -> Result<Conn, StoreError> {
     let insert = format!(
         "INSERT INTO access_log ({COLUMNS}) SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::uuid[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::text[], $13::uuid[], $14::timestamptz[], $15::bytea[], $16::bytea[])"
     );
-    let (set_tenants, lock, heads, insert) = tokio::try_join!(
+    let (set_tenants, heads, insert) = tokio::try_join!(
         client.prepare("SELECT set_config('salus.tenants', $1, true)"),
-        // Another server process writing the same tenants' logs waits here (tenants in
-        // one order, so two batches never deadlock) rather than failing on the seq it
-        // also took.
-        client.prepare(
-            "SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY 1) s"
-        ),
         // One backward probe of the primary key per tenant (DISTINCT ON would read every
         // entry of the tenant: each batch slower than the last).
         client.prepare(
@@ -91,9 +94,9 @@ async fn open(url: &str) -> Result<Conn, StoreError> {
     Ok(Conn {
         client,
         set_tenants,
-        lock,
         heads,
         insert,
+        known: HashMap::new(),
     })
 }
 
@@ -118,30 +121,76 @@ async fn run(mut client: Conn, url: &str, mut rx: mpsc::UnboundedReceiver<Access
 
 async fn write_batch(conn: &mut Conn, batch: &[AccessRequest]) -> Result<(), StoreError> {
     let tenants = access::batch_tenants(batch);
-    let tenant_ids: Vec<uuid::Uuid> = tenants.iter().map(|t| t.0).collect();
-    let keys: Vec<i64> = tenants.iter().map(|t| lock_key(t.0)).collect();
-    let list = tenant_list(&tenants);
+    let mut tries = 0;
+    loop {
+        let outcome = try_batch(conn, batch, &tenants).await;
+        if !matches!(outcome, Ok(true)) {
+            for t in &tenants {
+                conn.known.remove(t);
+            }
+        }
+        match outcome {
+            Ok(true) => return Ok(()),
+            Ok(false) if tries < CONFLICT_RETRIES => tries += 1,
+            Ok(false) => {
+                return Err(StoreError::Unavailable(
+                    "the access log is being written by other processes too fast to join".into(),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Read the chain heads of the tenants this writer does not know yet (one round trip).
+async fn load_heads(conn: &mut Conn, tenants: &[TenantId]) -> Result<(), StoreError> {
+    let missing: Vec<TenantId> = tenants
+        .iter()
+        .copied()
+        .filter(|t| !conn.known.contains_key(t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = missing.iter().map(|t| t.0).collect();
+    let list = tenant_list(&missing);
     let p_list: [&(dyn ToSql + Sync); 1] = [&list];
-    let p_keys: [&(dyn ToSql + Sync); 1] = [&keys];
-    let p_ids: [&(dyn ToSql + Sync); 1] = [&tenant_ids];
-    let tx = conn.client.transaction().await.map_err(db_err)?;
-    let (_, _, rows) = tokio::try_join!(
-        tx.execute(&conn.set_tenants, &p_list),
-        tx.execute(&conn.lock, &p_keys),
-        tx.query(&conn.heads, &p_ids),
+    let p_ids: [&(dyn ToSql + Sync); 1] = [&ids];
+    let c = &conn.client;
+    let (_, _, rows, _) = tokio::try_join!(
+        c.batch_execute("BEGIN READ ONLY"),
+        c.execute(&conn.set_tenants, &p_list),
+        c.query(&conn.heads, &p_ids),
+        c.batch_execute("COMMIT"),
     )
     .map_err(db_err)?;
-    let mut heads = HashMap::new();
+    for t in missing {
+        conn.known.insert(t, (0, Hash32::ZERO));
+    }
     for r in &rows {
         let tenant: uuid::Uuid = r.try_get(0).map_err(db_err)?;
         let seq: i64 = r.try_get(1).map_err(db_err)?;
         let hash: &[u8] = r.try_get(2).map_err(db_err)?;
         let hash = Hash32::from_slice(hash)
             .ok_or_else(|| StoreError::Corrupt("access-log head hash".into()))?;
-        heads.insert(TenantId(tenant), (seq, hash));
+        conn.known.insert(TenantId(tenant), (seq, hash));
     }
+    Ok(())
+}
+
+/// Write the batch; `Ok(false)` when another writer took one of its seqs first (nothing
+/// of it is stored).
+async fn try_batch(
+    conn: &mut Conn,
+    batch: &[AccessRequest],
+    tenants: &[TenantId],
+) -> Result<bool, StoreError> {
+    load_heads(conn, tenants).await?;
+    let heads = &conn.known;
+    let list = tenant_list(tenants);
+    let p_list: [&(dyn ToSql + Sync); 1] = [&list];
     let now = salus_kernel::clock::truncate_micros(chrono::Utc::now());
-    let records = access::plan(&heads, batch, now);
+    let records = access::plan(heads, batch, now);
     let col = |f: fn(&AccessRecord) -> uuid::Uuid| records.iter().map(f).collect::<Vec<_>>();
     let tenant_col = col(|r| r.tenant_id.0);
     let entry_col = col(|r| r.entry_id);
@@ -160,38 +209,47 @@ async fn write_batch(conn: &mut Conn, batch: &[AccessRequest]) -> Result<(), Sto
         records.iter().map(|r| r.recorded_at).collect();
     let prev_col: Vec<&[u8]> = records.iter().map(|r| r.prev_hash.0.as_slice()).collect();
     let hash_col: Vec<&[u8]> = records.iter().map(|r| r.hash.0.as_slice()).collect();
-    tx.execute(
-        &conn.insert,
-        &[
-            &tenant_col,
-            &seq_col,
-            &entry_col,
-            &actor_col,
-            &patient_col,
-            &type_col,
-            &resource_col,
-            &action_col,
-            &purpose_col,
-            &just_col,
-            &glass_col,
-            &client_col,
-            &request_col,
-            &at_col,
-            &prev_col,
-            &hash_col,
-        ],
-    )
-    .await
-    .map_err(db_err)?;
-    tx.commit().await.map_err(db_err)
-}
-
-/// The advisory-lock key of a tenant's access log.
-fn lock_key(tenant: uuid::Uuid) -> i64 {
-    let b = tenant.as_bytes();
-    // The low 8 bytes of a UUIDv7 are its random part; xor'ed with a tag for this log.
-    i64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
-        ^ 0x6163_6365_7373_6c67
+    let params: [&(dyn ToSql + Sync); 16] = [
+        &tenant_col,
+        &seq_col,
+        &entry_col,
+        &actor_col,
+        &patient_col,
+        &type_col,
+        &resource_col,
+        &action_col,
+        &purpose_col,
+        &just_col,
+        &glass_col,
+        &client_col,
+        &request_col,
+        &at_col,
+        &prev_col,
+        &hash_col,
+    ];
+    let c = &conn.client;
+    let inserted = tokio::try_join!(
+        c.batch_execute("BEGIN"),
+        c.execute(&conn.set_tenants, &p_list),
+        c.execute(&conn.insert, &params),
+        c.batch_execute("COMMIT"),
+    );
+    match inserted {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            // Another writer took a seq first: the transaction is rolled back.
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Ok(false);
+        }
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(db_err(e));
+        }
+    }
+    for r in &records {
+        conn.known.insert(r.tenant_id, (r.seq, r.hash));
+    }
+    Ok(true)
 }
 
 pub fn record_from_row(r: &Row) -> Result<AccessRecord, StoreError> {

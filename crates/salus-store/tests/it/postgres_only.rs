@@ -103,3 +103,58 @@ async fn application_role_cannot_bypass_rls() {
     assert!(!row.get::<_, bool>(0));
     assert!(!row.get::<_, bool>(1));
 }
+
+/// Two server processes on one database log reads of the same tenant at once: each writer
+/// continues the chain from the heads it knows, a seq the other took first sends its batch
+/// round again, and the log ends dense, chained and complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_access_log_writers_share_one_chain() {
+    use salus_store::access::{self, AccessAction, AccessEntry, AccessQuery};
+    let f = Fixture::new("postgres").await;
+    let ctx = f.tenant("two").await;
+    let second = f.reopen().await;
+    let entry = || AccessEntry {
+        patient_id: uuid::Uuid::now_v7(),
+        resource_type: "patient".into(),
+        resource_id: None,
+        action: AccessAction::Read,
+        purpose: "TREAT".into(),
+        justification: None,
+        break_glass: false,
+        client: None,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let store = if i % 2 == 0 {
+            f.store.clone()
+        } else {
+            second.clone()
+        };
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(async move {
+            store.log_access(&ctx, vec![entry(), entry()]).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let got = f
+        .store
+        .access_log(
+            &ctx,
+            &AccessQuery {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=160).collect::<Vec<i64>>()
+    );
+    let report = access::verify(f.store.as_ref()).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.entries, 160);
+    second.shutdown().await;
+}

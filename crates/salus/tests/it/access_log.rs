@@ -476,8 +476,5 @@ async fn audit_verify_names_a_tampered_access_entry(backend: &str) {
     }
     let (code, out, err) = salus(&args, &["audit", "verify"]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(
-        err.contains(&format!("access entry {victim}")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("access entry {victim}")), "{err}");
 }
