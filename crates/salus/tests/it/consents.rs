@@ -965,7 +965,7 @@ async fn an_active_consent_of_a_kind_is_answered_for_other_modules(backend: &str
             200
         )
         .await),
-        [cid.clone()]
+        [cid.as_str()]
     );
     assert!(
         ids(&ok(
@@ -1021,14 +1021,14 @@ async fn an_active_consent_of_a_kind_is_answered_for_other_modules(backend: &str
         200,
     )
     .await;
-    assert_eq!(ids(&listed), [cid.clone()]);
+    assert_eq!(ids(&listed), [cid.as_str()]);
     let listed = ok(
         app.get("/api/v1/consents?kind=research&status=revoked", &app.token)
             .await,
         200,
     )
     .await;
-    assert_eq!(ids(&listed), [revoked.clone()]);
+    assert_eq!(ids(&listed), [revoked.as_str()]);
     problem(
         app.get("/api/v1/consents?status=void", &app.token).await,
         400,
