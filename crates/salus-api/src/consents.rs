@@ -487,9 +487,9 @@ pub async fn patient_consents(
     // The patient's merge group; a patient-context token's own patient only.
     let group = http::patient_group(&state, &actor, &pid.to_string()).await?;
     if active {
-        let mut found =
-            consent::active_consents(&state.services, &actor.ctx, pid, kind.as_deref()).await?;
-        found.truncate(p.limit as usize);
+        let found =
+            consent::active_consents(&state.services, &actor.ctx, pid, kind.as_deref(), p.limit)
+                .await?;
         let rows: Vec<ResourceRow> = found.into_iter().map(|c| c.row).collect();
         for row in &rows {
             verified(&state, row)?;

@@ -833,6 +833,10 @@ async fn the_signed_consent_pdf_round_trips_its_text_and_is_verified_on_download
     assert!(text.contains("Ada Patient (patient), electronic"), "{text}");
     assert!(text.contains(&cid) && text.contains(&pid), "{text}");
     assert!(
+        text.contains("Patient: Document, Ada (born 1980-04-23)"),
+        "{text}"
+    );
+    assert!(
         text.contains("Not acknowledged"),
         "the optional clause left out is marked: {text}"
     );

@@ -18,6 +18,8 @@ const SIZE: i64 = 10;
 const LEADING: i64 = 14;
 /// Characters per line at 10 pt Helvetica within the margins (conservative).
 const WRAP: usize = 88;
+/// The same for Courier (6 pt a character at 10 pt).
+const WRAP_MONO: usize = 80;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the consent document could not be written: {0}")]
@@ -79,11 +81,14 @@ fn stamp(t: &chrono::DateTime<chrono::Utc>) -> String {
     salus_kernel::event::format_instant(t)
 }
 
-fn lines_of(c: &Consent) -> Vec<Line> {
+fn lines_of(c: &Consent, patient: Option<&str>) -> Vec<Line> {
     let mut l = vec![
         Line::Bold(format!("Consent: {}", c.title)),
         Line::Plain(format!("Consent id: {}", c.id)),
-        Line::Plain(format!("Patient id: {}", c.patient_id)),
+        Line::Plain(match patient {
+            Some(p) => format!("Patient: {p} (id {})", c.patient_id),
+            None => format!("Patient id: {}", c.patient_id),
+        }),
         Line::Plain(format!(
             "Template: {} version {} (kind: {})",
             c.template_id, c.template_version, c.kind
@@ -136,11 +141,20 @@ fn lines_of(c: &Consent) -> Vec<Line> {
     ) {
         l.push(Line::Plain(w));
     }
-    l
+    // Every line fits the page: long ones wrap (Courier is wider per character).
+    l.into_iter()
+        .flat_map(|line| match line {
+            Line::Plain(t) => wrap(&t, WRAP).into_iter().map(Line::Plain).collect(),
+            Line::Bold(t) => wrap(&t, WRAP).into_iter().map(Line::Bold).collect(),
+            Line::Mono(t) => wrap(&t, WRAP_MONO).into_iter().map(Line::Mono).collect(),
+            Line::Gap => vec![Line::Gap],
+        })
+        .collect()
 }
 
-/// The PDF of a consent as it stands (rendered when it is signed).
-pub fn render(consent: &Consent) -> Result<Vec<u8>, RenderError> {
+/// The PDF of a consent as it stands (rendered when it is signed); `patient` names the
+/// patient as the registry has them (see [`patient_label`]).
+pub fn render(consent: &Consent, patient: Option<&str>) -> Result<Vec<u8>, RenderError> {
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
     let font = |doc: &mut Document, name: &str| {
@@ -158,7 +172,7 @@ pub fn render(consent: &Consent) -> Result<Vec<u8>, RenderError> {
         "Font" => dictionary! { "F1" => plain, "F2" => bold, "F3" => mono },
     });
     let per_page = ((PAGE_H - 2 * MARGIN) / LEADING) as usize;
-    let lines = lines_of(consent);
+    let lines = lines_of(consent, patient);
     let mut kids = Vec::new();
     for chunk in lines.chunks(per_page.max(1)) {
         let mut ops = vec![
@@ -219,6 +233,21 @@ pub fn render(consent: &Consent) -> Result<Vec<u8>, RenderError> {
     doc.save_to(&mut out)
         .map_err(|e| RenderError(e.to_string()))?;
     Ok(out)
+}
+
+/// How the document names a patient: the first name on the record, family name first,
+/// and the birth date when known ("Lovelace, Ada (born 1815-12-10)").
+pub fn patient_label(p: &crate::registry::Patient) -> Option<String> {
+    let name = p.details.name.first()?;
+    let mut out = name.family.clone();
+    if !name.given.is_empty() {
+        out.push_str(", ");
+        out.push_str(&name.given.join(" "));
+    }
+    if let Some(b) = p.details.birth_date {
+        out.push_str(&format!(" (born {b})"));
+    }
+    Some(out)
 }
 
 /// The text of a PDF's pages (for tests and `salus` tooling): lines joined by `\n`.

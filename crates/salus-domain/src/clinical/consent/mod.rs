@@ -108,8 +108,15 @@ pub async fn sign(
     }
     let at = services.now();
     let signatures = instance::parse_signatures(signatures, ctx.actor.0, at)?;
-    let pdf = document::render(&current.state.signed_with(&signatures, at))
-        .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+    let patient = services
+        .load::<crate::registry::Patient>(ctx, current.state.patient_id)
+        .await?
+        .and_then(|p| document::patient_label(&p.state));
+    let pdf = document::render(
+        &current.state.signed_with(&signatures, at),
+        patient.as_deref(),
+    )
+    .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
     let stored = blobs
         .put(futures_util::stream::iter([Ok::<_, std::io::Error>(
             bytes_of(pdf),
@@ -142,12 +149,13 @@ fn bytes_of(v: Vec<u8>) -> bytes::Bytes {
 }
 
 /// The consents of a patient (following merges), of `kind` when given, that are active
-/// (signed, not revoked), newest first.
+/// (signed, not revoked), newest first, at most `limit`.
 pub async fn active_consents(
     services: &Services,
     ctx: &TenantContext,
     patient_id: Uuid,
     kind: Option<&str>,
+    limit: u32,
 ) -> Result<Vec<Current<Consent>>, ServiceError> {
     let group = crate::registry::patient::merge_group(services, ctx, patient_id).await?;
     let mut filters = vec![
@@ -170,7 +178,7 @@ pub async fn active_consents(
         resource_type: <Consent as crate::service::Projected>::RESOURCE_TYPE.into(),
         filters,
         after: None,
-        limit: 1000,
+        limit: limit.clamp(1, 1000),
         newest_first: true,
         order_by: None,
     };
@@ -191,7 +199,7 @@ pub async fn has_active_consent(
     patient_id: Uuid,
     kind: &str,
 ) -> Result<bool, ServiceError> {
-    Ok(!active_consents(services, ctx, patient_id, Some(kind))
+    Ok(!active_consents(services, ctx, patient_id, Some(kind), 1)
         .await?
         .is_empty())
 }

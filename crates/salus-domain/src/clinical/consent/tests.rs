@@ -280,11 +280,11 @@ fn the_signed_pdf_holds_the_clause_texts_signatures_and_hashes() {
     let ids = clause_ids(&c);
     c = ack(&c, ids[0]).unwrap();
     let signed = c.signed_with(&signatures(), at());
-    let pdf = document::render(&signed).unwrap();
+    let pdf = document::render(&signed, Some("Patient, Ada (born 1980-04-23)")).unwrap();
     assert!(pdf.starts_with(b"%PDF-1.5"));
     assert_eq!(
         pdf,
-        document::render(&signed).unwrap(),
+        document::render(&signed, Some("Patient, Ada (born 1980-04-23)")).unwrap(),
         "rendering is deterministic"
     );
     let text = document::extract_text(&pdf).unwrap();
@@ -297,6 +297,10 @@ fn the_signed_pdf_holds_the_clause_texts_signatures_and_hashes() {
     );
     assert!(text.contains("Ada Patient (patient), electronic"), "{text}");
     assert!(text.contains("Not acknowledged"), "{text}");
+    assert!(
+        text.contains("Patient: Patient, Ada (born 1980-04-23)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -314,7 +318,7 @@ fn a_long_consent_flows_onto_more_pages_and_unencodable_text_is_marked() {
     let mut t = template(&[true], true);
     t.versions[0].content = content;
     let c = create(&t, None).unwrap();
-    let pdf = document::render(&c).unwrap();
+    let pdf = document::render(&c, None).unwrap();
     let doc = lopdf::Document::load_mem(&pdf).unwrap();
     assert!(doc.get_pages().len() > 1);
     let text = document::extract_text(&pdf).unwrap();
