@@ -370,6 +370,33 @@ async fn consent_templates_are_versioned_and_a_published_version_never_changes(b
         "bad-request",
     )
     .await;
+    // The shapes are documented under names of their own (none shadows another's).
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "ConsentTemplate",
+        "TemplateInput",
+        "Consent",
+        "ConsentActionInput",
+        "ConsentRevocation",
+        "ConsentSignature",
+        "ClauseAcknowledgement",
+        "Revocation",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name} is documented");
+    }
+    assert!(
+        schemas["Revocation"]["properties"].get("by").is_some(),
+        "the role assignment's revocation is its own"
+    );
     let history = ok(app.get(&format!("{path}/history"), &viewer).await, 200).await;
     let types: Vec<&str> = history["items"]
         .as_array()

@@ -15,7 +15,7 @@
 //!
 //! Every read re-computes the snapshots' hashes ([`Consent::verify`]).
 
-use super::template::{ConsentTemplate, Section};
+use super::template::{ConsentSection, ConsentTemplate};
 use crate::service::Projected;
 use chrono::{DateTime, Utc};
 use salus_kernel::{Aggregate, DomainError, Hash32, domain_events};
@@ -93,7 +93,7 @@ impl SignatureMethod {
 
 /// A clause acknowledged: the clause text as it stood, and its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Acknowledgement {
+pub struct ClauseAcknowledgement {
     pub clause_id: Uuid,
     pub section_id: Uuid,
     /// The clause text at acknowledgement (an immutable snapshot).
@@ -109,7 +109,7 @@ pub struct Acknowledgement {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Signature {
+pub struct ConsentSignature {
     pub signer_name: String,
     pub role: SignerRole,
     pub method: SignatureMethod,
@@ -128,7 +128,7 @@ pub struct ConsentDocument {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Revocation {
+pub struct ConsentRevocation {
     /// The user who recorded the revocation.
     pub revoked_by: Uuid,
     /// The person who asked for it (the patient, a guardian), when recorded.
@@ -148,17 +148,17 @@ pub struct Consent {
     pub kind: String,
     pub title: String,
     /// The pinned version's sections and clauses.
-    pub sections: Vec<Section>,
+    pub sections: Vec<ConsentSection>,
     pub status: ConsentStatus,
     /// In the order they were given.
-    pub acknowledgements: Vec<Acknowledgement>,
-    pub signatures: Vec<Signature>,
+    pub acknowledgements: Vec<ClauseAcknowledgement>,
+    pub signatures: Vec<ConsentSignature>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document: Option<ConsentDocument>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revocation: Option<Revocation>,
+    pub revocation: Option<ConsentRevocation>,
     pub created_by: Uuid,
 }
 
@@ -179,7 +179,7 @@ impl Consent {
             .all(|a| Hash32::sha256(a.text.as_bytes()).to_hex() == a.text_sha256)
     }
 
-    pub fn acknowledged(&self, clause_id: Uuid) -> Option<&Acknowledgement> {
+    pub fn acknowledged(&self, clause_id: Uuid) -> Option<&ClauseAcknowledgement> {
         self.acknowledgements
             .iter()
             .find(|a| a.clause_id == clause_id)
@@ -223,7 +223,7 @@ impl Consent {
 
     /// The consent as it is once signed with `signatures` at `at` (without its document:
     /// the state the evidence document shows).
-    pub fn signed_with(&self, signatures: &[Signature], at: DateTime<Utc>) -> Consent {
+    pub fn signed_with(&self, signatures: &[ConsentSignature], at: DateTime<Utc>) -> Consent {
         let mut c = self.clone();
         c.status = ConsentStatus::Signed;
         c.signatures = signatures.to_vec();
@@ -251,7 +251,7 @@ pub fn parse_signatures(
     input: &[SignatureInput],
     recorded_by: Uuid,
     at: DateTime<Utc>,
-) -> Result<Vec<Signature>, DomainError> {
+) -> Result<Vec<ConsentSignature>, DomainError> {
     if input.is_empty() || input.len() > MAX_SIGNATURES {
         return Err(DomainError::invalid(
             "signatures",
@@ -267,7 +267,7 @@ pub fn parse_signatures(
                 "signer_name must be 1-200 characters without control characters",
             ));
         }
-        out.push(Signature {
+        out.push(ConsentSignature {
             signer_name: name.to_owned(),
             role: s.role,
             method: s.method,
@@ -368,7 +368,7 @@ impl ConsentActionInput {
                     .ok_or_else(|| {
                         DomainError::invalid("reason", "revoke needs a reason of 1-1000 characters")
                     })?;
-                Ok(ConsentCommand::Revoke(Revocation {
+                Ok(ConsentCommand::Revoke(ConsentRevocation {
                     revoked_by: by,
                     requested_by: optional_name("requested_by", self.requested_by.as_deref())?,
                     reason: reason.to_owned(),
@@ -405,16 +405,16 @@ pub enum ConsentCommand {
         at: DateTime<Utc>,
     },
     Sign {
-        signatures: Vec<Signature>,
+        signatures: Vec<ConsentSignature>,
         at: DateTime<Utc>,
         document: ConsentDocument,
     },
-    Revoke(Revocation),
+    Revoke(ConsentRevocation),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signed {
-    pub signatures: Vec<Signature>,
+    pub signatures: Vec<ConsentSignature>,
     pub at: DateTime<Utc>,
     pub document: ConsentDocument,
 }
@@ -422,9 +422,9 @@ pub struct Signed {
 domain_events! {
     pub enum ConsentEvent {
         Created(Consent) = "consent.created",
-        ClauseAcknowledged(Acknowledgement) = "consent.clause_acknowledged",
+        ClauseAcknowledged(ClauseAcknowledgement) = "consent.clause_acknowledged",
         Signed(Signed) = "consent.signed",
-        Revoked(Revocation) = "consent.revoked",
+        Revoked(ConsentRevocation) = "consent.revoked",
     }
 }
 
@@ -536,15 +536,17 @@ impl Aggregate for Consent {
                     // Acknowledged already: the first snapshot stands.
                     return Ok(vec![]);
                 }
-                Ok(vec![ConsentEvent::ClauseAcknowledged(Acknowledgement {
-                    clause_id: clause.id,
-                    section_id: section.id,
-                    text_sha256: Hash32::sha256(clause.text.as_bytes()).to_hex(),
-                    text: clause.text.clone(),
-                    acknowledged_by: acknowledged_by.clone(),
-                    recorded_by: *recorded_by,
-                    acknowledged_at: *at,
-                })])
+                Ok(vec![ConsentEvent::ClauseAcknowledged(
+                    ClauseAcknowledgement {
+                        clause_id: clause.id,
+                        section_id: section.id,
+                        text_sha256: Hash32::sha256(clause.text.as_bytes()).to_hex(),
+                        text: clause.text.clone(),
+                        acknowledged_by: acknowledged_by.clone(),
+                        recorded_by: *recorded_by,
+                        acknowledged_at: *at,
+                    },
+                )])
             }
             (
                 Some(c),

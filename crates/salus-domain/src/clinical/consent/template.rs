@@ -40,7 +40,7 @@ impl VersionStatus {
 
 /// One clause: its text, whether it must be acknowledged before signing, its place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Clause {
+pub struct ConsentClause {
     pub id: Uuid,
     pub text: String,
     pub required: bool,
@@ -49,22 +49,22 @@ pub struct Clause {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Section {
+pub struct ConsentSection {
     pub id: Uuid,
     pub title: String,
     /// 1-based position in the version.
     pub order: u32,
-    pub clauses: Vec<Clause>,
+    pub clauses: Vec<ConsentClause>,
 }
 
 /// What a version says: a valid title and 1..=50 sections of 1..=100 clauses each. Made
-/// only by [`Content::parse`].
+/// only by [`TemplateContent::parse`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Content {
+pub struct TemplateContent {
     pub title: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    pub sections: Vec<Section>,
+    pub sections: Vec<ConsentSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -72,7 +72,7 @@ pub struct TemplateVersion {
     pub version: u32,
     pub status: VersionStatus,
     #[serde(flatten)]
-    pub content: Content,
+    pub content: TemplateContent,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,7 +81,7 @@ pub struct TemplateVersion {
 
 impl TemplateVersion {
     /// Every clause, in order, with the id of its section.
-    pub fn clauses(&self) -> impl Iterator<Item = (&Section, &Clause)> {
+    pub fn clauses(&self) -> impl Iterator<Item = (&ConsentSection, &ConsentClause)> {
         self.content
             .sections
             .iter()
@@ -207,7 +207,7 @@ fn text(field: &str, s: &str, max: usize) -> Result<String, DomainError> {
     Ok(t.to_owned())
 }
 
-impl Content {
+impl TemplateContent {
     /// Check a version's content; `ids` mints the section and clause ids (the service
     /// passes fresh UUIDs; tests pass a counter).
     pub fn parse(
@@ -215,7 +215,7 @@ impl Content {
         description: Option<&str>,
         sections: &[SectionInput],
         ids: &mut dyn FnMut() -> Uuid,
-    ) -> Result<Content, DomainError> {
+    ) -> Result<TemplateContent, DomainError> {
         let title = text("title", title, 200)?;
         let description = match description.map(str::trim).filter(|d| !d.is_empty()) {
             Some(d) => Some(text("description", d, 2000)?),
@@ -239,7 +239,7 @@ impl Content {
             let section_title = text(&format!("{field}.title"), &s.title, 200)?;
             let mut clauses = Vec::with_capacity(s.clauses.len());
             for (j, c) in s.clauses.iter().enumerate() {
-                clauses.push(Clause {
+                clauses.push(ConsentClause {
                     id: ids(),
                     text: text(
                         &format!("{field}.clauses[{j}].text"),
@@ -250,14 +250,14 @@ impl Content {
                     order: j as u32 + 1,
                 });
             }
-            out.push(Section {
+            out.push(ConsentSection {
                 id: ids(),
                 title: section_title,
                 order: i as u32 + 1,
                 clauses,
             });
         }
-        Ok(Content {
+        Ok(TemplateContent {
             title,
             description,
             sections: out,
@@ -265,7 +265,7 @@ impl Content {
     }
 
     /// The same content under fresh section and clause ids (a new version's copy).
-    pub fn with_fresh_ids(&self, ids: &mut dyn FnMut() -> Uuid) -> Content {
+    pub fn with_fresh_ids(&self, ids: &mut dyn FnMut() -> Uuid) -> TemplateContent {
         let mut c = self.clone();
         for s in &mut c.sections {
             s.id = ids();
@@ -281,16 +281,16 @@ impl Content {
         &self,
         edit: &DraftInput,
         ids: &mut dyn FnMut() -> Uuid,
-    ) -> Result<Content, DomainError> {
+    ) -> Result<TemplateContent, DomainError> {
         let title = edit.title.as_deref().unwrap_or(&self.title);
         let description = match &edit.description {
             Some(d) => Some(d.as_str()),
             None => self.description.as_deref(),
         };
         match &edit.sections {
-            Some(sections) => Content::parse(title, description, sections, ids),
+            Some(sections) => TemplateContent::parse(title, description, sections, ids),
             None => {
-                let mut c = Content::parse(title, description, &as_input(self), ids)?;
+                let mut c = TemplateContent::parse(title, description, &as_input(self), ids)?;
                 // Unchanged sections keep their ids.
                 c.sections = self.sections.clone();
                 Ok(c)
@@ -299,7 +299,7 @@ impl Content {
     }
 }
 
-fn as_input(c: &Content) -> Vec<SectionInput> {
+fn as_input(c: &TemplateContent) -> Vec<SectionInput> {
     c.sections
         .iter()
         .map(|s| SectionInput {
@@ -321,11 +321,11 @@ pub enum TemplateCommand {
     Create {
         id: Uuid,
         kind: String,
-        content: Content,
+        content: TemplateContent,
     },
     /// Replace the draft's content (the latest version must be a draft).
     EditDraft {
-        content: Content,
+        content: TemplateContent,
     },
     Publish {
         by: Uuid,
@@ -333,14 +333,14 @@ pub enum TemplateCommand {
     },
     /// Start a draft of the next version with `content` (the latest must be published).
     NewVersion {
-        content: Content,
+        content: TemplateContent,
     },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DraftEdited {
     pub version: u32,
-    pub content: Content,
+    pub content: TemplateContent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,7 +353,7 @@ pub struct Published {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionDrafted {
     pub version: u32,
-    pub content: Content,
+    pub content: TemplateContent,
 }
 
 domain_events! {
@@ -526,7 +526,7 @@ pub async fn create_template(
             ctx,
             id,
             move |_, _| {
-                let content = Content::parse(
+                let content = TemplateContent::parse(
                     &input.title,
                     input.description.as_deref(),
                     &input.sections,
@@ -607,7 +607,7 @@ mod tests {
     }
 
     fn created() -> ConsentTemplate {
-        let content = Content::parse(
+        let content = TemplateContent::parse(
             "Research participation",
             None,
             &[section(
@@ -639,7 +639,7 @@ mod tests {
 
     #[test]
     fn content_is_checked_and_ordered() {
-        let c = Content::parse(
+        let c = TemplateContent::parse(
             " T ",
             Some("  "),
             &[
@@ -660,12 +660,13 @@ mod tests {
             vec![section("", &[("x", true)])],
             vec![section("A", &[("   ", true)])],
         ] {
-            let e = Content::parse("T", None, &bad, &mut counter()).unwrap_err();
+            let e = TemplateContent::parse("T", None, &bad, &mut counter()).unwrap_err();
             assert!(matches!(e, DomainError::Invalid { .. }), "{e}");
         }
         let long = "x".repeat(MAX_CLAUSE_TEXT + 1);
         assert!(
-            Content::parse("T", None, &[section("A", &[(&long, true)])], &mut counter()).is_err()
+            TemplateContent::parse("T", None, &[section("A", &[(&long, true)])], &mut counter())
+                .is_err()
         );
         assert!(parse_kind("9lives").is_err());
         assert!(parse_kind("data sharing").is_err());

@@ -26,12 +26,12 @@ fn template(required: &[bool], publish: bool) -> ConsentTemplate {
             .iter()
             .enumerate()
             .map(|(i, r)| ClauseInput {
-                text: format!("Clause number {i}: I agree to item {i}."),
+                text: format!("ConsentClause number {i}: I agree to item {i}."),
                 required: *r,
             })
             .collect(),
     }];
-    let content = Content::parse("Research", None, &sections, &mut counter()).unwrap();
+    let content = TemplateContent::parse("Research", None, &sections, &mut counter()).unwrap();
     let mut t = ConsentTemplate::decide(
         None,
         &TemplateCommand::Create {
@@ -99,7 +99,7 @@ fn ack(c: &Consent, clause: Uuid) -> Result<Consent, DomainError> {
     )
 }
 
-fn signatures() -> Vec<Signature> {
+fn signatures() -> Vec<ConsentSignature> {
     parse_signatures(
         &[SignatureInput {
             signer_name: "Ada Patient".into(),
@@ -309,12 +309,12 @@ fn a_long_consent_flows_onto_more_pages_and_unencodable_text_is_marked() {
         title: "Many".into(),
         clauses: (0..80)
             .map(|i| ClauseInput {
-                text: format!("Clause {i} says Zoë agrees, 同意."),
+                text: format!("ConsentClause {i} says Zoë agrees, 同意."),
                 required: false,
             })
             .collect(),
     }];
-    let content = Content::parse("Long", None, &sections, &mut counter()).unwrap();
+    let content = TemplateContent::parse("Long", None, &sections, &mut counter()).unwrap();
     let mut t = template(&[true], true);
     t.versions[0].content = content;
     let c = create(&t, None).unwrap();
@@ -322,7 +322,10 @@ fn a_long_consent_flows_onto_more_pages_and_unencodable_text_is_marked() {
     let doc = lopdf::Document::load_mem(&pdf).unwrap();
     assert!(doc.get_pages().len() > 1);
     let text = document::extract_text(&pdf).unwrap();
-    assert!(text.contains("Clause 79 says Zoë agrees, ??."), "{text}");
+    assert!(
+        text.contains("ConsentClause 79 says Zoë agrees, ??."),
+        "{text}"
+    );
 }
 
 proptest! {
