@@ -489,6 +489,20 @@ async fn a_consent_is_signed_only_when_every_required_clause_is_acknowledged_and
     )
     .await;
 
+    // A repeated create under its Idempotency-Key answers the first consent again.
+    let keyed = || {
+        app.client
+            .post(app.url("/api/v1/consents"))
+            .bearer_auth(&app.token)
+            .header("idempotency-key", "consent-once")
+            .json(&json!({"patient_id": pid, "template_id": tid}))
+            .send()
+    };
+    let first = ok(keyed().await.unwrap(), 201).await;
+    let again = keyed().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(ok(again, 201).await["id"], first["id"]);
+
     let c = new_consent(&app, &pid, &tid).await;
     let cid = c["id"].as_str().unwrap().to_owned();
     assert_eq!(

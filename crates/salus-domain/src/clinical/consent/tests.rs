@@ -354,6 +354,22 @@ proptest! {
         }
     }
 
+    /// Whatever printable Latin text a clause has (parentheses, backslashes, accents), the
+    /// signed PDF reads it back.
+    #[test]
+    fn the_pdf_reads_back_any_printable_clause_text(
+        words in proptest::collection::vec("[!-~\u{e0}-\u{ff}]{1,20}", 1..40)
+    ) {
+        let text = words.join(" ");
+        let mut t = template(&[true], true);
+        t.versions[0].content.sections[0].clauses[0].text = text.clone();
+        let c = create(&t, None).unwrap();
+        let id = clause_ids(&c)[0];
+        let c = ack(&c, id).unwrap().signed_with(&signatures(), at());
+        let read = document::extract_text(&document::render(&c, None).unwrap()).unwrap();
+        prop_assert!(read.replace('\n', " ").contains(&text), "{} not in {}", text, read);
+    }
+
     /// Every acknowledgement's hash is the SHA-256 of the text it stores, and that text is
     /// the clause's as pinned.
     #[test]
