@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 const ATTACHMENTS: &str = "/api/v1/attachments";
 
-fn blob_error(state: &AppState, e: BlobError) -> ApiError {
+pub(crate) fn blob_error(state: &AppState, e: BlobError) -> ApiError {
     match e {
         BlobError::TooLarge(n) => ApiError::new(
             "payload-too-large",

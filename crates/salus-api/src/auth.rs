@@ -559,6 +559,7 @@ pub const PATIENT_DATA: &[&str] = &[
     // The stored resource type of notes (the handlers name them "note").
     "clinical_note",
     "attachment",
+    "consent",
 ];
 
 pub fn request_id(parts: &Parts) -> String {

@@ -32,6 +32,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
     ("request-timeout", 408, "The request took too long"),
     ("conflict", 409, "The request conflicts with current data"),
     (
+        "consent-incomplete",
+        409,
+        "Required consent clauses are not acknowledged",
+    ),
+    (
         "precondition-failed",
         412,
         "The resource changed since it was read",

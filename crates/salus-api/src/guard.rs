@@ -79,6 +79,7 @@ const PATIENT_DOMAINS: &[&str] = &[
     "medical_records",
     "notes",
     "attachments",
+    "consents",
 ];
 
 impl RouteTable {

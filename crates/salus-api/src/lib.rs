@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod bulk;
 pub mod clinicians;
+pub mod consents;
 pub mod encounters;
 pub mod error;
 pub mod exports;
@@ -120,7 +121,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json.\n\nEvery read of patient data is written to the data-access log before it is answered (a 503 when the log cannot be written). Reads take three optional headers: `X-Purpose-Of-Use` (HL7 PurposeOfUse: TREAT, the default; ETREAT emergency treatment; HPAYMT payment; HOPERAT operations; PATRQT at the patient's request; HRESCH research; HLEGAL legal; PUBHLTH public health; any other value is a 400), `X-Access-Justification` (free text, at most 1000 characters) and `X-Break-Glass` (an emergency reason: the read is flagged and appears in `GET /api/v1/audit/break-glass`)."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "audit", description = "The data-access log: every read of patient data, the break-glass report, a patient's own access report"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "consents", description = "Consent templates (versioned) and patients' consents: acknowledgements, signatures, revocation, the signed PDF"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "audit", description = "The data-access log: every read of patient data, the break-glass report, a patient's own access report"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -253,6 +254,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(attachments::upload, attachments::list))
         .routes(routes!(attachments::read))
         .routes(routes!(attachments::content))
+        .routes(routes!(
+            consents::create_template,
+            consents::search_templates
+        ))
+        .routes(routes!(consents::read_template, consents::edit_template))
+        .routes(routes!(consents::template_history))
+        .routes(routes!(consents::template_action))
+        .routes(routes!(consents::create, consents::search))
+        .routes(routes!(consents::read))
+        .routes(routes!(consents::history))
+        .routes(routes!(consents::action))
+        .routes(routes!(consents::document))
+        .routes(routes!(consents::patient_consents))
         .routes(routes!(encounters::action))
         .routes(routes!(imports::start))
         .routes(routes!(imports::read))

@@ -82,6 +82,22 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("attachments:read", "read attachments and their contents"),
     ("attachments:write", "attach files to medical records"),
     (
+        "consent_templates:read",
+        "read consent templates and their versions",
+    ),
+    (
+        "consent_templates:write",
+        "create, edit, publish and version consent templates",
+    ),
+    (
+        "consents:read",
+        "read patients' consents and their signed documents",
+    ),
+    (
+        "consents:write",
+        "create patients' consents, acknowledge clauses, sign and revoke them",
+    ),
+    (
         "theater:book",
         "book operating theatre sessions (no endpoint yet: the theatre module)",
     ),
@@ -266,6 +282,8 @@ const VIEWER_PERMISSIONS: &[&str] = &[
     "medical_records:read",
     "notes:read",
     "attachments:read",
+    "consent_templates:read",
+    "consents:read",
 ];
 
 const PROVIDER_PERMISSIONS: &[&str] = &[
@@ -291,6 +309,9 @@ const PROVIDER_PERMISSIONS: &[&str] = &[
     "notes:write",
     "attachments:read",
     "attachments:write",
+    "consent_templates:read",
+    "consents:read",
+    "consents:write",
     "theater:book",
     "orders:write:medication",
 ];

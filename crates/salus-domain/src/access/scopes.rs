@@ -162,6 +162,7 @@ pub const FHIR_RESOURCES: &[(&str, &[&str], &[&str])] = &[
         &["medical_records:write", "notes:write", "attachments:write"],
     ),
     ("Binary", &["attachments:read"], &["attachments:write"]),
+    ("Consent", &["consents:read"], &["consents:write"]),
     ("Appointment", &[], &["theater:book"]),
     ("MedicationRequest", &[], &["orders:write:medication"]),
 ];

@@ -3,6 +3,7 @@
 //! and allergies, medical records, notes and attachments.
 
 pub mod attachment;
+pub mod consent;
 pub mod encounter;
 pub mod interaction;
 pub mod observation;

@@ -83,6 +83,10 @@ async fn seed(app: &TestApp) -> (String, HashMap<&'static str, String>) {
     assert_eq!(r.status(), 201);
     let a: Value = r.json().await.unwrap();
     ids.insert("attachments", a["id"].as_str().unwrap().to_owned());
+    ids.insert(
+        "consents",
+        crate::consents::seed_signed_consent(app, &pid).await,
+    );
     (pid, ids)
 }
 

@@ -8,6 +8,7 @@ mod attachments;
 mod auth;
 mod bulk;
 mod cli;
+mod consents;
 mod crash;
 mod encounters;
 mod interactions;
