@@ -112,7 +112,7 @@ fn decode<A: Projected>(row: ResourceRow) -> Result<Current<A>, ServiceError> {
 fn fold_events<A: Projected>(events: &[EventEnvelope]) -> Result<Option<A>, ServiceError> {
     let mut state: Option<A> = A::initial();
     for e in events {
-        let ev = A::decode_event(&e.event_type, &e.payload).map_err(|err| {
+        let ev = A::decode_stored(&e.event_type, e.schema_version, &e.payload).map_err(|err| {
             ServiceError::Corrupt(format!("event {} does not decode: {err}", e.event_id))
         })?;
         state = A::evolve(state, &ev);

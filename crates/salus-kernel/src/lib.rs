@@ -14,7 +14,7 @@ pub mod ids;
 pub mod merkle;
 pub mod text;
 
-pub use aggregate::{Aggregate, DomainError};
+pub use aggregate::{Aggregate, DecodeError, DomainError};
 pub use clock::{Clock, SystemClock};
 pub use context::{ActorId, TenantContext, TenantId};
 pub use event::{EventEnvelope, Hash32, NewEvent};
