@@ -7,10 +7,13 @@
 //!   editable. Tenants define their own roles ([`role::Role`]) from the same list.
 //! - A user holds roles through [`user::Assignment`]s, each valid from/until an instant and
 //!   revocable for good; [`user::User::active_roles`] decides at an instant which count.
+//! - [`care`] holds care relationships (care-team assignments, encounters) and the
+//!   tenant's policy on whether reads need one.
 //! - [`scopes`] parses SMART on FHIR scopes, which narrow a token below its roles.
 //!
 //! This module decides; it never reads the clock or the store (the service passes both in).
 
+pub mod care;
 pub mod role;
 pub mod scopes;
 pub mod user;
