@@ -95,7 +95,10 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("users:read", "list users and their role assignments"),
     ("users:write", "create and disable users"),
     ("roles:read", "list roles and what they grant"),
-    ("roles:write", "define and change the tenant's own roles"),
+    (
+        "roles:write",
+        "define and change the tenant's own roles and its care-relationship policy",
+    ),
     (
         "roles:grant",
         "grant and revoke role assignments (only of roles whose permissions the granter holds)",
@@ -109,8 +112,12 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "bulk-export a kind's records (with the kind's read permission)",
     ),
     (
+        "care_team:write",
+        "put users on a patient's care team and end their assignments",
+    ),
+    (
         "audit:read",
-        "read the event log, tree heads and proofs, and the data-access log",
+        "read the audit trail (events with states before and after), tree heads and proofs, and the data-access log",
     ),
 ];
 

@@ -5,6 +5,7 @@ mod access;
 mod access_log;
 mod app;
 mod attachments;
+mod audit;
 mod auth;
 mod bulk;
 mod cli;
