@@ -212,9 +212,19 @@ async fn audit_events_carry_states_and_diffs_and_filter(backend: &str) {
         .unwrap()
         .with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
-    let since = events(&app, &auditor, &format!("from={}&entity_type=observation", at.replace('+', "%2B"))).await;
+    let since = events(
+        &app,
+        &auditor,
+        &format!("from={}&entity_type=observation", at.replace('+', "%2B")),
+    )
+    .await;
     assert_eq!(keys(&since), keys(&by_doc));
-    let since_raw = events(&app, &auditor, &format!("from={at}&entity_type=observation")).await;
+    let since_raw = events(
+        &app,
+        &auditor,
+        &format!("from={at}&entity_type=observation"),
+    )
+    .await;
     assert_eq!(keys(&since_raw), keys(&by_doc));
     let until = events(
         &app,

@@ -8,6 +8,7 @@ mod attachments;
 mod audit;
 mod auth;
 mod bulk;
+mod care;
 mod cli;
 mod crash;
 mod encounters;
