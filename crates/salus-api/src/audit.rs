@@ -232,6 +232,15 @@ pub async fn patient_access(
     }
     let mut q = parse_query(&raw, &["from", "to", "action"])?;
     q.patient = Some(id);
+    // A patient not in the tenant has no report (nor an entry for reading one).
+    if state
+        .services
+        .row::<salus_domain::registry::Patient>(&actor.ctx, id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no patient with id {id}")));
+    }
     crate::access_log::record(
         &state,
         &actor,

@@ -20,5 +20,6 @@ mod patients;
 mod places;
 mod procedures;
 mod records;
+mod security;
 mod statements;
 mod surface;
