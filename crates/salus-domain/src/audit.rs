@@ -90,13 +90,15 @@ macro_rules! fold_by_type {
     }};
 }
 
+/// A stream's resource type and its states by version.
+pub type Folded = (&'static str, HashMap<i64, Value>);
+
 /// The states of a stream after each wanted version, by its stream type.
-#[allow(clippy::type_complexity)]
 pub fn fold_states(
     stream_type: &str,
     events: &[EventEnvelope],
     wanted: &BTreeSet<i64>,
-) -> Option<Result<(&'static str, HashMap<i64, Value>), ServiceError>> {
+) -> Option<Result<Folded, ServiceError>> {
     use crate::access::{Role, User, care};
     use crate::bulk::job::ImportJob;
     use crate::clinical::attachment::Attachment;
@@ -168,7 +170,7 @@ pub async fn page(
         w.1.insert(e.version - 1);
         w.1.insert(e.version);
     }
-    let folded: Vec<(Uuid, Option<(&'static str, HashMap<i64, Value>)>)> =
+    let folded: Vec<(Uuid, Option<Folded>)> =
         futures_util::stream::iter(wanted.into_iter().map(|(id, (st, versions))| async move {
             let stream = services.store.stream(ctx, id, None).await?;
             let states = fold_states(&st, &stream, &versions).transpose()?;
@@ -179,8 +181,7 @@ pub async fn page(
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
-    let folded: HashMap<Uuid, Option<(&'static str, HashMap<i64, Value>)>> =
-        folded.into_iter().collect();
+    let folded: HashMap<Uuid, Option<Folded>> = folded.into_iter().collect();
     Ok(events
         .into_iter()
         .map(|event| {
