@@ -109,6 +109,13 @@ pub async fn admit(
             salus_domain::registry::patient::merge_group(&state.services, &actor.ctx, a.patient)
                 .await?;
         if !care::has_relationship(&state.services, &actor.ctx, actor.user.id, &group, now).await? {
+            state
+                .metrics
+                .access_denied
+                .get_or_create(&crate::metrics::DeniedLabels {
+                    permission: "care_relationship".to_owned(),
+                })
+                .inc();
             return Err(ApiError::new(
                 "care-relationship-required",
                 format!(

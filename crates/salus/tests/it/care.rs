@@ -149,6 +149,20 @@ async fn reads_need_a_care_relationship_or_break_glass_when_the_tenant_says_so(b
         .unwrap();
     let before_glass = log["items"].as_array().unwrap().len();
 
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("salus_access_denied_total{permission=\"care_relationship\"}"),
+        "refusals are counted"
+    );
+
     // Break-glass: allowed, flagged, in the report with its reason.
     let r = get_with(&app, &ppath, &doc, Some("unconscious in ED, no ID")).await;
     assert_eq!(r.status(), 200);
