@@ -159,6 +159,7 @@ pub async fn record(
             a.resource_id = None;
         }
     }
+    crate::care::admit(state, actor, action, resource_type, &accesses).await?;
     let a = &actor.access;
     let entries: Vec<AccessEntry> = accesses
         .into_iter()

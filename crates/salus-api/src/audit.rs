@@ -9,18 +9,17 @@ use crate::http;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use salus_kernel::ActorId;
-use salus_store::access::{AccessAction, AccessQuery};
+use salus_store::access::{AccessAction, AccessQuery, AccessRecord};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 /// The filters and page of an access-log query, from query parameters (`known` of them).
 fn parse_query(raw: &HashMap<String, String>, known: &[&str]) -> Result<AccessQuery, ApiError> {
-    if let Some(k) = raw
-        .keys()
-        .find(|k| !known.contains(&k.as_str()) && *k != "limit" && *k != "cursor")
-    {
+    if let Some(k) = raw.keys().find(|k| {
+        !known.contains(&k.as_str()) && !["limit", "cursor", "format"].contains(&k.as_str())
+    }) {
         return Err(ApiError::bad_request(format!(
-            "unknown parameter '{k}'; parameters are: {}, limit, cursor",
+            "unknown parameter '{k}'; parameters are: {}, format, limit, cursor",
             known.join(", ")
         )));
     }
@@ -62,10 +61,10 @@ fn parse_query(raw: &HashMap<String, String>, known: &[&str]) -> Result<AccessQu
         patient: uuid("patient_id")?,
         actor: uuid("actor_id")?.map(ActorId),
         from: get("from")
-            .map(|t| http::parse_instant("from", t))
+            .map(|t| crate::audit_events::instant("from", t))
             .transpose()?,
         to: get("to")
-            .map(|t| http::parse_instant("to", t))
+            .map(|t| crate::audit_events::instant("to", t))
             .transpose()?,
         action,
         break_glass: None,
@@ -74,8 +73,18 @@ fn parse_query(raw: &HashMap<String, String>, known: &[&str]) -> Result<AccessQu
     })
 }
 
-/// `{ items, next_cursor }` for a query (which asked for one entry more than the page).
-async fn page(state: &AppState, actor: &Actor, q: AccessQuery) -> Result<Response, ApiError> {
+/// `{ items, next_cursor }` for a query (which asked for one entry more than the page),
+/// or with `format=csv` every matching entry as a streamed CSV file.
+async fn page(
+    state: &AppState,
+    actor: &Actor,
+    mut q: AccessQuery,
+    raw: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    if crate::audit_events::format_of(raw)? == crate::audit_events::Format::Csv {
+        q.limit = crate::audit_events::csv_batch();
+        return csv(state, actor, q).await;
+    }
     let mut rows = state.services.store.access_log(&actor.ctx, &q).await?;
     let limit = q.limit.saturating_sub(1) as usize;
     let next = if rows.len() > limit {
@@ -85,6 +94,71 @@ async fn page(state: &AppState, actor: &Actor, q: AccessQuery) -> Result<Respons
         None
     };
     Ok(axum::Json(serde_json::json!({ "items": rows, "next_cursor": next })).into_response())
+}
+
+const ACCESS_COLUMNS: &[&str] = &[
+    "seq",
+    "recorded_at",
+    "tenant_id",
+    "entry_id",
+    "actor_id",
+    "patient_id",
+    "resource_type",
+    "resource_id",
+    "action",
+    "purpose",
+    "justification",
+    "break_glass",
+    "client",
+    "request_id",
+    "hash",
+];
+
+fn access_row(r: &AccessRecord) -> Vec<String> {
+    vec![
+        r.seq.to_string(),
+        salus_kernel::event::format_instant(&r.recorded_at),
+        r.tenant_id.0.to_string(),
+        r.entry_id.to_string(),
+        r.actor_id.0.to_string(),
+        r.patient_id.to_string(),
+        r.resource_type.clone(),
+        r.resource_id.map(|i| i.to_string()).unwrap_or_default(),
+        r.action.as_str().to_owned(),
+        r.purpose.clone(),
+        r.justification.clone().unwrap_or_default(),
+        r.break_glass.to_string(),
+        r.client.clone().unwrap_or_default(),
+        r.request_id.to_string(),
+        r.hash.to_hex(),
+    ]
+}
+
+/// Every entry of `q` (whose limit is the batch size) as a streamed CSV file.
+async fn csv(state: &AppState, actor: &Actor, mut q: AccessQuery) -> Result<Response, ApiError> {
+    use crate::audit_events::{BatchFuture, csv_response, full_batch};
+    let rows = state.services.store.access_log(&actor.ctx, &q).await?;
+    let first = rows.iter().map(access_row).collect();
+    let cursor = full_batch(&rows, |r| r.seq);
+    let (state, ctx) = (state.clone(), actor.ctx.clone());
+    let next = move |after: i64| {
+        q.after = Some(after);
+        let (state, ctx, q) = (state.clone(), ctx.clone(), q.clone());
+        Box::pin(async move {
+            let rows = state.services.store.access_log(&ctx, &q).await?;
+            Ok((
+                rows.iter().map(access_row).collect(),
+                full_batch(&rows, |r| r.seq),
+            ))
+        }) as BatchFuture
+    };
+    Ok(csv_response(
+        "access-log.csv",
+        ACCESS_COLUMNS,
+        first,
+        cursor,
+        next,
+    ))
 }
 
 const FILTERS: &[&str] = &["patient_id", "actor_id", "from", "to", "action"];
@@ -97,9 +171,10 @@ const FILTERS: &[&str] = &["patient_id", "actor_id", "from", "to", "action"];
            ("from" = Option<String>, Query, description = "Logged at or after (RFC 3339)"),
            ("to" = Option<String>, Query, description = "Logged before (RFC 3339)"),
            ("action" = Option<String>, Query, description = "read | search | export | download"),
-           ("limit" = Option<u32>, Query, description = "1-500, default 100"),
+           ("format" = Option<String>, Query, description = "json (default) | csv: every matching entry as one streamed RFC 4180 file"),
+           ("limit" = Option<u32>, Query, description = "1-500, default 100 (json only)"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items: [access entry], next_cursor }"), (status = 400, description = "A bad filter")),
+    responses((status = 200, description = "{ items: [access entry], next_cursor }, or text/csv"), (status = 400, description = "A bad filter")),
     security(("bearer" = ["audit:read"])))]
 pub async fn access(
     State(state): State<AppState>,
@@ -107,7 +182,7 @@ pub async fn access(
     Query(raw): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let q = parse_query(&raw, FILTERS)?;
-    page(&state, &actor, q).await
+    page(&state, &actor, q, &raw).await
 }
 
 /// The break-glass report: reads made under `X-Break-Glass`, with their reasons.
@@ -117,9 +192,10 @@ pub async fn access(
            ("from" = Option<String>, Query, description = "Logged at or after (RFC 3339)"),
            ("to" = Option<String>, Query, description = "Logged before (RFC 3339)"),
            ("action" = Option<String>, Query, description = "read | search | export | download"),
-           ("limit" = Option<u32>, Query, description = "1-500, default 100"),
+           ("format" = Option<String>, Query, description = "json (default) | csv: every matching entry as one streamed RFC 4180 file"),
+           ("limit" = Option<u32>, Query, description = "1-500, default 100 (json only)"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items: [access entry], next_cursor }"), (status = 400, description = "A bad filter")),
+    responses((status = 200, description = "{ items: [access entry], next_cursor }, or text/csv"), (status = 400, description = "A bad filter")),
     security(("bearer" = ["audit:read"])))]
 pub async fn break_glass(
     State(state): State<AppState>,
@@ -128,7 +204,7 @@ pub async fn break_glass(
 ) -> Result<Response, ApiError> {
     let mut q = parse_query(&raw, FILTERS)?;
     q.break_glass = Some(true);
-    page(&state, &actor, q).await
+    page(&state, &actor, q, &raw).await
 }
 
 /// Who looked at this patient's record: every logged read of the patient's data. For
@@ -139,9 +215,10 @@ pub async fn break_glass(
            ("from" = Option<String>, Query, description = "Logged at or after (RFC 3339)"),
            ("to" = Option<String>, Query, description = "Logged before (RFC 3339)"),
            ("action" = Option<String>, Query, description = "read | search | export | download"),
-           ("limit" = Option<u32>, Query, description = "1-500, default 100"),
+           ("format" = Option<String>, Query, description = "json (default) | csv: every matching entry as one streamed RFC 4180 file"),
+           ("limit" = Option<u32>, Query, description = "1-500, default 100 (json only)"),
            ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, description = "{ items: [access entry], next_cursor }"), (status = 403, description = "Neither audit:read nor this patient's own token")),
+    responses((status = 200, description = "{ items: [access entry], next_cursor }, or text/csv"), (status = 403, description = "Neither audit:read nor this patient's own token")),
     security(("bearer" = ["patients:read"])))]
 pub async fn patient_access(
     State(state): State<AppState>,
@@ -155,6 +232,15 @@ pub async fn patient_access(
     }
     let mut q = parse_query(&raw, &["from", "to", "action"])?;
     q.patient = Some(id);
+    // A patient not in the tenant has no report (nor an entry for reading one).
+    if state
+        .services
+        .row::<salus_domain::registry::Patient>(&actor.ctx, id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no patient with id {id}")));
+    }
     crate::access_log::record(
         &state,
         &actor,
@@ -166,5 +252,5 @@ pub async fn patient_access(
         }],
     )
     .await?;
-    page(&state, &actor, q).await
+    page(&state, &actor, q, &raw).await
 }

@@ -502,6 +502,8 @@ pub struct Actor {
     pub is_admin: bool,
     /// A patient-context token sees only this patient's data.
     pub patient: Option<Uuid>,
+    /// The roles active now (assignments, and an external token's mapped roles).
+    pub roles: Vec<String>,
     /// Why the request reads patient data, and whether its reads have been logged.
     pub access: crate::access_log::AccessContext,
 }
@@ -685,6 +687,7 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Actor, ApiE
         permissions,
         is_admin,
         patient,
+        roles,
         access: crate::access_log::AccessContext::default(),
     })
 }

@@ -30,6 +30,15 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let id = Uuid::now_v7();
     let input = body.value;
+    if let Some(u) = input.user_id
+        && state
+            .services
+            .row::<salus_domain::access::User>(&actor.ctx, u)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::validation(format!("no user with id {u}")).with("field", "user_id"));
+    }
     http::create_resource(&state, &actor, &headers, BASE, &body.raw, |spec| {
         state.services.create::<Clinician, _>(
             &actor.ctx,

@@ -27,6 +27,11 @@ pub const KINDS: &[(&str, u16, &str)] = &[
     ("bad-request", 400, "The request is malformed"),
     ("unauthorized", 401, "Authentication is required"),
     ("forbidden", 403, "The actor lacks the permission"),
+    (
+        "care-relationship-required",
+        403,
+        "No care relationship with the patient",
+    ),
     ("not-found", 404, "No such resource"),
     ("method-not-allowed", 405, "Method not allowed"),
     ("request-timeout", 408, "The request took too long"),

@@ -226,6 +226,16 @@ pub async fn guard(State(g): State<Guarded>, req: Request, next: Next) -> Respon
             .map(MatchedPath::as_str)
             .unwrap_or_default()
     );
+    // No query value may hold a NUL character: neither database keeps one in text, and a
+    // value no record can hold is the client's mistake, not the store's failure.
+    if req
+        .uri()
+        .query()
+        .is_some_and(|q| q.to_ascii_lowercase().contains("%00"))
+    {
+        return ApiError::bad_request("query parameters must not contain NUL (%00) characters")
+            .into_response();
+    }
     match admit(&g, req).await {
         Ok((req, duty)) => {
             let resp = next.run(req).await;

@@ -7,8 +7,10 @@
 pub mod access_log;
 pub mod attachments;
 pub mod audit;
+pub mod audit_events;
 pub mod auth;
 pub mod bulk;
+pub mod care;
 pub mod clinicians;
 pub mod consents;
 pub mod encounters;
@@ -92,6 +94,8 @@ pub struct AppState {
     pub jobs: Arc<bulk::Jobs>,
     /// The OpenAPI document, served at `/api/v1/openapi.json` (set by [`app`]).
     pub openapi: Arc<std::sync::OnceLock<serde_json::Value>>,
+    /// The tenants' care-relationship policies, held briefly.
+    pub care: Arc<care::PolicyCache>,
 }
 
 impl AppState {
@@ -113,6 +117,7 @@ impl AppState {
             users: Arc::new(UserCache::new(Duration::from_secs(5))),
             jobs: Arc::new(bulk::Jobs::default()),
             openapi: Arc::new(std::sync::OnceLock::new()),
+            care: Arc::default(),
         }
     }
 }
@@ -121,7 +126,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json.\n\nEvery read of patient data is written to the data-access log before it is answered (a 503 when the log cannot be written). Reads take three optional headers: `X-Purpose-Of-Use` (HL7 PurposeOfUse: TREAT, the default; ETREAT emergency treatment; HPAYMT payment; HOPERAT operations; PATRQT at the patient's request; HRESCH research; HLEGAL legal; PUBHLTH public health; any other value is a 400), `X-Access-Justification` (free text, at most 1000 characters) and `X-Break-Glass` (an emergency reason: the read is flagged and appears in `GET /api/v1/audit/break-glass`)."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "consents", description = "Consent templates (versioned) and patients' consents: acknowledgements, signatures, revocation, the signed PDF"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "audit", description = "The data-access log: every read of patient data, the break-glass report, a patient's own access report"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "consents", description = "Consent templates (versioned) and patients' consents: acknowledgements, signatures, revocation, the signed PDF"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "audit", description = "The audit trail (every change with the state before and after) and the data-access log: every read of patient data, the break-glass report, a patient's own access report"), (name = "care", description = "Care relationships: care teams and the tenant's policy on reads without one (break-glass)"), (name = "operations", description = "Health, readiness, metrics"))
 )]
 struct ApiDoc;
 
@@ -285,6 +290,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::access))
         .routes(routes!(audit::break_glass))
         .routes(routes!(audit::patient_access))
+        .routes(routes!(audit_events::events))
+        .routes(routes!(care::assign, care::team))
+        .routes(routes!(care::end))
+        .routes(routes!(care::read_policy, care::set_policy))
 }
 
 /// The OpenAPI document.

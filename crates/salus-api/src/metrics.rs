@@ -24,7 +24,8 @@ pub struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeniedLabels {
-    /// The permission the route declares, or `active_role` for a user without one.
+    /// The permission the route declares, `active_role` for a user without one, or
+    /// `care_relationship` for a read refused by the tenant's care policy.
     pub permission: String,
 }
 

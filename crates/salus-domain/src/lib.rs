@@ -5,10 +5,12 @@
 //!
 //! - [`registry`]: patients (identifiers, demographics, lifecycle, vital status).
 //! - [`access`]: users of the system and their roles.
+//! - [`audit`]: the audit trail: each event with its aggregate's state before and after.
 //! - [`bulk`]: bulk import and export of patients and clinical entries.
 //! - [`service`]: the one command executor every aggregate goes through.
 
 pub mod access;
+pub mod audit;
 pub mod bulk;
 pub mod clinical;
 pub mod registry;

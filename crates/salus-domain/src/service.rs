@@ -260,6 +260,14 @@ impl Services {
         F: FnOnce(Option<&A>, DateTime<Utc>) -> Result<A::Command, DomainError>,
     {
         let version = current.as_ref().map(|c| c.row.version).unwrap_or(0);
+        // A version asked of a resource that is not there (in this tenant) is a 404, as
+        // for a read: never a 412 that tells "version 0".
+        if current.is_none() && if_match.is_some_and(|v| v != 0) {
+            return Err(ServiceError::NotFound {
+                resource_type: A::RESOURCE_TYPE,
+                id,
+            });
+        }
         if let Some(expected) = if_match
             && expected != version
         {

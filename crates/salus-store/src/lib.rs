@@ -11,6 +11,7 @@
 //! HTTP and no domain rule.
 
 pub mod access;
+pub mod audit;
 pub mod blobs;
 pub mod commit;
 pub mod ledger;
@@ -120,6 +121,14 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Hash32)>, StoreError>;
+
+    /// The tenant's events matching every filter of `query`, in seq order after its
+    /// cursor, at most `query.limit` (the audit trail, see [`audit`]).
+    async fn audit_events(
+        &self,
+        ctx: &TenantContext,
+        query: &audit::EventQuery,
+    ) -> Result<Vec<EventEnvelope>, StoreError>;
 
     /// One event by id, in any tenant (audit prove).
     async fn event_by_id(&self, event_id: Uuid) -> Result<Option<EventEnvelope>, StoreError>;

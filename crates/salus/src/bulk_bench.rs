@@ -406,6 +406,13 @@ impl salus_store::Store for Discard {
     ) -> Result<Vec<salus_kernel::EventEnvelope>, salus_store::StoreError> {
         Ok(Vec::new())
     }
+    async fn audit_events(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &salus_store::audit::EventQuery,
+    ) -> Result<Vec<salus_kernel::EventEnvelope>, salus_store::StoreError> {
+        Ok(Vec::new())
+    }
     async fn event_by_id(
         &self,
         _: uuid::Uuid,

@@ -7,10 +7,13 @@
 //!   editable. Tenants define their own roles ([`role::Role`]) from the same list.
 //! - A user holds roles through [`user::Assignment`]s, each valid from/until an instant and
 //!   revocable for good; [`user::User::active_roles`] decides at an instant which count.
+//! - [`care`] holds care relationships (care-team assignments, encounters) and the
+//!   tenant's policy on whether reads need one.
 //! - [`scopes`] parses SMART on FHIR scopes, which narrow a token below its roles.
 //!
 //! This module decides; it never reads the clock or the store (the service passes both in).
 
+pub mod care;
 pub mod role;
 pub mod scopes;
 pub mod user;
@@ -108,7 +111,10 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("users:read", "list users and their role assignments"),
     ("users:write", "create and disable users"),
     ("roles:read", "list roles and what they grant"),
-    ("roles:write", "define and change the tenant's own roles"),
+    (
+        "roles:write",
+        "define and change the tenant's own roles and its care-relationship policy",
+    ),
     (
         "roles:grant",
         "grant and revoke role assignments (only of roles whose permissions the granter holds)",
@@ -122,8 +128,12 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "bulk-export a kind's records (with the kind's read permission)",
     ),
     (
+        "care_team:write",
+        "put users on a patient's care team and end their assignments",
+    ),
+    (
         "audit:read",
-        "read the event log, tree heads and proofs, and the data-access log",
+        "read the audit trail (events with states before and after), tree heads and proofs, and the data-access log",
     ),
 ];
 

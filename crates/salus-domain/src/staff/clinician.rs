@@ -26,6 +26,10 @@ pub struct Clinician {
     pub specialty: String,
     pub org_unit: String,
     pub status: ClinicianStatus,
+    /// The Salus user who is this clinician, if any: encounters naming the clinician give
+    /// that user a care relationship with the patient (see [`crate::access::care`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -37,6 +41,9 @@ pub struct ClinicianInput {
     pub credential: String,
     pub specialty: String,
     pub org_unit: String,
+    /// The Salus user who is this clinician (at most one clinician per user).
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +71,8 @@ domain_events! {
 
 pub const ACTIONS: &[&str] = &["deactivate", "reactivate"];
 pub const CREDENTIAL_SCOPE: &str = "clinician.credential";
+/// One clinician per Salus user.
+pub const USER_SCOPE: &str = "clinician.user";
 
 fn text(field: &str, s: &str) -> Result<String, DomainError> {
     let t = s.trim();
@@ -94,6 +103,7 @@ impl Aggregate for Clinician {
                     specialty: text("specialty", &input.specialty)?,
                     org_unit: text("org_unit", &input.org_unit)?,
                     status: ClinicianStatus::Active,
+                    user_id: input.user_id,
                 })])
             }
             (Some(_), ClinicianCommand::Register { .. }) => {
@@ -173,11 +183,18 @@ impl Projected for Clinician {
                 .iter()
                 .map(|g| SearchRow::new("name", fold(g))),
         );
+        if let Some(u) = self.user_id {
+            rows.push(SearchRow::new("user", u.to_string()));
+        }
         rows
     }
 
     fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![UniqueKey::new(CREDENTIAL_SCOPE, self.credential.clone())]
+        let mut keys = vec![UniqueKey::new(CREDENTIAL_SCOPE, self.credential.clone())];
+        if let Some(u) = self.user_id {
+            keys.push(UniqueKey::new(USER_SCOPE, u.to_string()));
+        }
+        keys
     }
 }
 
@@ -194,6 +211,7 @@ mod tests {
             credential: "NPI-1".into(),
             specialty: "Diagnostics".into(),
             org_unit: "Internal medicine".into(),
+            user_id: None,
         };
         let evs = Clinician::decide(
             None,

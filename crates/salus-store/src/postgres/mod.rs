@@ -10,6 +10,7 @@
 //! as its query.
 
 mod access;
+mod audit;
 mod schema;
 mod writer;
 
@@ -684,6 +685,17 @@ impl Store for PostgresStore {
             })
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(db_err)
+    }
+
+    async fn audit_events(
+        &self,
+        ctx: &TenantContext,
+        query: &crate::audit::EventQuery,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let (sql, args) = audit::statement(ctx.tenant, query);
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(audit::Param::as_sql).collect();
+        let rows = self.tenant_scoped(ctx.tenant, &sql, &params).await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn events_after(

@@ -5,6 +5,7 @@
 //! pool.
 
 mod access;
+mod audit;
 mod raw;
 mod writer;
 
@@ -660,6 +661,16 @@ impl Store for SqliteStore {
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
         .await
+    }
+
+    async fn audit_events(
+        &self,
+        ctx: &TenantContext,
+        query: &crate::audit::EventQuery,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let (tenant, query) = (ctx.tenant, query.clone());
+        self.read(move |c| audit::audit_events(c, tenant, &query))
+            .await
     }
 
     async fn events_after(

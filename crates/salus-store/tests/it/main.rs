@@ -5,6 +5,7 @@
 //! the server is not reachable they fail; they are never skipped.
 
 mod access_log;
+mod audit;
 mod backends;
 mod conformance;
 mod postgres_only;

@@ -148,6 +148,15 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/api/v1/audit/access"),
         ("get", "/api/v1/audit/break-glass"),
         ("get", "/api/v1/patients/{id}/access"),
+        ("get", "/api/v1/audit/events"),
+        ("get", "/api/v1/patients/{id}/care-team"),
+        ("post", "/api/v1/patients/{id}/care-team"),
+        (
+            "post",
+            "/api/v1/patients/{id}/care-team/{assignment_id}/end",
+        ),
+        ("get", "/api/v1/care-policy"),
+        ("put", "/api/v1/care-policy"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
@@ -172,6 +181,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
             "get" => app.client.get(url),
             "post" => app.client.post(url),
             "patch" => app.client.patch(url),
+            "put" => app.client.put(url),
             other => panic!("unexpected method {other}"),
         };
         let r = req.bearer_auth(&app.token).send().await.unwrap();
