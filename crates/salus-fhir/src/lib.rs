@@ -1,0 +1,15 @@
+//! FHIR R4 knowledge with no HTTP: the official definitions bundled as data
+//! ([`definitions`]), a FHIRPath subset ([`fhirpath`]), index values per search parameter
+//! ([`index`]), structural validation ([`validate`]), the mapping between Salus aggregates
+//! and FHIR resources ([`patient`]), OperationOutcome and Bundle shapes ([`outcome`]).
+//!
+//! It never does I/O beyond reading its bundled files, and never decides a domain rule: a
+//! FHIR resource becomes a domain command's input, and the domain decides.
+
+pub mod coverage;
+pub mod definitions;
+pub mod fhirpath;
+pub mod index;
+pub mod outcome;
+pub mod patient;
+pub mod validate;
