@@ -30,6 +30,8 @@ pub const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/api/v1/openapi.json"),
+    // FHIR clients read the CapabilityStatement before they authenticate (SMART App Launch).
+    ("GET", "/fhir/R4/metadata"),
 ];
 
 /// What a route needs.

@@ -16,6 +16,7 @@ pub mod consents;
 pub mod encounters;
 pub mod error;
 pub mod exports;
+pub mod fhir;
 pub mod guard;
 pub mod http;
 pub mod imports;
@@ -126,7 +127,7 @@ impl AppState {
 #[openapi(
     info(title = "Salus API", description = "Clinical record platform: JSON API. Errors are RFC 9457 problem+json.\n\nEvery read of patient data is written to the data-access log before it is answered (a 503 when the log cannot be written). Reads take three optional headers: `X-Purpose-Of-Use` (HL7 PurposeOfUse: TREAT, the default; ETREAT emergency treatment; HPAYMT payment; HOPERAT operations; PATRQT at the patient's request; HRESCH research; HLEGAL legal; PUBHLTH public health; any other value is a 400), `X-Access-Justification` (free text, at most 1000 characters) and `X-Break-Glass` (an emergency reason: the read is flagged and appears in `GET /api/v1/audit/break-glass`)."),
     modifiers(&BearerAuth),
-    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "consents", description = "Consent templates (versioned) and patients' consents: acknowledgements, signatures, revocation, the signed PDF"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "audit", description = "The audit trail (every change with the state before and after) and the data-access log: every read of patient data, the break-glass report, a patient's own access report"), (name = "care", description = "Care relationships: care teams and the tenant's policy on reads without one (break-glass)"), (name = "operations", description = "Health, readiness, metrics"))
+    tags((name = "patients", description = "Patient registry"), (name = "interactions", description = "Interactions and configurable outcomes"), (name = "staff", description = "Clinicians"), (name = "places", description = "Departments and locations"), (name = "encounters", description = "Encounters"), (name = "observations", description = "Observations"), (name = "procedures", description = "Procedures"), (name = "conditions", description = "Conditions"), (name = "allergies", description = "Allergies and intolerances"), (name = "medical-records", description = "Medical records"), (name = "notes", description = "Append-only clinical notes"), (name = "attachments", description = "Attachments of medical records"), (name = "consents", description = "Consent templates (versioned) and patients' consents: acknowledgements, signatures, revocation, the signed PDF"), (name = "bulk", description = "Bulk import jobs and streamed exports"), (name = "access", description = "Users, roles, role assignments and permissions"), (name = "audit", description = "The audit trail (every change with the state before and after) and the data-access log: every read of patient data, the break-glass report, a patient's own access report"), (name = "care", description = "Care relationships: care teams and the tenant's policy on reads without one (break-glass)"), (name = "operations", description = "Health, readiness, metrics"), (name = "fhir", description = "FHIR R4 (application/fhir+json, OperationOutcome errors): GET /fhir/R4/metadata lists what is served"))
 )]
 struct ApiDoc;
 
@@ -294,6 +295,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(care::assign, care::team))
         .routes(routes!(care::end))
         .routes(routes!(care::read_policy, care::set_policy))
+        .routes(routes!(fhir::metadata))
+        .routes(routes!(fhir::create, fhir::search))
+        .routes(routes!(fhir::read, fhir::update))
+        .routes(routes!(fhir::vread))
 }
 
 /// The OpenAPI document.
@@ -362,6 +367,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(fhir::outcomes))
         .layer(axum::middleware::from_fn(problem_for_timeout))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -181,6 +181,39 @@ impl Services {
         }))
     }
 
+    /// The state as it stood at `version` (its first `version` events), with the instant
+    /// that version was written; `None` when the stream is not of `A` or has no such version.
+    pub async fn at_version<A: Projected>(
+        &self,
+        ctx: &TenantContext,
+        id: Uuid,
+        version: i64,
+    ) -> Result<Option<Current<A>>, ServiceError> {
+        let mut events = self.history::<A>(ctx, id).await?;
+        events.retain(|e| e.version <= version);
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(None);
+        };
+        if last.version != version {
+            return Ok(None);
+        }
+        let Some(state) = fold_events::<A>(&events)? else {
+            return Ok(None);
+        };
+        let doc = serde_json::to_value(&state).map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+        Ok(Some(Current {
+            state,
+            row: ResourceRow {
+                resource_type: A::RESOURCE_TYPE.to_owned(),
+                id,
+                version: last.version,
+                doc,
+                created_at: first.occurred_at,
+                updated_at: last.occurred_at,
+            },
+        }))
+    }
+
     /// Every event of the resource's stream, oldest first.
     pub async fn history<A: Projected>(
         &self,

@@ -501,6 +501,11 @@ impl Projected for Patient {
             for v in names {
                 rows.push(SearchRow::new("name", v));
             }
+            // FHIR's `family` and `given` search on the parts alone.
+            rows.push(SearchRow::new("family", fold(&n.family)));
+            for g in &n.given {
+                rows.push(SearchRow::new("given", fold(g)));
+            }
         }
         if let Some(b) = self.details.birth_date {
             rows.push(SearchRow::new(

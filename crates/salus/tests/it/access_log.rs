@@ -110,8 +110,13 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
     for (i, seg) in segs.iter().enumerate() {
         out.push(match *seg {
             "{kind}" => "patients".to_string(),
+            "{vid}" => "1".to_string(),
             s if s.starts_with('{') => ids
-                .get(segs[i - 1])
+                .get(match segs[i - 1] {
+                    // FHIR names the collection by its resource type.
+                    "Patient" => "patients",
+                    other => other,
+                })
                 .cloned()
                 .unwrap_or_else(|| panic!("no seeded record for {path}")),
             s => s.to_string(),
@@ -120,6 +125,8 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
     let url = out.join("/");
     if path == "/api/v1/notes" {
         format!("{url}?q=stable")
+    } else if path == "/fhir/R4/Patient" {
+        format!("{url}?_id={}", ids["patients"])
     } else {
         url
     }

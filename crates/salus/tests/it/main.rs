@@ -13,6 +13,7 @@ mod cli;
 mod consents;
 mod crash;
 mod encounters;
+mod fhir;
 mod interactions;
 mod merges;
 mod observations;

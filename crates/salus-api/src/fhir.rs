@@ -1,0 +1,819 @@
+//! `/fhir/R4`: the FHIR R4 REST API over the same aggregates as `/api/v1` (DESIGN.md §4).
+//!
+//! What is served is exactly what [`capability_statement`] lists: `metadata`, and for
+//! Patient `create` (with `If-None-Exist`), `read`, `vread`, `update` (with `If-Match`) and
+//! `search-type`. Each route declares the same permission as its `/api/v1` twin, so bearer
+//! tokens, roles and SMART scopes work alike; every read of patient data goes through
+//! [`access_log::record`] before it is answered. Errors are OperationOutcome: handlers
+//! return [`FhirError`], and [`outcomes`] turns any problem+json answered under `/fhir/`
+//! (the guard's 401/403, an unknown route) into one with the same status.
+//!
+//! The mapping itself (FHIR Patient ⇄ aggregate) lives in `salus-fhir`; handlers only
+//! parse, call the service and map.
+
+use crate::AppState;
+use crate::access_log::{self, Access};
+use crate::auth::Actor;
+use crate::error::ApiError;
+use crate::http::{self, JsonBody};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use salus_domain::registry::patient::PatientStatus;
+use salus_domain::registry::{Patient, PatientCommand, PatientDetails};
+use salus_domain::service::{Current, Projected};
+use salus_fhir::definitions::{ParamType, search_parameters};
+use salus_fhir::outcome::{Issue, issue_code_for_status, operation_outcome};
+use salus_fhir::patient::{self as fhir_patient, fhir_path_of_field};
+use salus_kernel::text::fold;
+use salus_store::access::AccessAction;
+use salus_store::{Filter, FilterOp, SearchRow};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+const BASE: &str = "/fhir/R4";
+
+/// A failure answered as an OperationOutcome.
+#[derive(Debug)]
+pub struct FhirError {
+    pub status: StatusCode,
+    pub issues: Vec<Issue>,
+}
+
+impl FhirError {
+    pub fn new(status: u16, code: &'static str, msg: impl Into<String>) -> Self {
+        FhirError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            issues: vec![Issue::error(code, msg)],
+        }
+    }
+
+    fn invalid(issues: Vec<Issue>) -> Self {
+        FhirError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            issues,
+        }
+    }
+}
+
+/// The IssueType code for a problem kind.
+fn issue_code(kind: &str, status: u16) -> &'static str {
+    match kind {
+        "rule-violation" | "illegal-transition" | "consent-incomplete" => "business-rule",
+        "conflict" => "conflict",
+        "precondition-failed" => "conflict",
+        "validation" => "invalid",
+        "care-relationship-required" => "security",
+        _ => issue_code_for_status(status),
+    }
+}
+
+impl From<ApiError> for FhirError {
+    fn from(e: ApiError) -> Self {
+        let mut issue = Issue::error(issue_code(e.kind, e.status.as_u16()), e.detail);
+        if let Some(f) = e.extra.get("field").and_then(Value::as_str) {
+            issue = issue.at(fhir_path_of_field(f));
+        }
+        FhirError {
+            status: e.status,
+            issues: vec![issue],
+        }
+    }
+}
+
+impl From<salus_domain::service::ServiceError> for FhirError {
+    fn from(e: salus_domain::service::ServiceError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<salus_kernel::DomainError> for FhirError {
+    fn from(e: salus_kernel::DomainError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, operation_outcome(&self.issues).to_string()).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        resp
+    }
+}
+
+/// Middleware: a problem+json answer to a `/fhir/` request becomes an OperationOutcome with
+/// the same status and headers (the guard and the fallbacks speak problem+json).
+pub async fn outcomes(req: Request, next: Next) -> Response {
+    let is_fhir = req.uri().path().starts_with("/fhir/");
+    let resp = next.run(req).await;
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with(crate::error::PROBLEM_JSON));
+    if !is_fhir || !is_problem {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let problem: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let kind = problem["type"]
+        .as_str()
+        .and_then(|t| t.strip_prefix("urn:salus:problem:"))
+        .unwrap_or("");
+    let detail = problem["detail"]
+        .as_str()
+        .unwrap_or("the request failed")
+        .to_owned();
+    let issue = Issue::error(issue_code(kind, parts.status.as_u16()), detail);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(operation_outcome(&[issue]).to_string()))
+}
+
+fn http_date(t: DateTime<Utc>) -> Option<HeaderValue> {
+    HeaderValue::from_str(&t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).ok()
+}
+
+fn weak_etag(version: i64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("W/\"{version}\"")).ok()
+}
+
+/// A resource answer: FHIR JSON, `ETag`, `Last-Modified`, and `Location` for a 201.
+fn resource_response(status: StatusCode, body: &Value, version: i64, updated: DateTime<Utc>, location: Option<String>) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if let Some(v) = weak_etag(version) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(v) = http_date(updated) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+fn patient_response(status: StatusCode, c: &Current<Patient>, location: bool) -> Response {
+    let body = fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at);
+    let loc = location.then(|| format!("{BASE}/Patient/{}/_history/{}", c.row.id, c.row.version));
+    resource_response(status, &body, c.row.version, c.row.updated_at, loc)
+}
+
+/// The server's base URL as the client reached it (for `fullUrl` and paging links).
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    format!("{proto}://{host}{BASE}")
+}
+
+/// The interactions and search parameters served per resource type.
+const PATIENT_SEARCH: &[&str] = &["_id", "identifier", "name", "family", "given", "birthdate", "gender"];
+
+/// What this server can do: exactly the routes of this module.
+pub fn capability_statement(base: &str) -> Value {
+    let params: Vec<Value> = PATIENT_SEARCH
+        .iter()
+        .filter_map(|code| search_parameters().get("Patient", code))
+        .map(|p| {
+            json!({
+                "name": p.code,
+                "definition": p.url,
+                "type": p.kind.as_str(),
+                "documentation": match p.kind {
+                    ParamType::Date => "Prefixes eq, lt, gt, le, ge; a partial date is its whole period.",
+                    ParamType::String => "Starts-with, case and accents ignored. No modifiers.",
+                    _ => "system|code, or a bare code in any system; comma-separated codes mean any of them.",
+                },
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-12-02",
+        "publisher": "Salus",
+        "kind": "instance",
+        "software": {"name": "Salus", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Salus clinical record platform, FHIR R4 API", "url": base},
+        "fhirVersion": salus_fhir::definitions::FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Unknown search parameters are ignored unless the request says Prefer: handling=strict (then 400). Paging: _count (1-200, default 50) and the next link.",
+            "security": {
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                "description": "Bearer tokens (JWT) as for /api/v1; SMART scopes (patient/, user/, system/; v1 read/write and v2 cruds) narrow the token's roles. Every read of patient data is written to the data-access log."
+            },
+            "resource": [{
+                "type": "Patient",
+                "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
+                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "create"}, {"code": "search-type"}],
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": false,
+                "conditionalCreate": true,
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+                "searchParam": params
+            }]
+        }]
+    })
+}
+
+/// The CapabilityStatement: what this server serves.
+#[utoipa::path(get, path = "/fhir/R4/metadata", tag = "fhir",
+    responses((status = 200, description = "The CapabilityStatement", content_type = "application/fhir+json")))]
+pub async fn metadata(headers: HeaderMap) -> Response {
+    let body = capability_statement(&base_url(&headers));
+    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    resp
+}
+
+/// The patient `id` now, its read logged.
+async fn load_patient(state: &AppState, actor: &Actor, id: &str) -> Result<Current<Patient>, FhirError> {
+    let row = http::read_current::<Patient>(state, actor, "Patient", id).await?;
+    let row = http::parse_text_row::<Patient>(row)?;
+    decode(row)
+}
+
+fn decode(row: salus_store::ResourceRow) -> Result<Current<Patient>, FhirError> {
+    let state: Patient = serde_json::from_value(row.doc.clone()).map_err(ApiError::internal)?;
+    Ok(Current { state, row })
+}
+
+/// Read a Patient.
+#[utoipa::path(get, path = "/fhir/R4/Patient/{id}", tag = "fhir",
+    params(("id" = String, Path, description = "Patient id")),
+    responses((status = 200, description = "The Patient", content_type = "application/fhir+json"), (status = 404, description = "No such patient (OperationOutcome)")),
+    security(("bearer" = ["patients:read"])))]
+pub async fn read(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<Response, FhirError> {
+    let c = load_patient(&state, &actor, &id).await?;
+    Ok(patient_response(StatusCode::OK, &c, false))
+}
+
+/// Read a Patient as it stood at version `vid`.
+#[utoipa::path(get, path = "/fhir/R4/Patient/{id}/_history/{vid}", tag = "fhir",
+    params(("id" = String, Path, description = "Patient id"), ("vid" = String, Path, description = "Version id")),
+    responses((status = 200, description = "The Patient at that version", content_type = "application/fhir+json"), (status = 404, description = "No such patient or version (OperationOutcome)")),
+    security(("bearer" = ["patients:read"])))]
+pub async fn vread(State(state): State<AppState>, actor: Actor, Path((id, vid)): Path<(String, String)>) -> Result<Response, FhirError> {
+    let not_found = || FhirError::new(404, "not-found", format!("no Patient {id} at version {vid}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let version = vid.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(not_found)?;
+    // The current record decides who may see it (a patient-context token its own only);
+    // the read is logged there.
+    load_patient(&state, &actor, &id).await?;
+    let c = state
+        .services
+        .at_version::<Patient>(&actor.ctx, uuid, version)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(patient_response(StatusCode::OK, &c, false))
+}
+
+/// A FHIR Patient body as the aggregate's terms, or a 422 naming the elements at fault.
+fn parse_patient(body: &Value) -> Result<fhir_patient::PatientWrite, FhirError> {
+    if body.get("resourceType").and_then(Value::as_str) != Some("Patient") {
+        return Err(FhirError {
+            status: StatusCode::BAD_REQUEST,
+            issues: vec![Issue::error("invalid", "the body must be a Patient resource").at("resourceType")],
+        });
+    }
+    fhir_patient::from_fhir(body).map_err(FhirError::invalid)
+}
+
+/// The lifecycle action that makes `status` match `active` (`None`: nothing to do).
+fn lifecycle_action(status: PatientStatus, active: Option<bool>) -> Option<&'static str> {
+    match (active?, status) {
+        (true, PatientStatus::Registered) => Some("activate"),
+        (true, PatientStatus::Suspended) => Some("reactivate"),
+        // A retired record cannot be made active again: the domain says so.
+        (true, PatientStatus::Retired) => Some("activate"),
+        (false, PatientStatus::Active) => Some("suspend"),
+        _ => None,
+    }
+}
+
+/// After the details are written: the lifecycle facts the resource states, each its own
+/// version (activation, a recorded death).
+async fn apply_lifecycle(
+    state: &AppState,
+    actor: &Actor,
+    mut c: Current<Patient>,
+    write: &fhir_patient::PatientWrite,
+) -> Result<Current<Patient>, FhirError> {
+    let id = c.row.id;
+    match (&c.state.deceased, write.deceased) {
+        (Some(d), Some(Some(date))) if d.date != date => {
+            return Err(FhirError::invalid(vec![Issue::error("business-rule", format!("the death is recorded on {}; its date cannot be changed", d.date)).at("Patient.deceasedDateTime")]));
+        }
+        (Some(_), None | Some(None)) => {
+            return Err(FhirError::invalid(vec![Issue::error("business-rule", "the patient's death is recorded; it cannot be withdrawn (send deceasedDateTime)").at("Patient.deceased")]));
+        }
+        _ => {}
+    }
+    if let Some(action) = lifecycle_action(c.state.status, write.active) {
+        c = state
+            .services
+            .execute::<Patient, _>(
+                &actor.ctx,
+                id,
+                Some(c.row.version),
+                |_, _| {
+                    Ok(PatientCommand::Transition {
+                        action: action.to_owned(),
+                        reason: None,
+                    })
+                },
+                None,
+            )
+            .await
+            .map_err(|e| with_path(e.into(), "Patient.active"))?;
+    }
+    if let (None, Some(Some(date))) = (&c.state.deceased, write.deceased) {
+        c = state
+            .services
+            .execute::<Patient, _>(
+                &actor.ctx,
+                id,
+                Some(c.row.version),
+                move |_, now| {
+                    Ok(PatientCommand::RecordDeath {
+                        date,
+                        today: now.date_naive(),
+                    })
+                },
+                None,
+            )
+            .await
+            .map_err(|e| with_path(e.into(), "Patient.deceasedDateTime"))?;
+    }
+    Ok(c)
+}
+
+fn with_path(mut e: FhirError, path: &str) -> FhirError {
+    for i in &mut e.issues {
+        if i.expression.is_none() {
+            i.expression = Some(path.to_owned());
+        }
+    }
+    e
+}
+
+/// Create a Patient; with `If-None-Exist` (a search), only when none matches.
+#[utoipa::path(post, path = "/fhir/R4/Patient", tag = "fhir",
+    params(("If-None-Exist" = Option<String>, Header, description = "A Patient search (e.g. identifier=urn:mrn|123): create only when it matches nothing")),
+    request_body(content = Object, content_type = "application/fhir+json"),
+    responses((status = 201, description = "Created (Location, ETag)"), (status = 200, description = "If-None-Exist matched one Patient: that one"), (status = 412, description = "If-None-Exist matched more than one"), (status = 422, description = "Invalid (OperationOutcome naming the elements)")),
+    security(("bearer" = ["patients:write"])))]
+pub async fn create(State(state): State<AppState>, actor: Actor, headers: HeaderMap, body: JsonBody<Value>) -> Result<Response, FhirError> {
+    let write = parse_patient(&body.value)?;
+    if let Some(cond) = headers.get("if-none-exist") {
+        let cond = cond
+            .to_str()
+            .map_err(|_| FhirError::new(400, "invalid", "If-None-Exist must be a query string"))?;
+        let cond = cond.split_once('?').map(|(_, q)| q).unwrap_or(cond);
+        let pairs: Vec<(String, String)> = form_pairs(cond);
+        if pairs.is_empty() {
+            return Err(FhirError::new(400, "invalid", "If-None-Exist names no search parameter"));
+        }
+        let search = PatientSearch::parse(&pairs, true)?;
+        let found = search.run(&state, &actor, None, 2).await?;
+        match found.as_slice() {
+            [] => {}
+            [one] => {
+                access_log::record(&state, &actor, AccessAction::Read, "patient", [Access { patient: one.row.id, resource_id: Some(one.row.id) }]).await?;
+                return Ok(patient_response(StatusCode::OK, one, false));
+            }
+            _ => {
+                return Err(FhirError::new(412, "duplicate", "If-None-Exist matches more than one Patient"));
+            }
+        }
+    }
+    let id = Uuid::now_v7();
+    let input = write.input.clone();
+    let c = state
+        .services
+        .create::<Patient, _>(
+            &actor.ctx,
+            id,
+            move |_, now| {
+                Ok(PatientCommand::Register {
+                    id,
+                    details: PatientDetails::parse(input, now.date_naive())?,
+                })
+            },
+            None,
+        )
+        .await?;
+    let c = apply_lifecycle(&state, &actor, c, &write).await?;
+    Ok(patient_response(StatusCode::CREATED, &c, true))
+}
+
+/// Replace a Patient's content. `If-Match: W/"n"` makes it conditional on version `n`.
+#[utoipa::path(put, path = "/fhir/R4/Patient/{id}", tag = "fhir",
+    params(("id" = String, Path, description = "Patient id"), ("If-Match" = Option<String>, Header, description = "W/\"n\": update only version n")),
+    request_body(content = Object, content_type = "application/fhir+json"),
+    responses((status = 200, description = "Updated (ETag)"), (status = 404, description = "No such patient"), (status = 412, description = "Stale If-Match"), (status = 422, description = "Invalid (OperationOutcome naming the elements)")),
+    security(("bearer" = ["patients:write"])))]
+pub async fn update(State(state): State<AppState>, actor: Actor, Path(id): Path<String>, headers: HeaderMap, body: JsonBody<Value>) -> Result<Response, FhirError> {
+    let write = parse_patient(&body.value)?;
+    match write.id.as_deref() {
+        Some(body_id) if body_id == id => {}
+        Some(body_id) => {
+            return Err(FhirError {
+                status: StatusCode::BAD_REQUEST,
+                issues: vec![Issue::error("invalid", format!("the body's id '{body_id}' is not the id in the URL")).at("Patient.id")],
+            });
+        }
+        None => {
+            return Err(FhirError {
+                status: StatusCode::BAD_REQUEST,
+                issues: vec![Issue::error("required", "an update needs the resource's id in the body").at("Patient.id")],
+            });
+        }
+    }
+    let uuid = Uuid::parse_str(&id).map_err(|_| FhirError::new(404, "not-found", format!("no Patient {id}")))?;
+    let expected = match headers.get(header::IF_MATCH) {
+        Some(_) => http::if_match(&headers)?,
+        None => None,
+    };
+    let input = write.input.clone();
+    let c = state
+        .services
+        .execute::<Patient, _>(
+            &actor.ctx,
+            uuid,
+            expected,
+            move |current, now| {
+                if current.is_none() {
+                    return Err(salus_kernel::DomainError::NotFound("Patient".into()));
+                }
+                Ok(PatientCommand::Update {
+                    details: PatientDetails::parse(input, now.date_naive())?,
+                })
+            },
+            None,
+        )
+        .await?;
+    let c = apply_lifecycle(&state, &actor, c, &write).await?;
+    Ok(patient_response(StatusCode::OK, &c, false))
+}
+
+/// `a=1&b=2` as decoded pairs.
+fn form_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |c: Option<&u8>| c.and_then(|c| (*c as char).to_digit(16)).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A Patient search: store filters, ids asked by `_id`, the page size.
+struct PatientSearch {
+    filters: Vec<Filter>,
+    ids: Option<Vec<Uuid>>,
+    count: u32,
+    /// The parameters applied, for the self link.
+    applied: Vec<(String, String)>,
+    cursor: Option<Uuid>,
+}
+
+fn strict_or_ignore(strict: bool, msg: String, ignored: &mut Vec<String>) -> Result<(), FhirError> {
+    if strict {
+        Err(FhirError::new(400, "not-supported", msg))
+    } else {
+        ignored.push(msg);
+        Ok(())
+    }
+}
+
+/// A day as the `birth_date` search rows hold it.
+fn day(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+impl PatientSearch {
+    fn parse(pairs: &[(String, String)], strict: bool) -> Result<Self, FhirError> {
+        let mut s = PatientSearch { filters: Vec::new(), ids: None, count: 50, applied: Vec::new(), cursor: None };
+        let mut ignored = Vec::new();
+        for (key, value) in pairs {
+            let value = value.trim();
+            if key == "_count" {
+                s.count = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .map(|n| n.min(200))
+                    .ok_or_else(|| FhirError::new(400, "invalid", "_count must be a whole number from 1 (at most 200 are returned)"))?;
+                continue;
+            }
+            if key == "_cursor" {
+                s.cursor = Some(http::decode_cursor(value)?);
+                continue;
+            }
+            if key == "_format" {
+                if !matches!(value, "json" | "application/json" | "application/fhir+json") {
+                    return Err(FhirError::new(406, "not-supported", "only JSON is served (_format=json)"));
+                }
+                continue;
+            }
+            let (name, modifier) = match key.split_once(':') {
+                Some((n, m)) => (n, Some(m)),
+                None => (key.as_str(), None),
+            };
+            if !PATIENT_SEARCH.contains(&name) {
+                let msg = if search_parameters().get("Patient", name).is_some() {
+                    format!("the search parameter '{name}' is not supported here; supported: {}", PATIENT_SEARCH.join(", "))
+                } else {
+                    format!("'{name}' is not a search parameter of Patient")
+                };
+                strict_or_ignore(strict, msg, &mut ignored)?;
+                continue;
+            }
+            if let Some(m) = modifier {
+                // An unsupported modifier changes the meaning: always refused.
+                return Err(FhirError::new(400, "not-supported", format!("the modifier ':{m}' is not supported on '{name}'")));
+            }
+            if value.is_empty() {
+                continue;
+            }
+            s.applied.push((key.clone(), value.to_owned()));
+            let any_of: Vec<&str> = value.split(',').map(str::trim).collect();
+            match name {
+                "_id" => {
+                    // An id that is not ours matches nothing.
+                    let ids: Vec<Uuid> = any_of.iter().filter_map(|v| Uuid::parse_str(v).ok()).collect();
+                    s.ids = Some(match s.ids.take() {
+                        Some(prev) => prev.into_iter().filter(|i| ids.contains(i)).collect(),
+                        None => ids,
+                    });
+                }
+                "identifier" => {
+                    if any_of.len() > 1 {
+                        return Err(FhirError::new(400, "not-supported", "identifier takes one value (system|value) per parameter"));
+                    }
+                    s.filters.push(http::token("identifier", value));
+                }
+                "gender" => s.filters.push(Filter {
+                    param: "gender".into(),
+                    system: None,
+                    op: FilterOp::In(any_of.iter().map(|g| g.to_ascii_lowercase()).collect()),
+                    value: String::new(),
+                }),
+                "name" | "family" | "given" => {
+                    if any_of.len() > 1 {
+                        return Err(FhirError::new(400, "not-supported", format!("{name} takes one value per parameter")));
+                    }
+                    s.filters.push(Filter { param: name.into(), system: None, op: FilterOp::Prefix, value: fold(value) });
+                }
+                "birthdate" => {
+                    let (prefix, date) = match value.get(..2) {
+                        Some(p) if p.bytes().all(|b| b.is_ascii_alphabetic()) => (p, &value[2..]),
+                        _ => ("eq", value),
+                    };
+                    let (low, high) = salus_fhir::index::date_range(date)
+                        .ok_or_else(|| FhirError::new(400, "invalid", format!("birthdate '{value}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD, or a date-time), with an optional prefix eq, lt, gt, le, ge")))?;
+                    let (low, high) = (day(low), {
+                        // The first day after the period (a period ending at midnight ends that day).
+                        let end = high - chrono::Duration::nanoseconds(1);
+                        day(end + chrono::Duration::days(1))
+                    });
+                    let f = |op: FilterOp, v: &str| Filter { param: "birth_date".into(), system: None, op, value: v.to_owned() };
+                    match prefix {
+                        "eq" => {
+                            s.filters.push(f(FilterOp::Ge, &low));
+                            s.filters.push(f(FilterOp::Lt, &high));
+                        }
+                        "ge" => s.filters.push(f(FilterOp::Ge, &low)),
+                        "gt" => s.filters.push(f(FilterOp::Ge, &high)),
+                        "le" => s.filters.push(f(FilterOp::Lt, &high)),
+                        "lt" => s.filters.push(f(FilterOp::Lt, &low)),
+                        other => return Err(FhirError::new(400, "not-supported", format!("the prefix '{other}' is not supported; use eq, lt, gt, le or ge"))),
+                    }
+                }
+                _ => {}
+            }
+        }
+        let _ = ignored;
+        Ok(s)
+    }
+
+    /// The matching patients in id order after `after`, at most `limit`.
+    async fn run(&self, state: &AppState, actor: &Actor, after: Option<Uuid>, limit: u32) -> Result<Vec<Current<Patient>>, FhirError> {
+        if let Some(ids) = &self.ids {
+            // Read each asked id, then hold it to the other parameters (the same rows the
+            // store searches).
+            let mut ids = ids.clone();
+            ids.sort();
+            ids.dedup();
+            let mut out = Vec::new();
+            for id in ids.into_iter().filter(|i| after.is_none_or(|a| *i > a)) {
+                let Some(row) = state.services.row::<Patient>(&actor.ctx, id).await? else { continue };
+                if !actor.sees("patient", &row.doc) {
+                    continue;
+                }
+                let c = decode(row)?;
+                let rows = c.state.search_rows();
+                if self.filters.iter().all(|f| matches(&rows, f)) {
+                    out.push(c);
+                }
+                if out.len() >= limit as usize {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        let q = salus_store::SearchQuery {
+            resource_type: "patient".into(),
+            filters: self.filters.clone(),
+            after,
+            limit,
+            newest_first: false,
+            order_by: None,
+        };
+        let rows = state.services.store.search(&actor.ctx, &q).await.map_err(ApiError::from)?;
+        rows.into_iter()
+            .filter(|r| actor.sees("patient", &r.doc))
+            .map(decode)
+            .collect()
+    }
+}
+
+/// Whether search rows satisfy a filter, as the store would decide.
+fn matches(rows: &[SearchRow], f: &Filter) -> bool {
+    rows.iter().filter(|r| r.param == f.param).any(|r| {
+        if let Some(sys) = &f.system
+            && &r.system != sys
+        {
+            return false;
+        }
+        match &f.op {
+            FilterOp::Eq => r.value == f.value,
+            FilterOp::Prefix => r.value.starts_with(&f.value),
+            FilterOp::Ge => r.value >= f.value,
+            FilterOp::Le => r.value <= f.value,
+            FilterOp::Gt => r.value > f.value,
+            FilterOp::Lt => r.value < f.value,
+            FilterOp::In(vs) => vs.contains(&r.value),
+        }
+    })
+}
+
+/// Search Patients; answered as a searchset Bundle with paging links.
+#[utoipa::path(get, path = "/fhir/R4/Patient", tag = "fhir",
+    params(("_id" = Option<String>, Query, description = "Patient id(s), comma-separated"),
+           ("identifier" = Option<String>, Query, description = "system|value, or a bare value"),
+           ("name" = Option<String>, Query, description = "Start of any part of a name"),
+           ("family" = Option<String>, Query, description = "Start of the family name"),
+           ("given" = Option<String>, Query, description = "Start of a given name"),
+           ("birthdate" = Option<String>, Query, description = "A date with an optional prefix eq, lt, gt, le, ge"),
+           ("gender" = Option<String>, Query, description = "male | female | other | unknown (comma: any of)"),
+           ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"),
+           ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
+    responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed, or unknown under handling=strict")),
+    security(("bearer" = ["patients:read"])))]
+pub async fn search(State(state): State<AppState>, actor: Actor, headers: HeaderMap, Query(pairs): Query<Vec<(String, String)>>) -> Result<Response, FhirError> {
+    let strict = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"));
+    let search = PatientSearch::parse(&pairs, strict)?;
+    let mut found = search.run(&state, &actor, search.cursor, search.count + 1).await?;
+    let more = found.len() > search.count as usize;
+    found.truncate(search.count as usize);
+    access_log::record_docs(&state, &actor, AccessAction::Search, "patient", found.iter().map(|c| (c.row.id, &c.row.doc))).await?;
+    let base = base_url(&headers);
+    let query = |extra: Option<String>| {
+        let mut parts: Vec<String> = search
+            .applied
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        parts.push(format!("_count={}", search.count));
+        if let Some(c) = extra {
+            parts.push(format!("_cursor={c}"));
+        }
+        format!("{base}/Patient?{}", parts.join("&"))
+    };
+    let mut links = vec![json!({"relation": "self", "url": query(search.cursor.map(http::encode_cursor))})];
+    if more && let Some(last) = found.last() {
+        links.push(json!({"relation": "next", "url": query(Some(http::encode_cursor(last.row.id)))}));
+    }
+    let entries: Vec<Value> = found
+        .iter()
+        .map(|c| {
+            json!({
+                "fullUrl": format!("{base}/Patient/{}", c.row.id),
+                "resource": fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
+                "search": {"mode": "match"},
+            })
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": Uuid::now_v7().to_string(),
+        "meta": {"lastUpdated": fhir_patient::instant(state.services.now())},
+        "type": "searchset",
+        "link": links,
+        "entry": entries,
+    });
+    let mut resp = (StatusCode::OK, bundle.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    Ok(resp)
+}
+
+/// Percent-encode a query component.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_components_decode_and_encode() {
+        assert_eq!(form_pairs("identifier=urn%3Amrn%7C1&name=Ada+L&x"), vec![
+            ("identifier".to_owned(), "urn:mrn|1".to_owned()),
+            ("name".to_owned(), "Ada L".to_owned()),
+            ("x".to_owned(), String::new()),
+        ]);
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(encode("urn:mrn|1 2"), "urn:mrn%7C1%202");
+    }
+
+    #[test]
+    fn birthdate_prefixes_become_day_ranges() {
+        let s = PatientSearch::parse(&[("birthdate".into(), "1980".into())], true).unwrap();
+        let vals: Vec<_> = s.filters.iter().map(|f| (f.op.clone(), f.value.clone())).collect();
+        assert_eq!(vals, vec![(FilterOp::Ge, "1980-01-01".into()), (FilterOp::Lt, "1981-01-01".into())]);
+        let s = PatientSearch::parse(&[("birthdate".into(), "gt1980-04-23".into())], true).unwrap();
+        assert_eq!(s.filters[0].value, "1980-04-24");
+        let s = PatientSearch::parse(&[("birthdate".into(), "le1980-04".into())], true).unwrap();
+        assert_eq!((s.filters[0].op.clone(), s.filters[0].value.clone()), (FilterOp::Lt, "1980-05-01".into()));
+        assert!(PatientSearch::parse(&[("birthdate".into(), "sa1980".into())], true).is_err());
+        assert!(PatientSearch::parse(&[("nonsense".into(), "1".into())], true).is_err());
+        assert!(PatientSearch::parse(&[("nonsense".into(), "1".into())], false).is_ok());
+        assert!(PatientSearch::parse(&[("name:exact".into(), "A".into())], false).is_err());
+    }
+}

@@ -1,0 +1,552 @@
+//! `/fhir/R4` over real HTTP on both backends: Patient create/read/vread/update/search
+//! against the JSON API's view of the same records, conditional create, paging, errors as
+//! OperationOutcome, permissions and the access log. Every resource Salus returns here is
+//! validated by an independent implementation (`fhir.resources`, Python) at the end of
+//! each test: a missing python3 or package fails the test.
+
+use crate::app::{TestApp, on_both_backends, patient};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use std::sync::Mutex;
+
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// A FHIR client over the test app that keeps every resource it was answered.
+struct Fhir<'a> {
+    app: &'a TestApp,
+    seen: Mutex<Vec<Value>>,
+}
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The single issue's code and expression (or "") of an OperationOutcome answer.
+    fn outcome(&self, status: u16) -> (String, String) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(self.body["resourceType"], "OperationOutcome", "{}", self.body);
+        assert_eq!(self.header("content-type"), FHIR_JSON);
+        let issue = &self.body["issue"][0];
+        assert_eq!(issue["severity"], "error");
+        (
+            issue["code"].as_str().unwrap_or("").to_owned(),
+            issue["expression"][0].as_str().unwrap_or("").to_owned(),
+        )
+    }
+}
+
+impl<'a> Fhir<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Fhir {
+            app,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            self.app.url(&format!("/fhir/R4{path}"))
+        };
+        let mut req = self.app.client.request(method, url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/fhir+json")
+                .body(b.to_string());
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if body.get("resourceType").is_some() {
+            assert_eq!(
+                headers.get("content-type").and_then(|v| v.to_str().ok()),
+                Some(FHIR_JSON),
+                "{text}"
+            );
+            self.seen.lock().unwrap().push(body.clone());
+        }
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, Some(&self.app.token), None, &[])
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
+        self.send(
+            Method::POST,
+            path,
+            Some(&self.app.token),
+            Some(body),
+            headers,
+        )
+        .await
+    }
+
+    async fn put(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
+        self.send(Method::PUT, path, Some(&self.app.token), Some(body), headers)
+            .await
+    }
+
+    /// Validate every resource answered so far with `fhir.resources`.
+    fn validate_all(&self) {
+        let seen = self.seen.lock().unwrap();
+        assert!(!seen.is_empty(), "no FHIR resources were answered");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("resources.json");
+        std::fs::write(&file, serde_json::to_vec(&*seen).unwrap()).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fhir_validate.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("python3 is needed to validate FHIR resources with fhir.resources (pip install fhir.resources): {e}")
+            });
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "fhir.resources rejected what Salus returned (or is not installed: pip install fhir.resources):\n{report}"
+        );
+    }
+}
+
+fn fhir_patient(mrn: &str, family: &str, given: &str) -> Value {
+    json!({"resourceType": "Patient",
+        "identifier": [{"system": "urn:mrn", "value": mrn}],
+        "name": [{"family": family, "given": [given]}],
+        "gender": "female", "birthDate": "1980-04-23",
+        "telecom": [{"system": "phone", "value": "+442079460958"}, {"system": "email", "value": "ada@example.org"}],
+        "address": [{"line": ["1 High St"], "city": "London", "country": "GB"}]})
+}
+
+async fn a_write_through_either_api_is_visible_through_the_other_with_the_same_versions(
+    backend: &str,
+) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    // Created through FHIR, active: registered, then activated (two versions).
+    let mut body = fhir_patient("F-1", "Lovelace", "Ada");
+    body["active"] = json!(true);
+    let r = fhir.post("/Patient", &body, &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.header("location"), format!("/fhir/R4/Patient/{id}/_history/2"));
+    assert_eq!(r.header("etag"), "W/\"2\"");
+    assert!(r.header("last-modified").ends_with(" GMT"));
+    assert_eq!(r.body["meta"]["versionId"], "2");
+    assert_eq!(r.body["active"], true);
+    // The JSON API sees the same record at the same version.
+    let j = app.get(&format!("/api/v1/patients/{id}"), &app.token).await;
+    assert_eq!(j.status(), 200);
+    assert_eq!(j.headers()["etag"], "\"2\"");
+    let j: Value = j.json().await.unwrap();
+    assert_eq!(j["status"], "active");
+    assert_eq!(j["name"][0]["family"], "Lovelace");
+    assert_eq!(j["phones"][0], "+442079460958");
+    assert_eq!(j["email"], "ada@example.org");
+    assert_eq!(j["address"]["city"], "London");
+    // Changed through the JSON API: FHIR reads version 3.
+    let r = app
+        .client
+        .patch(app.url(&format!("/api/v1/patients/{id}")))
+        .bearer_auth(&app.token)
+        .header("if-match", "\"2\"")
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"name": [{"family": "King", "given": ["Ada"]}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = fhir.get(&format!("/Patient/{id}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), "W/\"3\"");
+    assert_eq!(r.body["meta"]["versionId"], "3");
+    assert_eq!(r.body["name"][0]["family"], "King");
+    // vread: each version as it stood.
+    let v1 = fhir.get(&format!("/Patient/{id}/_history/1")).await;
+    assert_eq!(v1.status, 200);
+    assert_eq!(v1.body["active"], false);
+    assert_eq!(v1.body["name"][0]["family"], "Lovelace");
+    assert_eq!(v1.body["meta"]["versionId"], "1");
+    assert_eq!(v1.header("etag"), "W/\"1\"");
+    let v2 = fhir.get(&format!("/Patient/{id}/_history/2")).await;
+    assert_eq!(v2.body["active"], true);
+    assert_eq!(v2.body["name"][0]["family"], "Lovelace");
+    let (code, _) = fhir.get(&format!("/Patient/{id}/_history/9")).await.outcome(404);
+    assert_eq!(code, "not-found");
+    // Updated through FHIR with If-Match: the JSON API's history has every version.
+    let mut next = r.body.clone();
+    next["birthDate"] = json!("1981-01-02");
+    next["active"] = json!(false);
+    let u = fhir
+        .put(&format!("/Patient/{id}"), &next, &[("if-match", "W/\"3\"")])
+        .await;
+    assert_eq!(u.status, 200, "{}", u.body);
+    assert_eq!(u.body["meta"]["versionId"], "5", "details, then suspended");
+    assert_eq!(u.body["active"], false);
+    let h: Value = app
+        .get(&format!("/api/v1/patients/{id}/history"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "patient.registered",
+            "patient.activated",
+            "patient.updated",
+            "patient.updated",
+            "patient.suspended"
+        ]
+    );
+    let j: Value = app
+        .get(&format!("/api/v1/patients/{id}"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(j["birth_date"], "1981-01-02");
+    assert_eq!(j["status"], "suspended");
+    // A stale If-Match is a 412.
+    let (code, _) = fhir
+        .put(&format!("/Patient/{id}"), &next, &[("if-match", "W/\"3\"")])
+        .await
+        .outcome(412);
+    assert_eq!(code, "conflict");
+    // Created through the JSON API: FHIR reads it at its version.
+    let p = app.create_patient(&patient("J-1", "Hopper", "Grace")).await;
+    let pid = p["id"].as_str().unwrap();
+    let r = fhir.get(&format!("/Patient/{pid}")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["identifier"][0]["value"], "J-1");
+    assert_eq!(r.body["meta"]["versionId"], "1");
+    assert_eq!(r.body["active"], false);
+    assert_eq!(r.body["telecom"][0]["system"], "phone");
+    // Each read was logged as a read of that patient.
+    let log: Value = app
+        .get(&format!("/api/v1/patients/{pid}/access"), &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "read" && e["resource_id"] == pid),
+        "{log}"
+    );
+    // A recorded death shows as deceasedDateTime; it cannot be withdrawn by an update.
+    let mut dead = r.body.clone();
+    dead["deceasedDateTime"] = json!("2020-02-03");
+    let d = fhir.put(&format!("/Patient/{pid}"), &dead, &[]).await;
+    assert_eq!(d.status, 200, "{}", d.body);
+    assert_eq!(d.body["deceasedDateTime"], "2020-02-03");
+    let (_, at) = fhir
+        .put(&format!("/Patient/{pid}"), &r.body, &[])
+        .await
+        .outcome(422);
+    assert_eq!(at, "Patient.deceased");
+    fhir.validate_all();
+    app.stop().await;
+}
+
+async fn conditional_create_makes_at_most_one(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let body = fhir_patient("C-1", "Turing", "Alan");
+    let cond = [("if-none-exist", "identifier=urn:mrn|C-1")];
+    let first = fhir.post("/Patient", &body, &cond).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = fhir.post("/Patient", &body, &cond).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["id"], first.body["id"]);
+    // Without the condition the identifier is taken: a conflict, not a second record.
+    let (code, _) = fhir.post("/Patient", &body, &[]).await.outcome(409);
+    assert_eq!(code, "conflict");
+    let other = fhir.post("/Patient", &fhir_patient("C-2", "Franklin", "Rosalind"), &[]).await;
+    assert_eq!(other.status, 201);
+    // A condition matching two patients is a 412; a malformed one a 400.
+    let (code, _) = fhir
+        .post("/Patient", &fhir_patient("C-3", "X", "Y"), &[("if-none-exist", "gender=female")])
+        .await
+        .outcome(412);
+    assert_eq!(code, "duplicate");
+    fhir.post("/Patient", &fhir_patient("C-4", "X", "Y"), &[("if-none-exist", "birthdate=notadate")])
+        .await
+        .outcome(400);
+    fhir.validate_all();
+    app.stop().await;
+}
+
+/// The ids of a searchset Bundle's entries.
+fn ids(b: &Value) -> Vec<String> {
+    assert_eq!(b["resourceType"], "Bundle", "{b}");
+    assert_eq!(b["type"], "searchset");
+    b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["search"]["mode"], "match");
+            let id = e["resource"]["id"].as_str().unwrap().to_owned();
+            assert!(e["fullUrl"].as_str().unwrap().ends_with(&format!("/fhir/R4/Patient/{id}")));
+            id
+        })
+        .collect()
+}
+
+fn next_link(b: &Value) -> Option<String> {
+    b["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .map(|l| l["url"].as_str().unwrap().to_owned())
+}
+
+async fn search_finds_by_each_parameter_and_pages(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let mut made = Vec::new();
+    for (i, (given, birth, gender)) in [
+        ("Ann", "1970-01-15", "female"),
+        ("Bob", "1980-04-23", "male"),
+        ("Cy", "1980-12-31", "other"),
+        ("Dee", "1990-06-01", "female"),
+        ("Éva", "2000-02-29", "female"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut p = fhir_patient(&format!("S-{i}"), "Pager", given);
+        p["birthDate"] = json!(birth);
+        p["gender"] = json!(gender);
+        let r = fhir.post("/Patient", &p, &[]).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        made.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    app.create_patient(&patient("S-X", "Other", "Zed")).await;
+    // Paging: two at a time, following next links, every match once, in order.
+    let mut page = fhir.get("/Patient?family=pager&_count=2").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let got = ids(&page.body);
+        assert!(got.len() <= 2);
+        seen.extend(got);
+        pages += 1;
+        let Some(next) = next_link(&page.body) else { break };
+        assert!(next.contains("family=pager") && next.contains("_count=2"), "{next}");
+        page = fhir.send(Method::GET, &next, Some(&app.token), None, &[]).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, made);
+    let client = &fhir;
+    let q = |s: &'static str| async move { ids(&client.get(s).await.body) };
+    assert_eq!(q("/Patient?name=EVA").await, [made[4].clone()], "accents and case folded");
+    assert_eq!(q("/Patient?given=b").await, [made[1].clone()]);
+    assert_eq!(q("/Patient?identifier=urn:mrn|S-3").await, [made[3].clone()]);
+    assert_eq!(q("/Patient?identifier=S-3").await, [made[3].clone()]);
+    assert!(q("/Patient?identifier=other|S-3").await.is_empty());
+    assert_eq!(q("/Patient?birthdate=1980&family=pager").await, made[1..3].to_vec());
+    assert_eq!(q("/Patient?birthdate=1980-04&family=pager").await, [made[1].clone()]);
+    assert_eq!(q("/Patient?birthdate=eq1980-04-23&family=pager").await, [made[1].clone()]);
+    assert_eq!(q("/Patient?birthdate=lt1980").await, [made[0].clone()]);
+    assert_eq!(q("/Patient?birthdate=le1980-04-23&family=pager").await, made[0..2].to_vec());
+    assert_eq!(q("/Patient?birthdate=gt1980-12-31&family=pager").await, made[3..].to_vec());
+    assert_eq!(q("/Patient?birthdate=ge1990&birthdate=lt2000").await, [made[3].clone()]);
+    assert_eq!(q("/Patient?gender=male,other").await, made[1..3].to_vec());
+    assert_eq!(q("/Patient?family=pager&gender=female&birthdate=ge1980").await, [made[3].clone(), made[4].clone()]);
+    let both = format!("/Patient?_id={},{}", made[0], made[2]);
+    assert_eq!(ids(&fhir.get(&both).await.body), [made[0].clone(), made[2].clone()]);
+    let narrowed = format!("/Patient?_id={},{}&gender=other", made[0], made[2]);
+    assert_eq!(ids(&fhir.get(&narrowed).await.body), [made[2].clone()]);
+    assert!(q("/Patient?_id=not-an-id").await.is_empty());
+    // Unknown parameters: ignored (lenient, the default) or refused (strict).
+    let lenient = fhir.get("/Patient?family=pager&frobnicate=1&_count=50").await;
+    assert_eq!(ids(&lenient.body).len(), 5);
+    let self_link = lenient.body["link"][0]["url"].as_str().unwrap();
+    assert!(!self_link.contains("frobnicate"), "the self link shows what was applied: {self_link}");
+    let strict = fhir
+        .send(Method::GET, "/Patient?frobnicate=1", Some(&app.token), None, &[("prefer", "handling=strict")])
+        .await;
+    strict.outcome(400);
+    let known_unsupported = fhir
+        .send(Method::GET, "/Patient?address-city=London", Some(&app.token), None, &[("prefer", "handling=strict")])
+        .await;
+    known_unsupported.outcome(400);
+    fhir.get("/Patient?name:exact=Pager").await.outcome(400);
+    fhir.get("/Patient?birthdate=sa1980").await.outcome(400);
+    fhir.get("/Patient?_count=0").await.outcome(400);
+    fhir.get("/Patient?_cursor=garbage").await.outcome(400);
+    fhir.validate_all();
+    app.stop().await;
+}
+
+async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    // metadata is public and claims exactly what is served.
+    let m = fhir.send(Method::GET, "/metadata", None, None, &[]).await;
+    assert_eq!(m.status, 200);
+    assert_eq!(m.body["fhirVersion"], "4.0.1");
+    let res = m.body["rest"][0]["resource"].as_array().unwrap();
+    assert_eq!(res.len(), 1);
+    assert_eq!(res[0]["type"], "Patient");
+    let params: Vec<&str> = res[0]["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["_id", "identifier", "name", "family", "given", "birthdate", "gender"]);
+    assert_eq!(
+        res[0]["searchParam"][5]["definition"],
+        "http://hl7.org/fhir/SearchParameter/individual-birthdate"
+    );
+    // No token: 401; unknown ids and routes: 404.
+    let (code, _) = fhir
+        .send(Method::GET, "/Patient/0190a3e4-0000-7000-8000-000000000000", None, None, &[])
+        .await
+        .outcome(401);
+    assert_eq!(code, "login");
+    fhir.get("/Patient/0190a3e4-0000-7000-8000-000000000000").await.outcome(404);
+    fhir.get("/Patient/not-a-uuid").await.outcome(404);
+    fhir.get("/Nothing/1").await.outcome(404);
+    // Invalid bodies: 422 naming the element, 400 for what is not a Patient.
+    let mut bad = fhir_patient("E-1", "Err", "Or");
+    bad["birthDate"] = json!("1980-13-01");
+    let (code, at) = fhir.post("/Patient", &bad, &[]).await.outcome(422);
+    assert_eq!((code.as_str(), at.as_str()), ("value", "Patient.birthDate"));
+    let mut bad = fhir_patient("E-1", "Err", "Or");
+    bad["nmae"] = json!([{"family": "x"}]);
+    let (_, at) = fhir.post("/Patient", &bad, &[]).await.outcome(422);
+    assert_eq!(at, "Patient.nmae");
+    let mut bad = fhir_patient("E-1", "Err", "Or");
+    bad["telecom"] = json!([{"system": "phone", "value": "not a phone"}]);
+    let (_, at) = fhir.post("/Patient", &bad, &[]).await.outcome(422);
+    assert_eq!(at, "Patient.telecom");
+    let mut bad = fhir_patient("E-1", "Err", "Or");
+    bad["maritalStatus"] = json!({"text": "married"});
+    let (code, at) = fhir.post("/Patient", &bad, &[]).await.outcome(422);
+    assert_eq!((code.as_str(), at.as_str()), ("not-supported", "Patient.maritalStatus"));
+    let mut future = fhir_patient("E-1", "Err", "Or");
+    future["birthDate"] = json!("2999-01-01");
+    let (_, at) = fhir.post("/Patient", &future, &[]).await.outcome(422);
+    assert_eq!(at, "Patient.birthDate");
+    fhir.post("/Patient", &json!({"resourceType": "Observation"}), &[]).await.outcome(400);
+    let r = app
+        .client
+        .post(app.url("/fhir/R4/Patient"))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/fhir+json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["resourceType"], "OperationOutcome");
+    // Update: the body's id must be the URL's; an unknown patient is a 404.
+    let made = fhir.post("/Patient", &fhir_patient("E-2", "Ok", "Fine"), &[]).await;
+    let id = made.body["id"].as_str().unwrap().to_owned();
+    let mut other = made.body.clone();
+    other["id"] = json!("0190a3e4-0000-7000-8000-000000000000");
+    let (_, at) = fhir.put(&format!("/Patient/{id}"), &other, &[]).await.outcome(400);
+    assert_eq!(at, "Patient.id");
+    fhir.put("/Patient/0190a3e4-0000-7000-8000-000000000000", &other, &[])
+        .await
+        .outcome(404);
+    // Permissions as in the JSON API: an auditor reads no patient data; a viewer cannot write.
+    let auditor = app.token_for("aud", &["auditor"]).await;
+    let (code, _) = fhir
+        .send(Method::GET, &format!("/Patient/{id}"), Some(&auditor), None, &[])
+        .await
+        .outcome(403);
+    assert_eq!(code, "forbidden");
+    let viewer = app.token_for("view", &["viewer"]).await;
+    fhir.send(Method::POST, "/Patient", Some(&viewer), Some(&fhir_patient("E-3", "No", "Pe")), &[])
+        .await
+        .outcome(403);
+    // SMART scopes narrow the token as for /api/v1: a read scope reads but does not write.
+    let running = app.running.as_ref().unwrap();
+    let admin_id = uuid::Uuid::parse_str(
+        app.get("/api/v1/users?limit=1", &app.token).await.json::<Value>().await.unwrap()["items"][0]["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let scoped = running
+        .auth
+        .issue_limited(
+            admin_id,
+            app.tenant,
+            std::time::Duration::from_secs(600),
+            salus_api::auth::TokenLimits {
+                scope: Some("user/Patient.read".into()),
+                patient: None,
+            },
+        )
+        .unwrap();
+    let r = fhir.send(Method::GET, &format!("/Patient/{id}"), Some(&scoped), None, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    fhir.send(Method::PUT, &format!("/Patient/{id}"), Some(&scoped), Some(&made.body), &[])
+        .await
+        .outcome(403);
+    fhir.validate_all();
+    app.stop().await;
+}
+
+on_both_backends!(
+    a_write_through_either_api_is_visible_through_the_other_with_the_same_versions,
+    conditional_create_makes_at_most_one,
+    search_finds_by_each_parameter_and_pages,
+    errors_are_operation_outcomes_with_the_right_status,
+);
