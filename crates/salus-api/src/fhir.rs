@@ -149,7 +149,13 @@ fn weak_etag(version: i64) -> Option<HeaderValue> {
 }
 
 /// A resource answer: FHIR JSON, `ETag`, `Last-Modified`, and `Location` for a 201.
-fn resource_response(status: StatusCode, body: &Value, version: i64, updated: DateTime<Utc>, location: Option<String>) -> Response {
+fn resource_response(
+    status: StatusCode,
+    body: &Value,
+    version: i64,
+    updated: DateTime<Utc>,
+    location: Option<String>,
+) -> Response {
     let mut resp = (status, body.to_string()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
@@ -187,7 +193,15 @@ fn base_url(headers: &HeaderMap) -> String {
 }
 
 /// The interactions and search parameters served per resource type.
-const PATIENT_SEARCH: &[&str] = &["_id", "identifier", "name", "family", "given", "birthdate", "gender"];
+const PATIENT_SEARCH: &[&str] = &[
+    "_id",
+    "identifier",
+    "name",
+    "family",
+    "given",
+    "birthdate",
+    "gender",
+];
 
 /// What this server can do: exactly the routes of this module.
 pub fn capability_statement(base: &str) -> Value {
@@ -252,7 +266,11 @@ pub async fn metadata(headers: HeaderMap) -> Response {
 }
 
 /// The patient `id` now, its read logged.
-async fn load_patient(state: &AppState, actor: &Actor, id: &str) -> Result<Current<Patient>, FhirError> {
+async fn load_patient(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<Current<Patient>, FhirError> {
     let row = http::read_current::<Patient>(state, actor, "Patient", id).await?;
     let row = http::parse_text_row::<Patient>(row)?;
     decode(row)
@@ -268,7 +286,11 @@ fn decode(row: salus_store::ResourceRow) -> Result<Current<Patient>, FhirError> 
     params(("id" = String, Path, description = "Patient id")),
     responses((status = 200, description = "The Patient", content_type = "application/fhir+json"), (status = 404, description = "No such patient (OperationOutcome)")),
     security(("bearer" = ["patients:read"])))]
-pub async fn read(State(state): State<AppState>, actor: Actor, Path(id): Path<String>) -> Result<Response, FhirError> {
+pub async fn read(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
     let c = load_patient(&state, &actor, &id).await?;
     Ok(patient_response(StatusCode::OK, &c, false))
 }
@@ -278,10 +300,24 @@ pub async fn read(State(state): State<AppState>, actor: Actor, Path(id): Path<St
     params(("id" = String, Path, description = "Patient id"), ("vid" = String, Path, description = "Version id")),
     responses((status = 200, description = "The Patient at that version", content_type = "application/fhir+json"), (status = 404, description = "No such patient or version (OperationOutcome)")),
     security(("bearer" = ["patients:read"])))]
-pub async fn vread(State(state): State<AppState>, actor: Actor, Path((id, vid)): Path<(String, String)>) -> Result<Response, FhirError> {
-    let not_found = || FhirError::new(404, "not-found", format!("no Patient {id} at version {vid}"));
+pub async fn vread(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path((id, vid)): Path<(String, String)>,
+) -> Result<Response, FhirError> {
+    let not_found = || {
+        FhirError::new(
+            404,
+            "not-found",
+            format!("no Patient {id} at version {vid}"),
+        )
+    };
     let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    let version = vid.parse::<i64>().ok().filter(|v| *v >= 1).ok_or_else(not_found)?;
+    let version = vid
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(not_found)?;
     // The current record decides who may see it (a patient-context token its own only);
     // the read is logged there.
     load_patient(&state, &actor, &id).await?;
@@ -298,7 +334,9 @@ fn parse_patient(body: &Value) -> Result<fhir_patient::PatientWrite, FhirError> 
     if body.get("resourceType").and_then(Value::as_str) != Some("Patient") {
         return Err(FhirError {
             status: StatusCode::BAD_REQUEST,
-            issues: vec![Issue::error("invalid", "the body must be a Patient resource").at("resourceType")],
+            issues: vec![
+                Issue::error("invalid", "the body must be a Patient resource").at("resourceType"),
+            ],
         });
     }
     fhir_patient::from_fhir(body).map_err(FhirError::invalid)
@@ -327,7 +365,16 @@ async fn apply_lifecycle(
     let id = c.row.id;
     match (&c.state.deceased, write.deceased) {
         (Some(d), Some(Some(date))) if d.date != date => {
-            return Err(FhirError::invalid(vec![Issue::error("business-rule", format!("the death is recorded on {}; its date cannot be changed", d.date)).at("Patient.deceasedDateTime")]));
+            return Err(FhirError::invalid(vec![
+                Issue::error(
+                    "business-rule",
+                    format!(
+                        "the death is recorded on {}; its date cannot be changed",
+                        d.date
+                    ),
+                )
+                .at("Patient.deceasedDateTime"),
+            ]));
         }
         (Some(_), None | Some(None)) => {
             return Err(FhirError::invalid(vec![Issue::error("business-rule", "the patient's death is recorded; it cannot be withdrawn (send deceasedDateTime)").at("Patient.deceased")]));
@@ -388,7 +435,12 @@ fn with_path(mut e: FhirError, path: &str) -> FhirError {
     request_body(content = Object, content_type = "application/fhir+json"),
     responses((status = 201, description = "Created (Location, ETag)"), (status = 200, description = "If-None-Exist matched one Patient: that one"), (status = 412, description = "If-None-Exist matched more than one"), (status = 422, description = "Invalid (OperationOutcome naming the elements)")),
     security(("bearer" = ["patients:write"])))]
-pub async fn create(State(state): State<AppState>, actor: Actor, headers: HeaderMap, body: JsonBody<Value>) -> Result<Response, FhirError> {
+pub async fn create(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: JsonBody<Value>,
+) -> Result<Response, FhirError> {
     let write = parse_patient(&body.value)?;
     if let Some(cond) = headers.get("if-none-exist") {
         let cond = cond
@@ -397,18 +449,36 @@ pub async fn create(State(state): State<AppState>, actor: Actor, headers: Header
         let cond = cond.split_once('?').map(|(_, q)| q).unwrap_or(cond);
         let pairs: Vec<(String, String)> = form_pairs(cond);
         if pairs.is_empty() {
-            return Err(FhirError::new(400, "invalid", "If-None-Exist names no search parameter"));
+            return Err(FhirError::new(
+                400,
+                "invalid",
+                "If-None-Exist names no search parameter",
+            ));
         }
         let search = PatientSearch::parse(&pairs, true)?;
         let found = search.run(&state, &actor, None, 2).await?;
         match found.as_slice() {
             [] => {}
             [one] => {
-                access_log::record(&state, &actor, AccessAction::Read, "patient", [Access { patient: one.row.id, resource_id: Some(one.row.id) }]).await?;
+                access_log::record(
+                    &state,
+                    &actor,
+                    AccessAction::Read,
+                    "patient",
+                    [Access {
+                        patient: one.row.id,
+                        resource_id: Some(one.row.id),
+                    }],
+                )
+                .await?;
                 return Ok(patient_response(StatusCode::OK, one, false));
             }
             _ => {
-                return Err(FhirError::new(412, "duplicate", "If-None-Exist matches more than one Patient"));
+                return Err(FhirError::new(
+                    412,
+                    "duplicate",
+                    "If-None-Exist matches more than one Patient",
+                ));
             }
         }
     }
@@ -438,24 +508,40 @@ pub async fn create(State(state): State<AppState>, actor: Actor, headers: Header
     request_body(content = Object, content_type = "application/fhir+json"),
     responses((status = 200, description = "Updated (ETag)"), (status = 404, description = "No such patient"), (status = 412, description = "Stale If-Match"), (status = 422, description = "Invalid (OperationOutcome naming the elements)")),
     security(("bearer" = ["patients:write"])))]
-pub async fn update(State(state): State<AppState>, actor: Actor, Path(id): Path<String>, headers: HeaderMap, body: JsonBody<Value>) -> Result<Response, FhirError> {
+pub async fn update(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<Value>,
+) -> Result<Response, FhirError> {
     let write = parse_patient(&body.value)?;
     match write.id.as_deref() {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
             return Err(FhirError {
                 status: StatusCode::BAD_REQUEST,
-                issues: vec![Issue::error("invalid", format!("the body's id '{body_id}' is not the id in the URL")).at("Patient.id")],
+                issues: vec![
+                    Issue::error(
+                        "invalid",
+                        format!("the body's id '{body_id}' is not the id in the URL"),
+                    )
+                    .at("Patient.id"),
+                ],
             });
         }
         None => {
             return Err(FhirError {
                 status: StatusCode::BAD_REQUEST,
-                issues: vec![Issue::error("required", "an update needs the resource's id in the body").at("Patient.id")],
+                issues: vec![
+                    Issue::error("required", "an update needs the resource's id in the body")
+                        .at("Patient.id"),
+                ],
             });
         }
     }
-    let uuid = Uuid::parse_str(&id).map_err(|_| FhirError::new(404, "not-found", format!("no Patient {id}")))?;
+    let uuid = Uuid::parse_str(&id)
+        .map_err(|_| FhirError::new(404, "not-found", format!("no Patient {id}")))?;
     let expected = match headers.get(header::IF_MATCH) {
         Some(_) => http::if_match(&headers)?,
         None => None,
@@ -541,7 +627,13 @@ fn day(t: DateTime<Utc>) -> String {
 
 impl PatientSearch {
     fn parse(pairs: &[(String, String)], strict: bool) -> Result<Self, FhirError> {
-        let mut s = PatientSearch { filters: Vec::new(), ids: None, count: 50, applied: Vec::new(), cursor: None };
+        let mut s = PatientSearch {
+            filters: Vec::new(),
+            ids: None,
+            count: 50,
+            applied: Vec::new(),
+            cursor: None,
+        };
         let mut ignored = Vec::new();
         for (key, value) in pairs {
             let value = value.trim();
@@ -551,7 +643,13 @@ impl PatientSearch {
                     .ok()
                     .filter(|n| *n >= 1)
                     .map(|n| n.min(200))
-                    .ok_or_else(|| FhirError::new(400, "invalid", "_count must be a whole number from 1 (at most 200 are returned)"))?;
+                    .ok_or_else(|| {
+                        FhirError::new(
+                            400,
+                            "invalid",
+                            "_count must be a whole number from 1 (at most 200 are returned)",
+                        )
+                    })?;
                 continue;
             }
             if key == "_cursor" {
@@ -560,7 +658,11 @@ impl PatientSearch {
             }
             if key == "_format" {
                 if !matches!(value, "json" | "application/json" | "application/fhir+json") {
-                    return Err(FhirError::new(406, "not-supported", "only JSON is served (_format=json)"));
+                    return Err(FhirError::new(
+                        406,
+                        "not-supported",
+                        "only JSON is served (_format=json)",
+                    ));
                 }
                 continue;
             }
@@ -570,7 +672,10 @@ impl PatientSearch {
             };
             if !PATIENT_SEARCH.contains(&name) {
                 let msg = if search_parameters().get("Patient", name).is_some() {
-                    format!("the search parameter '{name}' is not supported here; supported: {}", PATIENT_SEARCH.join(", "))
+                    format!(
+                        "the search parameter '{name}' is not supported here; supported: {}",
+                        PATIENT_SEARCH.join(", ")
+                    )
                 } else {
                     format!("'{name}' is not a search parameter of Patient")
                 };
@@ -579,7 +684,11 @@ impl PatientSearch {
             }
             if let Some(m) = modifier {
                 // An unsupported modifier changes the meaning: always refused.
-                return Err(FhirError::new(400, "not-supported", format!("the modifier ':{m}' is not supported on '{name}'")));
+                return Err(FhirError::new(
+                    400,
+                    "not-supported",
+                    format!("the modifier ':{m}' is not supported on '{name}'"),
+                ));
             }
             if value.is_empty() {
                 continue;
@@ -589,7 +698,10 @@ impl PatientSearch {
             match name {
                 "_id" => {
                     // An id that is not ours matches nothing.
-                    let ids: Vec<Uuid> = any_of.iter().filter_map(|v| Uuid::parse_str(v).ok()).collect();
+                    let ids: Vec<Uuid> = any_of
+                        .iter()
+                        .filter_map(|v| Uuid::parse_str(v).ok())
+                        .collect();
                     s.ids = Some(match s.ids.take() {
                         Some(prev) => prev.into_iter().filter(|i| ids.contains(i)).collect(),
                         None => ids,
@@ -597,7 +709,11 @@ impl PatientSearch {
                 }
                 "identifier" => {
                     if any_of.len() > 1 {
-                        return Err(FhirError::new(400, "not-supported", "identifier takes one value (system|value) per parameter"));
+                        return Err(FhirError::new(
+                            400,
+                            "not-supported",
+                            "identifier takes one value (system|value) per parameter",
+                        ));
                     }
                     s.filters.push(http::token("identifier", value));
                 }
@@ -609,9 +725,18 @@ impl PatientSearch {
                 }),
                 "name" | "family" | "given" => {
                     if any_of.len() > 1 {
-                        return Err(FhirError::new(400, "not-supported", format!("{name} takes one value per parameter")));
+                        return Err(FhirError::new(
+                            400,
+                            "not-supported",
+                            format!("{name} takes one value per parameter"),
+                        ));
                     }
-                    s.filters.push(Filter { param: name.into(), system: None, op: FilterOp::Prefix, value: fold(value) });
+                    s.filters.push(Filter {
+                        param: name.into(),
+                        system: None,
+                        op: FilterOp::Prefix,
+                        value: fold(value),
+                    });
                 }
                 "birthdate" => {
                     let (prefix, date) = match value.get(..2) {
@@ -625,7 +750,12 @@ impl PatientSearch {
                         let end = high - chrono::Duration::nanoseconds(1);
                         day(end + chrono::Duration::days(1))
                     });
-                    let f = |op: FilterOp, v: &str| Filter { param: "birth_date".into(), system: None, op, value: v.to_owned() };
+                    let f = |op: FilterOp, v: &str| Filter {
+                        param: "birth_date".into(),
+                        system: None,
+                        op,
+                        value: v.to_owned(),
+                    };
                     match prefix {
                         "eq" => {
                             s.filters.push(f(FilterOp::Ge, &low));
@@ -635,7 +765,15 @@ impl PatientSearch {
                         "gt" => s.filters.push(f(FilterOp::Ge, &high)),
                         "le" => s.filters.push(f(FilterOp::Lt, &high)),
                         "lt" => s.filters.push(f(FilterOp::Lt, &low)),
-                        other => return Err(FhirError::new(400, "not-supported", format!("the prefix '{other}' is not supported; use eq, lt, gt, le or ge"))),
+                        other => {
+                            return Err(FhirError::new(
+                                400,
+                                "not-supported",
+                                format!(
+                                    "the prefix '{other}' is not supported; use eq, lt, gt, le or ge"
+                                ),
+                            ));
+                        }
                     }
                 }
                 _ => {}
@@ -646,7 +784,13 @@ impl PatientSearch {
     }
 
     /// The matching patients in id order after `after`, at most `limit`.
-    async fn run(&self, state: &AppState, actor: &Actor, after: Option<Uuid>, limit: u32) -> Result<Vec<Current<Patient>>, FhirError> {
+    async fn run(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Current<Patient>>, FhirError> {
         if let Some(ids) = &self.ids {
             // Read each asked id, then hold it to the other parameters (the same rows the
             // store searches).
@@ -655,7 +799,9 @@ impl PatientSearch {
             ids.dedup();
             let mut out = Vec::new();
             for id in ids.into_iter().filter(|i| after.is_none_or(|a| *i > a)) {
-                let Some(row) = state.services.row::<Patient>(&actor.ctx, id).await? else { continue };
+                let Some(row) = state.services.row::<Patient>(&actor.ctx, id).await? else {
+                    continue;
+                };
                 if !actor.sees("patient", &row.doc) {
                     continue;
                 }
@@ -678,7 +824,12 @@ impl PatientSearch {
             newest_first: false,
             order_by: None,
         };
-        let rows = state.services.store.search(&actor.ctx, &q).await.map_err(ApiError::from)?;
+        let rows = state
+            .services
+            .store
+            .search(&actor.ctx, &q)
+            .await
+            .map_err(ApiError::from)?;
         rows.into_iter()
             .filter(|r| actor.sees("patient", &r.doc))
             .map(decode)
@@ -719,7 +870,12 @@ fn matches(rows: &[SearchRow], f: &Filter) -> bool {
            ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
     responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed, or unknown under handling=strict")),
     security(("bearer" = ["patients:read"])))]
-pub async fn search(State(state): State<AppState>, actor: Actor, headers: HeaderMap, Query(pairs): Query<Vec<(String, String)>>) -> Result<Response, FhirError> {
+pub async fn search(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
     let strict = headers
         .get_all("prefer")
         .iter()
@@ -727,10 +883,19 @@ pub async fn search(State(state): State<AppState>, actor: Actor, headers: Header
         .flat_map(|v| v.split(','))
         .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"));
     let search = PatientSearch::parse(&pairs, strict)?;
-    let mut found = search.run(&state, &actor, search.cursor, search.count + 1).await?;
+    let mut found = search
+        .run(&state, &actor, search.cursor, search.count + 1)
+        .await?;
     let more = found.len() > search.count as usize;
     found.truncate(search.count as usize);
-    access_log::record_docs(&state, &actor, AccessAction::Search, "patient", found.iter().map(|c| (c.row.id, &c.row.doc))).await?;
+    access_log::record_docs(
+        &state,
+        &actor,
+        AccessAction::Search,
+        "patient",
+        found.iter().map(|c| (c.row.id, &c.row.doc)),
+    )
+    .await?;
     let base = base_url(&headers);
     let query = |extra: Option<String>| {
         let mut parts: Vec<String> = search
@@ -744,9 +909,12 @@ pub async fn search(State(state): State<AppState>, actor: Actor, headers: Header
         }
         format!("{base}/Patient?{}", parts.join("&"))
     };
-    let mut links = vec![json!({"relation": "self", "url": query(search.cursor.map(http::encode_cursor))})];
+    let mut links =
+        vec![json!({"relation": "self", "url": query(search.cursor.map(http::encode_cursor))})];
     if more && let Some(last) = found.last() {
-        links.push(json!({"relation": "next", "url": query(Some(http::encode_cursor(last.row.id)))}));
+        links.push(
+            json!({"relation": "next", "url": query(Some(http::encode_cursor(last.row.id)))}),
+        );
     }
     let entries: Vec<Value> = found
         .iter()
@@ -791,11 +959,14 @@ mod tests {
 
     #[test]
     fn query_components_decode_and_encode() {
-        assert_eq!(form_pairs("identifier=urn%3Amrn%7C1&name=Ada+L&x"), vec![
-            ("identifier".to_owned(), "urn:mrn|1".to_owned()),
-            ("name".to_owned(), "Ada L".to_owned()),
-            ("x".to_owned(), String::new()),
-        ]);
+        assert_eq!(
+            form_pairs("identifier=urn%3Amrn%7C1&name=Ada+L&x"),
+            vec![
+                ("identifier".to_owned(), "urn:mrn|1".to_owned()),
+                ("name".to_owned(), "Ada L".to_owned()),
+                ("x".to_owned(), String::new()),
+            ]
+        );
         assert_eq!(percent_decode("%"), "%");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%zz"), "%zz");
@@ -805,12 +976,25 @@ mod tests {
     #[test]
     fn birthdate_prefixes_become_day_ranges() {
         let s = PatientSearch::parse(&[("birthdate".into(), "1980".into())], true).unwrap();
-        let vals: Vec<_> = s.filters.iter().map(|f| (f.op.clone(), f.value.clone())).collect();
-        assert_eq!(vals, vec![(FilterOp::Ge, "1980-01-01".into()), (FilterOp::Lt, "1981-01-01".into())]);
+        let vals: Vec<_> = s
+            .filters
+            .iter()
+            .map(|f| (f.op.clone(), f.value.clone()))
+            .collect();
+        assert_eq!(
+            vals,
+            vec![
+                (FilterOp::Ge, "1980-01-01".into()),
+                (FilterOp::Lt, "1981-01-01".into())
+            ]
+        );
         let s = PatientSearch::parse(&[("birthdate".into(), "gt1980-04-23".into())], true).unwrap();
         assert_eq!(s.filters[0].value, "1980-04-24");
         let s = PatientSearch::parse(&[("birthdate".into(), "le1980-04".into())], true).unwrap();
-        assert_eq!((s.filters[0].op.clone(), s.filters[0].value.clone()), (FilterOp::Lt, "1980-05-01".into()));
+        assert_eq!(
+            (s.filters[0].op.clone(), s.filters[0].value.clone()),
+            (FilterOp::Lt, "1980-05-01".into())
+        );
         assert!(PatientSearch::parse(&[("birthdate".into(), "sa1980".into())], true).is_err());
         assert!(PatientSearch::parse(&[("nonsense".into(), "1".into())], true).is_err());
         assert!(PatientSearch::parse(&[("nonsense".into(), "1".into())], false).is_ok());

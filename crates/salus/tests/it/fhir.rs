@@ -35,7 +35,11 @@ impl Answer {
     /// The single issue's code and expression (or "") of an OperationOutcome answer.
     fn outcome(&self, status: u16) -> (String, String) {
         assert_eq!(self.status, status, "{}", self.body);
-        assert_eq!(self.body["resourceType"], "OperationOutcome", "{}", self.body);
+        assert_eq!(
+            self.body["resourceType"], "OperationOutcome",
+            "{}",
+            self.body
+        );
         assert_eq!(self.header("content-type"), FHIR_JSON);
         let issue = &self.body["issue"][0];
         assert_eq!(issue["severity"], "error");
@@ -116,8 +120,14 @@ impl<'a> Fhir<'a> {
     }
 
     async fn put(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
-        self.send(Method::PUT, path, Some(&self.app.token), Some(body), headers)
-            .await
+        self.send(
+            Method::PUT,
+            path,
+            Some(&self.app.token),
+            Some(body),
+            headers,
+        )
+        .await
     }
 
     /// Validate every resource answered so far with `fhir.resources`.
@@ -167,7 +177,10 @@ async fn a_write_through_either_api_is_visible_through_the_other_with_the_same_v
     let r = fhir.post("/Patient", &body, &[]).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.body["id"].as_str().unwrap().to_owned();
-    assert_eq!(r.header("location"), format!("/fhir/R4/Patient/{id}/_history/2"));
+    assert_eq!(
+        r.header("location"),
+        format!("/fhir/R4/Patient/{id}/_history/2")
+    );
     assert_eq!(r.header("etag"), "W/\"2\"");
     assert!(r.header("last-modified").ends_with(" GMT"));
     assert_eq!(r.body["meta"]["versionId"], "2");
@@ -209,7 +222,10 @@ async fn a_write_through_either_api_is_visible_through_the_other_with_the_same_v
     let v2 = fhir.get(&format!("/Patient/{id}/_history/2")).await;
     assert_eq!(v2.body["active"], true);
     assert_eq!(v2.body["name"][0]["family"], "Lovelace");
-    let (code, _) = fhir.get(&format!("/Patient/{id}/_history/9")).await.outcome(404);
+    let (code, _) = fhir
+        .get(&format!("/Patient/{id}/_history/9"))
+        .await
+        .outcome(404);
     assert_eq!(code, "not-found");
     // Updated through FHIR with If-Match: the JSON API's history has every version.
     let mut next = r.body.clone();
@@ -309,17 +325,31 @@ async fn conditional_create_makes_at_most_one(backend: &str) {
     // Without the condition the identifier is taken: a conflict, not a second record.
     let (code, _) = fhir.post("/Patient", &body, &[]).await.outcome(409);
     assert_eq!(code, "conflict");
-    let other = fhir.post("/Patient", &fhir_patient("C-2", "Franklin", "Rosalind"), &[]).await;
+    let other = fhir
+        .post(
+            "/Patient",
+            &fhir_patient("C-2", "Franklin", "Rosalind"),
+            &[],
+        )
+        .await;
     assert_eq!(other.status, 201);
     // A condition matching two patients is a 412; a malformed one a 400.
     let (code, _) = fhir
-        .post("/Patient", &fhir_patient("C-3", "X", "Y"), &[("if-none-exist", "gender=female")])
+        .post(
+            "/Patient",
+            &fhir_patient("C-3", "X", "Y"),
+            &[("if-none-exist", "gender=female")],
+        )
         .await
         .outcome(412);
     assert_eq!(code, "duplicate");
-    fhir.post("/Patient", &fhir_patient("C-4", "X", "Y"), &[("if-none-exist", "birthdate=notadate")])
-        .await
-        .outcome(400);
+    fhir.post(
+        "/Patient",
+        &fhir_patient("C-4", "X", "Y"),
+        &[("if-none-exist", "birthdate=notadate")],
+    )
+    .await
+    .outcome(400);
     fhir.validate_all();
     app.stop().await;
 }
@@ -335,7 +365,12 @@ fn ids(b: &Value) -> Vec<String> {
         .map(|e| {
             assert_eq!(e["search"]["mode"], "match");
             let id = e["resource"]["id"].as_str().unwrap().to_owned();
-            assert!(e["fullUrl"].as_str().unwrap().ends_with(&format!("/fhir/R4/Patient/{id}")));
+            assert!(
+                e["fullUrl"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/fhir/R4/Patient/{id}"))
+            );
             id
         })
         .collect()
@@ -382,45 +417,100 @@ async fn search_finds_by_each_parameter_and_pages(backend: &str) {
         assert!(got.len() <= 2);
         seen.extend(got);
         pages += 1;
-        let Some(next) = next_link(&page.body) else { break };
-        assert!(next.contains("family=pager") && next.contains("_count=2"), "{next}");
-        page = fhir.send(Method::GET, &next, Some(&app.token), None, &[]).await;
+        let Some(next) = next_link(&page.body) else {
+            break;
+        };
+        assert!(
+            next.contains("family=pager") && next.contains("_count=2"),
+            "{next}"
+        );
+        page = fhir
+            .send(Method::GET, &next, Some(&app.token), None, &[])
+            .await;
         assert_eq!(page.status, 200, "{}", page.body);
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, made);
     let client = &fhir;
     let q = |s: &'static str| async move { ids(&client.get(s).await.body) };
-    assert_eq!(q("/Patient?name=EVA").await, [made[4].clone()], "accents and case folded");
+    assert_eq!(
+        q("/Patient?name=EVA").await,
+        [made[4].clone()],
+        "accents and case folded"
+    );
     assert_eq!(q("/Patient?given=b").await, [made[1].clone()]);
-    assert_eq!(q("/Patient?identifier=urn:mrn|S-3").await, [made[3].clone()]);
+    assert_eq!(
+        q("/Patient?identifier=urn:mrn|S-3").await,
+        [made[3].clone()]
+    );
     assert_eq!(q("/Patient?identifier=S-3").await, [made[3].clone()]);
     assert!(q("/Patient?identifier=other|S-3").await.is_empty());
-    assert_eq!(q("/Patient?birthdate=1980&family=pager").await, made[1..3].to_vec());
-    assert_eq!(q("/Patient?birthdate=1980-04&family=pager").await, [made[1].clone()]);
-    assert_eq!(q("/Patient?birthdate=eq1980-04-23&family=pager").await, [made[1].clone()]);
+    assert_eq!(
+        q("/Patient?birthdate=1980&family=pager").await,
+        made[1..3].to_vec()
+    );
+    assert_eq!(
+        q("/Patient?birthdate=1980-04&family=pager").await,
+        [made[1].clone()]
+    );
+    assert_eq!(
+        q("/Patient?birthdate=eq1980-04-23&family=pager").await,
+        [made[1].clone()]
+    );
     assert_eq!(q("/Patient?birthdate=lt1980").await, [made[0].clone()]);
-    assert_eq!(q("/Patient?birthdate=le1980-04-23&family=pager").await, made[0..2].to_vec());
-    assert_eq!(q("/Patient?birthdate=gt1980-12-31&family=pager").await, made[3..].to_vec());
-    assert_eq!(q("/Patient?birthdate=ge1990&birthdate=lt2000").await, [made[3].clone()]);
+    assert_eq!(
+        q("/Patient?birthdate=le1980-04-23&family=pager").await,
+        made[0..2].to_vec()
+    );
+    assert_eq!(
+        q("/Patient?birthdate=gt1980-12-31&family=pager").await,
+        made[3..].to_vec()
+    );
+    assert_eq!(
+        q("/Patient?birthdate=ge1990&birthdate=lt2000").await,
+        [made[3].clone()]
+    );
     assert_eq!(q("/Patient?gender=male,other").await, made[1..3].to_vec());
-    assert_eq!(q("/Patient?family=pager&gender=female&birthdate=ge1980").await, [made[3].clone(), made[4].clone()]);
+    assert_eq!(
+        q("/Patient?family=pager&gender=female&birthdate=ge1980").await,
+        [made[3].clone(), made[4].clone()]
+    );
     let both = format!("/Patient?_id={},{}", made[0], made[2]);
-    assert_eq!(ids(&fhir.get(&both).await.body), [made[0].clone(), made[2].clone()]);
+    assert_eq!(
+        ids(&fhir.get(&both).await.body),
+        [made[0].clone(), made[2].clone()]
+    );
     let narrowed = format!("/Patient?_id={},{}&gender=other", made[0], made[2]);
     assert_eq!(ids(&fhir.get(&narrowed).await.body), [made[2].clone()]);
     assert!(q("/Patient?_id=not-an-id").await.is_empty());
     // Unknown parameters: ignored (lenient, the default) or refused (strict).
-    let lenient = fhir.get("/Patient?family=pager&frobnicate=1&_count=50").await;
+    let lenient = fhir
+        .get("/Patient?family=pager&frobnicate=1&_count=50")
+        .await;
     assert_eq!(ids(&lenient.body).len(), 5);
     let self_link = lenient.body["link"][0]["url"].as_str().unwrap();
-    assert!(!self_link.contains("frobnicate"), "the self link shows what was applied: {self_link}");
+    assert!(
+        !self_link.contains("frobnicate"),
+        "the self link shows what was applied: {self_link}"
+    );
     let strict = fhir
-        .send(Method::GET, "/Patient?frobnicate=1", Some(&app.token), None, &[("prefer", "handling=strict")])
+        .send(
+            Method::GET,
+            "/Patient?frobnicate=1",
+            Some(&app.token),
+            None,
+            &[("prefer", "handling=strict")],
+        )
         .await;
     strict.outcome(400);
     let known_unsupported = fhir
-        .send(Method::GET, "/Patient?address-city=London", Some(&app.token), None, &[("prefer", "handling=strict")])
+        .send(
+            Method::GET,
+            "/Patient?address-city=London",
+            Some(&app.token),
+            None,
+            &[("prefer", "handling=strict")],
+        )
         .await;
     known_unsupported.outcome(400);
     fhir.get("/Patient?name:exact=Pager").await.outcome(400);
@@ -447,18 +537,37 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(params, ["_id", "identifier", "name", "family", "given", "birthdate", "gender"]);
+    assert_eq!(
+        params,
+        [
+            "_id",
+            "identifier",
+            "name",
+            "family",
+            "given",
+            "birthdate",
+            "gender"
+        ]
+    );
     assert_eq!(
         res[0]["searchParam"][5]["definition"],
         "http://hl7.org/fhir/SearchParameter/individual-birthdate"
     );
     // No token: 401; unknown ids and routes: 404.
     let (code, _) = fhir
-        .send(Method::GET, "/Patient/0190a3e4-0000-7000-8000-000000000000", None, None, &[])
+        .send(
+            Method::GET,
+            "/Patient/0190a3e4-0000-7000-8000-000000000000",
+            None,
+            None,
+            &[],
+        )
         .await
         .outcome(401);
     assert_eq!(code, "login");
-    fhir.get("/Patient/0190a3e4-0000-7000-8000-000000000000").await.outcome(404);
+    fhir.get("/Patient/0190a3e4-0000-7000-8000-000000000000")
+        .await
+        .outcome(404);
     fhir.get("/Patient/not-a-uuid").await.outcome(404);
     fhir.get("/Nothing/1").await.outcome(404);
     // Invalid bodies: 422 naming the element, 400 for what is not a Patient.
@@ -477,12 +586,17 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
     let mut bad = fhir_patient("E-1", "Err", "Or");
     bad["maritalStatus"] = json!({"text": "married"});
     let (code, at) = fhir.post("/Patient", &bad, &[]).await.outcome(422);
-    assert_eq!((code.as_str(), at.as_str()), ("not-supported", "Patient.maritalStatus"));
+    assert_eq!(
+        (code.as_str(), at.as_str()),
+        ("not-supported", "Patient.maritalStatus")
+    );
     let mut future = fhir_patient("E-1", "Err", "Or");
     future["birthDate"] = json!("2999-01-01");
     let (_, at) = fhir.post("/Patient", &future, &[]).await.outcome(422);
     assert_eq!(at, "Patient.birthDate");
-    fhir.post("/Patient", &json!({"resourceType": "Observation"}), &[]).await.outcome(400);
+    fhir.post("/Patient", &json!({"resourceType": "Observation"}), &[])
+        .await
+        .outcome(400);
     let r = app
         .client
         .post(app.url("/fhir/R4/Patient"))
@@ -493,13 +607,21 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["resourceType"], "OperationOutcome");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["resourceType"],
+        "OperationOutcome"
+    );
     // Update: the body's id must be the URL's; an unknown patient is a 404.
-    let made = fhir.post("/Patient", &fhir_patient("E-2", "Ok", "Fine"), &[]).await;
+    let made = fhir
+        .post("/Patient", &fhir_patient("E-2", "Ok", "Fine"), &[])
+        .await;
     let id = made.body["id"].as_str().unwrap().to_owned();
     let mut other = made.body.clone();
     other["id"] = json!("0190a3e4-0000-7000-8000-000000000000");
-    let (_, at) = fhir.put(&format!("/Patient/{id}"), &other, &[]).await.outcome(400);
+    let (_, at) = fhir
+        .put(&format!("/Patient/{id}"), &other, &[])
+        .await
+        .outcome(400);
     assert_eq!(at, "Patient.id");
     fhir.put("/Patient/0190a3e4-0000-7000-8000-000000000000", &other, &[])
         .await
@@ -507,18 +629,34 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
     // Permissions as in the JSON API: an auditor reads no patient data; a viewer cannot write.
     let auditor = app.token_for("aud", &["auditor"]).await;
     let (code, _) = fhir
-        .send(Method::GET, &format!("/Patient/{id}"), Some(&auditor), None, &[])
+        .send(
+            Method::GET,
+            &format!("/Patient/{id}"),
+            Some(&auditor),
+            None,
+            &[],
+        )
         .await
         .outcome(403);
     assert_eq!(code, "forbidden");
     let viewer = app.token_for("view", &["viewer"]).await;
-    fhir.send(Method::POST, "/Patient", Some(&viewer), Some(&fhir_patient("E-3", "No", "Pe")), &[])
-        .await
-        .outcome(403);
+    fhir.send(
+        Method::POST,
+        "/Patient",
+        Some(&viewer),
+        Some(&fhir_patient("E-3", "No", "Pe")),
+        &[],
+    )
+    .await
+    .outcome(403);
     // SMART scopes narrow the token as for /api/v1: a read scope reads but does not write.
     let running = app.running.as_ref().unwrap();
     let admin_id = uuid::Uuid::parse_str(
-        app.get("/api/v1/users?limit=1", &app.token).await.json::<Value>().await.unwrap()["items"][0]["id"]
+        app.get("/api/v1/users?limit=1", &app.token)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["items"][0]["id"]
             .as_str()
             .unwrap(),
     )
@@ -535,11 +673,25 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
             },
         )
         .unwrap();
-    let r = fhir.send(Method::GET, &format!("/Patient/{id}"), Some(&scoped), None, &[]).await;
+    let r = fhir
+        .send(
+            Method::GET,
+            &format!("/Patient/{id}"),
+            Some(&scoped),
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    fhir.send(Method::PUT, &format!("/Patient/{id}"), Some(&scoped), Some(&made.body), &[])
-        .await
-        .outcome(403);
+    fhir.send(
+        Method::PUT,
+        &format!("/Patient/{id}"),
+        Some(&scoped),
+        Some(&made.body),
+        &[],
+    )
+    .await
+    .outcome(403);
     fhir.validate_all();
     app.stop().await;
 }
