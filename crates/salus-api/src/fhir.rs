@@ -1,8 +1,8 @@
 //! `/fhir/R4`: the FHIR R4 REST API over the same aggregates as `/api/v1` (DESIGN.md §4).
 //!
 //! What is served is exactly what [`capability_statement`] lists: `metadata`, and for
-//! Patient `create` (with `If-None-Exist`), `read`, `vread`, `update` (with `If-Match`) and
-//! `search-type`. Each route declares the same permission as its `/api/v1` twin, so bearer
+//! Patient `create` (with `If-None-Exist`), `read`, `vread`, `update` (with `If-Match`),
+//! `history-instance` and `search-type`. Each route declares the same permission as its `/api/v1` twin, so bearer
 //! tokens, roles and SMART scopes work alike; every read of patient data goes through
 //! [`access_log::record`] before it is answered. Errors are OperationOutcome: handlers
 //! return [`FhirError`], and [`outcomes`] turns any problem+json answered under `/fhir/`
@@ -241,7 +241,7 @@ pub fn capability_statement(base: &str) -> Value {
             "resource": [{
                 "type": "Patient",
                 "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
-                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "create"}, {"code": "search-type"}],
+                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "history-instance"}, {"code": "create"}, {"code": "search-type"}],
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": false,
@@ -327,6 +327,60 @@ pub async fn vread(
         .await?
         .ok_or_else(not_found)?;
     Ok(patient_response(StatusCode::OK, &c, false))
+}
+
+/// Every version of a Patient, newest first, as a history Bundle.
+#[utoipa::path(get, path = "/fhir/R4/Patient/{id}/_history", tag = "fhir",
+    params(("id" = String, Path, description = "Patient id")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json"), (status = 404, description = "No such patient (OperationOutcome)")),
+    security(("bearer" = ["patients:read"])))]
+pub async fn history(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, FhirError> {
+    // The current record decides who may see it; the read is logged there.
+    let current = load_patient(&state, &actor, &id).await?;
+    let versions = state
+        .services
+        .versions::<Patient>(&actor.ctx, current.row.id)
+        .await?;
+    let base = base_url(&headers);
+    let entries: Vec<Value> = versions
+        .iter()
+        .rev()
+        .map(|c| {
+            let (method, url) = if c.row.version == 1 {
+                ("POST", "Patient".to_owned())
+            } else {
+                ("PUT", format!("Patient/{}", c.row.id))
+            };
+            json!({
+                "fullUrl": format!("{base}/Patient/{}", c.row.id),
+                "resource": fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
+                "request": {"method": method, "url": url},
+                "response": {
+                    "status": if c.row.version == 1 { "201 Created" } else { "200 OK" },
+                    "etag": format!("W/\"{}\"", c.row.version),
+                    "lastModified": fhir_patient::instant(c.row.updated_at),
+                },
+            })
+        })
+        .collect();
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "id": Uuid::now_v7().to_string(),
+        "meta": {"lastUpdated": fhir_patient::instant(state.services.now())},
+        "type": "history",
+        "total": entries.len(),
+        "link": [{"relation": "self", "url": format!("{base}/Patient/{}/_history", current.row.id)}],
+        "entry": entries,
+    });
+    let mut resp = (StatusCode::OK, bundle.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    Ok(resp)
 }
 
 /// A FHIR Patient body as the aggregate's terms, or a 422 naming the elements at fault.

@@ -299,6 +299,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::create, fhir::search))
         .routes(routes!(fhir::read, fhir::update))
         .routes(routes!(fhir::vread))
+        .routes(routes!(fhir::history))
 }
 
 /// The OpenAPI document.

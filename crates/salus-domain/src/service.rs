@@ -214,6 +214,43 @@ impl Services {
         }))
     }
 
+    /// The state after each version, oldest first, each with the instant it was written
+    /// (the stream folded once); empty when the stream is not of `A`.
+    pub async fn versions<A: Projected>(
+        &self,
+        ctx: &TenantContext,
+        id: Uuid,
+    ) -> Result<Vec<Current<A>>, ServiceError> {
+        let events = self.history::<A>(ctx, id).await?;
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let created_at = first.occurred_at;
+        let mut state: Option<A> = A::initial();
+        let mut out = Vec::with_capacity(events.len());
+        for e in &events {
+            let ev =
+                A::decode_stored(&e.event_type, e.schema_version, &e.payload).map_err(|err| {
+                    ServiceError::Corrupt(format!("event {} does not decode: {err}", e.event_id))
+                })?;
+            state = A::evolve(state, &ev);
+            let Some(s) = &state else { continue };
+            let doc = serde_json::to_value(s).map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+            out.push(Current {
+                state: s.clone(),
+                row: ResourceRow {
+                    resource_type: A::RESOURCE_TYPE.to_owned(),
+                    id,
+                    version: e.version,
+                    doc,
+                    created_at,
+                    updated_at: e.occurred_at,
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// Every event of the resource's stream, oldest first.
     pub async fn history<A: Projected>(
         &self,

@@ -33,6 +33,33 @@ async fn call(app: &TestApp, method: &str, path: &str, token: Option<&str>) -> r
     req.send().await.expect("request")
 }
 
+/// A refusal: problem+json of `kind`, or under `/fhir/` an OperationOutcome with the same
+/// status (the FHIR API's error form). Returns the detail (diagnostics) text.
+async fn refused(r: reqwest::Response, path: &str, status: u16, kind: &str) -> String {
+    if !path.starts_with("/fhir/") {
+        let body = problem(r, status, kind).await;
+        if kind == "forbidden"
+            && let Some(p) = body["permission"].as_str()
+        {
+            return format!("{} '{p}'", body["detail"].as_str().unwrap_or(""));
+        }
+        return body["detail"].as_str().unwrap_or("").to_owned();
+    }
+    assert_eq!(r.status().as_u16(), status, "{path}");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/fhir+json; charset=utf-8"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    let code = if status == 401 { "login" } else { "forbidden" };
+    assert_eq!(body["issue"][0]["code"], code, "{body}");
+    body["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// A user holding only the tenant role `name` with `permissions`; returns its token.
 async fn user_with_role(app: &TestApp, username: &str, name: &str, permissions: &[&str]) -> String {
     let r = app
@@ -68,19 +95,19 @@ async fn every_route_enforces_its_declared_permission(backend: &str) {
             }
             Access::Permission(p) => {
                 let r = call(&app, method, &url, None).await;
-                problem(r, 401, "unauthorized").await;
+                refused(r, path, 401, "unauthorized").await;
                 let r = call(&app, method, &url, Some(&nobody)).await;
-                let body = problem(r, 403, "forbidden").await;
-                assert!(
-                    body["detail"].as_str().unwrap().contains("no active role"),
-                    "{body}"
-                );
+                let detail = refused(r, path, 403, "forbidden").await;
+                assert!(detail.contains("no active role"), "{detail}");
                 let r = call(&app, method, &url, Some(&reader)).await;
                 if p.as_str() == "clinicians:read" {
                     assert_ne!(r.status(), 403, "{method} {path}");
                 } else {
-                    let body = problem(r, 403, "forbidden").await;
-                    assert_eq!(body["permission"], p.as_str(), "{method} {path}");
+                    let detail = refused(r, path, 403, "forbidden").await;
+                    assert!(
+                        detail.contains(&format!("'{}'", p.as_str())),
+                        "{method} {path}: {detail}"
+                    );
                 }
             }
             Access::Undeclared => panic!("{method} {path} declares no permission"),

@@ -268,6 +268,23 @@ async fn a_write_through_either_api_is_visible_through_the_other_with_the_same_v
     assert_eq!(j["birth_date"], "1981-01-02");
     assert_eq!(j["status"], "suspended");
     // A stale If-Match is a 412.
+    // The instance history: every version, newest first, each as it stood.
+    let hist = fhir.get(&format!("/Patient/{id}/_history")).await;
+    assert_eq!(hist.status, 200, "{}", hist.body);
+    assert_eq!(hist.body["type"], "history");
+    let versions: Vec<&str> = hist.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["5", "4", "3", "2", "1"]);
+    assert_eq!(
+        hist.body["entry"][4]["resource"]["name"][0]["family"],
+        "Lovelace"
+    );
+    assert_eq!(hist.body["entry"][4]["request"]["method"], "POST");
+    assert_eq!(hist.body["entry"][0]["response"]["etag"], "W/\"5\"");
     let (code, _) = fhir
         .put(&format!("/Patient/{id}"), &next, &[("if-match", "W/\"3\"")])
         .await
@@ -549,6 +566,23 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
             "gender"
         ]
     );
+    let interactions: Vec<&str> = res[0]["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        interactions,
+        [
+            "read",
+            "vread",
+            "update",
+            "history-instance",
+            "create",
+            "search-type"
+        ]
+    );
     assert_eq!(
         res[0]["searchParam"][5]["definition"],
         "http://hl7.org/fhir/SearchParameter/individual-birthdate"
@@ -687,6 +721,50 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
         Method::PUT,
         &format!("/Patient/{id}"),
         Some(&scoped),
+        Some(&made.body),
+        &[],
+    )
+    .await
+    .outcome(403);
+    // A patient-context token reads its own patient only, and only reads.
+    let other = fhir
+        .post("/Patient", &fhir_patient("E-4", "Else", "Who"), &[])
+        .await;
+    let other_id = other.body["id"].as_str().unwrap().to_owned();
+    let own = running
+        .auth
+        .issue_limited(
+            admin_id,
+            app.tenant,
+            std::time::Duration::from_secs(600),
+            salus_api::auth::TokenLimits {
+                scope: Some("patient/*.read".into()),
+                patient: Some(uuid::Uuid::parse_str(&id).unwrap()),
+            },
+        )
+        .unwrap();
+    for path in [
+        format!("/Patient/{id}"),
+        format!("/Patient/{id}/_history/1"),
+    ] {
+        let r = fhir.send(Method::GET, &path, Some(&own), None, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    }
+    for path in [
+        format!("/Patient/{other_id}"),
+        format!("/Patient/{other_id}/_history/1"),
+    ] {
+        fhir.send(Method::GET, &path, Some(&own), None, &[])
+            .await
+            .outcome(404);
+    }
+    fhir.send(Method::GET, "/Patient?gender=female", Some(&own), None, &[])
+        .await
+        .outcome(403);
+    fhir.send(
+        Method::PUT,
+        &format!("/Patient/{id}"),
+        Some(&own),
         Some(&made.body),
         &[],
     )

@@ -163,6 +163,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/fhir/R4/Patient"),
         ("get", "/fhir/R4/Patient/{id}"),
         ("put", "/fhir/R4/Patient/{id}"),
+        ("get", "/fhir/R4/Patient/{id}/_history"),
         ("get", "/fhir/R4/Patient/{id}/_history/{vid}"),
     ];
     let mut documented = Vec::new();
