@@ -110,6 +110,9 @@ impl IntoResponse for FhirError {
 /// the same status and headers (the guard and the fallbacks speak problem+json).
 pub async fn outcomes(req: Request, next: Next) -> Response {
     let is_fhir = req.uri().path().starts_with("/fhir/");
+    if is_fhir && let Some(refusal) = refuse_format(&req) {
+        return refusal.into_response();
+    }
     let resp = next.run(req).await;
     let is_problem = resp
         .headers()
@@ -138,6 +141,56 @@ pub async fn outcomes(req: Request, next: Next) -> Response {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(operation_outcome(&[issue]).to_string()))
+}
+
+/// Whether a media type (or `_format` value) names JSON.
+fn is_json_format(m: &str) -> bool {
+    let m = m
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        m.as_str(),
+        "*/*" | "application/*" | "application/json" | "application/fhir+json" | "json"
+    ) || m.ends_with("+json")
+}
+
+/// A 406 when the request asks only for formats other than JSON (`Accept`, `_format`):
+/// this server speaks FHIR JSON alone.
+fn refuse_format(req: &Request) -> Option<FhirError> {
+    let format = req.uri().query().and_then(|q| {
+        form_pairs(q)
+            .into_iter()
+            .find(|(k, _)| k == "_format")
+            .map(|(_, v)| v)
+    });
+    if let Some(f) = format
+        && !is_json_format(&f)
+    {
+        return Some(FhirError::new(
+            406,
+            "not-supported",
+            format!("_format '{f}' is not served; only JSON (_format=json)"),
+        ));
+    }
+    let accept: Vec<String> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|m| m.trim().to_owned()))
+        .filter(|m| !m.is_empty())
+        .collect();
+    if !accept.is_empty() && !accept.iter().any(|m| is_json_format(m)) {
+        return Some(FhirError::new(
+            406,
+            "not-supported",
+            "only application/fhir+json is served",
+        ));
+    }
+    None
 }
 
 fn http_date(t: DateTime<Utc>) -> Option<HeaderValue> {
@@ -662,6 +715,8 @@ struct PatientSearch {
     count: u32,
     /// The parameters applied, for the self link.
     applied: Vec<(String, String)>,
+    /// Why each parameter left out was (lenient handling).
+    ignored: Vec<String>,
     cursor: Option<Uuid>,
 }
 
@@ -686,6 +741,7 @@ impl PatientSearch {
             ids: None,
             count: 50,
             applied: Vec::new(),
+            ignored: Vec::new(),
             cursor: None,
         };
         let mut ignored = Vec::new();
@@ -833,7 +889,7 @@ impl PatientSearch {
                 _ => {}
             }
         }
-        let _ = ignored;
+        s.ignored = ignored;
         Ok(s)
     }
 
@@ -970,7 +1026,7 @@ pub async fn search(
             json!({"relation": "next", "url": query(Some(http::encode_cursor(last.row.id)))}),
         );
     }
-    let entries: Vec<Value> = found
+    let mut entries: Vec<Value> = found
         .iter()
         .map(|c| {
             json!({
@@ -980,6 +1036,21 @@ pub async fn search(
             })
         })
         .collect();
+    if !search.ignored.is_empty() {
+        // Lenient handling says what it ignored, as the specification suggests.
+        let issues: Vec<Issue> = search
+            .ignored
+            .iter()
+            .map(|m| Issue {
+                severity: "warning",
+                code: "not-supported",
+                diagnostics: format!("ignored: {m}"),
+                expression: None,
+            })
+            .collect();
+        entries
+            .push(json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}));
+    }
     let bundle = json!({
         "resourceType": "Bundle",
         "id": Uuid::now_v7().to_string(),

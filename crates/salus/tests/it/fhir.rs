@@ -379,6 +379,7 @@ fn ids(b: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| e["search"]["mode"] != "outcome")
         .map(|e| {
             assert_eq!(e["search"]["mode"], "match");
             let id = e["resource"]["id"].as_str().unwrap().to_owned();
@@ -510,6 +511,48 @@ async fn search_finds_by_each_parameter_and_pages(backend: &str) {
         !self_link.contains("frobnicate"),
         "the self link shows what was applied: {self_link}"
     );
+    let outcome = lenient.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("lenient handling reports what it ignored");
+    assert_eq!(outcome["resource"]["issue"][0]["severity"], "warning");
+    assert!(
+        outcome["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("frobnicate")
+    );
+    // JSON only: XML is a 406.
+    fhir.send(
+        Method::GET,
+        "/Patient?_format=xml",
+        Some(&app.token),
+        None,
+        &[],
+    )
+    .await
+    .outcome(406);
+    fhir.send(
+        Method::GET,
+        "/metadata",
+        None,
+        None,
+        &[("accept", "application/fhir+xml")],
+    )
+    .await
+    .outcome(406);
+    let r = fhir
+        .send(
+            Method::GET,
+            "/metadata?_format=json",
+            None,
+            None,
+            &[("accept", "application/fhir+json, */*;q=0.1")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
     let strict = fhir
         .send(
             Method::GET,
