@@ -457,7 +457,13 @@ impl Parser {
             return self.unary();
         }
         let mut e = self.term()?;
+        let outer = self.depth;
         loop {
+            // Each step nests the tree one deeper (printing and dropping it recurse).
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return Err(self.error("the expression nests too deeply"));
+            }
             if self.eat_sym(".") {
                 let name = match self.peek() {
                     Some(Tok::Ident(s)) => s.clone(),
@@ -483,6 +489,7 @@ impl Parser {
                 break;
             }
         }
+        self.depth = outer;
         Ok(e)
     }
 
@@ -727,5 +734,8 @@ mod tests {
         assert!(parse("a and").is_err());
         assert!(parse("'open").is_err());
         assert!(parse(&"(".repeat(10_000)).is_err());
+        assert!(parse(&format!("a{}", ".b".repeat(10_000))).is_err());
+        assert!(parse(&"-".repeat(10_000)).is_err());
+        assert!(parse(&format!("a{}", "[0]".repeat(10_000))).is_err());
     }
 }
