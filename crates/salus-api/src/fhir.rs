@@ -230,6 +230,44 @@ fn patient_response(status: StatusCode, c: &Current<Patient>, location: bool) ->
     resource_response(status, &body, c.row.version, c.row.updated_at, loc)
 }
 
+/// A write's answer shaped by `Prefer: return=` (RFC 7240, FHIR R4 §3.1.0.8.1):
+/// `representation` (the default) the resource, `minimal` no body, `OperationOutcome` an
+/// outcome saying what was done. Status and headers stay.
+async fn preferred(headers: &HeaderMap, resp: Response) -> Response {
+    let wanted = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("return="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .next_back();
+    let (mut parts, body) = resp.into_parts();
+    match wanted.as_deref() {
+        Some("minimal") => {
+            parts.headers.remove(header::CONTENT_TYPE);
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::empty())
+        }
+        Some("OperationOutcome") => {
+            let what = if parts.status == StatusCode::CREATED {
+                "created"
+            } else {
+                "updated"
+            };
+            let issue = Issue {
+                severity: "information",
+                code: "informational",
+                diagnostics: format!("the Patient was {what}"),
+                expression: None,
+            };
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(operation_outcome(&[issue]).to_string()))
+        }
+        _ => Response::from_parts(parts, body),
+    }
+}
+
 /// The server's base URL as the client reached it (for `fullUrl` and paging links).
 fn base_url(headers: &HeaderMap) -> String {
     let host = headers
@@ -606,7 +644,7 @@ pub async fn create(
         )
         .await?;
     let c = apply_lifecycle(&state, &actor, c, &write).await?;
-    Ok(patient_response(StatusCode::CREATED, &c, true))
+    Ok(preferred(&headers, patient_response(StatusCode::CREATED, &c, true)).await)
 }
 
 /// Replace a Patient's content. `If-Match: W/"n"` makes it conditional on version `n`.
@@ -672,7 +710,7 @@ pub async fn update(
         )
         .await?;
     let c = apply_lifecycle(&state, &actor, c, &write).await?;
-    Ok(patient_response(StatusCode::OK, &c, false))
+    Ok(preferred(&headers, patient_response(StatusCode::OK, &c, false)).await)
 }
 
 /// `a=1&b=2` as decoded pairs.

@@ -340,6 +340,28 @@ async fn conditional_create_makes_at_most_one(backend: &str) {
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["id"], first.body["id"]);
     // Without the condition the identifier is taken: a conflict, not a second record.
+    // Prefer: return=minimal answers without a body; return=OperationOutcome with one.
+    let min = fhir
+        .post(
+            "/Patient",
+            &fhir_patient("C-9", "Min", "Imal"),
+            &[("prefer", "return=minimal")],
+        )
+        .await;
+    assert_eq!(min.status, 201);
+    assert_eq!(min.body, Value::Null, "no body");
+    assert!(min.header("location").starts_with("/fhir/R4/Patient/"));
+    assert_eq!(min.header("etag"), "W/\"1\"");
+    let oo = fhir
+        .post(
+            "/Patient",
+            &fhir_patient("C-8", "Out", "Come"),
+            &[("prefer", "return=OperationOutcome")],
+        )
+        .await;
+    assert_eq!(oo.status, 201);
+    assert_eq!(oo.body["resourceType"], "OperationOutcome");
+    assert_eq!(oo.body["issue"][0]["severity"], "information");
     let (code, _) = fhir.post("/Patient", &body, &[]).await.outcome(409);
     assert_eq!(code, "conflict");
     let other = fhir
