@@ -839,7 +839,42 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
     app.stop().await;
 }
 
+/// A real FHIR client library, fhirpy (Python), creates, reads, updates and searches with
+/// paging; what it wrote is then checked through the JSON API.
+async fn a_real_fhir_client_library_works_against_salus(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fhir_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("SALUS_FHIR_BASE", app.url("/fhir/R4"))
+        .env("SALUS_TOKEN", &app.token)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed for the FHIR client test (pip install fhirpy): {e}")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "fhirpy against Salus failed (or fhirpy is not installed: pip install fhirpy):\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's summary");
+    let created = seen["created"].as_array().unwrap();
+    assert_eq!(created.len(), 3);
+    let first = created[0].as_str().unwrap();
+    let r = app
+        .get(&format!("/api/v1/patients/{first}"), &app.token)
+        .await;
+    assert_eq!(r.headers()["etag"], "\"2\"");
+    let j: Value = r.json().await.unwrap();
+    assert_eq!(j["birth_date"], "1989-12-31");
+    assert_eq!(j["identifiers"][0]["system"], "urn:fhirpy");
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_real_fhir_client_library_works_against_salus,
     a_write_through_either_api_is_visible_through_the_other_with_the_same_versions,
     conditional_create_makes_at_most_one,
     search_finds_by_each_parameter_and_pages,
