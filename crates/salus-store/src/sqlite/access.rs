@@ -195,6 +195,7 @@ fn run(
 /// [`LOOKUP_MAX`] rows), write them in one transaction. Rows that fail to be written are
 /// kept and tried again with the next ones.
 fn index(mut conn: Connection, rx: Receiver<Vec<LookupRow>>) {
+    lower_priority();
     let mut pending: Vec<LookupRow> = Vec::new();
     let mut open = true;
     while open {
@@ -230,6 +231,21 @@ fn index(mut conn: Connection, rx: Receiver<Vec<LookupRow>>) {
                     std::thread::sleep(LOOKUP_DELAY);
                 }
             }
+        }
+    }
+}
+
+/// Give the calling thread (the indexer) a lower scheduling priority than the threads that
+/// answer requests: its bulk writes are background work, and when the cores are busy they
+/// should wait, not the reads (on Linux a thread's nice value is its own).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` and `setpriority` on the calling thread's own id take and return
+    // plain integers and touch no memory of this process.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("the access-log indexer keeps its priority");
         }
     }
 }
