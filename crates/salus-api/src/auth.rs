@@ -831,7 +831,7 @@ mod tests {
             let mut stale = (*claims).clone();
             stale.exp = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 1;
             auth.verified
-                .lock()
+                .write()
                 .unwrap()
                 .insert(token.as_str().into(), (Instant::now(), Arc::new(stale)));
             assert!(matches!(auth.verify(&token).await, Err(AuthError::Expired)));
