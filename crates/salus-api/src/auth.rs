@@ -26,7 +26,7 @@ use salus_kernel::{ActorId, TenantContext, TenantId};
 use serde::{Deserialize, Serialize};
 // foldhash: these maps are hashed on every request (a token is ~300 bytes).
 pub use foldhash::{HashMap, HashMapExt};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -196,7 +196,7 @@ pub struct Authenticator {
     pub audience: String,
     pub oidc: Option<OidcIssuer>,
     /// Tokens whose signature was checked, by their exact text (see [`Authenticator::verify`]).
-    verified: Mutex<HashMap<Box<str>, Verified>>,
+    verified: RwLock<HashMap<Box<str>, Verified>>,
 }
 
 /// When a token's signature was checked, and its claims.
@@ -254,7 +254,7 @@ impl Authenticator {
             issuer,
             audience,
             oidc,
-            verified: Mutex::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
         }
     }
 
@@ -314,7 +314,7 @@ impl Authenticator {
     /// fetched again (rate-limited, see [`IssuerKeys::refresh_for`]) before it is refused.
     pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Ok(cache) = self.verified.lock()
+        if let Ok(cache) = self.verified.read()
             && let Some((at, claims)) = cache.get(token)
             && at.elapsed() < VERIFIED_TTL
         {
@@ -330,7 +330,7 @@ impl Authenticator {
             checked => checked?,
         };
         let claims = Arc::new(claims);
-        if let Ok(mut cache) = self.verified.lock() {
+        if let Ok(mut cache) = self.verified.write() {
             if cache.len() >= VERIFIED_MAX {
                 cache.clear();
             }
@@ -434,28 +434,28 @@ type RoleEntries = HashMap<(TenantId, String), Cached<Option<PermissionSet>>>;
 /// effect within the TTL. Assignment windows are checked on every request, not cached.
 pub struct UserCache {
     ttl: Duration,
-    entries: Mutex<UserEntries>,
-    roles: Mutex<RoleEntries>,
+    entries: RwLock<UserEntries>,
+    roles: RwLock<RoleEntries>,
 }
 
 impl UserCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
-            roles: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
+            roles: RwLock::new(HashMap::new()),
         }
     }
 
     fn get(&self, key: &(TenantId, Uuid)) -> Option<Option<Arc<User>>> {
-        let map = self.entries.lock().ok()?;
+        let map = self.entries.read().ok()?;
         map.get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, u)| u.clone())
     }
 
     fn put(&self, key: (TenantId, Uuid), user: Option<Arc<User>>) {
-        if let Ok(mut map) = self.entries.lock() {
+        if let Ok(mut map) = self.entries.write() {
             if map.len() > 100_000 {
                 map.clear();
             }
@@ -464,14 +464,14 @@ impl UserCache {
     }
 
     fn role(&self, tenant: TenantId, name: &str) -> Option<Option<PermissionSet>> {
-        let map = self.roles.lock().ok()?;
+        let map = self.roles.read().ok()?;
         map.get(&(tenant, name.to_owned()))
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, p)| *p)
     }
 
     fn put_role(&self, tenant: TenantId, name: &str, perms: Option<PermissionSet>) {
-        if let Ok(mut map) = self.roles.lock() {
+        if let Ok(mut map) = self.roles.write() {
             if map.len() > 100_000 {
                 map.clear();
             }
@@ -481,10 +481,10 @@ impl UserCache {
 
     /// Forget everything (a user, role or assignment changed).
     pub fn forget_all(&self) {
-        if let Ok(mut m) = self.entries.lock() {
+        if let Ok(mut m) = self.entries.write() {
             m.clear();
         }
-        if let Ok(mut m) = self.roles.lock() {
+        if let Ok(mut m) = self.roles.write() {
             m.clear();
         }
     }
@@ -831,7 +831,7 @@ mod tests {
             let mut stale = (*claims).clone();
             stale.exp = jsonwebtoken::get_current_timestamp() - LEEWAY_SECS - 1;
             auth.verified
-                .lock()
+                .write()
                 .unwrap()
                 .insert(token.as_str().into(), (Instant::now(), Arc::new(stale)));
             assert!(matches!(auth.verify(&token).await, Err(AuthError::Expired)));

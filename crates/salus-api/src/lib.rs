@@ -83,8 +83,20 @@ impl Default for ApiConfig {
     }
 }
 
+/// What every handler shares: one pointer, so that the per-request clones axum makes of
+/// the state (extractors, middleware) cost one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+pub struct AppStateInner {
     pub services: Services,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
@@ -106,7 +118,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         config: ApiConfig,
     ) -> Self {
-        Self {
+        Self(Arc::new(AppStateInner {
             services,
             auth,
             metrics,
@@ -119,7 +131,7 @@ impl AppState {
             jobs: Arc::new(bulk::Jobs::default()),
             openapi: Arc::new(std::sync::OnceLock::new()),
             care: Arc::default(),
-        }
+        }))
     }
 }
 

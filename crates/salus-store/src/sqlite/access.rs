@@ -2,14 +2,16 @@
 //! (`salus.db` → `salus-access.db`), WAL with `synchronous=FULL`, its own migrations and its
 //! own writer thread, so that its write lock is never the event writer's.
 //!
-//! The lookups by patient and by actor are tables of their own (`access_by_patient`,
-//! `access_by_actor`) that the writer fills in bulk, at most [`LOOKUP_DELAY`] or
-//! [`LOOKUP_MAX`] entries after the entries themselves and in one of the access log's own
-//! transactions, together with `access_indexed.upto` (the tenant's last seq they cover).
-//! Entries are durable, chained and answered at once; only their lookup rows wait, and a
-//! query by patient or actor reads the lookup table up to `upto` and the log's tail after
-//! it, in one snapshot, so it misses nothing. After a crash the writer rebuilds the missing
-//! lookup rows from the log before it takes new entries.
+//! The lookups by patient and by actor live in a third file (`salus-access-lookup.db`),
+//! derived from the log and written by a thread of their own in bulk, at most
+//! [`LOOKUP_DELAY`] after their entries, together with `access_indexed.upto` (each tenant's
+//! last seq they cover), with `synchronous=NORMAL`: an entry is durable, chained and
+//! answered when the log's commit is, and the lookups never hold up the log's writer. A
+//! query by patient or actor reads the lookups up to `upto` and the log's tail after it,
+//! so it misses nothing whatever the lookups lag (each file is read from one snapshot;
+//! either order of the two snapshots gives every entry of the log's). A start first
+//! rebuilds, from the log, the lookups a crash left unwritten (the tenants with entries
+//! are listed in the log's file, `access_tenants`).
 
 use super::{
     ReadPool, WalWatch, apply_migrations, db_err, from_micros, open_conn, start_checkpointer,
@@ -21,6 +23,7 @@ use rusqlite::{Connection, TransactionBehavior, params_from_iter, types::Value a
 use salus_kernel::{ActorId, Hash32, TenantId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -35,18 +38,34 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// Migrations of the lookups' file, in order.
+const LOOKUP_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "access_lookups", include_str!("0001_access_lookups.sql"))];
+
 /// Longest time an entry's lookup rows wait for their bulk write.
 pub const LOOKUP_DELAY: Duration = Duration::from_millis(500);
-/// Most entries whose lookup rows wait; more are written with the next batch.
-pub const LOOKUP_MAX: usize = 8192;
+/// Most lookup rows written in one transaction.
+pub const LOOKUP_MAX: usize = 65_536;
+
+/// One entry's lookup keys: `(tenant, patient, actor, seq)`.
+type LookupRow = (TenantId, uuid::Uuid, ActorId, i64);
 
 /// The access log's file for the main database at `main`.
 pub fn access_path(main: &Path) -> PathBuf {
+    sibling(main, "access")
+}
+
+/// The access log's lookups' file for the main database at `main`.
+pub fn lookup_path(main: &Path) -> PathBuf {
+    sibling(main, "access-lookup")
+}
+
+fn sibling(main: &Path, what: &str) -> PathBuf {
     let stem = main
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "salus".into());
-    main.with_file_name(format!("{stem}-access.db"))
+    main.with_file_name(format!("{stem}-{what}.db"))
 }
 
 pub struct AccessLog {
@@ -55,27 +74,45 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Create or migrate the file beside `main` and start its writer.
+    /// Create or migrate the files beside `main`, rebuild what lookups a crash left
+    /// unwritten, and start the writers.
     pub async fn open(
         main: &Path,
         stop: Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, StoreError> {
         let path = access_path(main);
-        let p = path.clone();
-        let mut conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let mut conn = open_conn(&p, false)?;
-            apply_migrations(&mut conn, MIGRATIONS, i64::MAX)?;
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        let lookups = lookup_path(main);
+        let (p, l) = (path.clone(), lookups.clone());
+        let (mut conn, lconn) =
+            tokio::task::spawn_blocking(move || -> Result<(Connection, Connection), StoreError> {
+                let mut conn = open_conn(&p, false)?;
+                apply_migrations(&mut conn, MIGRATIONS, i64::MAX)?;
+                let mut lconn = open_conn(&l, false)?;
+                apply_migrations(&mut lconn, LOOKUP_MIGRATIONS, i64::MAX)?;
+                // Derived data: a commit need not wait for the disk (a crash loses at
+                // most the last ones, which the next start rebuilds from the log).
+                lconn
+                    .pragma_update(None, "synchronous", "NORMAL")
+                    .map_err(db_err)?;
+                catch_up(&conn, &mut lconn)?;
+                Ok((conn, lconn))
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         let nudge = start_checkpointer(path.clone(), stop, "salus-sqlite-access-checkpoint")?;
         let wal = WalWatch::install(&mut conn, nudge)?;
+        let (rows_tx, rows_rx) = std::sync::mpsc::channel();
+        let indexer = std::thread::Builder::new()
+            .name("salus-sqlite-access-lookups".into())
+            .spawn(move || index(lconn, rows_rx))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let (queue, rx, done) = access::AccessQueue::new();
         std::thread::Builder::new()
             .name("salus-sqlite-access".into())
             .spawn(move || {
-                run(conn, rx, wal);
+                run(conn, rx, wal, rows_tx);
+                // The sender is gone: the indexer writes what it holds and stops.
+                let _ = indexer.join();
                 let _ = done.send(());
             })
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -83,11 +120,11 @@ impl AccessLog {
             queue,
             reads: Arc::new(ReadPool {
                 path,
+                attach: Some((lookups, "lk")),
                 idle: Mutex::new(Vec::new()),
             }),
         })
     }
-
     /// Whether the access-log file is at the schema version this build expects.
     pub async fn ready(&self) -> Result<(), StoreError> {
         let want = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
@@ -127,130 +164,148 @@ impl AccessLog {
     }
 }
 
-/// Committed entries whose lookup rows are not written yet.
-#[derive(Default)]
-struct Pending {
-    /// `(tenant, patient, actor, seq)`.
-    rows: Vec<(TenantId, uuid::Uuid, ActorId, i64)>,
-    /// When the oldest of them was committed.
-    since: Option<Instant>,
-}
-
-impl Pending {
-    /// How long until the lookup rows are due; `None` when nothing waits.
-    fn due_in(&self) -> Option<Duration> {
-        self.since
-            .map(|t| LOOKUP_DELAY.saturating_sub(t.elapsed()))
-            .map(|d| {
-                if self.rows.len() >= LOOKUP_MAX {
-                    Duration::ZERO
-                } else {
-                    d
-                }
-            })
-    }
-
-    fn add(&mut self, records: &[AccessRecord]) {
-        if records.is_empty() {
-            return;
-        }
-        self.since.get_or_insert_with(Instant::now);
-        self.rows.extend(
-            records
-                .iter()
-                .map(|r| (r.tenant_id, r.patient_id, r.actor_id, r.seq)),
-        );
-    }
-}
-
 /// The writer loop: wait for one request, take what else has queued, write it all in one
-/// transaction, answer every request once it is durable. Lookup rows that are due ride
-/// with the batch, or are written alone when no request comes in time.
-fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<AccessRequest>, mut wal: WalWatch) {
-    let timer = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "the access-log writer cannot start its timer");
-            return;
-        }
-    };
-    let mut pending = Pending::default();
-    if let Err(e) = catch_up(&conn, &mut pending) {
-        tracing::error!(error = %e, "the access-log lookups cannot be rebuilt; retrying later");
-    }
-    loop {
-        let next = match pending.due_in() {
-            None => rx.blocking_recv(),
-            Some(wait) if wait.is_zero() => {
-                flush_alone(&mut conn, &mut pending);
-                continue;
-            }
-            Some(wait) => {
-                match timer.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
-                    Ok(next) => next,
-                    Err(_) => {
-                        flush_alone(&mut conn, &mut pending);
-                        continue;
-                    }
-                }
-            }
-        };
-        let Some(first) = next else { break };
+/// transaction, answer every request once it is durable, then hand the entries' lookup
+/// keys to the indexer.
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<AccessRequest>,
+    mut wal: WalWatch,
+    lookups: Sender<Vec<LookupRow>>,
+) {
+    while let Some(first) = rx.blocking_recv() {
         let batch = access::drain(first, &mut rx);
-        let flush = pending.due_in().is_some_and(|d| d.is_zero());
-        let outcome = write_batch(&mut conn, &batch, &mut pending, flush);
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, requests = batch.len(), "access-log batch failed");
+        match write_batch(&mut conn, &batch) {
+            Ok(rows) => {
+                access::answer(batch, &Ok(()));
+                // A stopped indexer loses nothing: queries read the log's tail past
+                // `upto`, and the next start rebuilds the lookups.
+                let _ = lookups.send(rows);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = batch.len(), "access-log batch failed");
+                access::answer(batch, &Err(e));
+            }
         }
-        access::answer(batch, &outcome);
         wal.after_commit(&conn);
     }
-    if pending.since.is_some() {
-        flush_alone(&mut conn, &mut pending);
+}
+
+/// The indexer loop: take the first rows, gather more for up to [`LOOKUP_DELAY`] (or
+/// [`LOOKUP_MAX`] rows), write them in one transaction. Rows that fail to be written are
+/// kept and tried again with the next ones.
+fn index(mut conn: Connection, rx: Receiver<Vec<LookupRow>>) {
+    lower_priority();
+    let mut pending: Vec<LookupRow> = Vec::new();
+    let mut open = true;
+    while open {
+        if pending.is_empty() {
+            match rx.recv() {
+                Ok(rows) => pending.extend(rows),
+                Err(_) => break,
+            }
+        }
+        let deadline = Instant::now() + LOOKUP_DELAY;
+        while pending.len() < LOOKUP_MAX {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(rows) => pending.extend(rows),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let outcome = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            write_lookups(&tx, &mut pending)?;
+            tx.commit().map_err(db_err)
+        })();
+        match outcome {
+            Ok(()) => pending.clear(),
+            Err(e) => {
+                tracing::error!(error = %e, entries = pending.len(), "access-log lookups not written; retrying");
+                if open {
+                    std::thread::sleep(LOOKUP_DELAY);
+                }
+            }
+        }
     }
 }
 
-/// Queue, for the next bulk write, the lookup rows of every entry after its tenant's
-/// `upto` (those a crash kept from being written).
-fn catch_up(conn: &Connection, pending: &mut Pending) -> Result<(), StoreError> {
-    let mut tenants = conn
-        .prepare("SELECT tenant_id, upto FROM access_indexed")
-        .map_err(db_err)?;
-    let marks = tenants
-        .query_map([], |r| Ok((TenantId(r.get(0)?), r.get::<_, i64>(1)?)))
-        .map_err(db_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_err)?;
-    let mut tail = conn
-        .prepare(
-            "SELECT patient_id, actor_id, seq FROM access_log WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq",
-        )
-        .map_err(db_err)?;
-    for (tenant, upto) in marks {
-        let rows = tail
-            .query_map(rusqlite::params![tenant.0, upto], |r| {
-                Ok((tenant, r.get(0)?, ActorId(r.get(1)?), r.get(2)?))
-            })
-            .map_err(db_err)?
-            .collect::<Result<Vec<_>, _>>()
+/// Give the calling thread (the indexer) a lower scheduling priority than the threads that
+/// answer requests: its bulk writes are background work, and when the cores are busy they
+/// should wait, not the reads (on Linux a thread's nice value is its own).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `gettid` and `setpriority` on the calling thread's own id take and return
+    // plain integers and touch no memory of this process.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("the access-log indexer keeps its priority");
+        }
+    }
+}
+
+/// Write, in the lookups' file, the lookup rows of every entry after its tenant's `upto`
+/// (those a crash kept from being written).
+fn catch_up(log: &Connection, lookups: &mut Connection) -> Result<(), StoreError> {
+    let tenants: Vec<TenantId> = {
+        let mut q = log
+            .prepare("SELECT tenant_id FROM access_tenants")
             .map_err(db_err)?;
-        pending.rows.extend(rows);
+        q.query_map([], |r| Ok(TenantId(r.get(0)?)))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)?
+    };
+    let mut rows: Vec<LookupRow> = Vec::new();
+    {
+        let mut upto = lookups
+            .prepare("SELECT upto FROM access_indexed WHERE tenant_id = ?1")
+            .map_err(db_err)?;
+        let mut tail = log
+            .prepare(
+                "SELECT patient_id, actor_id, seq FROM access_log WHERE tenant_id = ?1 AND seq > ?2 ORDER BY seq",
+            )
+            .map_err(db_err)?;
+        for tenant in tenants {
+            let from: i64 = upto
+                .query_row([tenant.0], |r| r.get(0))
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                    e => Err(e),
+                })
+                .map_err(db_err)?;
+            let found = tail
+                .query_map(rusqlite::params![tenant.0, from], |r| {
+                    Ok((tenant, r.get(0)?, ActorId(r.get(1)?), r.get(2)?))
+                })
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            rows.extend(found);
+        }
     }
-    if !pending.rows.is_empty() {
-        // Due at once.
-        pending.since = Some(Instant::now() - LOOKUP_DELAY);
+    if rows.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    tracing::info!(
+        entries = rows.len(),
+        "rebuilding the access log's lookups left unwritten"
+    );
+    let tx = lookups
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    write_lookups(&tx, &mut rows)?;
+    tx.commit().map_err(db_err)
 }
 
 /// Write the lookup rows of `rows` and move each tenant's `upto` to its last seq.
-fn write_lookups(
-    tx: &rusqlite::Transaction<'_>,
-    rows: &mut [(TenantId, uuid::Uuid, ActorId, i64)],
-) -> Result<(), StoreError> {
+fn write_lookups(tx: &rusqlite::Transaction<'_>, rows: &mut [LookupRow]) -> Result<(), StoreError> {
     // In key order, so that each page of the lookup tables is visited once.
     rows.sort_unstable_by_key(|r| (r.0.0, r.1, r.3));
     let mut by_patient = tx
@@ -291,31 +346,11 @@ fn write_lookups(
     Ok(())
 }
 
-/// Write the waiting lookup rows in a transaction of their own. On failure they wait
-/// another [`LOOKUP_DELAY`].
-fn flush_alone(conn: &mut Connection, pending: &mut Pending) {
-    let outcome = (|| {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        write_lookups(&tx, &mut pending.rows)?;
-        tx.commit().map_err(db_err)
-    })();
-    match outcome {
-        Ok(()) => *pending = Pending::default(),
-        Err(e) => {
-            tracing::error!(error = %e, entries = pending.rows.len(), "access-log lookups not written; retrying");
-            pending.since = Some(Instant::now());
-        }
-    }
-}
-
+/// Write one batch; its entries' lookup keys on success.
 fn write_batch(
     conn: &mut Connection,
     batch: &[AccessRequest],
-    pending: &mut Pending,
-    flush: bool,
-) -> Result<(), StoreError> {
+) -> Result<Vec<LookupRow>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
@@ -328,7 +363,7 @@ fn write_batch(
             .map_err(db_err)?;
         let mut first = tx
             .prepare_cached(
-                "INSERT INTO access_indexed (tenant_id, upto) VALUES (?1, 0) ON CONFLICT (tenant_id) DO NOTHING",
+                "INSERT INTO access_tenants (tenant_id) VALUES (?1) ON CONFLICT (tenant_id) DO NOTHING",
             )
             .map_err(db_err)?;
         for tenant in access::batch_tenants(batch) {
@@ -340,7 +375,7 @@ fn write_batch(
                     .ok_or_else(|| StoreError::Corrupt("access-log head hash".into()))?;
                 heads.insert(tenant, (seq, hash));
             } else {
-                // The tenant's first entry: from now on catch-up knows the tenant.
+                // The tenant's first entry: from now on a start's catch-up knows it.
                 first.execute([tenant.0]).map_err(db_err)?;
             }
         }
@@ -376,23 +411,11 @@ fn write_batch(
                 .map_err(db_err)?;
         }
     }
-    if flush {
-        let mut rows = pending.rows.clone();
-        rows.extend(
-            records
-                .iter()
-                .map(|r| (r.tenant_id, r.patient_id, r.actor_id, r.seq)),
-        );
-        // On failure nothing of this batch is stored and the waiting rows wait on.
-        write_lookups(&tx, &mut rows)?;
-        tx.commit().map_err(db_err)?;
-        *pending = Pending::default();
-        Ok(())
-    } else {
-        tx.commit().map_err(db_err)?;
-        pending.add(&records);
-        Ok(())
-    }
+    tx.commit().map_err(db_err)?;
+    Ok(records
+        .iter()
+        .map(|r| (r.tenant_id, r.patient_id, r.actor_id, r.seq))
+        .collect())
 }
 
 /// The columns [`record_from_row`] reads, of the log aliased `l`, with `seq` taken from
@@ -443,8 +466,8 @@ pub fn query(
     };
     // The lookup that narrows the query: (table, column, value), the patient's first.
     let lookup = match (q.patient, q.actor) {
-        (Some(p), _) => Some(("access_by_patient", "patient_id", p)),
-        (None, Some(a)) => Some(("access_by_actor", "actor_id", a.0)),
+        (Some(p), _) => Some(("lk.access_by_patient", "patient_id", p)),
+        (None, Some(a)) => Some(("lk.access_by_actor", "actor_id", a.0)),
         (None, None) => None,
     };
     if let (Some(_), Some(a)) = (q.patient, q.actor) {
@@ -503,7 +526,7 @@ pub fn query(
                  WHERE k.tenant_id = ?1 AND k.{column} = ?{key} AND k.seq > ?{after}{filters} \
                  UNION ALL \
                  SELECT {} FROM access_log l WHERE l.tenant_id = ?1 \
-                 AND l.seq > MAX(?{after}, COALESCE((SELECT upto FROM access_indexed WHERE tenant_id = ?1), 0)) \
+                 AND l.seq > MAX(?{after}, COALESCE((SELECT upto FROM lk.access_indexed WHERE tenant_id = ?1), 0)) \
                  AND l.{column} = ?{key}{filters} \
                  ORDER BY 2 LIMIT {}",
                 columns("k.seq"),

@@ -129,6 +129,8 @@ fn apply_migrations(
 
 struct ReadPool {
     path: PathBuf,
+    /// A database attached to every connection, as `(file, schema name)`.
+    attach: Option<(PathBuf, &'static str)>,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -137,7 +139,17 @@ impl ReadPool {
         let conn = self.idle.lock().ok().and_then(|mut v| v.pop());
         match conn {
             Some(c) => Ok(c),
-            None => open_conn(&self.path, true),
+            None => {
+                let conn = open_conn(&self.path, true)?;
+                if let Some((file, name)) = &self.attach {
+                    conn.execute(
+                        &format!("ATTACH DATABASE ?1 AS {name}"),
+                        [file.to_string_lossy()],
+                    )
+                    .map_err(db_err)?;
+                }
+                Ok(conn)
+            }
         }
     }
 
@@ -325,6 +337,7 @@ impl SqliteStore {
             queue,
             reads: Arc::new(ReadPool {
                 path: path.clone(),
+                attach: None,
                 idle: Mutex::new(Vec::new()),
             }),
             path,

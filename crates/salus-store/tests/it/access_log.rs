@@ -402,8 +402,9 @@ async fn lookups_by_patient_and_actor_cover_old_and_new_entries(backend: &str) {
     assert_eq!(got, want_p1);
 }
 
-/// SQLite writes the lookup rows after their entries; entries whose lookup rows a crash
-/// kept from being written are found all the same, and their rows are rebuilt on start.
+/// SQLite writes the lookup rows after their entries, in a file of their own; entries
+/// whose lookup rows a crash kept from being written (or a lost lookups file) are found all
+/// the same, and their rows are rebuilt on start.
 #[tokio::test]
 async fn sqlite_rebuilds_lookups_a_crash_left_unwritten() {
     let f = Fixture::new("sqlite").await;
@@ -422,42 +423,51 @@ async fn sqlite_rebuilds_lookups_a_crash_left_unwritten() {
             .unwrap();
     }
     f.store.shutdown().await;
+    let crate::backends::Kind::Sqlite(path) = &f.kind else {
+        unreachable!()
+    };
+    let lookups = path.with_file_name("salus-access-lookup.db");
+    let lookup = |sql: &str| {
+        let conn = rusqlite::Connection::open(&lookups).unwrap();
+        conn.execute_batch(sql).unwrap();
+    };
     let count = |sql: &str| {
-        let crate::backends::Kind::Sqlite(path) = &f.kind else {
-            unreachable!()
-        };
-        let conn = rusqlite::Connection::open(path.with_file_name("salus-access.db")).unwrap();
+        let conn = rusqlite::Connection::open(&lookups).unwrap();
         conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap()
     };
     // Shutdown wrote them.
     assert_eq!(count("SELECT COUNT(*) FROM access_by_patient"), 10);
     assert_eq!(count("SELECT upto FROM access_indexed"), 10);
-    // As a crash right after the entries' commit would leave it.
-    f.try_tamper_access(
-        "DELETE FROM access_by_patient WHERE seq > 3; DELETE FROM access_by_actor WHERE seq > 3; UPDATE access_indexed SET upto = 3;",
-    )
-    .await
-    .unwrap();
-    let store = f.reopen().await;
-    let q = AccessQuery {
+    let seqs =
+        |got: Vec<salus_store::access::AccessRecord>| got.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let by_patient = AccessQuery {
         patient: Some(p),
         limit: 100,
         ..Default::default()
     };
-    let seqs =
-        |got: Vec<salus_store::access::AccessRecord>| got.iter().map(|r| r.seq).collect::<Vec<_>>();
-    assert_eq!(
-        seqs(store.access_log(&ctx, &q).await.unwrap()),
-        vec![1, 3, 5, 7, 9]
-    );
-    let q = AccessQuery {
+    let by_actor = AccessQuery {
         actor: Some(ctx.actor),
         limit: 100,
         ..Default::default()
     };
-    assert_eq!(seqs(store.access_log(&ctx, &q).await.unwrap()).len(), 10);
-    store.shutdown().await;
-    assert_eq!(count("SELECT COUNT(*) FROM access_by_patient"), 10);
-    assert_eq!(count("SELECT COUNT(*) FROM access_by_actor"), 10);
-    assert_eq!(count("SELECT upto FROM access_indexed"), 10);
+    // As a crash right after the entries' commit would leave it; then as a lost file.
+    for damage in [
+        "DELETE FROM access_by_patient WHERE seq > 3; DELETE FROM access_by_actor WHERE seq > 3; UPDATE access_indexed SET upto = 3;",
+        "DELETE FROM access_by_patient; DELETE FROM access_by_actor; DELETE FROM access_indexed;",
+    ] {
+        lookup(damage);
+        let store = f.reopen().await;
+        assert_eq!(
+            seqs(store.access_log(&ctx, &by_patient).await.unwrap()),
+            vec![1, 3, 5, 7, 9]
+        );
+        assert_eq!(
+            seqs(store.access_log(&ctx, &by_actor).await.unwrap()).len(),
+            10
+        );
+        store.shutdown().await;
+        assert_eq!(count("SELECT COUNT(*) FROM access_by_patient"), 10);
+        assert_eq!(count("SELECT COUNT(*) FROM access_by_actor"), 10);
+        assert_eq!(count("SELECT upto FROM access_indexed"), 10);
+    }
 }
