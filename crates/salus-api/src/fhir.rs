@@ -22,7 +22,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use salus_domain::registry::patient::PatientStatus;
 use salus_domain::registry::{Patient, PatientCommand, PatientDetails};
 use salus_domain::service::{Current, Projected};
 use salus_fhir::definitions::{ParamType, search_parameters};
@@ -487,82 +486,32 @@ fn parse_patient(body: &Value) -> Result<fhir_patient::PatientWrite, FhirError> 
     fhir_patient::from_fhir(body).map_err(FhirError::invalid)
 }
 
-/// The lifecycle action that makes `status` match `active` (`None`: nothing to do).
-fn lifecycle_action(status: PatientStatus, active: Option<bool>) -> Option<&'static str> {
-    match (active?, status) {
-        (true, PatientStatus::Registered) => Some("activate"),
-        (true, PatientStatus::Suspended) => Some("reactivate"),
-        // A retired record cannot be made active again: the domain says so.
-        (true, PatientStatus::Retired) => Some("activate"),
-        (false, PatientStatus::Active) => Some("suspend"),
-        _ => None,
-    }
+/// The one command a FHIR write is: the details, and the lifecycle it states (`active`, the
+/// date of death), decided by the aggregate in one write.
+fn replace_command(
+    id: Uuid,
+    write: &fhir_patient::PatientWrite,
+    today: chrono::NaiveDate,
+) -> Result<PatientCommand, salus_kernel::DomainError> {
+    Ok(PatientCommand::Replace {
+        id,
+        details: PatientDetails::parse(write.input.clone(), today)?,
+        active: write.active,
+        death: write.deceased.flatten(),
+        today,
+    })
 }
 
-/// After the details are written: the lifecycle facts the resource states, each its own
-/// version (activation, a recorded death).
-async fn apply_lifecycle(
-    state: &AppState,
-    actor: &Actor,
-    mut c: Current<Patient>,
-    write: &fhir_patient::PatientWrite,
-) -> Result<Current<Patient>, FhirError> {
-    let id = c.row.id;
-    match (&c.state.deceased, write.deceased) {
-        (Some(d), Some(Some(date))) if d.date != date => {
-            return Err(FhirError::invalid(vec![
-                Issue::error(
-                    "business-rule",
-                    format!(
-                        "the death is recorded on {}; its date cannot be changed",
-                        d.date
-                    ),
-                )
-                .at("Patient.deceasedDateTime"),
-            ]));
-        }
-        (Some(_), None | Some(None)) => {
-            return Err(FhirError::invalid(vec![Issue::error("business-rule", "the patient's death is recorded; it cannot be withdrawn (send deceasedDateTime)").at("Patient.deceased")]));
-        }
-        _ => {}
+/// A refused lifecycle step names `Patient.active` (the other refusals name their field).
+fn lifecycle_path(e: salus_domain::service::ServiceError) -> FhirError {
+    let api = ApiError::from(e);
+    let transition = api.kind == "illegal-transition" || api.kind == "rule-violation";
+    let e = FhirError::from(api);
+    if transition {
+        with_path(e, "Patient.active")
+    } else {
+        e
     }
-    if let Some(action) = lifecycle_action(c.state.status, write.active) {
-        c = state
-            .services
-            .execute::<Patient, _>(
-                &actor.ctx,
-                id,
-                Some(c.row.version),
-                |_, _| {
-                    Ok(PatientCommand::Transition {
-                        action: action.to_owned(),
-                        reason: None,
-                    })
-                },
-                None,
-            )
-            .await
-            .map_err(|e| with_path(e.into(), "Patient.active"))?;
-    }
-    if let (None, Some(Some(date))) = (&c.state.deceased, write.deceased) {
-        c = state
-            .services
-            .execute::<Patient, _>(
-                &actor.ctx,
-                id,
-                Some(c.row.version),
-                move |_, now| {
-                    Ok(PatientCommand::RecordDeath {
-                        date,
-                        today: now.date_naive(),
-                    })
-                },
-                None,
-            )
-            .await
-            .map_err(|e| with_path(e.into(), "Patient.deceasedDateTime"))?;
-    }
-    Ok(c)
 }
 
 fn with_path(mut e: FhirError, path: &str) -> FhirError {
@@ -628,22 +577,16 @@ pub async fn create(
         }
     }
     let id = Uuid::now_v7();
-    let input = write.input.clone();
     let c = state
         .services
         .create::<Patient, _>(
             &actor.ctx,
             id,
-            move |_, now| {
-                Ok(PatientCommand::Register {
-                    id,
-                    details: PatientDetails::parse(input, now.date_naive())?,
-                })
-            },
+            |_, now| replace_command(id, &write, now.date_naive()),
             None,
         )
-        .await?;
-    let c = apply_lifecycle(&state, &actor, c, &write).await?;
+        .await
+        .map_err(lifecycle_path)?;
     Ok(preferred(&headers, patient_response(StatusCode::CREATED, &c, true)).await)
 }
 
@@ -691,25 +634,22 @@ pub async fn update(
         Some(_) => http::if_match(&headers)?,
         None => None,
     };
-    let input = write.input.clone();
     let c = state
         .services
         .execute::<Patient, _>(
             &actor.ctx,
             uuid,
             expected,
-            move |current, now| {
+            |current, now| {
                 if current.is_none() {
                     return Err(salus_kernel::DomainError::NotFound("Patient".into()));
                 }
-                Ok(PatientCommand::Update {
-                    details: PatientDetails::parse(input, now.date_naive())?,
-                })
+                replace_command(uuid, &write, now.date_naive())
             },
             None,
         )
-        .await?;
-    let c = apply_lifecycle(&state, &actor, c, &write).await?;
+        .await
+        .map_err(lifecycle_path)?;
     Ok(preferred(&headers, patient_response(StatusCode::OK, &c, false)).await)
 }
 

@@ -267,6 +267,18 @@ pub enum PatientCommand {
         survivor_ok: bool,
     },
     Unmerge,
+    /// A whole record as another system states it (a FHIR create or update): register or
+    /// update the details, then bring the lifecycle to what it says, all in one write (each
+    /// step its own event and version). `active: Some(true)` activates or reactivates,
+    /// `Some(false)` suspends an active patient; `death` records a date of death. A death
+    /// already recorded can be neither withdrawn (`death: None`) nor moved.
+    Replace {
+        id: Uuid,
+        details: PatientDetails,
+        active: Option<bool>,
+        death: Option<NaiveDate>,
+        today: NaiveDate,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,6 +343,81 @@ impl Aggregate for Patient {
             }
             (Some(_), PatientCommand::Register { .. }) => {
                 Err(DomainError::Rule("patient is already registered".into()))
+            }
+            (
+                state,
+                PatientCommand::Replace {
+                    id,
+                    details,
+                    active,
+                    death,
+                    today,
+                },
+            ) => {
+                let mut events = Vec::new();
+                let mut cur: Option<Patient> = state.cloned();
+                let mut step = |cur: &mut Option<Patient>, c: PatientCommand| {
+                    let evs = Self::decide(cur.as_ref(), &c)?;
+                    for e in &evs {
+                        *cur = Self::evolve(cur.take(), e);
+                    }
+                    events.extend(evs);
+                    Ok::<(), DomainError>(())
+                };
+                let first = match state {
+                    None => PatientCommand::Register {
+                        id: *id,
+                        details: details.clone(),
+                    },
+                    Some(_) => PatientCommand::Update {
+                        details: details.clone(),
+                    },
+                };
+                step(&mut cur, first)?;
+                let status = cur.as_ref().map(|p| p.status);
+                let action = match (*active, status) {
+                    (Some(true), Some(PatientStatus::Registered | PatientStatus::Retired)) => {
+                        Some("activate")
+                    }
+                    (Some(true), Some(PatientStatus::Suspended)) => Some("reactivate"),
+                    (Some(false), Some(PatientStatus::Active)) => Some("suspend"),
+                    _ => None,
+                };
+                if let Some(action) = action {
+                    step(
+                        &mut cur,
+                        PatientCommand::Transition {
+                            action: action.to_owned(),
+                            reason: None,
+                        },
+                    )?;
+                }
+                let recorded = cur
+                    .as_ref()
+                    .and_then(|p| p.deceased.as_ref().map(|d| d.date));
+                match (recorded, death) {
+                    (None, Some(date)) => step(
+                        &mut cur,
+                        PatientCommand::RecordDeath {
+                            date: *date,
+                            today: *today,
+                        },
+                    )?,
+                    (Some(was), Some(date)) if was != *date => {
+                        return Err(DomainError::invalid(
+                            "date",
+                            format!("the death is recorded on {was}; its date cannot be changed"),
+                        ));
+                    }
+                    (Some(_), None) => {
+                        return Err(DomainError::invalid(
+                            "date",
+                            "the patient's death is recorded; it cannot be withdrawn",
+                        ));
+                    }
+                    _ => {}
+                }
+                Ok(events)
             }
             (None, _) => Err(DomainError::NotFound("patient".into())),
             (
@@ -656,6 +743,52 @@ mod tests {
             },
         )?;
         Ok(evs.iter().fold(Some(p.clone()), Patient::evolve).unwrap())
+    }
+
+    #[test]
+    fn a_replace_is_one_write_of_each_step_or_nothing() {
+        let today = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let replace = |active, death| PatientCommand::Replace {
+            id: Uuid::nil(),
+            details: details(),
+            active,
+            death,
+            today,
+        };
+        let death = NaiveDate::from_ymd_opt(1852, 11, 27);
+        let evs = Patient::decide(None, &replace(Some(true), death)).unwrap();
+        let types: Vec<&str> = evs.iter().map(|e| e.event_type()).collect();
+        assert_eq!(
+            types,
+            [
+                "patient.registered",
+                "patient.activated",
+                "patient.death_recorded"
+            ]
+        );
+        let p = evs.iter().fold(None, Patient::evolve).unwrap();
+        assert_eq!(p.status, PatientStatus::Active);
+        // Nothing to change: no event. A death before the birth: nothing at all.
+        assert!(
+            Patient::decide(Some(&p), &replace(Some(true), death))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            Patient::decide(None, &replace(None, NaiveDate::from_ymd_opt(1800, 1, 1))).is_err()
+        );
+        // A recorded death is neither withdrawn nor moved; suspending an active patient works.
+        assert!(Patient::decide(Some(&p), &replace(Some(true), None)).is_err());
+        assert!(
+            Patient::decide(
+                Some(&p),
+                &replace(Some(true), NaiveDate::from_ymd_opt(1852, 1, 1))
+            )
+            .is_err()
+        );
+        let evs = Patient::decide(Some(&p), &replace(Some(false), death)).unwrap();
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].event_type(), "patient.suspended");
     }
 
     #[test]
