@@ -74,23 +74,6 @@ fn states_of<A: Projected>(
     Ok(out)
 }
 
-/// Fold a stream of `stream_type` by its aggregate: (resource type, state after each
-/// wanted version); `None` for a stream type this build does not know.
-macro_rules! fold_by_type {
-    ($stream_type:expr, $events:expr, $wanted:expr; $($agg:ty),* $(,)?) => {{
-        let st: &str = $stream_type;
-        $(
-            if st == <$agg as Aggregate>::STREAM_TYPE {
-                return Some(
-                    states_of::<$agg>($events, $wanted)
-                        .map(|m| (<$agg as Projected>::RESOURCE_TYPE, m)),
-                );
-            }
-        )*
-        None
-    }};
-}
-
 /// A stream's resource type and its states by version.
 pub type Folded = (&'static str, HashMap<i64, Value>);
 
@@ -100,23 +83,9 @@ pub fn fold_states(
     events: &[EventEnvelope],
     wanted: &BTreeSet<i64>,
 ) -> Option<Result<Folded, ServiceError>> {
-    use crate::access::{Role, User, care};
-    use crate::bulk::job::ImportJob;
-    use crate::clinical::attachment::Attachment;
-    use crate::clinical::encounter::Encounter;
-    use crate::clinical::observation::Observation;
-    use crate::clinical::procedure::Procedure;
-    use crate::clinical::record::{ClinicalNote, MedicalRecord};
-    use crate::clinical::statement::{Allergy, Condition};
-    use crate::clinical::{Interaction, Outcome};
-    use crate::registry::Patient;
-    use crate::staff::Clinician;
-    use crate::staff::place::{Department, Location};
-    fold_by_type!(stream_type, events, wanted;
-        Patient, Interaction, Outcome, Clinician, Department, Location, Encounter,
-        Observation, Procedure, Condition, Allergy, MedicalRecord, ClinicalNote, Attachment,
-        ImportJob, User, Role, care::CareAssignment, care::CarePolicy,
-        crate::clinical::consent::Consent, crate::clinical::consent::ConsentTemplate)
+    crate::aggregates::by_stream_type!(stream_type, A => {
+        states_of::<A>(events, wanted).map(|m| (<A as Projected>::RESOURCE_TYPE, m))
+    })
 }
 
 /// The RFC 6902 JSON Patch that turns `before` into `after`.

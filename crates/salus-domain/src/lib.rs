@@ -10,6 +10,7 @@
 //! - [`service`]: the one command executor every aggregate goes through.
 
 pub mod access;
+pub mod aggregates;
 pub mod audit;
 pub mod bulk;
 pub mod clinical;

@@ -300,6 +300,52 @@ impl Services {
             .await
     }
 
+    /// Derive the projection of stream `id` (document and search rows) again from its
+    /// events, upcast as needed, and store it at the same version, keeping its
+    /// `updated_at`: after a change to how an aggregate's document or search rows are
+    /// made. The log is untouched. `false` when there is no such resource; a stream
+    /// written meanwhile is a [`ServiceError::Precondition`] (run it again).
+    pub async fn reindex<A: Projected>(
+        &self,
+        ctx: &TenantContext,
+        id: Uuid,
+    ) -> Result<bool, ServiceError> {
+        let Some(row) = self.store.resource(ctx, A::RESOURCE_TYPE, id).await? else {
+            return Ok(false);
+        };
+        let events = self.store.stream(ctx, id, None).await?;
+        let version = events.last().map(|e| e.version).unwrap_or(0);
+        if version != row.version {
+            return Err(ServiceError::Precondition {
+                expected: row.version,
+                current: version,
+            });
+        }
+        let Some(state) = fold_events::<A>(&events)? else {
+            return Ok(false);
+        };
+        let doc = serde_json::to_value(&state).map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+        let write = Write {
+            stream_type: A::STREAM_TYPE.to_owned(),
+            stream_id: id,
+            expected_version: version,
+            events: Vec::new(),
+            occurred_at: row.updated_at,
+            projection: Some(Projection {
+                resource_type: A::RESOURCE_TYPE.to_owned(),
+                doc: Value::Null,
+                doc_json: Some(doc.to_string()),
+                search: state.search_rows(),
+                full_text: state.full_text(),
+            }),
+            claims: Vec::new(),
+            releases: Vec::new(),
+            idempotency: None,
+        };
+        self.store.commit(ctx, write).await?;
+        Ok(true)
+    }
+
     /// Run a command that starts a new stream under a freshly minted `id`: nothing is read
     /// first (the store still refuses the write if the stream exists).
     pub async fn create<A, F>(

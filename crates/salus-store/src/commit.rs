@@ -381,15 +381,16 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
+    /// Nothing to write: no event and no projection (a refresh writes only a projection).
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events.is_empty() && self.resources.is_empty()
     }
 }
 
 fn check_write(w: &Write) -> Result<(), StoreError> {
-    if w.events.is_empty() {
+    if w.events.is_empty() && !w.is_refresh() {
         return Err(StoreError::InvalidWrite(
-            "a write needs at least one event".into(),
+            "a write needs at least one event, or only refreshes the projection of an existing stream".into(),
         ));
     }
     if w.stream_type.is_empty() {

@@ -25,6 +25,21 @@ pub struct Write {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+impl Write {
+    /// A write with no event that only replaces the projection (document and search rows)
+    /// of an existing stream at its current version, as a rebuild after a change to how a
+    /// projection is derived does: it takes and gives up no unique key and keeps no
+    /// response; the log and its hash chain are untouched.
+    pub fn is_refresh(&self) -> bool {
+        self.events.is_empty()
+            && self.projection.is_some()
+            && self.expected_version > 0
+            && self.claims.is_empty()
+            && self.releases.is_empty()
+            && self.idempotency.is_none()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Projection {
     pub resource_type: String,

@@ -60,6 +60,17 @@ pub enum Command {
     /// Measure bulk import: generate a patient CSV, import it into SQLite and PostgreSQL
     /// (see BENCHMARKS.md).
     BenchImport(crate::bulk_bench::BenchImportArgs),
+    /// Derive projections (documents and search rows) again from the event log, at the
+    /// same versions, after an upgrade changed how they are made. The log is untouched;
+    /// the server may keep running.
+    Reindex {
+        /// Tenant name or id [default: every tenant]
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only streams of this type (patient, encounter, …).
+        #[arg(long)]
+        stream_type: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,8 +243,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => return crate::bulk::import(&settings, args).await,
         Command::Export(args) => return crate::bulk::export(&settings, args).await,
         Command::BenchImport(args) => return crate::bulk_bench::run(&settings, args).await,
+        Command::Reindex {
+            tenant,
+            stream_type,
+        } => {
+            let services = services(&settings).await?;
+            let done = reindex(&services, tenant.as_deref(), stream_type.as_deref()).await;
+            services.store.shutdown().await;
+            done?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn reindex(
+    services: &Services,
+    tenant: Option<&str>,
+    stream_type: Option<&str>,
+) -> anyhow::Result<()> {
+    let tenants = match tenant {
+        Some(t) => vec![server::find_tenant(services.store.as_ref(), t).await?],
+        None => services.store.tenants().await?,
+    };
+    for t in tenants {
+        let ctx = server::system_ctx(t.id);
+        let r = salus_domain::aggregates::reindex_tenant(services, &ctx, stream_type, |_| {})
+            .await
+            .map_err(|e| anyhow::anyhow!("tenant {}: {e}", t.name))?;
+        println!(
+            "tenant {}: {} of {} streams rebuilt ({} of types this build does not know left as they were; {} rebuilt again after a concurrent write)",
+            t.name, r.rebuilt, r.streams, r.unknown, r.retried
+        );
+    }
+    Ok(())
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {

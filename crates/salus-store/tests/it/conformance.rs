@@ -29,6 +29,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     committed_write_is_read_back_with_its_search_rows,
+    a_refresh_replaces_the_projection_and_leaves_the_log_alone,
     stale_expected_version_is_a_conflict,
     concurrent_writes_share_transactions_and_all_land,
     racing_writers_on_one_version_have_exactly_one_winner,
@@ -979,4 +980,94 @@ async fn full_text_search_folds_case_and_accents_and_stays_in_the_tenant(backend
             .unwrap()
             .is_empty()
     );
+}
+
+/// A write with no event refreshes an existing stream's projection (document and search
+/// rows) at its current version; the log, the stream head and the chain stay as they were.
+/// Without a projection, on a new stream, or with keys to claim it is refused.
+async fn a_refresh_replaces_the_projection_and_leaves_the_log_alone(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let id = Uuid::now_v7();
+    let first = f
+        .store
+        .commit(&ctx, patient_write(id, 0, "Ada"))
+        .await
+        .unwrap();
+    let before = f
+        .store
+        .resource(&ctx, "patient", id)
+        .await
+        .unwrap()
+        .unwrap();
+    let refresh = |expected: i64, family: &str| {
+        let mut w = patient_write(id, expected, family);
+        w.events.clear();
+        w.occurred_at = before.updated_at;
+        w
+    };
+    let done = f.store.commit(&ctx, refresh(1, "Byron")).await.unwrap();
+    assert_eq!(done.version, 1);
+    assert!(done.events.is_empty());
+    let after = f
+        .store
+        .resource(&ctx, "patient", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.version, 1);
+    assert_eq!(after.doc["family"], "Byron");
+    assert_eq!(after.updated_at, before.updated_at);
+    assert_eq!(after.created_at, before.created_at);
+    let found = |prefix: &str| {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        let q = name_query(prefix);
+        async move {
+            store
+                .search(&ctx, &q)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("byr").await, vec![id]);
+    assert!(found("ada").await.is_empty());
+    let events = f.store.stream(&ctx, id, None).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_id, first.events[0].event_id);
+    // A stale refresh is a conflict; one of a stream that does not exist, without a
+    // projection, or claiming a key is refused.
+    assert!(matches!(
+        f.store.commit(&ctx, refresh(2, "Stale")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut new_stream = patient_write(Uuid::now_v7(), 0, "Nobody");
+    new_stream.events.clear();
+    let mut bare = refresh(1, "Bare");
+    bare.projection = None;
+    let mut claiming = refresh(1, "Claim");
+    claiming.claims = vec![UniqueKey {
+        scope: "patient.identifier".into(),
+        value: "x|1".into(),
+    }];
+    for w in [new_stream, bare, claiming] {
+        assert!(matches!(
+            f.store.commit(&ctx, w).await,
+            Err(StoreError::InvalidWrite(_))
+        ));
+    }
+    // The log still verifies: the refresh added nothing to it.
+    seal_everything(&f).await;
+    let report = ledger::verify(
+        f.store.as_ref(),
+        &LedgerKey::from_hex(SEED).unwrap().public_hex(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.events, 1);
 }
