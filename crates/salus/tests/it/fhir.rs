@@ -2,13 +2,65 @@
 //! against the JSON API's view of the same records, conditional create, paging, errors as
 //! OperationOutcome, permissions and the access log. Every resource Salus returns here is
 //! validated by an independent implementation (`fhir.resources`, Python) at the end of
-//! each test: a missing python3 or package fails the test.
+//! each test. The Python packages (pinned in [`PYTHON_PACKAGES`]) are used where python3
+//! already has them, or else installed once into the test target's own directory; a
+//! missing python3, or packages that cannot be installed, fail the test.
 
 use crate::app::{TestApp, on_both_backends, patient};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+/// The Python packages of the independent checks, pinned (as in `.ci/run`).
+const PYTHON_PACKAGES: [&str; 2] = ["fhir.resources==8.3.0", "fhirpy==2.3.1"];
+
+/// `python3` able to import fhir.resources and fhirpy: as it is when it can, else with
+/// `PYTHONPATH` on a directory of the test target where the pinned packages are installed
+/// (once, by the first test that needs them).
+fn python() -> std::process::Command {
+    static EXTRA: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let importable = |path: Option<&PathBuf>| {
+        let mut c = std::process::Command::new("python3");
+        if let Some(p) = path {
+            c.env("PYTHONPATH", p);
+        }
+        c.args(["-c", "import fhir.resources, fhirpy"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    let extra = EXTRA.get_or_init(|| {
+        if importable(None) {
+            return None;
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-fhir");
+        if !importable(Some(&dir)) {
+            let install = |more: &[&str]| {
+                std::process::Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+                    .arg(&dir)
+                    .args(more)
+                    .args(PYTHON_PACKAGES)
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            };
+            let installed = install(&[]) || install(&["--break-system-packages"]);
+            assert!(
+                installed && importable(Some(&dir)),
+                "python3 with pip is needed to install {PYTHON_PACKAGES:?} for the FHIR tests (or install them yourself)"
+            );
+        }
+        Some(dir)
+    });
+    let mut c = std::process::Command::new("python3");
+    if let Some(dir) = extra {
+        c.env("PYTHONPATH", dir);
+    }
+    c
+}
 
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
@@ -138,7 +190,7 @@ impl<'a> Fhir<'a> {
         let file = dir.path().join("resources.json");
         std::fs::write(&file, serde_json::to_vec(&*seen).unwrap()).unwrap();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fhir_validate.py");
-        let out = std::process::Command::new("python3")
+        let out = python()
             .arg(script)
             .arg(&file)
             .output()
@@ -854,7 +906,7 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
 async fn a_real_fhir_client_library_works_against_salus(backend: &str) {
     let app = TestApp::spawn(backend).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fhir_client.py");
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::from(python())
         .arg(script)
         .env("SALUS_FHIR_BASE", app.url("/fhir/R4"))
         .env("SALUS_TOKEN", &app.token)
