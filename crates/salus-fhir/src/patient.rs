@@ -161,6 +161,10 @@ pub fn from_fhir(r: &Value) -> Result<PatientWrite, Vec<Issue>> {
         let path = format!("Patient.{key}");
         match key.as_str() {
             "resourceType" | "id" | "active" => {}
+            // A narrative generated entirely from the structured content says nothing
+            // that content does not (R4 Narrative.status `generated`): it is not kept,
+            // and nothing is lost. Any other narrative is the author's own text.
+            "text" if v.get("status").and_then(Value::as_str) == Some("generated") => {}
             "meta" => {
                 // Server-managed: versionId and lastUpdated are set by Salus.
                 if let Some(m) = v.as_object() {
@@ -376,6 +380,26 @@ mod tests {
         obj.remove("id");
         obj.remove("meta");
         assert_eq!(out, r);
+    }
+
+    #[test]
+    fn a_generated_narrative_is_let_go_and_an_authored_one_refused() {
+        let with = |status: &str| {
+            json!({"resourceType": "Patient", "name": [{"family": "Ng", "given": ["Li"]}],
+                "text": {"status": status,
+                    "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Li Ng</div>"}})
+        };
+        let kept = from_fhir(&with("generated")).unwrap();
+        assert_eq!(kept.input.name[0].family, "Ng");
+        for status in ["additional", "extensions", "empty"] {
+            let issues = from_fhir(&with(status)).unwrap_err();
+            assert!(
+                issues
+                    .iter()
+                    .any(|i| i.expression.as_deref() == Some("Patient.text")),
+                "{status}: {issues:?}"
+            );
+        }
     }
 
     #[test]
