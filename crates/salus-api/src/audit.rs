@@ -11,42 +11,12 @@ use axum::response::{IntoResponse, Response};
 use salus_kernel::ActorId;
 use salus_store::access::{AccessAction, AccessQuery, AccessRecord};
 use std::collections::HashMap;
-use uuid::Uuid;
 
 /// The filters and page of an access-log query, from query parameters (`known` of them).
 fn parse_query(raw: &HashMap<String, String>, known: &[&str]) -> Result<AccessQuery, ApiError> {
-    if let Some(k) = raw.keys().find(|k| {
-        !known.contains(&k.as_str()) && !["limit", "cursor", "format"].contains(&k.as_str())
-    }) {
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter '{k}'; parameters are: {}, format, limit, cursor",
-            known.join(", ")
-        )));
-    }
-    let get = |k: &str| raw.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let uuid = |k: &str| -> Result<Option<Uuid>, ApiError> {
-        get(k)
-            .map(|v| {
-                Uuid::parse_str(v).map_err(|_| ApiError::bad_request(format!("{k} must be a UUID")))
-            })
-            .transpose()
-    };
-    let limit = match get("limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 500"))?,
-        None => 100,
-    };
-    let after = get("cursor")
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::bad_request("cursor must be a next_cursor of this list"))
-        })
-        .transpose()?;
+    let params = crate::audit_events::ReportParams::new(raw, known)?;
+    let get = |k| params.get(k);
+    let (limit, after) = params.page()?;
     let action = get("action")
         .map(|a| {
             AccessAction::parse(a).ok_or_else(|| {
@@ -58,14 +28,10 @@ fn parse_query(raw: &HashMap<String, String>, known: &[&str]) -> Result<AccessQu
         })
         .transpose()?;
     Ok(AccessQuery {
-        patient: uuid("patient_id")?,
-        actor: uuid("actor_id")?.map(ActorId),
-        from: get("from")
-            .map(|t| crate::audit_events::instant("from", t))
-            .transpose()?,
-        to: get("to")
-            .map(|t| crate::audit_events::instant("to", t))
-            .transpose()?,
+        patient: params.uuid("patient_id")?,
+        actor: params.uuid("actor_id")?.map(ActorId),
+        from: params.instant("from")?,
+        to: params.instant("to")?,
         action,
         break_glass: None,
         after,

@@ -71,6 +71,66 @@ pub fn instant(field: &str, raw: &str) -> Result<chrono::DateTime<chrono::Utc>, 
     http::parse_instant(field, &raw.trim().replace(' ', "+"))
 }
 
+/// The query parameters of an audit report: names other than `known` and the paging ones
+/// (`format`, `limit`, `cursor`) are refused, values are trimmed and empty ones absent.
+pub struct ReportParams<'a> {
+    raw: &'a HashMap<String, String>,
+}
+
+impl<'a> ReportParams<'a> {
+    pub fn new(raw: &'a HashMap<String, String>, known: &[&str]) -> Result<Self, ApiError> {
+        if let Some(k) = raw.keys().find(|k| {
+            !known.contains(&k.as_str()) && !["limit", "cursor", "format"].contains(&k.as_str())
+        }) {
+            return Err(ApiError::bad_request(format!(
+                "unknown parameter '{k}'; parameters are: {}, format, limit, cursor",
+                known.join(", ")
+            )));
+        }
+        Ok(Self { raw })
+    }
+
+    pub fn get(&self, k: &str) -> Option<&'a str> {
+        self.raw.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn uuid(&self, k: &str) -> Result<Option<Uuid>, ApiError> {
+        self.get(k)
+            .map(|v| {
+                Uuid::parse_str(v).map_err(|_| ApiError::bad_request(format!("{k} must be a UUID")))
+            })
+            .transpose()
+    }
+
+    /// An instant filter ([`instant`]).
+    pub fn instant(&self, k: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+        self.get(k).map(|t| instant(k, t)).transpose()
+    }
+
+    /// The page size (1–500, default 100) and the seq cursor to continue after.
+    pub fn page(&self) -> Result<(u32, Option<i64>), ApiError> {
+        let limit = match self.get("limit") {
+            Some(l) => l
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=500).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request("limit must be a whole number from 1 to 500")
+                })?,
+            None => 100,
+        };
+        let after = self
+            .get("cursor")
+            .map(|c| {
+                c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::bad_request("cursor must be a next_cursor of this list")
+                })
+            })
+            .transpose()?;
+        Ok((limit, after))
+    }
+}
+
 const KNOWN: &[&str] = &[
     "entity_type",
     "entity_id",
@@ -79,7 +139,6 @@ const KNOWN: &[&str] = &[
     "from",
     "to",
     "action",
-    "format",
 ];
 
 fn word(field: &str, v: &str, extra: &[char]) -> Result<String, ApiError> {
@@ -104,48 +163,17 @@ async fn parse(
     actor: &Actor,
     raw: &HashMap<String, String>,
 ) -> Result<(EventQuery, Format), ApiError> {
-    if let Some(k) = raw
-        .keys()
-        .find(|k| !KNOWN.contains(&k.as_str()) && *k != "limit" && *k != "cursor")
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter '{k}'; parameters are: {}, limit, cursor",
-            KNOWN.join(", ")
-        )));
-    }
+    let params = ReportParams::new(raw, KNOWN)?;
     let format = format_of(raw)?;
-    let get = |k: &str| raw.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let uuid = |k: &str| -> Result<Option<Uuid>, ApiError> {
-        get(k)
-            .map(|v| {
-                Uuid::parse_str(v).map_err(|_| ApiError::bad_request(format!("{k} must be a UUID")))
-            })
-            .transpose()
-    };
-    let limit = match get("limit") {
-        Some(l) => l
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 500"))?,
-        None => 100,
-    };
-    let after = get("cursor")
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::bad_request("cursor must be a next_cursor of this list"))
-        })
-        .transpose()?;
-    let from = get("from").map(|t| instant("from", t)).transpose()?;
-    let to = get("to").map(|t| instant("to", t)).transpose()?;
+    let (limit, after) = params.page()?;
+    let from = params.instant("from")?;
+    let to = params.instant("to")?;
     if let (Some(f), Some(t)) = (from, to)
         && f > t
     {
         return Err(ApiError::bad_request("from must not be after to"));
     }
-    let streams = match uuid("patient_id")? {
+    let streams = match params.uuid("patient_id")? {
         Some(p) => {
             Some(salus_domain::audit::patient_streams(&state.services, &actor.ctx, p).await?)
         }
@@ -153,13 +181,15 @@ async fn parse(
     };
     Ok((
         EventQuery {
-            stream_type: get("entity_type")
+            stream_type: params
+                .get("entity_type")
                 .map(|t| word("entity_type", t, &[]))
                 .transpose()?,
-            stream_id: uuid("entity_id")?,
+            stream_id: params.uuid("entity_id")?,
             streams,
-            actor: uuid("actor_id")?.map(ActorId),
-            event_type: get("action")
+            actor: params.uuid("actor_id")?.map(ActorId),
+            event_type: params
+                .get("action")
                 .map(|a| word("action", a, &['.']))
                 .transpose()?,
             from,

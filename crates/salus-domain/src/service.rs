@@ -109,6 +109,17 @@ fn decode<A: Projected>(row: ResourceRow) -> Result<Current<A>, ServiceError> {
     Ok(Current { state, row })
 }
 
+/// The projection of `state` as the store keeps it, with its document already rendered.
+fn projection_of<A: Projected>(state: &A, doc_json: String) -> Projection {
+    Projection {
+        resource_type: A::RESOURCE_TYPE.to_owned(),
+        doc: Value::Null,
+        doc_json: Some(doc_json),
+        search: state.search_rows(),
+        full_text: state.full_text(),
+    }
+}
+
 fn fold_events<A: Projected>(events: &[EventEnvelope]) -> Result<Option<A>, ServiceError> {
     let mut state: Option<A> = A::initial();
     for e in events {
@@ -331,13 +342,7 @@ impl Services {
             expected_version: version,
             events: Vec::new(),
             occurred_at: row.updated_at,
-            projection: Some(Projection {
-                resource_type: A::RESOURCE_TYPE.to_owned(),
-                doc: Value::Null,
-                doc_json: Some(doc.to_string()),
-                search: state.search_rows(),
-                full_text: state.full_text(),
-            }),
+            projection: Some(projection_of(&state, doc.to_string())),
             claims: Vec::new(),
             releases: Vec::new(),
             idempotency: None,
@@ -449,13 +454,7 @@ impl Services {
             expected_version: version,
             events: new_events,
             occurred_at: now,
-            projection: Some(Projection {
-                resource_type: A::RESOURCE_TYPE.to_owned(),
-                doc: Value::Null,
-                doc_json: Some(doc_json),
-                search: next.search_rows(),
-                full_text: next.full_text(),
-            }),
+            projection: Some(projection_of(&next, doc_json)),
             claims: new_keys.difference(&old_keys).cloned().collect(),
             releases: old_keys.difference(&new_keys).cloned().collect(),
             idempotency,

@@ -125,6 +125,7 @@ impl AccessLog {
             }),
         })
     }
+
     /// Whether the access-log file is at the schema version this build expects.
     pub async fn ready(&self) -> Result<(), StoreError> {
         let want = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
@@ -216,14 +217,7 @@ fn index(mut conn: Connection, rx: Receiver<Vec<LookupRow>>) {
                 }
             }
         }
-        let outcome = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            write_lookups(&tx, &mut pending)?;
-            tx.commit().map_err(db_err)
-        })();
-        match outcome {
+        match commit_lookups(&mut conn, &mut pending) {
             Ok(()) => pending.clear(),
             Err(e) => {
                 tracing::error!(error = %e, entries = pending.len(), "access-log lookups not written; retrying");
@@ -297,10 +291,15 @@ fn catch_up(log: &Connection, lookups: &mut Connection) -> Result<(), StoreError
         entries = rows.len(),
         "rebuilding the access log's lookups left unwritten"
     );
-    let tx = lookups
+    commit_lookups(lookups, &mut rows)
+}
+
+/// [`write_lookups`] in a transaction of its own.
+fn commit_lookups(conn: &mut Connection, rows: &mut [LookupRow]) -> Result<(), StoreError> {
+    let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
-    write_lookups(&tx, &mut rows)?;
+    write_lookups(&tx, rows)?;
     tx.commit().map_err(db_err)
 }
 
