@@ -308,10 +308,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(care::end))
         .routes(routes!(care::read_policy, care::set_policy))
         .routes(routes!(fhir::metadata))
-        .routes(routes!(fhir::create, fhir::search))
-        .routes(routes!(fhir::read, fhir::update))
-        .routes(routes!(fhir::vread))
-        .routes(routes!(fhir::history))
+        .routes(routes!(fhir::patient::create, fhir::patient::search))
+        .routes(routes!(fhir::patient::read, fhir::patient::update))
+        .routes(routes!(fhir::patient::vread))
+        .routes(routes!(fhir::patient::history))
 }
 
 /// The OpenAPI document.
