@@ -284,24 +284,10 @@ fn base_url(headers: &HeaderMap) -> String {
     format!("{proto}://{host}{BASE}")
 }
 
-/// What this server can do: exactly the routes of this module.
+/// What this server can do: exactly the routes of this module. Each resource type's module
+/// says what it serves of its type (`capability()`, one `rest.resource` entry).
 pub fn capability_statement(base: &str) -> Value {
-    let params: Vec<Value> = patient::PATIENT_SEARCH
-        .iter()
-        .filter_map(|code| search_parameters().get("Patient", code))
-        .map(|p| {
-            json!({
-                "name": p.code,
-                "definition": p.url,
-                "type": p.kind.as_str(),
-                "documentation": match p.kind {
-                    ParamType::Date => "Prefixes eq, lt, gt, le, ge; a partial date is its whole period.",
-                    ParamType::String => "Starts-with, case and accents ignored. No modifiers.",
-                    _ => "system|code, or a bare code in any system; comma-separated codes mean any of them.",
-                },
-            })
-        })
-        .collect();
+    let resources: Vec<Value> = vec![patient::capability()];
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -319,20 +305,25 @@ pub fn capability_statement(base: &str) -> Value {
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Bearer tokens (JWT) as for /api/v1; SMART scopes (patient/, user/, system/; v1 read/write and v2 cruds) narrow the token's roles. Every read of patient data is written to the data-access log."
             },
-            "resource": [{
-                "type": "Patient",
-                "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
-                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "history-instance"}, {"code": "create"}, {"code": "search-type"}],
-                "versioning": "versioned-update",
-                "readHistory": true,
-                "updateCreate": false,
-                "conditionalCreate": true,
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
-                "searchParam": params
-            }]
+            "resource": resources
         }]
     })
+}
+
+/// A `searchParam` entry of the CapabilityStatement for parameter `code` of `resource_type`
+/// (from the R4 definitions), with what this server does with it.
+pub(crate) fn capability_param(
+    resource_type: &str,
+    code: &str,
+    documentation: &str,
+) -> Option<Value> {
+    let p = search_parameters().get(resource_type, code)?;
+    Some(json!({
+        "name": p.code,
+        "definition": p.url,
+        "type": p.kind.as_str(),
+        "documentation": documentation,
+    }))
 }
 
 /// The CapabilityStatement: what this server serves.

@@ -13,6 +13,34 @@ pub(super) const PATIENT_SEARCH: &[&str] = &[
     "gender",
 ];
 
+/// What this module serves of Patient (its CapabilityStatement entry).
+pub(super) fn capability() -> Value {
+    let params: Vec<Value> = PATIENT_SEARCH
+        .iter()
+        .filter_map(|code| {
+            let kind = search_parameters().get("Patient", code)?.kind;
+            let doc = match kind {
+                ParamType::Date => "Prefixes eq, lt, gt, le, ge; a partial date is its whole period.",
+                ParamType::String => "Starts-with, case and accents ignored. No modifiers.",
+                _ => "system|code, or a bare code in any system; comma-separated codes mean any of them.",
+            };
+            capability_param("Patient", code, doc)
+        })
+        .collect();
+    json!({
+        "type": "Patient",
+        "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
+        "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "history-instance"}, {"code": "create"}, {"code": "search-type"}],
+        "versioning": "versioned-update",
+        "readHistory": true,
+        "updateCreate": false,
+        "conditionalCreate": true,
+        "conditionalUpdate": false,
+        "conditionalDelete": "not-supported",
+        "searchParam": params
+    })
+}
+
 /// The patient `id` now, its read logged.
 async fn load_patient(
     state: &AppState,
