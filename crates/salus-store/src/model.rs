@@ -166,6 +166,87 @@ pub enum FilterOp {
     /// Equal to any of these values (the filter's `value` is not looked at). An empty list
     /// matches nothing.
     In(Vec<String>),
+    /// The value holds the filter's `value` as a substring (bytes compared).
+    Contains,
+    /// Some row of the parameter passes one of these tests (an OR over rows; a test with no
+    /// comparison passes every row, so `AnyOf(vec![RowTest::default()])` asks that the
+    /// parameter be present). The filter's `value` is not looked at; its `system`, when set,
+    /// must hold as well. An empty list matches nothing.
+    AnyOf(Vec<RowTest>),
+    /// No row of the parameter passes any of these tests: a resource without the parameter
+    /// matches (FHIR `:not`, and `:missing=true` with one empty test).
+    NoneOf(Vec<RowTest>),
+}
+
+/// How a row's column compares with a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmp {
+    Eq,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Prefix,
+    Contains,
+}
+
+impl Cmp {
+    /// Whether `column` compares so with `value`, as the databases decide (byte order).
+    pub fn holds(self, column: &str, value: &str) -> bool {
+        match self {
+            Cmp::Eq => column == value,
+            Cmp::Lt => column < value,
+            Cmp::Le => column <= value,
+            Cmp::Gt => column > value,
+            Cmp::Ge => column >= value,
+            Cmp::Prefix => column.starts_with(value),
+            Cmp::Contains => column.contains(value),
+        }
+    }
+}
+
+/// Comparisons one search row must pass together: on its value and on its system column
+/// (which a parameter may use for a second value, such as the end of a period).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowTest {
+    pub value: Vec<(Cmp, String)>,
+    pub system: Vec<(Cmp, String)>,
+}
+
+impl RowTest {
+    pub fn value(cmp: Cmp, v: impl Into<String>) -> Self {
+        RowTest {
+            value: vec![(cmp, v.into())],
+            system: Vec::new(),
+        }
+    }
+
+    pub fn passes(&self, row: &SearchRow) -> bool {
+        self.value.iter().all(|(c, v)| c.holds(&row.value, v))
+            && self.system.iter().all(|(c, v)| c.holds(&row.system, v))
+    }
+}
+
+impl Filter {
+    /// Whether a resource with these search rows passes the filter, as the store decides.
+    pub fn matches(&self, rows: &[SearchRow]) -> bool {
+        let mut own = rows
+            .iter()
+            .filter(|r| r.param == self.param)
+            .filter(|r| self.system.as_ref().is_none_or(|s| &r.system == s));
+        match &self.op {
+            FilterOp::Eq => own.any(|r| r.value == self.value),
+            FilterOp::Prefix => own.any(|r| r.value.starts_with(&self.value)),
+            FilterOp::Ge => own.any(|r| r.value >= self.value),
+            FilterOp::Le => own.any(|r| r.value <= self.value),
+            FilterOp::Gt => own.any(|r| r.value > self.value),
+            FilterOp::Lt => own.any(|r| r.value < self.value),
+            FilterOp::In(vs) => own.any(|r| vs.contains(&r.value)),
+            FilterOp::Contains => own.any(|r| r.value.contains(&self.value)),
+            FilterOp::AnyOf(tests) => own.any(|r| tests.iter().any(|t| t.passes(r))),
+            FilterOp::NoneOf(tests) => !own.any(|r| tests.iter().any(|t| t.passes(r))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

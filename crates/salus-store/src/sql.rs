@@ -1,6 +1,6 @@
 //! SQL text shared by the backends where only the placeholder style differs.
 
-use crate::model::{FilterOp, SearchQuery};
+use crate::model::{Cmp, FilterOp, RowTest, SearchQuery};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +26,7 @@ pub const RESOURCE_COLUMNS: &str = "r.id, r.version, r.doc, r.created_at, r.upda
 /// Build the search statement for `q` in tenant `tenant`.
 pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<Arg>) {
     let mut args: Vec<Arg> = Vec::new();
-    let ph = |args: &mut Vec<Arg>, a: Arg| -> String {
-        args.push(a);
-        match dialect {
-            Dialect::Sqlite => format!("?{}", args.len()),
-            Dialect::Postgres => format!("${}", args.len()),
-        }
-    };
+    let ph = |args: &mut Vec<Arg>, a: Arg| bind(dialect, args, a);
     let t = ph(&mut args, Arg::Uuid(tenant));
     let rt = ph(&mut args, Arg::Text(q.resource_type.clone()));
     let mut sql = format!(
@@ -89,33 +83,36 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
             let s = ph(&mut args, Arg::Text(system.clone()));
             cond.push_str(&format!(" AND s.system = {s}"));
         }
-        match &f.op {
-            FilterOp::In(values) if values.is_empty() => cond.push_str(" AND 1 = 0"),
+        let mut negate = false;
+        let test = match &f.op {
+            FilterOp::In(values) if values.is_empty() => "1 = 0".to_owned(),
             FilterOp::In(values) => {
                 let list: Vec<String> = values
                     .iter()
                     .map(|v| ph(&mut args, Arg::Text(v.clone())))
                     .collect();
-                cond.push_str(&format!(" AND s.value IN ({})", list.join(", ")));
+                format!("s.value IN ({})", list.join(", "))
             }
-            FilterOp::Prefix => {
-                let lo = ph(&mut args, Arg::Text(f.value.clone()));
-                let hi = ph(&mut args, Arg::Text(format!("{}{MAX_CHAR}", f.value)));
-                cond.push_str(&format!(" AND s.value >= {lo} AND s.value < {hi}"));
+            FilterOp::AnyOf(tests) | FilterOp::NoneOf(tests) => {
+                negate = matches!(f.op, FilterOp::NoneOf(_));
+                row_tests(dialect, tests, &mut args)
             }
             op => {
-                let v = ph(&mut args, Arg::Text(f.value.clone()));
-                let sym = match op {
-                    FilterOp::Eq | FilterOp::Prefix | FilterOp::In(_) => "=",
-                    FilterOp::Ge => ">=",
-                    FilterOp::Le => "<=",
-                    FilterOp::Gt => ">",
-                    FilterOp::Lt => "<",
+                let cmp = match op {
+                    FilterOp::Prefix => Cmp::Prefix,
+                    FilterOp::Ge => Cmp::Ge,
+                    FilterOp::Le => Cmp::Le,
+                    FilterOp::Gt => Cmp::Gt,
+                    FilterOp::Lt => Cmp::Lt,
+                    FilterOp::Contains => Cmp::Contains,
+                    _ => Cmp::Eq,
                 };
-                cond.push_str(&format!(" AND s.value {sym} {v}"));
+                compare(dialect, "s.value", cmp, &f.value, &mut args)
             }
-        }
-        sql.push_str(&format!(" AND r.id IN ({cond})"));
+        };
+        cond.push_str(&format!(" AND ({test})"));
+        let not = if negate { "NOT " } else { "" };
+        sql.push_str(&format!(" AND r.id {not}IN ({cond})"));
     }
     let l = ph(&mut args, Arg::Int(i64::from(q.limit)));
     let dir = if q.newest_first { "DESC" } else { "ASC" };
@@ -127,6 +124,64 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
         sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
     }
     (sql, args)
+}
+
+/// A placeholder for `a`, pushed onto `args`.
+fn bind(dialect: Dialect, args: &mut Vec<Arg>, a: Arg) -> String {
+    args.push(a);
+    match dialect {
+        Dialect::Sqlite => format!("?{}", args.len()),
+        Dialect::Postgres => format!("${}", args.len()),
+    }
+}
+
+/// `column cmp value` in SQL.
+fn compare(dialect: Dialect, column: &str, cmp: Cmp, value: &str, args: &mut Vec<Arg>) -> String {
+    let v = bind(dialect, args, Arg::Text(value.to_owned()));
+    match cmp {
+        Cmp::Eq => format!("{column} = {v}"),
+        Cmp::Lt => format!("{column} < {v}"),
+        Cmp::Le => format!("{column} <= {v}"),
+        Cmp::Gt => format!("{column} > {v}"),
+        Cmp::Ge => format!("{column} >= {v}"),
+        Cmp::Prefix => {
+            let hi = bind(dialect, args, Arg::Text(format!("{value}{MAX_CHAR}")));
+            format!("{column} >= {v} AND {column} < {hi}")
+        }
+        Cmp::Contains => match dialect {
+            Dialect::Sqlite => format!("instr({column}, {v}) > 0"),
+            Dialect::Postgres => format!("strpos({column}, {v}) > 0"),
+        },
+    }
+}
+
+/// An OR of row tests, each an AND of its comparisons (an empty test is true, an empty
+/// list false).
+fn row_tests(dialect: Dialect, tests: &[RowTest], args: &mut Vec<Arg>) -> String {
+    if tests.is_empty() {
+        return "1 = 0".to_owned();
+    }
+    let alts: Vec<String> = tests
+        .iter()
+        .map(|t| {
+            let mut parts: Vec<String> = Vec::new();
+            for (c, v) in &t.value {
+                parts.push(format!("({})", compare(dialect, "s.value", *c, v, args)));
+            }
+            for (c, v) in &t.system {
+                parts.push(format!("({})", compare(dialect, "s.system", *c, v, args)));
+            }
+            if parts.is_empty() {
+                "1 = 1".to_owned()
+            } else {
+                parts.join(" AND ")
+            }
+        })
+        .collect();
+    alts.iter()
+        .map(|a| format!("({a})"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 #[cfg(test)]

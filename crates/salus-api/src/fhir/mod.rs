@@ -31,7 +31,7 @@ use salus_fhir::outcome::{Issue, issue_code_for_status, operation_outcome};
 use salus_fhir::patient::{self as fhir_patient, fhir_path_of_field};
 use salus_kernel::text::fold;
 use salus_store::access::AccessAction;
-use salus_store::{Filter, FilterOp, SearchRow};
+use salus_store::{Filter, FilterOp};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

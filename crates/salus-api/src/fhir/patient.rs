@@ -548,7 +548,7 @@ impl PatientSearch {
                 }
                 let c = decode(row)?;
                 let rows = c.state.search_rows();
-                if self.filters.iter().all(|f| matches(&rows, f)) {
+                if self.filters.iter().all(|f| f.matches(&rows)) {
                     out.push(c);
                 }
                 if out.len() >= limit as usize {
@@ -576,26 +576,6 @@ impl PatientSearch {
             .map(decode)
             .collect()
     }
-}
-
-/// Whether search rows satisfy a filter, as the store would decide.
-fn matches(rows: &[SearchRow], f: &Filter) -> bool {
-    rows.iter().filter(|r| r.param == f.param).any(|r| {
-        if let Some(sys) = &f.system
-            && &r.system != sys
-        {
-            return false;
-        }
-        match &f.op {
-            FilterOp::Eq => r.value == f.value,
-            FilterOp::Prefix => r.value.starts_with(&f.value),
-            FilterOp::Ge => r.value >= f.value,
-            FilterOp::Le => r.value <= f.value,
-            FilterOp::Gt => r.value > f.value,
-            FilterOp::Lt => r.value < f.value,
-            FilterOp::In(vs) => vs.contains(&r.value),
-        }
-    })
 }
 
 /// Search Patients; answered as a searchset Bundle with paging links.

@@ -42,6 +42,7 @@ on_both_backends!(
     tenants_do_not_see_each_other,
     stream_until_gives_the_past,
     search_pages_in_stable_order_with_prefix_and_range,
+    every_filter_kind_selects_what_the_in_memory_matcher_selects,
     sealed_log_verifies_and_proofs_check_offline,
     events_with_awkward_numbers_verify_after_storage,
     altered_event_is_named_by_verify,
@@ -537,6 +538,110 @@ async fn stream_until_gives_the_past(backend: &str) {
         .await
         .unwrap();
     assert!(before.is_empty());
+}
+
+/// Random search rows and random filters of every kind (substring, OR of row tests on
+/// value and system, negation, presence): the store selects exactly the resources that
+/// [`Filter::matches`] selects in memory (the FHIR search relies on the two agreeing).
+async fn every_filter_kind_selects_what_the_in_memory_matcher_selects(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let words = [
+        "a", "ab", "abc", "b", "ba", "bab", "c", "2020", "2021-06", "ä",
+    ];
+    let systems = ["", "s1", "s2"];
+    let params = ["p", "q"];
+    let mut all: Vec<(Uuid, Vec<SearchRow>)> = Vec::new();
+    for _ in 0..40 {
+        let id = Uuid::now_v7();
+        let mut rows = Vec::new();
+        for _ in 0..next(4) {
+            rows.push(SearchRow::token(
+                params[next(2) as usize],
+                systems[next(3) as usize],
+                words[next(words.len() as u64) as usize],
+            ));
+        }
+        rows.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
+        rows.dedup();
+        let mut w = patient_write(id, 0, "x");
+        if let Some(p) = w.projection.as_mut() {
+            p.resource_type = "thing".into();
+            p.search = rows.clone();
+        }
+        f.store.commit(&ctx, w).await.unwrap();
+        all.push((id, rows));
+    }
+    let cmps = [
+        Cmp::Eq,
+        Cmp::Lt,
+        Cmp::Le,
+        Cmp::Gt,
+        Cmp::Ge,
+        Cmp::Prefix,
+        Cmp::Contains,
+    ];
+    for round in 0..150 {
+        let test = |next: &mut dyn FnMut(u64) -> u64| {
+            let mut t = RowTest::default();
+            for _ in 0..next(3) {
+                t.value.push((
+                    cmps[next(cmps.len() as u64) as usize],
+                    words[next(words.len() as u64) as usize].to_owned(),
+                ));
+            }
+            if next(3) == 0 {
+                t.system.push((
+                    cmps[next(cmps.len() as u64) as usize],
+                    systems[next(3) as usize].to_owned(),
+                ));
+            }
+            t
+        };
+        let op = match next(6) {
+            0 => FilterOp::Contains,
+            1 => FilterOp::Prefix,
+            2 => FilterOp::AnyOf((0..next(3)).map(|_| test(&mut next)).collect()),
+            3 => FilterOp::NoneOf((0..next(3)).map(|_| test(&mut next)).collect()),
+            4 => FilterOp::AnyOf(vec![RowTest::default()]),
+            _ => FilterOp::NoneOf(vec![RowTest::default()]),
+        };
+        let filter = Filter {
+            param: params[next(2) as usize].into(),
+            system: (next(4) == 0).then(|| systems[next(3) as usize].to_owned()),
+            op,
+            value: words[next(words.len() as u64) as usize].into(),
+        };
+        let q = SearchQuery {
+            resource_type: "thing".into(),
+            filters: vec![filter.clone()],
+            after: None,
+            limit: 100,
+            newest_first: false,
+            order_by: None,
+        };
+        let found: Vec<Uuid> = f
+            .store
+            .search(&ctx, &q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let expected: Vec<Uuid> = all
+            .iter()
+            .filter(|(_, rows)| filter.matches(rows))
+            .map(|(id, _)| *id)
+            .collect();
+        assert_eq!(found, expected, "round {round}: {filter:?}");
+    }
 }
 
 async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
