@@ -1,0 +1,744 @@
+//! FHIR search over the store's search rows (FHIR R4 §3.1.1 "Search").
+//!
+//! [`rows_of`] turns every index value of a resource into rows of `(param, system, value)`,
+//! laid out so that each search the specification defines is a comparison the store can
+//! make on one row:
+//!
+//! | type      | `value`                          | `system`                              |
+//! |-----------|----------------------------------|---------------------------------------|
+//! | string    | folded (case, accents)           | the text as written (for `:exact`)    |
+//! | token     | the code                         | the code system, or empty             |
+//! | reference | `Type/id` or the URL as written  | empty                                 |
+//! | date      | start of the period it covers    | end of the period (exclusive)         |
+//! | number    | [`sortable`] encoding            | empty                                 |
+//! | quantity  | [`sortable`] encoding            | empty, `|code`, `|unit`, `system|code`|
+//! | uri       | as written                       | empty                                 |
+//!
+//! [`parse`] turns one query parameter into the filters it means (all must hold); a chained
+//! parameter is returned as such for the caller to resolve. Composite and special
+//! parameters, and the modifiers not listed in [`SUPPORTED_MODIFIERS`], are refused.
+
+use crate::definitions::{ParamType, SearchParameter, search_parameters};
+use crate::index::{self, IndexValue, date_range};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use salus_kernel::text::fold;
+use salus_store::{Cmp, Filter, FilterOp, RowTest, SearchRow};
+use serde_json::Value;
+
+/// The modifiers understood, per parameter type (`missing` on every type).
+pub const SUPPORTED_MODIFIERS: &[(ParamType, &[&str])] = &[
+    (ParamType::String, &["exact", "contains", "missing"]),
+    (ParamType::Token, &["not", "missing"]),
+    (ParamType::Reference, &["missing"]),
+    (ParamType::Date, &["missing"]),
+    (ParamType::Number, &["missing"]),
+    (ParamType::Quantity, &["missing"]),
+    (ParamType::Uri, &["below", "above", "missing"]),
+];
+
+/// The parameter types whose values are indexed and searched.
+pub fn is_searchable(kind: ParamType) -> bool {
+    !matches!(kind, ParamType::Composite | ParamType::Special)
+}
+
+/// Every search row of `resource` (of type `resource_type`) over the R4 parameters of its
+/// type that have an expression. Parameters whose expression fails on this resource are
+/// left out (the definitions hold a few that only some resources satisfy).
+pub fn rows_of(resource_type: &str, resource: &Value) -> Vec<SearchRow> {
+    let mut out = Vec::new();
+    for p in search_parameters().of(resource_type) {
+        if !is_searchable(p.kind) || p.expression.is_none() {
+            continue;
+        }
+        let Ok(values) = index::extract(p, resource) else {
+            continue;
+        };
+        for v in values {
+            push_rows(&p.code, v, &mut out);
+        }
+    }
+    out.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
+    out.dedup();
+    out
+}
+
+fn push_rows(code: &str, v: IndexValue, out: &mut Vec<SearchRow>) {
+    match v {
+        IndexValue::String(s) => {
+            let folded = fold(&s);
+            if !folded.is_empty() {
+                out.push(SearchRow::token(code, &s, folded));
+            }
+        }
+        IndexValue::Token { system, code: c } => {
+            out.push(SearchRow::token(code, system.as_deref().unwrap_or(""), c));
+        }
+        IndexValue::Reference(r) => out.push(SearchRow::new(code, reference_key(&r))),
+        IndexValue::Date { low, high } => {
+            out.push(SearchRow::token(code, &instant_key(high), instant_key(low)));
+        }
+        IndexValue::Number(n) => {
+            if let Some(k) = sortable(n) {
+                out.push(SearchRow::new(code, k));
+            }
+        }
+        IndexValue::Quantity {
+            value,
+            system,
+            code: unit_code,
+            unit,
+        } => {
+            let Some(k) = sortable(value) else { return };
+            out.push(SearchRow::new(code, k.clone()));
+            if let Some(c) = &unit_code {
+                out.push(SearchRow::token(code, &format!("|{c}"), k.clone()));
+                if let Some(s) = &system {
+                    out.push(SearchRow::token(code, &format!("{s}|{c}"), k.clone()));
+                }
+            }
+            if let Some(u) = unit.filter(|u| Some(u) != unit_code.as_ref()) {
+                out.push(SearchRow::token(code, &format!("|{u}"), k));
+            }
+        }
+        IndexValue::Uri(u) => out.push(SearchRow::new(code, u)),
+    }
+}
+
+/// A reference as rows hold it: without a version (`/_history/n`).
+pub fn reference_key(r: &str) -> String {
+    match r.find("/_history/") {
+        Some(i) => r[..i].to_owned(),
+        None => r.to_owned(),
+    }
+}
+
+/// An instant as rows hold it: fixed width, so that text order is time order (clamped to
+/// the years 0001–9999, which is all FHIR dates can say).
+pub fn instant_key(t: DateTime<Utc>) -> String {
+    let min = NaiveDate::from_ymd_opt(1, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .unwrap_or(t);
+    let max = NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+        .map(|d| d.and_utc())
+        .unwrap_or(t);
+    t.clamp(min, max)
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// A number as text whose byte order is numeric order (IEEE 754 bits, sign-adjusted, in
+/// hex). `None` for NaN; -0 is 0.
+pub fn sortable(x: f64) -> Option<String> {
+    if x.is_nan() {
+        return None;
+    }
+    let x = if x == 0.0 { 0.0 } else { x };
+    let b = x.to_bits();
+    let k = if b >> 63 == 1 { !b } else { b | (1 << 63) };
+    Some(format!("{k:016x}"))
+}
+
+/// Why a query parameter cannot be searched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    /// Not a parameter of the type (strict handling refuses it, lenient ignores it).
+    #[error("'{name}' is not a search parameter of {resource_type}")]
+    Unknown { resource_type: String, name: String },
+    /// A parameter or modifier this server does not search on (always refused when it
+    /// would change the meaning, i.e. a modifier; a bare parameter follows the handling).
+    #[error("{0}")]
+    NotSupported(String),
+    /// The value is malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A query parameter's name: `name[:modifier][.chain]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key<'a> {
+    pub name: &'a str,
+    pub modifier: Option<&'a str>,
+    /// What follows the first `.` of a chained parameter (`name` or `subject.name`).
+    pub chain: Option<&'a str>,
+}
+
+pub fn parse_key(key: &str) -> Key<'_> {
+    let (head, chain) = match key.split_once('.') {
+        Some((h, c)) => (h, Some(c)),
+        None => (key, None),
+    };
+    let (name, modifier) = match head.split_once(':') {
+        Some((n, m)) => (n, Some(m)),
+        None => (head, None),
+    };
+    Key {
+        name,
+        modifier,
+        chain,
+    }
+}
+
+/// What one query parameter asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Clause {
+    /// Every filter must hold.
+    Filters(Vec<Filter>),
+    /// A chained parameter: the resources whose reference `param` points at a `target`
+    /// (one of `targets`) matching `inner=value`.
+    Chain {
+        param: String,
+        targets: Vec<String>,
+        inner: String,
+        value: String,
+    },
+}
+
+/// The parameter `code` of `resource_type` if this server searches on it.
+pub fn parameter(resource_type: &str, code: &str) -> Result<&'static SearchParameter, SearchError> {
+    let p = search_parameters()
+        .get(resource_type, code)
+        .ok_or_else(|| SearchError::Unknown {
+            resource_type: resource_type.to_owned(),
+            name: code.to_owned(),
+        })?;
+    if !is_searchable(p.kind) || p.expression.is_none() {
+        return Err(SearchError::NotSupported(format!(
+            "the {} parameter '{code}' is not supported",
+            p.kind.as_str()
+        )));
+    }
+    Ok(p)
+}
+
+/// What `key=value` asks of resources of `resource_type`.
+pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, SearchError> {
+    let k = parse_key(key);
+    let p = parameter(resource_type, k.name)?;
+    if let Some(chain) = k.chain {
+        if p.kind != ParamType::Reference {
+            return Err(SearchError::Invalid(format!(
+                "'{}' is not a reference parameter, so it cannot be chained",
+                k.name
+            )));
+        }
+        let targets = match k.modifier {
+            Some(t) if p.target.iter().any(|x| x == t) => vec![t.to_owned()],
+            Some(t) => {
+                return Err(SearchError::Invalid(format!(
+                    "'{}' does not point at {t}; its targets: {}",
+                    k.name,
+                    p.target.join(", ")
+                )));
+            }
+            None => p.target.clone(),
+        };
+        return Ok(Clause::Chain {
+            param: k.name.to_owned(),
+            targets,
+            inner: chain.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    if let Some(m) = k.modifier {
+        let known = SUPPORTED_MODIFIERS
+            .iter()
+            .find(|(t, _)| *t == p.kind)
+            .is_some_and(|(_, ms)| ms.contains(&m));
+        // `subject:Patient=123` names the target type.
+        let is_type = p.kind == ParamType::Reference && p.target.iter().any(|t| t == m);
+        if !known && !is_type {
+            return Err(SearchError::NotSupported(format!(
+                "the modifier ':{m}' is not supported on the {} parameter '{}'",
+                p.kind.as_str(),
+                k.name
+            )));
+        }
+        if m == "missing" {
+            let op = match value {
+                "true" => FilterOp::NoneOf(vec![RowTest::default()]),
+                "false" => FilterOp::AnyOf(vec![RowTest::default()]),
+                _ => {
+                    return Err(SearchError::Invalid(format!(
+                        "{key} takes true or false, not '{value}'"
+                    )));
+                }
+            };
+            return Ok(Clause::Filters(vec![filter(&p.code, op)]));
+        }
+    }
+    let alternatives = split_escaped(value, ',');
+    if alternatives.iter().all(|a| a.is_empty()) {
+        return Ok(Clause::Filters(Vec::new()));
+    }
+    let mut tests = Vec::new();
+    for alt in alternatives.iter().filter(|a| !a.is_empty()) {
+        tests.extend(tests_for(p, k.modifier, alt)?);
+    }
+    let op = if k.modifier == Some("not") {
+        FilterOp::NoneOf(tests)
+    } else {
+        FilterOp::AnyOf(tests)
+    };
+    Ok(Clause::Filters(vec![filter(&p.code, op)]))
+}
+
+fn filter(param: &str, op: FilterOp) -> Filter {
+    Filter {
+        param: param.to_owned(),
+        system: None,
+        op,
+        value: String::new(),
+    }
+}
+
+/// Split on `sep` where it is not escaped by `\`, and undo the escapes (`\,` `\|` `\$` `\\`).
+pub fn split_escaped(s: &str, sep: char) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n @ (',' | '|' | '$' | '\\')) if n != sep => {
+                    // An escaped character other than the separator stays escaped for the
+                    // next split.
+                    if let Some(l) = out.last_mut() {
+                        l.push('\\');
+                        l.push(n);
+                    }
+                }
+                Some(n) => {
+                    if let Some(l) = out.last_mut() {
+                        l.push(n)
+                    }
+                }
+                None => {
+                    if let Some(l) = out.last_mut() {
+                        l.push('\\')
+                    }
+                }
+            },
+            c if c == sep => out.push(String::new()),
+            c => {
+                if let Some(l) = out.last_mut() {
+                    l.push(c)
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Undo the remaining escapes of a value part.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(n) = chars.next()
+        {
+            out.push(n);
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The row tests one alternative of a parameter's value means (any may pass).
+fn tests_for(
+    p: &SearchParameter,
+    modifier: Option<&str>,
+    alt: &str,
+) -> Result<Vec<RowTest>, SearchError> {
+    match p.kind {
+        ParamType::String => {
+            let raw = unescape(alt);
+            let folded = fold(&raw);
+            Ok(vec![match modifier {
+                Some("exact") => RowTest {
+                    value: vec![(Cmp::Eq, folded)],
+                    system: vec![(Cmp::Eq, raw)],
+                },
+                Some("contains") => RowTest::value(Cmp::Contains, folded),
+                _ => RowTest::value(Cmp::Prefix, folded),
+            }])
+        }
+        ParamType::Token => {
+            let parts = split_escaped(alt, '|');
+            Ok(vec![match parts.as_slice() {
+                [code] => RowTest::value(Cmp::Eq, unescape(code)),
+                [system, code] if code.is_empty() => RowTest {
+                    value: Vec::new(),
+                    system: vec![(Cmp::Eq, unescape(system))],
+                },
+                [system, code] => RowTest {
+                    value: vec![(Cmp::Eq, unescape(code))],
+                    system: vec![(Cmp::Eq, unescape(system))],
+                },
+                _ => {
+                    return Err(SearchError::Invalid(format!(
+                        "'{alt}' is not a token (code, system|code, |code or system|)"
+                    )));
+                }
+            }])
+        }
+        ParamType::Reference => {
+            let r = reference_key(&unescape(alt));
+            if let Some(t) = modifier {
+                // `subject:Patient=123`
+                return Ok(vec![RowTest::value(Cmp::Eq, format!("{t}/{r}"))]);
+            }
+            if r.contains('/') {
+                return Ok(vec![RowTest::value(Cmp::Eq, r)]);
+            }
+            // A bare id: a reference to a resource of any target type with that id.
+            let targets: Vec<&String> = if p.target.is_empty() {
+                Vec::new()
+            } else {
+                p.target.iter().collect()
+            };
+            if targets.is_empty() {
+                return Ok(vec![RowTest::value(Cmp::Eq, r)]);
+            }
+            Ok(targets
+                .into_iter()
+                .map(|t| RowTest::value(Cmp::Eq, format!("{t}/{r}")))
+                .collect())
+        }
+        ParamType::Date => date_tests(alt),
+        ParamType::Number => {
+            let (prefix, num) = split_prefix(alt);
+            number_tests(prefix, num).map(|t| t.into_iter().collect())
+        }
+        ParamType::Quantity => {
+            let parts = split_escaped(alt, '|');
+            let (number, unit) = match parts.as_slice() {
+                [n] => (n.as_str(), None),
+                [n, system, code] if system.is_empty() => {
+                    (n.as_str(), Some(format!("|{}", unescape(code))))
+                }
+                [n, system, code] => (
+                    n.as_str(),
+                    Some(format!("{}|{}", unescape(system), unescape(code))),
+                ),
+                _ => {
+                    return Err(SearchError::Invalid(format!(
+                        "'{alt}' is not a quantity ([prefix]number, or [prefix]number|system|code)"
+                    )));
+                }
+            };
+            let (prefix, num) = split_prefix(number);
+            let mut tests = number_tests(prefix, num)?;
+            if let Some(u) = unit {
+                for t in &mut tests {
+                    t.system.push((Cmp::Eq, u.clone()));
+                }
+            }
+            Ok(tests)
+        }
+        ParamType::Uri => {
+            let u = unescape(alt);
+            Ok(match modifier {
+                Some("below") => vec![RowTest::value(Cmp::Prefix, u)],
+                Some("above") => {
+                    // Every URL the value is below: its prefixes at each `/`.
+                    let mut out: Vec<RowTest> = u
+                        .match_indices('/')
+                        .map(|(i, _)| RowTest::value(Cmp::Eq, &u[..i]))
+                        .collect();
+                    out.push(RowTest::value(Cmp::Eq, u));
+                    out
+                }
+                _ => vec![RowTest::value(Cmp::Eq, u)],
+            })
+        }
+        ParamType::Composite | ParamType::Special => Err(SearchError::NotSupported(format!(
+            "the {} parameter '{}' is not supported",
+            p.kind.as_str(),
+            p.code
+        ))),
+    }
+}
+
+const PREFIXES: [&str; 9] = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
+
+/// The comparison prefix of an ordered value (`eq` when none).
+fn split_prefix(v: &str) -> (&str, &str) {
+    match v.get(..2) {
+        Some(p) if PREFIXES.contains(&p) => (p, &v[2..]),
+        _ => ("eq", v),
+    }
+}
+
+fn date_tests(alt: &str) -> Result<Vec<RowTest>, SearchError> {
+    let (prefix, date) = split_prefix(alt);
+    let (lo, hi) = date_range(date).ok_or_else(|| {
+        SearchError::Invalid(format!(
+            "'{alt}' is not a date (YYYY, YYYY-MM, YYYY-MM-DD or a date-time) with an optional prefix eq, ne, gt, lt, ge, le, sa, eb, ap"
+        ))
+    })?;
+    let (qlo, qhi) = (instant_key(lo), instant_key(hi));
+    // A row is the period [value, system) it covers.
+    let starts = |c: Cmp, v: &str| (c, v.to_owned());
+    let inside = RowTest {
+        value: vec![starts(Cmp::Ge, &qlo)],
+        system: vec![starts(Cmp::Le, &qhi)],
+    };
+    Ok(match prefix {
+        "eq" => vec![inside],
+        "ne" => vec![
+            RowTest::value(Cmp::Lt, qlo),
+            RowTest {
+                value: Vec::new(),
+                system: vec![(Cmp::Gt, qhi)],
+            },
+        ],
+        "gt" => vec![RowTest {
+            value: Vec::new(),
+            system: vec![(Cmp::Gt, qhi)],
+        }],
+        "lt" => vec![RowTest::value(Cmp::Lt, qlo)],
+        "ge" => vec![
+            RowTest {
+                value: Vec::new(),
+                system: vec![(Cmp::Gt, qhi)],
+            },
+            inside,
+        ],
+        "le" => vec![RowTest::value(Cmp::Lt, qlo), inside],
+        "sa" => vec![RowTest::value(Cmp::Ge, qhi)],
+        "eb" => vec![RowTest {
+            value: Vec::new(),
+            system: vec![(Cmp::Le, qlo)],
+        }],
+        _ => {
+            // ap: overlapping the period widened by a tenth of its length, at least a day.
+            let widen = std::cmp::max((hi - lo) / 10, Duration::days(1));
+            vec![RowTest {
+                value: vec![(Cmp::Lt, instant_key(hi + widen))],
+                system: vec![(Cmp::Gt, instant_key(lo - widen))],
+            }]
+        }
+    })
+}
+
+/// Tests on a row's number for `prefix number`: `eq` is the range the number's precision
+/// implies (`100` is [99.5, 100.5)), `ap` ±10 %.
+fn number_tests(prefix: &str, num: &str) -> Result<Vec<RowTest>, SearchError> {
+    let bad = || {
+        SearchError::Invalid(format!(
+            "'{num}' is not a number (with an optional prefix eq, ne, gt, lt, ge, le, sa, eb, ap)"
+        ))
+    };
+    let x: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !x.is_finite() {
+        return Err(bad());
+    }
+    let mantissa = num.split(['e', 'E']).next().unwrap_or(num);
+    let decimals = mantissa.split_once('.').map(|(_, d)| d.len()).unwrap_or(0);
+    let exp: i32 = num
+        .split_once(['e', 'E'])
+        .and_then(|(_, e)| e.parse().ok())
+        .unwrap_or(0);
+    let half = 0.5 * 10f64.powi(exp - decimals as i32);
+    // Beyond f64's own precision the range is the number itself.
+    let lo = (x - half).min(x);
+    let hi = if x + half > x { x + half } else { x.next_up() };
+    let key = |v: f64| sortable(v).ok_or_else(bad);
+    let range = |lo: f64, hi: f64| -> Result<RowTest, SearchError> {
+        Ok(RowTest {
+            value: vec![(Cmp::Ge, key(lo)?), (Cmp::Lt, key(hi)?)],
+            system: Vec::new(),
+        })
+    };
+    Ok(match prefix {
+        "eq" => vec![range(lo, hi)?],
+        "ne" => vec![
+            RowTest::value(Cmp::Lt, key(lo)?),
+            RowTest::value(Cmp::Ge, key(hi)?),
+        ],
+        "gt" | "sa" => vec![RowTest::value(Cmp::Gt, key(x)?)],
+        "lt" | "eb" => vec![RowTest::value(Cmp::Lt, key(x)?)],
+        "ge" => vec![RowTest::value(Cmp::Ge, key(x)?)],
+        "le" => vec![RowTest::value(Cmp::Le, key(x)?)],
+        _ => {
+            let d = (x * 0.1).abs();
+            vec![RowTest {
+                value: vec![(Cmp::Ge, key(x - d)?), (Cmp::Le, key(x + d)?)],
+                system: Vec::new(),
+            }]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn rows(r: &Value) -> Vec<SearchRow> {
+        rows_of(r["resourceType"].as_str().unwrap(), r)
+    }
+
+    fn hits(r: &Value, key: &str, value: &str) -> bool {
+        let t = r["resourceType"].as_str().unwrap();
+        match parse(t, key, value).unwrap() {
+            Clause::Filters(fs) => fs.iter().all(|f| f.matches(&rows(r))),
+            Clause::Chain { .. } => panic!("chain"),
+        }
+    }
+
+    fn observation() -> Value {
+        json!({
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}], "text": "Heart rate"},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": "2024-03-05T10:30:00Z",
+            "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+        })
+    }
+
+    #[test]
+    fn tokens_match_by_code_system_or_both() {
+        let o = observation();
+        assert!(hits(&o, "code", "8867-4"));
+        assert!(hits(&o, "code", "http://loinc.org|8867-4"));
+        assert!(hits(&o, "code", "http://loinc.org|"));
+        assert!(!hits(&o, "code", "|8867-4"), "|code means no system");
+        assert!(!hits(&o, "code", "http://snomed.info/sct|8867-4"));
+        assert!(hits(&o, "code", "1-1,8867-4"), "comma is any of");
+        assert!(hits(&o, "code:not", "1-1"));
+        assert!(!hits(&o, "code:not", "8867-4"));
+        assert!(hits(&o, "status", "final"));
+        assert!(hits(&o, "_id", "o1"));
+    }
+
+    #[test]
+    fn references_match_typed_bare_and_typed_by_modifier() {
+        let o = observation();
+        assert!(hits(&o, "subject", "Patient/p1"));
+        assert!(hits(&o, "subject", "p1"));
+        assert!(hits(&o, "subject:Patient", "p1"));
+        assert!(hits(&o, "patient", "p1"));
+        assert!(!hits(&o, "subject", "Patient/p2"));
+        assert!(!hits(&o, "subject:Group", "p1"));
+        assert!(hits(&o, "encounter:missing", "true"));
+        assert!(!hits(&o, "subject:missing", "true"));
+        assert!(matches!(
+            parse("Observation", "subject:Patient.name", "x").unwrap(),
+            Clause::Chain { ref targets, .. } if targets == &vec!["Patient".to_owned()]
+        ));
+    }
+
+    #[test]
+    fn dates_follow_the_prefixes_over_periods() {
+        let o = observation();
+        for (q, want) in [
+            ("2024", true),
+            ("2024-03-05", true),
+            ("2024-03-06", false),
+            ("eq2024-03", true),
+            ("ne2024-03-05", false),
+            ("ne2024-03-06", true),
+            ("gt2024-03-04", true),
+            ("gt2024-03-05", false),
+            ("lt2024-03-06", true),
+            ("lt2024-03-05", false),
+            ("ge2024-03-05", true),
+            ("le2024-03-05", true),
+            ("sa2024-03-04", true),
+            ("eb2024-03-06", true),
+            ("eb2024-03-05", false),
+            ("ap2024-03-04", true),
+        ] {
+            assert_eq!(hits(&o, "date", q), want, "date={q}");
+        }
+        assert!(matches!(
+            parse("Observation", "date", "yesterday"),
+            Err(SearchError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn quantities_compare_numbers_with_or_without_units() {
+        let o = observation();
+        assert!(hits(&o, "value-quantity", "72"));
+        assert!(hits(
+            &o,
+            "value-quantity",
+            "72|http://unitsofmeasure.org|/min"
+        ));
+        assert!(hits(&o, "value-quantity", "72||/min"));
+        assert!(hits(&o, "value-quantity", "72||beats/minute"));
+        assert!(!hits(&o, "value-quantity", "72||mg"));
+        assert!(hits(&o, "value-quantity", "gt71.5"));
+        assert!(!hits(&o, "value-quantity", "gt72"));
+        assert!(hits(&o, "value-quantity", "72.0"), "72.0 is [71.95, 72.05)");
+        assert!(
+            !hits(&o, "value-quantity", "72.4"),
+            "72.4 is [72.35, 72.45)"
+        );
+    }
+
+    #[test]
+    fn strings_start_with_contain_or_equal_exactly() {
+        let p =
+            json!({"resourceType": "Patient", "name": [{"family": "Ångström", "given": ["Zoë"]}]});
+        assert!(hits(&p, "family", "ang"));
+        assert!(hits(&p, "name", "zo"));
+        assert!(hits(&p, "family:contains", "STR"));
+        assert!(hits(&p, "family:exact", "Ångström"));
+        assert!(!hits(&p, "family:exact", "angstrom"));
+        assert!(!hits(&p, "family", "str"));
+        assert!(matches!(
+            parse("Patient", "family:text", "x"),
+            Err(SearchError::NotSupported(_))
+        ));
+        assert!(matches!(
+            parse("Patient", "nonsense", "x"),
+            Err(SearchError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn escaped_separators_stay_in_the_value() {
+        assert_eq!(split_escaped(r"a\,b,c", ','), vec!["a,b", "c"]);
+        assert_eq!(split_escaped(r"s\|x|c", '|'), vec!["s|x", "c"]);
+        assert_eq!(split_escaped(r"a\|b,c", ','), vec![r"a\|b", "c"]);
+    }
+
+    proptest! {
+        #[test]
+        fn sortable_keeps_numeric_order(a in -1e12f64..1e12, b in -1e12f64..1e12) {
+            let (ka, kb) = (sortable(a).unwrap(), sortable(b).unwrap());
+            prop_assert_eq!(a.partial_cmp(&b), Some(ka.cmp(&kb)));
+        }
+
+        #[test]
+        fn a_number_is_found_by_its_own_text(x in -1e6f64..1e6) {
+            let text = format!("{x}");
+            let r = json!({"resourceType": "RiskAssessment", "prediction": [{"probabilityDecimal": x}]});
+            prop_assert!(hits(&r, "probability", &text));
+            let above = format!("gt{}", x + 1.0);
+            prop_assert!(!hits(&r, "probability", &above));
+        }
+
+        #[test]
+        fn a_date_is_found_by_its_own_day(y in 1900i32..2100, m in 1u32..13, d in 1u32..29) {
+            let day = format!("{y:04}-{m:02}-{d:02}");
+            let r = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "effectiveDateTime": day});
+            prop_assert!(hits(&r, "date", &day));
+            let year = format!("{y:04}");
+            prop_assert!(hits(&r, "date", &year));
+            let after = format!("sa{day}");
+            prop_assert!(!hits(&r, "date", &after));
+            let next = format!("gt{:04}", y + 1);
+            prop_assert!(!hits(&r, "date", &next));
+        }
+    }
+}
