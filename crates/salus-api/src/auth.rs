@@ -562,6 +562,7 @@ pub const PATIENT_DATA: &[&str] = &[
     "clinical_note",
     "attachment",
     "consent",
+    "fhir_document",
 ];
 
 pub fn request_id(parts: &Parts) -> String {

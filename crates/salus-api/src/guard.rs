@@ -82,6 +82,7 @@ const PATIENT_DOMAINS: &[&str] = &[
     "notes",
     "attachments",
     "consents",
+    "fhir_resources",
 ];
 
 impl RouteTable {

@@ -312,6 +312,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::patient::read, fhir::patient::update))
         .routes(routes!(fhir::patient::vread))
         .routes(routes!(fhir::patient::history))
+        .routes(routes!(fhir::documents::search, fhir::documents::create))
+        .routes(routes!(fhir::documents::search_post))
+        .routes(routes!(
+            fhir::documents::read,
+            fhir::documents::update,
+            fhir::documents::patch,
+            fhir::documents::delete
+        ))
+        .routes(routes!(fhir::documents::history))
+        .routes(routes!(fhir::documents::vread))
 }
 
 /// The OpenAPI document.
@@ -364,6 +374,7 @@ async fn problem_for_timeout(req: Request, next: Next) -> Response {
 /// header limit) wrap the router once, in [`service`], so they are not cloned with every
 /// route per request.
 pub fn app(state: AppState) -> Router {
+    fhir::documents::register_indexer();
     let (router, doc) = routes().split_for_parts();
     let table = Arc::new(guard::RouteTable::from_openapi(&doc));
     if let Ok(json) = serde_json::to_value(&doc) {

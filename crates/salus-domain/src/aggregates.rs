@@ -32,6 +32,7 @@ macro_rules! by_stream_type {
             $crate::access::care::CarePolicy,
             $crate::clinical::consent::Consent,
             $crate::clinical::consent::ConsentTemplate,
+            $crate::documents::FhirDocument,
         )
     };
     (@each $st:expr, $A:ident, $body:expr; $($agg:ty),* $(,)?) => {{

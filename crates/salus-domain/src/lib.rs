@@ -14,6 +14,7 @@ pub mod aggregates;
 pub mod audit;
 pub mod bulk;
 pub mod clinical;
+pub mod documents;
 pub mod registry;
 pub mod service;
 pub mod staff;

@@ -12,6 +12,8 @@ fn main() -> std::process::ExitCode {
     let cli = salus::cli::Cli::parse();
     // TLS (the JWKS of an OIDC issuer over https) uses ring; install it before any client.
     salus_api::jwks::install_crypto_provider();
+    // FHIR documents are indexed by the R4 search parameters (salus-fhir).
+    salus_api::fhir::documents::register_indexer();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,6 +11,7 @@
 //! The mapping itself (FHIR Patient ⇄ aggregate) lives in `salus-fhir`; handlers only
 //! parse, call the service and map.
 
+pub mod documents;
 pub mod patient;
 
 use crate::AppState;
@@ -259,7 +260,7 @@ async fn preferred(headers: &HeaderMap, resp: Response) -> Response {
             let issue = Issue {
                 severity: "information",
                 code: "informational",
-                diagnostics: format!("the Patient was {what}"),
+                diagnostics: format!("the resource was {what}"),
                 expression: None,
             };
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -287,7 +288,8 @@ fn base_url(headers: &HeaderMap) -> String {
 /// What this server can do: exactly the routes of this module. Each resource type's module
 /// says what it serves of its type (`capability()`, one `rest.resource` entry).
 pub fn capability_statement(base: &str) -> Value {
-    let resources: Vec<Value> = vec![patient::capability()];
+    let mut resources: Vec<Value> = vec![patient::capability()];
+    resources.extend(documents::capabilities());
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -368,6 +370,16 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An unsupported parameter: refused under strict handling, else noted as ignored.
+fn strict_or_ignore(strict: bool, msg: String, ignored: &mut Vec<String>) -> Result<(), FhirError> {
+    if strict {
+        Err(FhirError::new(400, "not-supported", msg))
+    } else {
+        ignored.push(msg);
+        Ok(())
+    }
 }
 
 /// Percent-encode a query component.

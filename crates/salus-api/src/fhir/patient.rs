@@ -340,7 +340,7 @@ pub async fn update(
 }
 
 /// A Patient search: store filters, ids asked by `_id`, the page size.
-struct PatientSearch {
+pub(super) struct PatientSearch {
     filters: Vec<Filter>,
     ids: Option<Vec<Uuid>>,
     count: u32,
@@ -351,22 +351,13 @@ struct PatientSearch {
     cursor: Option<Uuid>,
 }
 
-fn strict_or_ignore(strict: bool, msg: String, ignored: &mut Vec<String>) -> Result<(), FhirError> {
-    if strict {
-        Err(FhirError::new(400, "not-supported", msg))
-    } else {
-        ignored.push(msg);
-        Ok(())
-    }
-}
-
 /// A day as the `birth_date` search rows hold it.
 fn day(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
 
 impl PatientSearch {
-    fn parse(pairs: &[(String, String)], strict: bool) -> Result<Self, FhirError> {
+    pub(super) fn parse(pairs: &[(String, String)], strict: bool) -> Result<Self, FhirError> {
         let mut s = PatientSearch {
             filters: Vec::new(),
             ids: None,
@@ -525,7 +516,7 @@ impl PatientSearch {
     }
 
     /// The matching patients in id order after `after`, at most `limit`.
-    async fn run(
+    pub(super) async fn run(
         &self,
         state: &AppState,
         actor: &Actor,

@@ -101,6 +101,14 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
         "create patients' consents, acknowledge clauses, sign and revoke them",
     ),
     (
+        "fhir_resources:read",
+        "read FHIR resources that Salus keeps as documents (every R4 type without a module of its own)",
+    ),
+    (
+        "fhir_resources:write",
+        "create, update and delete FHIR resources that Salus keeps as documents",
+    ),
+    (
         "theater:book",
         "book operating theatre sessions (no endpoint yet: the theatre module)",
     ),
@@ -294,6 +302,7 @@ const VIEWER_PERMISSIONS: &[&str] = &[
     "attachments:read",
     "consent_templates:read",
     "consents:read",
+    "fhir_resources:read",
 ];
 
 const PROVIDER_PERMISSIONS: &[&str] = &[
@@ -322,6 +331,8 @@ const PROVIDER_PERMISSIONS: &[&str] = &[
     "consent_templates:read",
     "consents:read",
     "consents:write",
+    "fhir_resources:read",
+    "fhir_resources:write",
     "theater:book",
     "orders:write:medication",
 ];

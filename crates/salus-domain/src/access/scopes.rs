@@ -165,6 +165,9 @@ pub const FHIR_RESOURCES: &[(&str, &[&str], &[&str])] = &[
     ("Consent", &["consents:read"], &["consents:write"]),
     ("Appointment", &[], &["theater:book"]),
     ("MedicationRequest", &[], &["orders:write:medication"]),
+    // The types Salus keeps as documents share one permission pair, so only a scope on
+    // every type (`*`) grants it.
+    ("*", &["fhir_resources:read"], &["fhir_resources:write"]),
 ];
 
 fn set_of(names: &[&str]) -> PermissionSet {

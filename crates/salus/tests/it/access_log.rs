@@ -87,6 +87,23 @@ async fn seed(app: &TestApp) -> (String, HashMap<&'static str, String>) {
         "consents",
         crate::consents::seed_signed_consent(app, &pid).await,
     );
+    // A FHIR resource kept as a document, of the patient.
+    let r = app
+        .client
+        .post(app.url("/fhir/R4/Immunization"))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/fhir+json")
+        .body(
+            json!({"resourceType": "Immunization", "status": "completed", "vaccineCode": {"text": "flu"},
+                   "patient": {"reference": format!("Patient/{pid}")}, "occurrenceDateTime": "2024-01-05"})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let d: Value = r.json().await.unwrap();
+    ids.insert("{type}", d["id"].as_str().unwrap().to_owned());
     (pid, ids)
 }
 
@@ -110,6 +127,7 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
     for (i, seg) in segs.iter().enumerate() {
         out.push(match *seg {
             "{kind}" => "patients".to_string(),
+            "{type}" => "Immunization".to_string(),
             "{vid}" => "1".to_string(),
             s if s.starts_with('{') => ids
                 .get(match segs[i - 1] {
@@ -127,6 +145,8 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
         format!("{url}?q=stable")
     } else if path == "/fhir/R4/Patient" {
         format!("{url}?_id={}", ids["patients"])
+    } else if path == "/fhir/R4/{type}" {
+        format!("{url}?_id={}", ids["{type}"])
     } else {
         url
     }
