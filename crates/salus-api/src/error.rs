@@ -224,6 +224,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::ShuttingDown => ApiError::new("unavailable", "the server is shutting down"),
             StoreError::InvalidWrite(m) | StoreError::Corrupt(m) => ApiError::internal(m),
+            StoreError::InGroup { source, .. } => (*source).into(),
             conflict @ (StoreError::Conflict { .. }
             | StoreError::Duplicate { .. }
             | StoreError::IdempotencyKeyTaken) => ApiError::from(ServiceError::from(conflict)),
