@@ -211,6 +211,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new("internal", "stored data failed an integrity check; it has been logged")
             }
             ServiceError::Store(s) => s.into(),
+            ServiceError::InGroup { source, .. } => (*source).into(),
         }
     }
 }
