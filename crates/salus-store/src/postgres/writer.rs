@@ -149,7 +149,6 @@ const SQL_PROBE_STREAMS: &str =
     "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)
      SELECT u.id, $2, '', 0, ''::bytea FROM unnest($1::uuid[]) AS u(id)
      ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id";
-const SQL_ROLLBACK: &str = "ROLLBACK";
 const SQL_STREAM_VERSION: &str =
     "SELECT version FROM streams WHERE stream_id = $1 AND tenant_id = $2";
 
@@ -361,10 +360,7 @@ impl Writer {
                             tracing::debug!(attempt, "group raced another writer; retrying");
                         }
                         Ok(None) => return Outcome::All(Err(e.into_store())),
-                        Err(f) => {
-                            self.rollback().await;
-                            return Outcome::All(Err(f.into_store()));
-                        }
+                        Err(f) => return Outcome::All(Err(f.into_store())),
                     }
                 }
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
@@ -395,14 +391,16 @@ impl Writer {
         let set: [&(dyn ToSql + Sync); 1] = [&tenants];
         let streams: [&(dyn ToSql + Sync); 1] = [&ids];
         let probe: [&(dyn ToSql + Sync); 2] = [&ids, &ctx.tenant.0];
-        let (_, _, seen, free, _) = tokio::try_join!(
+        let read = tokio::try_join!(
             biased;
             c.execute(&st.begin, &[]),
             c.execute(&st.set_tenants, &set),
             c.query(&st.read_streams, &streams),
             c.query(SQL_PROBE_STREAMS, &probe),
-            c.execute(SQL_ROLLBACK, &[]),
-        )?;
+        );
+        // The probe's rows go, whatever came of it.
+        self.rollback().await;
+        let (_, _, seen, free) = read?;
         let mut versions: HashMap<Uuid, i64> = HashMap::with_capacity(seen.len());
         for r in &seen {
             versions.insert(r.try_get(0)?, r.try_get(2)?);
