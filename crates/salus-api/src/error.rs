@@ -211,6 +211,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new("internal", "stored data failed an integrity check; it has been logged")
             }
             ServiceError::Store(s) => s.into(),
+            ServiceError::InGroup { source, .. } => (*source).into(),
         }
     }
 }
@@ -224,6 +225,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::ShuttingDown => ApiError::new("unavailable", "the server is shutting down"),
             StoreError::InvalidWrite(m) | StoreError::Corrupt(m) => ApiError::internal(m),
+            StoreError::InGroup { source, .. } => (*source).into(),
             conflict @ (StoreError::Conflict { .. }
             | StoreError::Duplicate { .. }
             | StoreError::IdempotencyKeyTaken) => ApiError::from(ServiceError::from(conflict)),

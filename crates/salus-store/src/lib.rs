@@ -37,6 +37,33 @@ pub trait Store: Send + Sync + 'static {
     /// through the group-commit queue.
     async fn commit(&self, ctx: &TenantContext, write: Write) -> Result<Committed, StoreError>;
 
+    /// Commit every write of `writes` or none of them, in one durable transaction through
+    /// the same group-commit queue (the group shares a batch with other requests; its
+    /// failure is its own and theirs are theirs). The writes are decided in order, each
+    /// against the effects of those before it: they may touch different streams, a stream
+    /// written twice takes the first write's resulting version as the second's
+    /// `expected_version`, and a key released by one may be claimed by a later one. When
+    /// one is refused nothing of the group remains and the error is
+    /// [`StoreError::InGroup`] with its index; an error that is no single write's (the
+    /// database is unavailable, the store shuts down) comes as it is. An empty group
+    /// commits nothing and answers `Ok(vec![])`.
+    ///
+    /// The default refuses any non-empty group, for stores that keep nothing.
+    async fn commit_all(
+        &self,
+        ctx: &TenantContext,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let _ = ctx;
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        Err(StoreError::InvalidWrite(format!(
+            "the {} store does not commit groups of writes",
+            self.backend()
+        )))
+    }
+
     /// The current projection of one resource.
     async fn resource(
         &self,

@@ -351,4 +351,30 @@ pub enum StoreError {
     /// The store is shutting down and takes no more writes.
     #[error("store is shutting down")]
     ShuttingDown,
+    /// One write of a group ([`crate::Store::commit_all`]) was refused, so none of the
+    /// group committed: `index` is its place in the group, `source` why (a conflict, a
+    /// duplicate key, a taken idempotency key, an invalid write). Never nested.
+    #[error("write {index} of the group: {source}")]
+    InGroup {
+        index: usize,
+        source: Box<StoreError>,
+    },
+}
+
+impl StoreError {
+    /// The error of the write at `index` of a group.
+    pub fn in_group(index: usize, source: StoreError) -> Self {
+        StoreError::InGroup {
+            index,
+            source: Box::new(source),
+        }
+    }
+
+    /// The underlying error, out of its group if it is the error of one write of a group.
+    pub fn kind(&self) -> &StoreError {
+        match self {
+            StoreError::InGroup { source, .. } => source,
+            other => other,
+        }
+    }
 }

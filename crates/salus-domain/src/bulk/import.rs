@@ -195,6 +195,8 @@ fn fail(row: u64, e: ServiceError) -> RowFail {
             RowFail::Fatal(format!("stored data failed an integrity check: {m}"))
         }
         ServiceError::Store(s) => RowFail::Fatal(s.to_string()),
+        // An import commits row by row, never in groups.
+        ServiceError::InGroup { source, .. } => fail(row, *source),
     }
 }
 

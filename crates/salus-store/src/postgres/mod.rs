@@ -469,6 +469,14 @@ impl Store for PostgresStore {
         self.queue.submit(ctx, write).await
     }
 
+    async fn commit_all(
+        &self,
+        ctx: &TenantContext,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Committed>, StoreError> {
+        self.queue.submit_all(ctx, writes).await
+    }
+
     async fn resource(
         &self,
         ctx: &TenantContext,

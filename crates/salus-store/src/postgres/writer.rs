@@ -15,13 +15,14 @@
 
 use super::{APP_ROLE, connect, db_err, tenant_list};
 use crate::commit::{
-    self, BatchState, CommitObserver, Needs, Pending, Plan, PlannedHead, PlannedResource, Request,
+    self, BatchState, CommitObserver, Job, Needs, Outcome, Pending, Plan, PlannedHead,
+    PlannedResource, Prepared, Request,
 };
 use crate::model::*;
 use chrono::{DateTime, Utc};
 use salus_kernel::clock::truncate_micros;
-use salus_kernel::{Hash32, TenantId};
-use std::collections::HashSet;
+use salus_kernel::{Hash32, TenantContext, TenantId};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,7 +40,7 @@ const ATTEMPTS: usize = 3;
 /// The unique constraint on `events (stream_id, version)`: optimistic concurrency.
 const STREAM_VERSION_KEY: &str = "events_stream_id_version_key";
 
-type Outcomes = Vec<Result<Committed, StoreError>>;
+type Outcomes = Vec<Outcome>;
 type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
 
 /// Why a batch transaction did not commit.
@@ -142,6 +143,12 @@ const SQL_INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency (tenant_id, key, r
 const SQL_UPSERT_LEDGER: &str =
     "INSERT INTO ledger_heads (tenant_id, seq) SELECT * FROM unnest($1::uuid[], $2::bigint[])
      ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq";
+// Which of some stream ids are free, whoever holds the others (in a transaction that is
+// rolled back): how a group finds the stream id another tenant holds.
+const SQL_PROBE_STREAMS: &str =
+    "INSERT INTO streams (stream_id, tenant_id, stream_type, version, hash)
+     SELECT u.id, $2, '', 0, ''::bytea FROM unnest($1::uuid[]) AS u(id)
+     ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id";
 const SQL_STREAM_VERSION: &str =
     "SELECT version FROM streams WHERE stream_id = $1 AND tenant_id = $2";
 
@@ -290,7 +297,7 @@ impl Writer {
             let batch = commit::fill_batch(first, &mut rx);
             last = batch.len();
             let (reqs, replies) = commit::split(batch);
-            let outcomes = self.commit_all(&reqs).await;
+            let outcomes = self.commit_requests(&reqs).await;
             commit::reply_all(replies, outcomes);
         }
     }
@@ -301,7 +308,7 @@ impl Writer {
         }
     }
 
-    async fn commit_all(&mut self, reqs: &[Request]) -> Outcomes {
+    async fn commit_requests(&mut self, reqs: &[Request]) -> Outcomes {
         if reqs.len() == 1 {
             return vec![self.commit_one(&reqs[0]).await];
         }
@@ -323,9 +330,9 @@ impl Writer {
         }
     }
 
-    /// One request in its own transaction, tried again against fresh state when another
-    /// process won a race.
-    async fn commit_one(&mut self, req: &Request) -> Result<Committed, StoreError> {
+    /// One request (one write, or a group as one) in its own transaction, tried again
+    /// against fresh state when another process won a race.
+    async fn commit_one(&mut self, req: &Request) -> Outcome {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -334,25 +341,102 @@ impl Writer {
                 Ok((mut outcomes, events)) => {
                     self.observe(1, events, started);
                     return outcomes.pop().unwrap_or_else(|| {
-                        Err(StoreError::Unavailable("batch gave no outcome".into()))
+                        Outcome::failed(
+                            &req.1,
+                            StoreError::Unavailable("batch gave no outcome".into()),
+                        )
                     });
                 }
                 Err(e) if e.constraint() == Some(STREAM_VERSION_KEY) => {
-                    return Err(self.stream_taken(req).await);
+                    let writes = match &req.1 {
+                        Job::One(p) => {
+                            return Outcome::One(Err(self.stream_taken(&req.0, p).await));
+                        }
+                        Job::All(writes) => writes,
+                    };
+                    match self.group_stream_taken(&req.0, writes).await {
+                        Ok(Some(error)) => return Outcome::All(Err(error)),
+                        Ok(None) if attempt < ATTEMPTS => {
+                            tracing::debug!(attempt, "group raced another writer; retrying");
+                        }
+                        Ok(None) => return Outcome::All(Err(e.into_store())),
+                        Err(f) => return Outcome::All(Err(f.into_store())),
+                    }
                 }
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     tracing::debug!(error = %e.into_store(), attempt, "write raced another writer; retrying");
                 }
-                Err(e) => return Err(e.into_store()),
+                Err(e) => return Outcome::failed(&req.1, e.into_store()),
             }
         }
+    }
+
+    /// [`Writer::stream_taken`] for a group, naming its write: going through the group
+    /// in order against the stream versions the tenant sees, the first write that does
+    /// not follow them (its stream moved on: another process wrote it) or that starts a
+    /// stream of another tenant (whose rows are invisible here: its id is found taken by
+    /// an insert that is rolled back). `None` when every write follows what is there now
+    /// (the race is over: the group may be tried again).
+    async fn group_stream_taken(
+        &mut self,
+        ctx: &TenantContext,
+        writes: &[Prepared],
+    ) -> Result<Option<StoreError>, Fail> {
+        let mut ids: Vec<Uuid> = writes.iter().map(|p| p.write.stream_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let tenants = tenant_list(&[ctx.tenant]);
+        let conn = self.connected().await?;
+        let (c, st) = (&conn.client, &conn.st);
+        let set: [&(dyn ToSql + Sync); 1] = [&tenants];
+        let streams: [&(dyn ToSql + Sync); 1] = [&ids];
+        let probe: [&(dyn ToSql + Sync); 2] = [&ids, &ctx.tenant.0];
+        let read = tokio::try_join!(
+            biased;
+            c.execute(&st.begin, &[]),
+            c.execute(&st.set_tenants, &set),
+            c.query(&st.read_streams, &streams),
+            c.query(SQL_PROBE_STREAMS, &probe),
+        );
+        // The probe's rows go, whatever came of it.
+        self.rollback().await;
+        let (_, _, seen, free) = read?;
+        let mut versions: HashMap<Uuid, i64> = HashMap::with_capacity(seen.len());
+        for r in &seen {
+            versions.insert(r.try_get(0)?, r.try_get(2)?);
+        }
+        let mut taken: HashSet<Uuid> = ids.into_iter().collect();
+        for r in &free {
+            taken.remove(&r.try_get::<_, Uuid>(0)?);
+        }
+        for (index, p) in writes.iter().enumerate() {
+            let w = &p.write;
+            let actual = versions.get(&w.stream_id).copied();
+            if actual.is_none() && taken.contains(&w.stream_id) {
+                return Ok(Some(StoreError::in_group(
+                    index,
+                    StoreError::InvalidWrite("stream id belongs to another tenant".into()),
+                )));
+            }
+            let actual = actual.unwrap_or(0);
+            if actual != w.expected_version {
+                return Ok(Some(StoreError::in_group(
+                    index,
+                    StoreError::Conflict {
+                        expected: w.expected_version,
+                        actual,
+                    },
+                )));
+            }
+            versions.insert(w.stream_id, actual + w.events.len() as i64);
+        }
+        Ok(None)
     }
 
     /// The error for a write whose first event collided on `(stream_id, version)`: the
     /// stream moved on (another process wrote it), or it belongs to another tenant (its
     /// rows are invisible here).
-    async fn stream_taken(&mut self, req: &Request) -> StoreError {
-        let (ctx, w) = req;
+    async fn stream_taken(&mut self, ctx: &TenantContext, w: &Prepared) -> StoreError {
         let tenants = tenant_list(&[ctx.tenant]);
         let conn = match self.connected().await {
             Ok(c) => c,

@@ -9,7 +9,9 @@
 
 use super::raw::{RawStatement, Val};
 use super::{WalWatch, db_err, to_micros};
-use crate::commit::{self, BatchState, CommitObserver, Needs, Pending, Plan, PlannedResource};
+use crate::commit::{
+    self, BatchState, CommitObserver, Needs, Outcome, Pending, Plan, PlannedResource,
+};
 use crate::model::*;
 use chrono::Utc;
 use foldhash::HashMap as FoldMap;
@@ -23,7 +25,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-type Outcomes = Vec<Result<Committed, StoreError>>;
+type Outcomes = Vec<Outcome>;
 
 /// The largest multi-row statement, in rows; smaller ones halve down to one row.
 const MAX_ROWS_PER_STATEMENT: usize = 64;
@@ -196,8 +198,8 @@ pub(super) fn run(
             }
         };
         // Optimistically first; then with every read (what the optimistic plan assumed
-        // absent may exist: that batch fails as a whole); then request by request, so
-        // that one bad write cannot take its neighbours down.
+        // absent may exist: that batch fails as a whole); then request by request (a
+        // group as one), so that one bad write cannot take its neighbours down.
         let outcomes = match commit_batch(&mut w, &reqs, Reads::Optimistic) {
             Ok((outcomes, events)) => {
                 observe(reqs.len(), events);
@@ -215,8 +217,10 @@ pub(super) fn run(
                     reqs.iter()
                         .map(
                             |r| match commit_batch(&mut w, std::slice::from_ref(r), Reads::All) {
-                                Ok((mut o, _)) => o.pop().unwrap_or(Err(e.clone())),
-                                Err(e) => Err(e),
+                                Ok((mut o, _)) => {
+                                    o.pop().unwrap_or_else(|| Outcome::failed(&r.1, e.clone()))
+                                }
+                                Err(e) => Outcome::failed(&r.1, e),
                             },
                         )
                         .collect()
@@ -255,19 +259,22 @@ fn commit_batch(
         if reads == Reads::Optimistic {
             let started: HashSet<Uuid> = reqs
                 .iter()
-                .filter(|(_, p)| p.write.expected_version == 0)
-                .map(|(_, p)| p.write.stream_id)
+                .flat_map(|(_, job)| job.writes())
+                .filter(|p| p.write.expected_version == 0)
+                .map(|p| p.write.stream_id)
                 .collect();
             // A stream the batch starts and then changes again still starts here.
             needs.streams.retain(|s| !started.contains(s));
             // Keys that some other write claims or that any write releases are read.
             let mut read_keys: HashSet<(TenantId, &UniqueKey)> = HashSet::new();
-            for (ctx, p) in reqs {
-                let w = &p.write;
-                if !started.contains(&w.stream_id) {
-                    read_keys.extend(w.claims.iter().map(|k| (ctx.tenant, k)));
+            for (ctx, job) in reqs {
+                for p in job.writes() {
+                    let w = &p.write;
+                    if !started.contains(&w.stream_id) {
+                        read_keys.extend(w.claims.iter().map(|k| (ctx.tenant, k)));
+                    }
+                    read_keys.extend(w.releases.iter().map(|k| (ctx.tenant, k)));
                 }
-                read_keys.extend(w.releases.iter().map(|k| (ctx.tenant, k)));
             }
             needs.keys.retain(|(t, k)| read_keys.contains(&(*t, k)));
         }

@@ -48,6 +48,13 @@ on_both_backends!(
     altered_event_is_named_by_verify,
     removed_event_is_detected,
     altered_tree_head_is_detected,
+    a_group_commits_all_its_writes,
+    a_stale_version_in_the_last_write_leaves_nothing_of_the_group,
+    a_unique_key_clash_in_a_group_leaves_nothing,
+    a_group_writing_another_tenants_stream_fails_naming_that_write,
+    a_failing_group_batched_with_ordinary_commits_fails_alone,
+    groups_keep_every_chain_verifiable,
+    random_groups_leave_exactly_what_the_successful_ones_wrote,
 );
 
 pub fn patient_write(id: Uuid, expected: i64, family: &str) -> Write {
@@ -1175,4 +1182,572 @@ async fn a_refresh_replaces_the_projection_and_leaves_the_log_alone(backend: &st
     .unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.events, 1);
+}
+
+// ---- groups (commit_all) ----
+
+fn mrn(value: &str) -> UniqueKey {
+    UniqueKey::new("patient.identifier", format!("urn:mrn|{value}"))
+}
+
+fn claiming(mut w: Write, keys: &[UniqueKey]) -> Write {
+    w.claims = keys.to_vec();
+    w
+}
+
+/// The error of write `index` of a group, unwrapped.
+fn in_group(result: Result<Vec<Committed>, StoreError>) -> (usize, StoreError) {
+    match result {
+        Err(StoreError::InGroup { index, source }) => (index, *source),
+        other => panic!("expected a failed group, got {other:?}"),
+    }
+}
+
+async fn family_of(f: &Fixture, ctx: &TenantContext, id: Uuid) -> Option<(i64, String)> {
+    f.store
+        .resource(ctx, "patient", id)
+        .await
+        .unwrap()
+        .map(|r| (r.version, r.doc["family"].as_str().unwrap_or("").to_owned()))
+}
+
+async fn a_group_commits_all_its_writes(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    assert!(f.store.commit_all(&ctx, vec![]).await.unwrap().is_empty());
+    let old = Uuid::now_v7();
+    f.store
+        .commit(&ctx, claiming(patient_write(old, 0, "Old"), &[mrn("1")]))
+        .await
+        .unwrap();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut release = patient_write(old, 1, "Older");
+    release.releases = vec![mrn("1")];
+    let done = f
+        .store
+        .commit_all(
+            &ctx,
+            vec![
+                // A key given up by one write is free for a later one.
+                release,
+                claiming(patient_write(a, 0, "Ada"), &[mrn("1")]),
+                // One stream twice, in order.
+                patient_write(b, 0, "Babbage"),
+                patient_write(b, 1, "Byron"),
+            ],
+        )
+        .await
+        .unwrap();
+    let versions: Vec<i64> = done.iter().map(|c| c.version).collect();
+    assert_eq!(versions, [2, 1, 1, 2]);
+    let seqs: Vec<i64> = done.iter().map(|c| c.events[0].seq).collect();
+    assert_eq!(seqs, [2, 3, 4, 5], "in order, dense");
+    assert!(
+        done.iter().all(|c| c.recorded_at == done[0].recorded_at),
+        "one transaction"
+    );
+    assert_eq!(family_of(&f, &ctx, old).await, Some((2, "Older".into())));
+    assert_eq!(family_of(&f, &ctx, a).await, Some((1, "Ada".into())));
+    assert_eq!(family_of(&f, &ctx, b).await, Some((2, "Byron".into())));
+    let owner = f
+        .store
+        .unique_owner(&ctx, "patient.identifier", "urn:mrn|1")
+        .await
+        .unwrap();
+    assert_eq!(owner, Some(a));
+    let found: Vec<Uuid> = f
+        .store
+        .search(&ctx, &name_query("b"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        found,
+        vec![b],
+        "the search rows of the last write of b only"
+    );
+    let events = f.store.stream(&ctx, b, None).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].prev_hash, events[0].hash);
+    assert!(events.iter().all(|e| e.hash_is_valid()));
+    assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), 5);
+}
+
+async fn a_stale_version_in_the_last_write_leaves_nothing_of_the_group(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let (e, g) = (Uuid::now_v7(), Uuid::now_v7());
+    f.store
+        .commit(&ctx, patient_write(e, 0, "Euler"))
+        .await
+        .unwrap();
+    f.store
+        .commit(&ctx, patient_write(g, 0, "Gauss"))
+        .await
+        .unwrap();
+    let now = salus_kernel::clock::truncate_micros(Utc::now());
+    let mut first = claiming(patient_write(Uuid::now_v7(), 0, "Ada"), &[mrn("a")]);
+    if let Some(p) = first.projection.as_mut() {
+        p.full_text = Some("Ada Lovelace".into());
+    }
+    first.idempotency = Some(IdempotencyRecord {
+        key: "user:group".into(),
+        request_hash: "h".into(),
+        status: 200,
+        body: json!({"ok": true}),
+        resource_version: Some(1),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    });
+    let a = first.stream_id;
+    let result = f
+        .store
+        .commit_all(
+            &ctx,
+            vec![
+                first,
+                patient_write(e, 1, "Eulerian"),
+                patient_write(g, 0, "Stale"),
+            ],
+        )
+        .await;
+    let (index, error) = in_group(result);
+    assert_eq!(index, 2);
+    assert_eq!(
+        error,
+        StoreError::Conflict {
+            expected: 0,
+            actual: 1
+        }
+    );
+    assert_eq!(error, *StoreError::in_group(2, error.clone()).kind());
+    // Nothing of the first two writes remains.
+    assert_eq!(family_of(&f, &ctx, a).await, None);
+    assert!(f.store.stream(&ctx, a, None).await.unwrap().is_empty());
+    assert_eq!(family_of(&f, &ctx, e).await, Some((1, "Euler".into())));
+    assert_eq!(f.store.stream(&ctx, e, None).await.unwrap().len(), 1);
+    assert!(
+        f.store
+            .search(&ctx, &name_query("ada"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        f.store
+            .search(&ctx, &name_query("eulerian"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        f.store
+            .search_text(&ctx, "patient", "lovelace", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        f.store
+            .unique_owner(&ctx, "patient.identifier", "urn:mrn|a")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(f.store.idempotency(&ctx, "user:group").await.unwrap(), None);
+    assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), 2);
+    // The same group with the right version commits, and seq goes on densely.
+    let done = f
+        .store
+        .commit_all(
+            &ctx,
+            vec![
+                patient_write(e, 1, "Eulerian"),
+                patient_write(g, 1, "Fresh"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(done[1].events[0].seq, 4);
+}
+
+async fn a_unique_key_clash_in_a_group_leaves_nothing(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let holder = Uuid::now_v7();
+    f.store
+        .commit(
+            &ctx,
+            claiming(patient_write(holder, 0, "Holder"), &[mrn("held")]),
+        )
+        .await
+        .unwrap();
+    let owner_of = |v: &str| {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        let v = format!("urn:mrn|{v}");
+        async move {
+            store
+                .unique_owner(&ctx, "patient.identifier", &v)
+                .await
+                .unwrap()
+        }
+    };
+    // A key held outside the group.
+    let a = Uuid::now_v7();
+    let result = f
+        .store
+        .commit_all(
+            &ctx,
+            vec![
+                claiming(patient_write(a, 0, "A"), &[mrn("free")]),
+                claiming(patient_write(Uuid::now_v7(), 0, "B"), &[mrn("held")]),
+            ],
+        )
+        .await;
+    let (index, error) = in_group(result);
+    assert_eq!(index, 1);
+    assert!(
+        matches!(error, StoreError::Duplicate { owner, .. } if owner == holder),
+        "{error:?}"
+    );
+    assert_eq!(owner_of("free").await, None);
+    assert_eq!(family_of(&f, &ctx, a).await, None);
+    // A key claimed twice inside the group: the second write names the first's stream.
+    let c = Uuid::now_v7();
+    let result = f
+        .store
+        .commit_all(
+            &ctx,
+            vec![
+                claiming(patient_write(c, 0, "C"), &[mrn("twice")]),
+                patient_write(Uuid::now_v7(), 0, "D"),
+                claiming(patient_write(Uuid::now_v7(), 0, "E"), &[mrn("twice")]),
+            ],
+        )
+        .await;
+    let (index, error) = in_group(result);
+    assert_eq!(index, 2);
+    assert!(
+        matches!(error, StoreError::Duplicate { owner, .. } if owner == c),
+        "{error:?}"
+    );
+    assert_eq!(owner_of("twice").await, None);
+    assert_eq!(owner_of("held").await, Some(holder));
+    assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), 1);
+    // The free key is still free for an ordinary write.
+    f.store
+        .commit(
+            &ctx,
+            claiming(patient_write(Uuid::now_v7(), 0, "F"), &[mrn("free")]),
+        )
+        .await
+        .unwrap();
+}
+
+async fn a_group_writing_another_tenants_stream_fails_naming_that_write(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let a = f.tenant("a").await;
+    let b = f.tenant("b").await;
+    let theirs = Uuid::now_v7();
+    f.store
+        .commit(&a, patient_write(theirs, 0, "Theirs"))
+        .await
+        .unwrap();
+    let mine = Uuid::now_v7();
+    let result = f
+        .store
+        .commit_all(
+            &b,
+            vec![
+                patient_write(mine, 0, "Mine"),
+                patient_write(Uuid::now_v7(), 0, "Also mine"),
+                patient_write(theirs, 0, "Hijack"),
+            ],
+        )
+        .await;
+    let (index, error) = in_group(result);
+    assert_eq!(index, 2);
+    assert!(matches!(error, StoreError::InvalidWrite(_)), "{error:?}");
+    assert_eq!(family_of(&f, &b, mine).await, None);
+    assert_eq!(family_of(&f, &a, theirs).await, Some((1, "Theirs".into())));
+    assert_eq!(f.store.ledger_head(b.tenant).await.unwrap(), 0);
+}
+
+async fn a_failing_group_batched_with_ordinary_commits_fails_alone(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let existing = Uuid::now_v7();
+    f.store
+        .commit(&ctx, patient_write(existing, 0, "Existing"))
+        .await
+        .unwrap();
+    enum Ask {
+        One,
+        GoodGroup,
+        BadGroup,
+    }
+    let mut tasks = Vec::new();
+    for i in 0..240usize {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        let ask = match i % 8 {
+            3 => Ask::GoodGroup,
+            5 => Ask::BadGroup,
+            _ => Ask::One,
+        };
+        tasks.push(tokio::spawn(async move {
+            let fresh = |n: &str| patient_write(Uuid::now_v7(), 0, &format!("{n}{i}"));
+            let r = match ask {
+                Ask::One => store.commit(&ctx, fresh("P")).await.map(|c| vec![c]),
+                Ask::GoodGroup => store.commit_all(&ctx, vec![fresh("G"), fresh("H")]).await,
+                // Stale on the existing stream (at 1), after two good writes.
+                Ask::BadGroup => {
+                    store
+                        .commit_all(
+                            &ctx,
+                            vec![fresh("X"), fresh("Y"), patient_write(existing, 0, "Z")],
+                        )
+                        .await
+                }
+            };
+            (i, r)
+        }));
+    }
+    let mut events = 1;
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        match i % 8 {
+            5 => {
+                let (index, error) = in_group(r);
+                assert_eq!(index, 2, "request {i}");
+                assert!(
+                    matches!(
+                        error,
+                        StoreError::Conflict {
+                            expected: 0,
+                            actual: 1
+                        }
+                    ),
+                    "request {i}: {error:?}"
+                );
+            }
+            3 => {
+                let done =
+                    r.unwrap_or_else(|e| panic!("group {i} failed with its neighbours: {e:?}"));
+                assert_eq!(done.len(), 2);
+                events += 2;
+            }
+            _ => {
+                assert!(r.is_ok(), "write {i} failed with its neighbours: {r:?}");
+                events += 1;
+            }
+        }
+    }
+    let requests = f.counts.requests.load(Ordering::SeqCst);
+    let batches = f.counts.batches.load(Ordering::SeqCst);
+    assert!(
+        batches < requests,
+        "{batches} transactions for {requests} requests: no group commit"
+    );
+    assert_eq!(f.store.ledger_head(ctx.tenant).await.unwrap(), events);
+    assert!(
+        f.store
+            .search(&ctx, &name_query("x"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let heads = f.store.stream_heads(ctx.tenant).await.unwrap();
+    assert_eq!(
+        heads.len() as i64,
+        events,
+        "every stream one event, none of a failed group"
+    );
+}
+
+async fn groups_keep_every_chain_verifiable(backend: &str) {
+    let f = Fixture::new(backend).await;
+    let key = LedgerKey::from_hex(SEED).unwrap();
+    let ctx = f.tenant("t").await;
+    let other = f.tenant("u").await;
+    write_some(&f, &ctx, 3).await;
+    let mut sealer = seal_everything(&f).await;
+    let mut tasks = Vec::new();
+    for i in 0..30usize {
+        let store = f.store.clone();
+        let ctx = if i % 3 == 0 {
+            other.clone()
+        } else {
+            ctx.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let s = Uuid::now_v7();
+            let mut group = vec![
+                patient_write(s, 0, &format!("S{i}")),
+                patient_write(s, 1, &format!("T{i}")),
+                patient_write(Uuid::now_v7(), 0, &format!("U{i}")),
+                patient_write(s, 2, &format!("V{i}")),
+            ];
+            if i % 4 == 1 {
+                // Fails in its last write: nothing of it may show in the chains.
+                group.push(patient_write(s, 2, "Stale"));
+            }
+            let single = store
+                .commit(&ctx, patient_write(Uuid::now_v7(), 0, "W"))
+                .await;
+            (i, store.commit_all(&ctx, group).await, single)
+        }));
+    }
+    let mut committed = 5; // write_some(3): 3 streams, 2 of them updated
+    for t in tasks {
+        let (i, group, single) = t.await.unwrap();
+        single.unwrap();
+        committed += 1;
+        if i % 4 == 1 {
+            assert_eq!(in_group(group).0, 4);
+        } else {
+            assert_eq!(group.unwrap().len(), 4);
+            committed += 4;
+        }
+    }
+    sealer.seal_all(f.store.as_ref()).await.unwrap();
+    let report = ledger::verify(f.store.as_ref(), &key.public_hex(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.events, committed);
+    assert_eq!(report.tenants, 2);
+}
+
+/// Random groups, each on streams and keys of its own, some with a write that must fail
+/// (a stale version, a held key, a malformed write) at a random place, all sent at once:
+/// what is stored is exactly what the successful groups wrote.
+async fn random_groups_leave_exactly_what_the_successful_ones_wrote(backend: &str) {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let f = Fixture::new(backend).await;
+    let ctx = f.tenant("t").await;
+    let existing = Uuid::now_v7();
+    f.store
+        .commit(
+            &ctx,
+            claiming(patient_write(existing, 0, "Existing"), &[mrn("held")]),
+        )
+        .await
+        .unwrap();
+    struct Planned {
+        writes: Vec<Write>,
+        /// Where the poisoned write is, if any.
+        poison: Option<usize>,
+    }
+    let mut groups = Vec::new();
+    for g in 0..60usize {
+        let mut writes = Vec::new();
+        let streams: Vec<Uuid> = (0..rng.gen_range(1..=3)).map(|_| Uuid::now_v7()).collect();
+        for (j, s) in streams.iter().enumerate() {
+            let key = mrn(&format!("g{g}-{j}"));
+            writes.push(claiming(patient_write(*s, 0, &format!("G{g}")), &[key]));
+            if rng.gen_bool(0.3) {
+                writes.push(patient_write(*s, 1, &format!("G{g}")));
+            }
+        }
+        let poison = rng.gen_bool(0.4).then(|| {
+            let at = rng.gen_range(0..=writes.len());
+            let bad = match rng.gen_range(0..3) {
+                0 => patient_write(existing, 0, "Stale"),
+                1 => claiming(patient_write(Uuid::now_v7(), 0, "Taker"), &[mrn("held")]),
+                _ => {
+                    let mut w = patient_write(Uuid::now_v7(), 0, "Empty");
+                    w.events.clear();
+                    w
+                }
+            };
+            writes.insert(at, bad);
+            at
+        });
+        groups.push(Planned { writes, poison });
+    }
+    let mut tasks = Vec::new();
+    for (g, p) in groups.iter().enumerate() {
+        let store = f.store.clone();
+        let ctx = ctx.clone();
+        let writes = p.writes.clone();
+        tasks.push(tokio::spawn(async move {
+            (g, store.commit_all(&ctx, writes).await)
+        }));
+    }
+    let mut events = 1;
+    for t in tasks {
+        let (g, r) = t.await.unwrap();
+        let p = &groups[g];
+        match p.poison {
+            Some(at) => {
+                let (index, error) = in_group(r);
+                assert_eq!(index, at, "seed {seed}, group {g}: {error:?}");
+            }
+            None => {
+                let done = r.unwrap_or_else(|e| panic!("seed {seed}, group {g}: {e:?}"));
+                assert_eq!(done.len(), p.writes.len());
+                events += p.writes.len() as i64;
+            }
+        }
+    }
+    // Every stream and key of a successful group is there at its last version; none of a
+    // failed group's are.
+    for (g, p) in groups.iter().enumerate() {
+        for (j, w) in p.writes.iter().enumerate() {
+            if p.poison == Some(j) {
+                continue;
+            }
+            let last = p
+                .writes
+                .iter()
+                .enumerate()
+                .filter(|(k, o)| o.stream_id == w.stream_id && p.poison != Some(*k))
+                .map(|(_, o)| o.expected_version + 1)
+                .max();
+            let stored = f
+                .store
+                .resource(&ctx, "patient", w.stream_id)
+                .await
+                .unwrap()
+                .map(|r| r.version);
+            let want = if p.poison.is_none() { last } else { None };
+            assert_eq!(stored, want, "seed {seed}, group {g}, write {j}");
+            for k in &w.claims {
+                let owner = f
+                    .store
+                    .unique_owner(&ctx, &k.scope, &k.value)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    owner,
+                    want.map(|_| w.stream_id),
+                    "seed {seed}, group {g}, key {k:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        f.store.ledger_head(ctx.tenant).await.unwrap(),
+        events,
+        "seed {seed}"
+    );
+    assert_eq!(
+        family_of(&f, &ctx, existing).await,
+        Some((1, "Existing".into()))
+    );
+    seal_everything(&f).await;
+    let report = ledger::verify(
+        f.store.as_ref(),
+        &LedgerKey::from_hex(SEED).unwrap().public_hex(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.ok(), "seed {seed}: {:?}", report.problems);
 }
