@@ -12,4 +12,5 @@ pub mod fhirpath;
 pub mod index;
 pub mod outcome;
 pub mod patient;
+pub mod synth;
 pub mod validate;
