@@ -610,7 +610,7 @@ pub struct Acute {
     pub stay: (i64, i64),
 }
 
-pub const CHEST_X_RAY: Code = sct("399208008", "Plain X-ray of chest");
+pub const CHEST_X_RAY: Code = sct("399208008", "Plain chest X-ray");
 pub const ELECTROCARDIOGRAM: Code = sct("29303009", "Electrocardiographic procedure");
 pub const COLONOSCOPY: Code = sct("73761001", "Colonoscopy");
 pub const MAMMOGRAPHY: Code = sct("71651007", "Mammography");
@@ -759,7 +759,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             visit: HOSPITAL_ADMISSION,
             days: (14, 28),
             medications: &[ACETAMINOPHEN],
-            procedures: &[sct("80146002", "Excision of appendix")],
+            procedures: &[sct("80146002", "Appendectomy")],
             stay: (1, 4),
         },
     ),

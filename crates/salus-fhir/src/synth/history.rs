@@ -36,6 +36,11 @@ fn date_time(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// An instant as FHIR writes it (seconds, milliseconds and a zone required).
+fn instant(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 fn date(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
@@ -295,7 +300,7 @@ impl<'a> Builder<'a> {
             }
             // Prevalence grows with the years past the condition's first age.
             let years = (age - c.min_age + 1).min(40);
-            let per_mille = (u64::from(c.per_mille) * years as u64 / 30).min(900) as u32;
+            let per_mille = (u64::from(c.per_mille) * years as u64 / 20).min(900) as u32;
             if !self.rng.chance(per_mille) {
                 continue;
             }
@@ -879,6 +884,7 @@ impl<'a> Builder<'a> {
         &mut self,
         v: &Visit,
         t: NaiveDateTime,
+        issued: NaiveDateTime,
         category: (&str, &str),
         code: &Code,
         value: Value,
@@ -894,7 +900,7 @@ impl<'a> Builder<'a> {
             "subject": reference(self.patient),
             "encounter": reference(v.id),
             "effectiveDateTime": date_time(t),
-            "issued": format!("{}.000Z", t.format("%Y-%m-%dT%H:%M:%S")),
+            "issued": instant(issued),
         });
         if let (Some(obj), Some(extra)) = (r.as_object_mut(), value.as_object()) {
             for (k, x) in extra {
@@ -908,6 +914,7 @@ impl<'a> Builder<'a> {
     fn vital(&mut self, v: &Visit, t: NaiveDateTime, m: &Measure, scaled: i64) {
         self.observation(
             v,
+            t,
             t,
             ("vital-signs", "Vital Signs"),
             &m.code,
@@ -988,7 +995,7 @@ impl<'a> Builder<'a> {
                 "subject": reference(self.patient),
                 "encounter": reference(v.id),
                 "effectiveDateTime": date_time(t),
-                "issued": format!("{}.000Z", t.format("%Y-%m-%dT%H:%M:%S")),
+                "issued": instant(t),
                 "component": [component(&codes::SYSTOLIC, s), component(&codes::DIASTOLIC, dia)],
             });
             self.push(id, "Observation", r);
@@ -1033,6 +1040,8 @@ impl<'a> Builder<'a> {
     fn panel(&mut self, v: &Visit, t: NaiveDateTime, panel: &Panel) {
         let d = t.date();
         let collected = t + Duration::minutes(10);
+        let issued =
+            (collected + Duration::hours(self.rng.between(2, 30))).min(at(self.as_of, 23, 59));
         let mut results = Vec::with_capacity(panel.tests.len());
         for lab in panel.tests {
             let x = self.lab_value(lab, d);
@@ -1052,6 +1061,7 @@ impl<'a> Builder<'a> {
             let id = self.observation(
                 v,
                 collected,
+                issued,
                 ("laboratory", "Laboratory"),
                 &m.code,
                 json!({
@@ -1067,7 +1077,6 @@ impl<'a> Builder<'a> {
             results.push(reference(id));
         }
         let id = self.rng.uuid();
-        let issued = collected + Duration::hours(self.rng.between(2, 30));
         let r = json!({
             "resourceType": "DiagnosticReport",
             "status": "final",
@@ -1078,7 +1087,7 @@ impl<'a> Builder<'a> {
             "subject": reference(self.patient),
             "encounter": reference(v.id),
             "effectiveDateTime": date_time(collected),
-            "issued": format!("{}.000Z", issued.format("%Y-%m-%dT%H:%M:%S")),
+            "issued": instant(issued),
             "result": results,
         });
         self.push(id, "DiagnosticReport", r);

@@ -190,7 +190,7 @@ const FAMILY: &[&str] = &[
 ];
 
 /// A country the population lives in: ISO 3166 code, cities with their region and a
-/// postal-code pattern (`9` a digit, `A` a letter), streets, and how phones are made.
+/// postal-code pattern (`#` a digit, `@` a letter), streets, and how phones are made.
 struct Country {
     code: &'static str,
     cities: &'static [(&'static str, Option<&'static str>, &'static str)],
@@ -207,11 +207,11 @@ const COUNTRIES: &[(u32, Country)] = &[
         Country {
             code: "US",
             cities: &[
-                ("Boston", Some("MA"), "02199"),
-                ("Springfield", Some("IL"), "62799"),
-                ("Portland", Some("OR"), "97299"),
-                ("Austin", Some("TX"), "78799"),
-                ("Albuquerque", Some("NM"), "87199"),
+                ("Boston", Some("MA"), "021##"),
+                ("Springfield", Some("IL"), "627##"),
+                ("Portland", Some("OR"), "972##"),
+                ("Austin", Some("TX"), "787##"),
+                ("Albuquerque", Some("NM"), "871##"),
             ],
             streets: &[
                 "Maple Street",
@@ -230,10 +230,10 @@ const COUNTRIES: &[(u32, Country)] = &[
         Country {
             code: "GB",
             cities: &[
-                ("London", None, "SW9 9AA"),
-                ("Manchester", None, "M99 9AA"),
-                ("Leeds", None, "LS9 9AA"),
-                ("Bristol", None, "BS9 9AA"),
+                ("London", None, "SW# #@@"),
+                ("Manchester", None, "M## #@@"),
+                ("Leeds", None, "LS# #@@"),
+                ("Bristol", None, "BS# #@@"),
             ],
             streets: &[
                 "Station Road",
@@ -251,9 +251,9 @@ const COUNTRIES: &[(u32, Country)] = &[
         Country {
             code: "DE",
             cities: &[
-                ("Berlin", Some("Berlin"), "10999"),
-                ("München", Some("Bayern"), "80999"),
-                ("Köln", Some("Nordrhein-Westfalen"), "50999"),
+                ("Berlin", Some("Berlin"), "10###"),
+                ("München", Some("Bayern"), "80###"),
+                ("Köln", Some("Nordrhein-Westfalen"), "50###"),
             ],
             streets: &[
                 "Hauptstraße",
@@ -270,9 +270,9 @@ const COUNTRIES: &[(u32, Country)] = &[
         Country {
             code: "FR",
             cities: &[
-                ("Paris", None, "75099"),
-                ("Lyon", None, "69099"),
-                ("Marseille", None, "13099"),
+                ("Paris", None, "750##"),
+                ("Lyon", None, "690##"),
+                ("Marseille", None, "130##"),
             ],
             streets: &[
                 "rue de la Paix",
@@ -289,9 +289,9 @@ const COUNTRIES: &[(u32, Country)] = &[
         Country {
             code: "ES",
             cities: &[
-                ("Madrid", Some("Madrid"), "28099"),
-                ("Sevilla", Some("Andalucía"), "41099"),
-                ("A Coruña", Some("Galicia"), "15099"),
+                ("Madrid", Some("Madrid"), "280##"),
+                ("Sevilla", Some("Andalucía"), "410##"),
+                ("A Coruña", Some("Galicia"), "150##"),
             ],
             streets: &[
                 "Calle Mayor",
@@ -333,8 +333,9 @@ fn fill(rng: &mut Rng, pattern: &str) -> String {
     pattern
         .chars()
         .map(|c| match c {
-            '9' => char::from(b'0' + rng.below(10) as u8),
-            'A' => char::from(b'A' + rng.below(26) as u8),
+            '#' => char::from(b'0' + rng.below(10) as u8),
+            // The letters of a UK postcode's inward code (no C, I, K, M, O or V).
+            '@' => char::from(*rng.pick(b"ABDEFGHJLNPQRSTUWXYZ")),
             other => other,
         })
         .collect()
