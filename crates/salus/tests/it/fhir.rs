@@ -19,7 +19,7 @@ const PYTHON_PACKAGES: [&str; 2] = ["fhir.resources==8.3.0", "fhirpy==2.3.1"];
 /// `python3` able to import fhir.resources and fhirpy: as it is when it can, else with
 /// `PYTHONPATH` on a directory of the test target where the pinned packages are installed
 /// (once, by the first test that needs them).
-fn python() -> std::process::Command {
+pub(crate) fn python() -> std::process::Command {
     static EXTRA: OnceLock<Option<PathBuf>> = OnceLock::new();
     let importable = |path: Option<&PathBuf>| {
         let mut c = std::process::Command::new("python3");

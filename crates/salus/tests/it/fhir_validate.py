@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Validate FHIR resources with an independent implementation: the `fhir.resources` package
 (pydantic models generated from the specification; its R4B models, which share R4's
-Patient, Bundle, OperationOutcome and CapabilityStatement). Reads a JSON array of resources
+Patient, Bundle, OperationOutcome and CapabilityStatement, and the clinical and
+financial resources `salus synth` writes). Reads a JSON array of resources
 from the file named by argv[1]; prints every failure and exits 1 if there is one; exits 2
 when the package cannot be imported (a missing validator is a failure, never a skip)."""
 import importlib
@@ -19,6 +20,18 @@ MODULES = {
     "Bundle": "bundle",
     "OperationOutcome": "operationoutcome",
     "CapabilityStatement": "capabilitystatement",
+    # What `salus synth` writes (tests/it/synth.rs).
+    "Encounter": "encounter",
+    "Observation": "observation",
+    "Condition": "condition",
+    "Procedure": "procedure",
+    "AllergyIntolerance": "allergyintolerance",
+    "MedicationRequest": "medicationrequest",
+    "Immunization": "immunization",
+    "CarePlan": "careplan",
+    "DiagnosticReport": "diagnosticreport",
+    "Coverage": "coverage",
+    "Claim": "claim",
 }
 
 with open(sys.argv[1]) as f:

@@ -25,3 +25,4 @@ mod records;
 mod security;
 mod statements;
 mod surface;
+mod synth;
