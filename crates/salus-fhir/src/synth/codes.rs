@@ -497,6 +497,11 @@ pub const HYPERTENSION: Code = sct("59621000", "Essential hypertension");
 pub const DIABETES: Code = sct("44054006", "Diabetes mellitus type 2");
 pub const ASTHMA: Code = sct("195967001", "Asthma");
 pub const PREDIABETES: Code = sct("15777000", "Prediabetes");
+pub const HYPERLIPIDEMIA: Code = sct("55822004", "Hyperlipidemia");
+pub const COPD: Code = sct("13645005", "Chronic obstructive lung disease");
+pub const ATRIAL_FIBRILLATION: Code = sct("49436004", "Atrial fibrillation");
+pub const CKD_STAGE_3: Code = sct("433144002", "Chronic kidney disease stage 3");
+pub const PNEUMONIA: Code = sct("233604007", "Pneumonia");
 
 pub const CHRONIC: &[Chronic] = &[
     Chronic {
@@ -528,7 +533,7 @@ pub const CHRONIC: &[Chronic] = &[
         )),
     },
     Chronic {
-        code: sct("55822004", "Hyperlipidemia"),
+        code: HYPERLIPIDEMIA,
         min_age: 35,
         per_mille: 200,
         medications: &[SIMVASTATIN, ATORVASTATIN],
@@ -547,7 +552,7 @@ pub const CHRONIC: &[Chronic] = &[
         )),
     },
     Chronic {
-        code: sct("13645005", "Chronic obstructive lung disease"),
+        code: COPD,
         min_age: 50,
         per_mille: 60,
         medications: &[ALBUTEROL],
@@ -555,7 +560,7 @@ pub const CHRONIC: &[Chronic] = &[
         care_plan: None,
     },
     Chronic {
-        code: sct("49436004", "Atrial fibrillation"),
+        code: ATRIAL_FIBRILLATION,
         min_age: 55,
         per_mille: 50,
         medications: &[WARFARIN],
@@ -563,7 +568,7 @@ pub const CHRONIC: &[Chronic] = &[
         care_plan: None,
     },
     Chronic {
-        code: sct("433144002", "Chronic kidney disease stage 3"),
+        code: CKD_STAGE_3,
         min_age: 50,
         per_mille: 60,
         medications: &[FUROSEMIDE],
@@ -608,6 +613,8 @@ pub struct Acute {
     pub procedures: &'static [Code],
     /// Days in hospital, for an inpatient stay.
     pub stay: (i64, i64),
+    /// Whether it comes with a fever (an infection, not an injury).
+    pub fever: bool,
 }
 
 pub const CHEST_X_RAY: Code = sct("399208008", "Plain chest X-ray");
@@ -629,6 +636,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[],
             procedures: &[],
             stay: (0, 0),
+            fever: true,
         },
     ),
     (
@@ -641,6 +649,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[ACETAMINOPHEN],
             procedures: &[],
             stay: (0, 0),
+            fever: true,
         },
     ),
     (
@@ -653,6 +662,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[ACETAMINOPHEN],
             procedures: &[],
             stay: (0, 0),
+            fever: true,
         },
     ),
     (
@@ -665,6 +675,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[PENICILLIN_V],
             procedures: &[sct("117015009", "Throat culture")],
             stay: (0, 0),
+            fever: true,
         },
     ),
     (
@@ -677,6 +688,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[AMOXICILLIN],
             procedures: &[],
             stay: (0, 0),
+            fever: true,
         },
     ),
     (
@@ -689,6 +701,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[AMOXICILLIN],
             procedures: &[],
             stay: (0, 0),
+            fever: true,
         },
     ),
     (
@@ -701,6 +714,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[ACETAMINOPHEN],
             procedures: &[],
             stay: (0, 0),
+            fever: true,
         },
     ),
     (
@@ -713,6 +727,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[IBUPROFEN],
             procedures: &[],
             stay: (0, 0),
+            fever: false,
         },
     ),
     (
@@ -725,6 +740,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[IBUPROFEN],
             procedures: &[sct("288086009", "Suture open wound")],
             stay: (0, 0),
+            fever: false,
         },
     ),
     (
@@ -737,18 +753,20 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[IBUPROFEN],
             procedures: &[sct("274474001", "Bone immobilization")],
             stay: (0, 0),
+            fever: false,
         },
     ),
     (
         3,
         Acute {
-            code: sct("233604007", "Pneumonia"),
+            code: PNEUMONIA,
             class: INPATIENT,
             visit: HOSPITAL_ADMISSION,
             days: (14, 28),
             medications: &[AMOXICILLIN],
             procedures: &[CHEST_X_RAY],
             stay: (2, 6),
+            fever: true,
         },
     ),
     (
@@ -761,6 +779,7 @@ pub const ACUTE: &[(u32, Acute)] = &[
             medications: &[ACETAMINOPHEN],
             procedures: &[sct("80146002", "Appendectomy")],
             stay: (1, 4),
+            fever: false,
         },
     ),
 ];
@@ -859,6 +878,20 @@ pub const TD: Code = cvx(
 pub const ZOSTER: Code = cvx("121", "zoster vaccine, live");
 pub const PNEUMOCOCCAL_23: Code = cvx("33", "pneumococcal polysaccharide vaccine, 23 valent");
 
+/// The vital signs measured as a single quantity.
+pub const VITAL_SIGNS: [Measure; 10] = [
+    HEIGHT,
+    WEIGHT,
+    BMI,
+    SYSTOLIC,
+    DIASTOLIC,
+    HEART_RATE,
+    RESPIRATORY_RATE,
+    TEMPERATURE,
+    OXYGEN_SATURATION,
+    PAIN,
+];
+
 /// Every code of the tables, for the tests.
 pub fn all() -> Vec<Code> {
     let mut out = vec![
@@ -888,20 +921,7 @@ pub fn all() -> Vec<Code> {
         ZOSTER,
         PNEUMOCOCCAL_23,
     ];
-    for m in [
-        HEIGHT,
-        WEIGHT,
-        BMI,
-        SYSTOLIC,
-        DIASTOLIC,
-        HEART_RATE,
-        RESPIRATORY_RATE,
-        TEMPERATURE,
-        OXYGEN_SATURATION,
-        PAIN,
-    ] {
-        out.push(m.code);
-    }
+    out.extend(VITAL_SIGNS.iter().map(|m| m.code));
     for p in [BASIC_METABOLIC, LIPID, BLOOD_COUNT, GLYCATED_HEMOGLOBIN] {
         out.push(p.code);
         out.extend(p.tests.iter().map(|t| t.measure.code));
@@ -929,21 +949,7 @@ pub fn all() -> Vec<Code> {
 
 /// Every UCUM unit of the tables, for the tests.
 pub fn units() -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = [
-        HEIGHT,
-        WEIGHT,
-        BMI,
-        SYSTOLIC,
-        DIASTOLIC,
-        HEART_RATE,
-        RESPIRATORY_RATE,
-        TEMPERATURE,
-        OXYGEN_SATURATION,
-        PAIN,
-    ]
-    .iter()
-    .map(|m| m.unit)
-    .collect();
+    let mut out: Vec<&'static str> = VITAL_SIGNS.iter().map(|m| m.unit).collect();
     for p in [BASIC_METABOLIC, LIPID, BLOOD_COUNT] {
         out.extend(p.tests.iter().map(|t| t.measure.unit));
     }

@@ -514,7 +514,7 @@ impl<'a> Builder<'a> {
         for p in panels {
             self.panel(&v, start, p);
         }
-        if code.code == "49436004" {
+        if code == codes::ATRIAL_FIBRILLATION {
             let reason = self.conditions[i].recorded;
             self.procedure(&mut v, codes::ELECTROCARDIOGRAM, start, reason);
         }
@@ -543,7 +543,7 @@ impl<'a> Builder<'a> {
                 self.panel(&v, start, p);
             }
             let reason = self.conditions[i].recorded;
-            if (code == codes::ASTHMA || code.code == "13645005") && self.rng.chance(400) {
+            if (code == codes::ASTHMA || code == codes::COPD) && self.rng.chance(400) {
                 self.procedure(&mut v, codes::SPIROMETRY, start, reason);
             }
         }
@@ -569,7 +569,7 @@ impl<'a> Builder<'a> {
         let end = end.min(at(self.as_of, 23, 59));
         let mut v = self.encounter(a.class, a.visit, start, end, Some(a.code));
         if a.class != codes::VIRTUAL {
-            self.vitals(&v, start, VitalSet::Acute(a.code));
+            self.vitals(&v, start, VitalSet::Acute(a));
         }
         self.record_open_conditions(&v, start);
         let onset = start.date() - Duration::days(self.rng.between(0, 3));
@@ -584,7 +584,7 @@ impl<'a> Builder<'a> {
             for day in 1..=stay_days {
                 let t = start + Duration::days(day) - Duration::hours(2);
                 if t < end {
-                    self.vitals(&v, t, VitalSet::Acute(a.code));
+                    self.vitals(&v, t, VitalSet::Acute(a));
                 }
             }
         }
@@ -932,9 +932,8 @@ impl<'a> Builder<'a> {
         let age = age_months / 12;
         let child = age < 18;
         let hypertensive = self.has(&codes::HYPERTENSION, d);
-        let fever = matches!(set, VitalSet::Acute(c) if c.code != "44465007"
-            && c.code != "283371005" && c.code != "65966004" && c.code != "74400008");
-        let pneumonia = matches!(set, VitalSet::Acute(c) if c.code == "233604007");
+        let fever = matches!(set, VitalSet::Acute(a) if a.fever);
+        let pneumonia = matches!(set, VitalSet::Acute(a) if a.code == codes::PNEUMONIA);
 
         if matches!(set, VitalSet::Full | VitalSet::FollowUp | VitalSet::Home) {
             // Height: a growth curve for children, the adult height after 18.
@@ -983,22 +982,18 @@ impl<'a> Builder<'a> {
                     self.diastolic + self.rng.between(-4, 4),
                 )
             };
-            let id = self.rng.uuid();
             let component = |m: &Measure, x: i64| json!({ "code": concept(&m.code), "valueQuantity": quantity(m, x) });
-            let r = json!({
-                "resourceType": "Observation",
-                "status": "final",
-                "category": [{ "coding": [{
-                    "system": codes::OBSERVATION_CATEGORY, "code": "vital-signs", "display": "Vital Signs",
-                }] }],
-                "code": concept(&codes::BLOOD_PRESSURE),
-                "subject": reference(self.patient),
-                "encounter": reference(v.id),
-                "effectiveDateTime": date_time(t),
-                "issued": instant(t),
+            let components = json!({
                 "component": [component(&codes::SYSTOLIC, s), component(&codes::DIASTOLIC, dia)],
             });
-            self.push(id, "Observation", r);
+            self.observation(
+                v,
+                t,
+                t,
+                ("vital-signs", "Vital Signs"),
+                &codes::BLOOD_PRESSURE,
+                components,
+            );
         }
         let hr = if child {
             (130 - age * 3) + self.rng.between(-10, 10)
@@ -1103,22 +1098,8 @@ impl<'a> Builder<'a> {
             "4548-4" if prediabetic => (60, 2),
             "2339-0" if diabetic => (150, 30),
             "2339-0" if prediabetic => (108, 8),
-            "2160-0"
-                if self
-                    .conditions
-                    .iter()
-                    .any(|c| c.chronic.code.code == "433144002" && c.onset <= d) =>
-            {
-                (180, 30)
-            }
-            "2093-3" | "18262-6"
-                if self
-                    .conditions
-                    .iter()
-                    .any(|c| c.chronic.code.code == "55822004" && c.onset <= d) =>
-            {
-                (lab.mean + 50, lab.sd)
-            }
+            "2160-0" if self.has(&codes::CKD_STAGE_3, d) => (180, 30),
+            "2093-3" | "18262-6" if self.has(&codes::HYPERLIPIDEMIA, d) => (lab.mean + 50, lab.sd),
             _ => (lab.mean, lab.sd),
         };
         self.rng
@@ -1191,7 +1172,7 @@ enum VitalSet {
     Problem,
     FollowUp,
     Home,
-    Acute(Code),
+    Acute(&'static codes::Acute),
 }
 
 /// An encounter under way: what its claim needs.

@@ -1,9 +1,9 @@
 //! `salus synth` as a user runs it: a small population written in both shapes, the same
 //! bytes again for the same seed, and every resource of it (each transaction Bundle, each
 //! of its entries, each NDJSON line) validated by an independent implementation,
-//! `fhir.resources` (see `fhir.rs` for how it is found or installed).
+//! `fhir.resources` (`fhir.rs` says how it is found or installed).
 
-use crate::fhir::python;
+use crate::fhir::validate_with_fhir_resources;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,18 +94,5 @@ fn a_synthetic_population_is_valid_fhir_to_an_independent_validator() {
     assert_eq!(in_bundles, in_ndjson, "both shapes hold the same resources");
     assert!(in_ndjson > 1000, "{in_ndjson} resources");
 
-    let file = dir.path().join("resources.json");
-    std::fs::write(&file, serde_json::to_vec(&resources).unwrap()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fhir_validate.py");
-    let out = python()
-        .arg(script)
-        .arg(&file)
-        .output()
-        .expect("python3 is needed to validate FHIR resources with fhir.resources");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "fhir.resources rejected:\n{report}");
+    validate_with_fhir_resources(&resources);
 }
