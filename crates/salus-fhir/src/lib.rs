@@ -13,4 +13,5 @@ pub mod index;
 pub mod outcome;
 pub mod patient;
 pub mod search;
+pub mod synth;
 pub mod validate;

@@ -60,6 +60,8 @@ pub enum Command {
     /// Measure bulk import: generate a patient CSV, import it into SQLite and PostgreSQL
     /// (see BENCHMARKS.md).
     BenchImport(crate::bulk_bench::BenchImportArgs),
+    /// Write a synthetic patient population as FHIR transaction Bundles or Bulk Data NDJSON.
+    Synth(crate::synth::SynthArgs),
     /// Derive projections (documents and search rows) again from the event log, at the
     /// same versions, after an upgrade changed how they are made. The log is untouched;
     /// the server may keep running.
@@ -243,6 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => return crate::bulk::import(&settings, args).await,
         Command::Export(args) => return crate::bulk::export(&settings, args).await,
         Command::BenchImport(args) => return crate::bulk_bench::run(&settings, args).await,
+        Command::Synth(args) => return crate::synth::run(args),
         Command::Reindex {
             tenant,
             stream_type,

@@ -9,3 +9,4 @@ pub mod bulk_bench;
 pub mod cli;
 pub mod config;
 pub mod server;
+pub mod synth;

@@ -186,27 +186,33 @@ impl<'a> Fhir<'a> {
     pub(crate) fn validate_all(&self) {
         let seen = self.seen.lock().unwrap();
         assert!(!seen.is_empty(), "no FHIR resources were answered");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = dir.path().join("resources.json");
-        std::fs::write(&file, serde_json::to_vec(&*seen).unwrap()).unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fhir_validate.py");
-        let out = python()
-            .arg(script)
-            .arg(&file)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("python3 is needed to validate FHIR resources with fhir.resources (pip install fhir.resources): {e}")
-            });
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "fhir.resources rejected what Salus returned (or is not installed: pip install fhir.resources):\n{report}"
-        );
+        validate_with_fhir_resources(&seen);
     }
+}
+
+/// Validate `resources` with `fhir.resources` (`fhir_validate.py`); any invalid one, or
+/// no validator, fails the test.
+pub(crate) fn validate_with_fhir_resources(resources: &[Value]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("resources.json");
+    std::fs::write(&file, serde_json::to_vec(resources).unwrap()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fhir_validate.py");
+    let out = python()
+        .arg(script)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed to validate FHIR resources with fhir.resources (pip install fhir.resources): {e}")
+        });
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "fhir.resources rejected these resources (or is not installed: pip install fhir.resources):\n{report}"
+    );
 }
 
 fn fhir_patient(mrn: &str, family: &str, given: &str) -> Value {

@@ -26,3 +26,4 @@ mod records;
 mod security;
 mod statements;
 mod surface;
+mod synth;
