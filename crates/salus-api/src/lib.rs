@@ -312,6 +312,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::patient::read, fhir::patient::update))
         .routes(routes!(fhir::patient::vread))
         .routes(routes!(fhir::patient::history))
+        .routes(routes!(fhir::bundle::process))
         .routes(routes!(fhir::documents::search, fhir::documents::create))
         .routes(routes!(fhir::documents::search_post))
         .routes(routes!(

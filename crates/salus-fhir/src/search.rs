@@ -276,10 +276,19 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
     for alt in alternatives.iter().filter(|a| !a.is_empty()) {
         tests.extend(tests_for(p, k.modifier, alt)?);
     }
-    let op = if k.modifier == Some("not") {
-        FilterOp::NoneOf(tests)
-    } else {
-        FilterOp::AnyOf(tests)
+    // Alternatives that are all one plain value are one `IN` list (which both databases
+    // answer from the index in one pass).
+    let plain: Option<Vec<String>> = tests
+        .iter()
+        .map(|t| match (t.value.as_slice(), t.system.is_empty()) {
+            ([(Cmp::Eq, v)], true) => Some(v.clone()),
+            _ => None,
+        })
+        .collect();
+    let op = match (k.modifier == Some("not"), plain) {
+        (true, _) => FilterOp::NoneOf(tests),
+        (false, Some(values)) if values.len() > 1 => FilterOp::In(values),
+        (false, _) => FilterOp::AnyOf(tests),
     };
     Ok(Clause::Filters(vec![filter(&p.code, op)]))
 }

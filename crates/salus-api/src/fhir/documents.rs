@@ -107,7 +107,7 @@ fn not_found(t: &str, id: &str) -> FhirError {
 
 /// A document's current row and state, found by its FHIR id: a server-minted id is the
 /// stream id, a client's the name-based one.
-async fn find(
+pub(super) async fn find(
     state: &AppState,
     actor: &Actor,
     t: &str,
@@ -198,7 +198,7 @@ fn patient_of(t: &str, resource: &Value) -> Option<Uuid> {
 }
 
 /// A FHIR id: 1–64 of `A-Z a-z 0-9 - .` (R4 §2.1.0.3 "id").
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -207,7 +207,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// The body as a resource of type `t` that may be stored: its type, and structurally valid.
-fn checked_body(t: &str, body: &Value) -> Result<(), FhirError> {
+pub(super) fn checked_body(t: &str, body: &Value) -> Result<(), FhirError> {
     if body.get("resourceType").and_then(Value::as_str) != Some(t) {
         return Err(FhirError {
             status: StatusCode::BAD_REQUEST,
@@ -225,7 +225,12 @@ fn checked_body(t: &str, body: &Value) -> Result<(), FhirError> {
     }
 }
 
-fn store_command(t: &str, id: &str, resource: &Value, at: DateTime<Utc>) -> DocumentCommand {
+pub(super) fn store_command(
+    t: &str,
+    id: &str,
+    resource: &Value,
+    at: DateTime<Utc>,
+) -> DocumentCommand {
     let mut r = resource.clone();
     if let Some(o) = r.as_object_mut() {
         o.insert("id".into(), Value::String(id.to_owned()));

@@ -11,6 +11,7 @@
 //! The mapping itself (FHIR Patient ⇄ aggregate) lives in `salus-fhir`; handlers only
 //! parse, call the service and map.
 
+pub mod bundle;
 pub mod documents;
 pub mod patient;
 
@@ -307,7 +308,11 @@ pub fn capability_statement(base: &str) -> Value {
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Bearer tokens (JWT) as for /api/v1; SMART scopes (patient/, user/, system/; v1 read/write and v2 cruds) narrow the token's roles. Every read of patient data is written to the data-access log."
             },
-            "resource": resources
+            "resource": resources,
+            "interaction": [
+                {"code": "transaction", "documentation": "POST a transaction Bundle to the base: all or nothing, urn:uuid and conditional references resolved"},
+                {"code": "batch", "documentation": "POST a batch Bundle to the base: each entry on its own"}
+            ]
         }]
     })
 }

@@ -160,7 +160,7 @@ pub async fn history(
 }
 
 /// A FHIR Patient body as the aggregate's terms, or a 422 naming the elements at fault.
-fn parse_patient(body: &Value) -> Result<fhir_patient::PatientWrite, FhirError> {
+pub(super) fn parse_patient(body: &Value) -> Result<fhir_patient::PatientWrite, FhirError> {
     if body.get("resourceType").and_then(Value::as_str) != Some("Patient") {
         return Err(FhirError {
             status: StatusCode::BAD_REQUEST,
@@ -174,7 +174,7 @@ fn parse_patient(body: &Value) -> Result<fhir_patient::PatientWrite, FhirError> 
 
 /// The one command a FHIR write is: the details, and the lifecycle it states (`active`, the
 /// date of death), decided by the aggregate in one write.
-fn replace_command(
+pub(super) fn replace_command(
     id: Uuid,
     write: &fhir_patient::PatientWrite,
     today: chrono::NaiveDate,
@@ -189,7 +189,7 @@ fn replace_command(
 }
 
 /// A refused lifecycle step names `Patient.active` (the other refusals name their field).
-fn lifecycle_path(e: salus_domain::service::ServiceError) -> FhirError {
+pub(super) fn lifecycle_path(e: salus_domain::service::ServiceError) -> FhirError {
     let api = ApiError::from(e);
     let transition = api.kind == "illegal-transition" || api.kind == "rule-violation";
     let e = FhirError::from(api);

@@ -14,6 +14,7 @@ mod consents;
 mod crash;
 mod encounters;
 mod fhir;
+mod fhir_bundles;
 mod fhir_documents;
 mod interactions;
 mod merges;

@@ -159,6 +159,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("put", "/api/v1/care-policy"),
         // FHIR R4 routes are declared and guarded like the others (see crate::fhir).
         ("get", "/fhir/R4/metadata"),
+        ("post", "/fhir/R4"),
         ("post", "/fhir/R4/Patient"),
         ("get", "/fhir/R4/Patient"),
         ("get", "/fhir/R4/Patient/{id}"),
