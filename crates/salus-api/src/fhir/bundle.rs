@@ -17,7 +17,9 @@
 //! `fhir_resources:write`); reads inside a bundle are logged like any read.
 
 use super::documents::{self, DocumentSearch, checked_body, find, store_command, valid_id};
-use super::patient::{PatientSearch, lifecycle_path, parse_patient, replace_command};
+use super::patient::{
+    PatientSearch, lifecycle_path, parse_patient, replace_command, update_command,
+};
 use super::*;
 use axum::http::HeaderName;
 use salus_domain::documents::{DocumentCommand, FhirDocument, client_stream_id};
@@ -439,17 +441,7 @@ pub async fn process(
 }
 
 fn response_bundle(kind: &str, entries: Vec<Value>, state: &AppState) -> Response {
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "id": Uuid::now_v7().to_string(),
-        "meta": {"lastUpdated": salus_fhir::patient::instant(state.services.now())},
-        "type": kind,
-        "entry": entries,
-    });
-    let mut resp = (StatusCode::OK, bundle.to_string()).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    resp
+    ok_json(&bundle_of(state, kind, Vec::new(), entries))
 }
 
 fn error_entry(e: FhirError) -> Value {
@@ -943,12 +935,7 @@ async fn prepare_patient(
                 &actor.ctx,
                 uuid,
                 *expected,
-                |current, now| {
-                    if current.is_none() {
-                        return Err(salus_kernel::DomainError::NotFound("Patient".into()));
-                    }
-                    replace_command(uuid, &write, now.date_naive())
-                },
+                |current, now| update_command(current, uuid, &write, now.date_naive()),
                 None,
             )
             .await

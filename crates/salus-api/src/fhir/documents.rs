@@ -135,14 +135,13 @@ pub(super) async fn find(
     Ok(None)
 }
 
-/// The live document `t/id`, its read logged; 404 when there is none, 410 when deleted.
-async fn load(
+/// The document `t/id`, deleted or not, its read logged; 404 when there is none.
+async fn found(
     state: &AppState,
     actor: &Actor,
     t: &str,
     id: &str,
 ) -> Result<Current<FhirDocument>, FhirError> {
-    check_type(t)?;
     let c = find(state, actor, t, id)
         .await?
         .ok_or_else(|| not_found(t, id))?;
@@ -154,6 +153,18 @@ async fn load(
         [(c.row.id, &c.row.doc)],
     )
     .await?;
+    Ok(c)
+}
+
+/// The live document `t/id`, its read logged; 404 when there is none, 410 when deleted.
+async fn load(
+    state: &AppState,
+    actor: &Actor,
+    t: &str,
+    id: &str,
+) -> Result<Current<FhirDocument>, FhirError> {
+    check_type(t)?;
+    let c = found(state, actor, t, id).await?;
     if c.state.deleted {
         return Err(FhirError::new(
             410,
@@ -275,17 +286,7 @@ pub async fn vread(
         .ok()
         .filter(|v| *v >= 1)
         .ok_or_else(missing)?;
-    let c = find(&state, &actor, &t, &id)
-        .await?
-        .ok_or_else(|| not_found(&t, &id))?;
-    access_log::record_docs(
-        &state,
-        &actor,
-        AccessAction::Read,
-        STORED,
-        [(c.row.id, &c.row.doc)],
-    )
-    .await?;
+    let c = found(&state, &actor, &t, &id).await?;
     let at = state
         .services
         .at_version::<FhirDocument>(&actor.ctx, c.row.id, version)
@@ -313,23 +314,12 @@ pub async fn history(
     Path((t, id)): Path<(String, String)>,
 ) -> Result<Response, FhirError> {
     check_type(&t)?;
-    let c = find(&state, &actor, &t, &id)
-        .await?
-        .ok_or_else(|| not_found(&t, &id))?;
-    access_log::record_docs(
-        &state,
-        &actor,
-        AccessAction::Read,
-        STORED,
-        [(c.row.id, &c.row.doc)],
-    )
-    .await?;
+    let c = found(&state, &actor, &t, &id).await?;
     let versions = state
         .services
         .versions::<FhirDocument>(&actor.ctx, c.row.id)
         .await?;
     let base = base_url(&headers);
-    let mut was_deleted = true;
     let mut entries: Vec<Value> = Vec::with_capacity(versions.len());
     for v in &versions {
         let url = format!("{t}/{id}");
@@ -340,7 +330,7 @@ pub async fn history(
                 "response": {"status": "204 No Content", "etag": format!("W/\"{}\"", v.row.version), "lastModified": salus_fhir::patient::instant(v.row.updated_at)},
             })
         } else {
-            let (method, status) = if was_deleted && v.row.version == 1 {
+            let (method, status) = if v.row.version == 1 {
                 ("POST", "201 Created")
             } else {
                 ("PUT", "200 OK")
@@ -352,27 +342,13 @@ pub async fn history(
                 "response": {"status": status, "etag": format!("W/\"{}\"", v.row.version), "lastModified": salus_fhir::patient::instant(v.row.updated_at)},
             })
         };
-        was_deleted = v.state.deleted;
         entries.push(entry);
     }
     entries.reverse();
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "id": Uuid::now_v7().to_string(),
-        "meta": {"lastUpdated": salus_fhir::patient::instant(state.services.now())},
-        "type": "history",
-        "total": entries.len(),
-        "link": [{"relation": "self", "url": format!("{base}/{t}/{id}/_history")}],
-        "entry": entries,
-    });
-    Ok(bundle_response(&bundle))
-}
-
-fn bundle_response(bundle: &Value) -> Response {
-    let mut resp = (StatusCode::OK, bundle.to_string()).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    resp
+    let links = vec![json!({"relation": "self", "url": format!("{base}/{t}/{id}/_history")})];
+    let mut bundle = bundle_of(&state, "history", links, entries);
+    bundle["total"] = json!(versions.len());
+    Ok(ok_json(&bundle))
 }
 
 /// Create a resource kept as a document; with `If-None-Exist` (a search), only when none
@@ -391,19 +367,7 @@ pub async fn create(
 ) -> Result<Response, FhirError> {
     check_type(&t)?;
     checked_body(&t, &body.value)?;
-    if let Some(cond) = headers.get("if-none-exist") {
-        let cond = cond
-            .to_str()
-            .map_err(|_| FhirError::new(400, "invalid", "If-None-Exist must be a query string"))?;
-        let cond = cond.split_once('?').map(|(_, q)| q).unwrap_or(cond);
-        let pairs = form_pairs(cond);
-        if pairs.is_empty() {
-            return Err(FhirError::new(
-                400,
-                "invalid",
-                "If-None-Exist names no search parameter",
-            ));
-        }
+    if let Some(pairs) = if_none_exist(&headers)? {
         let search = DocumentSearch::parse(&state, &actor, &t, &pairs, true).await?;
         let found = search.run(&state, &actor, None, 2).await?;
         match found.as_slice() {
@@ -683,14 +647,10 @@ impl DocumentSearch {
             }
             let clause = match fsearch::parse(t, key, value) {
                 Ok(c) => c,
-                Err(SearchError::Unknown { .. }) | Err(SearchError::NotSupported(_))
+                Err(e @ (SearchError::Unknown { .. } | SearchError::NotSupported(_)))
                     if !strict && fsearch::parse_key(key).modifier.is_none() =>
                 {
-                    let msg = match fsearch::parse(t, key, value) {
-                        Err(e) => e.to_string(),
-                        Ok(_) => String::new(),
-                    };
-                    s.ignored.push(msg);
+                    s.ignored.push(e.to_string());
                     continue;
                 }
                 Err(SearchError::Invalid(m)) => return Err(FhirError::new(400, "invalid", m)),
@@ -815,15 +775,6 @@ fn only_elements(mut r: Value, elements: &[String]) -> Value {
     r
 }
 
-fn prefers_strict(headers: &HeaderMap) -> bool {
-    headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
-}
-
 async fn answer_search(
     state: &AppState,
     actor: &Actor,
@@ -846,27 +797,12 @@ async fn answer_search(
         found.iter().map(|c| (c.row.id, &c.row.doc)),
     )
     .await?;
-    let base = base_url(headers);
-    let query = |extra: Option<String>| {
-        let mut parts: Vec<String> = search
-            .applied
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        parts.push(format!("_count={}", search.count));
-        if let Some(c) = extra {
-            parts.push(format!("_cursor={c}"));
-        }
-        format!("{base}/{t}?{}", parts.join("&"))
+    let next_after = if more {
+        found.last().map(|c| c.row.id)
+    } else {
+        None
     };
-    let mut links =
-        vec![json!({"relation": "self", "url": query(search.cursor.map(http::encode_cursor))})];
-    if more && let Some(last) = found.last() {
-        links.push(
-            json!({"relation": "next", "url": query(Some(http::encode_cursor(last.row.id)))}),
-        );
-    }
-    let mut entries: Vec<Value> = found
+    let matches = found
         .iter()
         .map(|c| {
             let r = render(&c.state, c.row.version);
@@ -874,36 +810,20 @@ async fn answer_search(
                 Some(e) => only_elements(r, e),
                 None => r,
             };
-            json!({
-                "fullUrl": format!("{base}/{t}/{}", c.state.id),
-                "resource": r,
-                "search": {"mode": "match"},
-            })
+            (format!("{t}/{}", c.state.id), r)
         })
         .collect();
-    if !search.ignored.is_empty() {
-        let issues: Vec<Issue> = search
-            .ignored
-            .iter()
-            .map(|m| Issue {
-                severity: "warning",
-                code: "not-supported",
-                diagnostics: format!("ignored: {m}"),
-                expression: None,
-            })
-            .collect();
-        entries
-            .push(json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}));
-    }
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "id": Uuid::now_v7().to_string(),
-        "meta": {"lastUpdated": salus_fhir::patient::instant(state.services.now())},
-        "type": "searchset",
-        "link": links,
-        "entry": entries,
-    });
-    Ok(bundle_response(&bundle))
+    Ok(searchset(
+        state,
+        &base_url(headers),
+        t,
+        &search.applied,
+        search.count,
+        search.cursor,
+        next_after,
+        matches,
+        &search.ignored,
+    ))
 }
 
 /// Search resources kept as documents, on every search parameter of their type.

@@ -337,11 +337,7 @@ pub(crate) fn capability_param(
 #[utoipa::path(get, path = "/fhir/R4/metadata", tag = "fhir",
     responses((status = 200, description = "The CapabilityStatement", content_type = "application/fhir+json")))]
 pub async fn metadata(headers: HeaderMap) -> Response {
-    let body = capability_statement(&base_url(&headers));
-    let mut resp = (StatusCode::OK, body.to_string()).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    resp
+    ok_json(&capability_statement(&base_url(&headers)))
 }
 
 /// `a=1&b=2` as decoded pairs.
@@ -375,6 +371,114 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A 200 answer of FHIR JSON.
+fn ok_json(body: &Value) -> Response {
+    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    resp
+}
+
+/// A Bundle of `kind` (searchset, history, transaction-response, …) with these links and
+/// entries, stamped now.
+fn bundle_of(state: &AppState, kind: &str, links: Vec<Value>, entries: Vec<Value>) -> Value {
+    let mut b = json!({
+        "resourceType": "Bundle",
+        "id": Uuid::now_v7().to_string(),
+        "meta": {"lastUpdated": salus_fhir::patient::instant(state.services.now())},
+        "type": kind,
+    });
+    if !links.is_empty() {
+        b["link"] = Value::Array(links);
+    }
+    b["entry"] = Value::Array(entries);
+    b
+}
+
+/// One page of a search of `resource_type` as a searchset Bundle: `matches` as
+/// (`Type/id`, resource), the `self` link and, when `next_after` names the page's last
+/// id, a `next` link (both carrying the parameters `applied`), and an outcome entry
+/// saying what lenient handling ignored.
+#[allow(clippy::too_many_arguments)]
+fn searchset(
+    state: &AppState,
+    base: &str,
+    resource_type: &str,
+    applied: &[(String, String)],
+    count: u32,
+    cursor: Option<Uuid>,
+    next_after: Option<Uuid>,
+    matches: Vec<(String, Value)>,
+    ignored: &[String],
+) -> Response {
+    let query = |extra: Option<String>| {
+        let mut parts: Vec<String> = applied
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        parts.push(format!("_count={count}"));
+        if let Some(c) = extra {
+            parts.push(format!("_cursor={c}"));
+        }
+        format!("{base}/{resource_type}?{}", parts.join("&"))
+    };
+    let mut links =
+        vec![json!({"relation": "self", "url": query(cursor.map(http::encode_cursor))})];
+    if let Some(last) = next_after {
+        links.push(json!({"relation": "next", "url": query(Some(http::encode_cursor(last)))}));
+    }
+    let mut entries: Vec<Value> = matches
+        .into_iter()
+        .map(|(url, r)| json!({"fullUrl": format!("{base}/{url}"), "resource": r, "search": {"mode": "match"}}))
+        .collect();
+    if !ignored.is_empty() {
+        // Lenient handling says what it ignored, as the specification suggests.
+        let issues: Vec<Issue> = ignored
+            .iter()
+            .map(|m| Issue {
+                severity: "warning",
+                code: "not-supported",
+                diagnostics: format!("ignored: {m}"),
+                expression: None,
+            })
+            .collect();
+        entries
+            .push(json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}));
+    }
+    ok_json(&bundle_of(state, "searchset", links, entries))
+}
+
+/// The search of an `If-None-Exist` header (a query string, with or without `Type?`), or
+/// `None` without the header; 400 when it names no parameter.
+fn if_none_exist(headers: &HeaderMap) -> Result<Option<Vec<(String, String)>>, FhirError> {
+    let Some(cond) = headers.get("if-none-exist") else {
+        return Ok(None);
+    };
+    let cond = cond
+        .to_str()
+        .map_err(|_| FhirError::new(400, "invalid", "If-None-Exist must be a query string"))?;
+    let cond = cond.split_once('?').map(|(_, q)| q).unwrap_or(cond);
+    let pairs = form_pairs(cond);
+    if pairs.is_empty() {
+        return Err(FhirError::new(
+            400,
+            "invalid",
+            "If-None-Exist names no search parameter",
+        ));
+    }
+    Ok(Some(pairs))
+}
+
+/// Whether the request asks for strict handling of search parameters (`Prefer: handling=strict`).
+fn prefers_strict(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"))
 }
 
 /// An unsupported parameter: refused under strict handling, else noted as ignored.

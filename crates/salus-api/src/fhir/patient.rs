@@ -144,19 +144,13 @@ pub async fn history(
             })
         })
         .collect();
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "id": Uuid::now_v7().to_string(),
-        "meta": {"lastUpdated": fhir_patient::instant(state.services.now())},
-        "type": "history",
-        "total": entries.len(),
-        "link": [{"relation": "self", "url": format!("{base}/Patient/{}/_history", current.row.id)}],
-        "entry": entries,
-    });
-    let mut resp = (StatusCode::OK, bundle.to_string()).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    Ok(resp)
+    let links = vec![
+        json!({"relation": "self", "url": format!("{base}/Patient/{}/_history", current.row.id)}),
+    ];
+    let total = entries.len();
+    let mut bundle = bundle_of(&state, "history", links, entries);
+    bundle["total"] = json!(total);
+    Ok(ok_json(&bundle))
 }
 
 /// A FHIR Patient body as the aggregate's terms, or a 422 naming the elements at fault.
@@ -186,6 +180,20 @@ pub(super) fn replace_command(
         death: write.deceased.flatten(),
         today,
     })
+}
+
+/// The command of a FHIR update: [`replace_command`] on a Patient that exists (an update
+/// never creates one: Patient ids are the server's).
+pub(super) fn update_command(
+    current: Option<&Patient>,
+    id: Uuid,
+    write: &fhir_patient::PatientWrite,
+    today: chrono::NaiveDate,
+) -> Result<PatientCommand, salus_kernel::DomainError> {
+    if current.is_none() {
+        return Err(salus_kernel::DomainError::NotFound("Patient".into()));
+    }
+    replace_command(id, write, today)
 }
 
 /// A refused lifecycle step names `Patient.active` (the other refusals name their field).
@@ -222,19 +230,7 @@ pub async fn create(
     body: JsonBody<Value>,
 ) -> Result<Response, FhirError> {
     let write = parse_patient(&body.value)?;
-    if let Some(cond) = headers.get("if-none-exist") {
-        let cond = cond
-            .to_str()
-            .map_err(|_| FhirError::new(400, "invalid", "If-None-Exist must be a query string"))?;
-        let cond = cond.split_once('?').map(|(_, q)| q).unwrap_or(cond);
-        let pairs: Vec<(String, String)> = form_pairs(cond);
-        if pairs.is_empty() {
-            return Err(FhirError::new(
-                400,
-                "invalid",
-                "If-None-Exist names no search parameter",
-            ));
-        }
+    if let Some(pairs) = if_none_exist(&headers)? {
         let search = PatientSearch::parse(&pairs, true)?;
         let found = search.run(&state, &actor, None, 2).await?;
         match found.as_slice() {
@@ -326,12 +322,7 @@ pub async fn update(
             &actor.ctx,
             uuid,
             expected,
-            |current, now| {
-                if current.is_none() {
-                    return Err(salus_kernel::DomainError::NotFound("Patient".into()));
-                }
-                replace_command(uuid, &write, now.date_naive())
-            },
+            |current, now| update_command(current, uuid, &write, now.date_naive()),
             None,
         )
         .await
@@ -588,12 +579,7 @@ pub async fn search(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, FhirError> {
-    let strict = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("handling=strict"));
+    let strict = prefers_strict(&headers);
     let search = PatientSearch::parse(&pairs, strict)?;
     let mut found = search
         .run(&state, &actor, search.cursor, search.count + 1)
@@ -608,63 +594,31 @@ pub async fn search(
         found.iter().map(|c| (c.row.id, &c.row.doc)),
     )
     .await?;
-    let base = base_url(&headers);
-    let query = |extra: Option<String>| {
-        let mut parts: Vec<String> = search
-            .applied
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        parts.push(format!("_count={}", search.count));
-        if let Some(c) = extra {
-            parts.push(format!("_cursor={c}"));
-        }
-        format!("{base}/Patient?{}", parts.join("&"))
+    let next_after = if more {
+        found.last().map(|c| c.row.id)
+    } else {
+        None
     };
-    let mut links =
-        vec![json!({"relation": "self", "url": query(search.cursor.map(http::encode_cursor))})];
-    if more && let Some(last) = found.last() {
-        links.push(
-            json!({"relation": "next", "url": query(Some(http::encode_cursor(last.row.id)))}),
-        );
-    }
-    let mut entries: Vec<Value> = found
+    let matches = found
         .iter()
         .map(|c| {
-            json!({
-                "fullUrl": format!("{base}/Patient/{}", c.row.id),
-                "resource": fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
-                "search": {"mode": "match"},
-            })
+            (
+                format!("Patient/{}", c.row.id),
+                fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
+            )
         })
         .collect();
-    if !search.ignored.is_empty() {
-        // Lenient handling says what it ignored, as the specification suggests.
-        let issues: Vec<Issue> = search
-            .ignored
-            .iter()
-            .map(|m| Issue {
-                severity: "warning",
-                code: "not-supported",
-                diagnostics: format!("ignored: {m}"),
-                expression: None,
-            })
-            .collect();
-        entries
-            .push(json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}));
-    }
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "id": Uuid::now_v7().to_string(),
-        "meta": {"lastUpdated": fhir_patient::instant(state.services.now())},
-        "type": "searchset",
-        "link": links,
-        "entry": entries,
-    });
-    let mut resp = (StatusCode::OK, bundle.to_string()).into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    Ok(resp)
+    Ok(searchset(
+        &state,
+        &base_url(&headers),
+        "Patient",
+        &search.applied,
+        search.count,
+        search.cursor,
+        next_after,
+        matches,
+        &search.ignored,
+    ))
 }
 
 #[cfg(test)]
