@@ -25,6 +25,7 @@ use salus_kernel::{Hash32, TenantContext, TenantId};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -249,6 +250,64 @@ pub(super) struct Writer {
     url: String,
     conn: Option<Conn>,
     observer: Option<Arc<dyn CommitObserver>>,
+    stats: Statistics,
+}
+
+/// Keeps the planner's statistics of the projection tables in step with their growth.
+///
+/// PostgreSQL plans a search from its statistics of `resources` and `search_index`; where
+/// they are stale (autovacuum off, as on some managed and test servers, or not yet run
+/// after a large import into a new database) the planner takes a table of thousands of
+/// rows for an empty one and picks nested loops that scan it once per resource. So the
+/// writer counts the rows it writes and, each time they have grown by a fifth (and by at
+/// least [`Statistics::MIN_ROWS`]) since the last time, analyzes both tables on a
+/// connection of its own, in the background: commits never wait for it.
+struct Statistics {
+    url: String,
+    /// Rows written since the last ANALYZE was started.
+    since: u64,
+    /// Rows the tables held (as estimated) at the last ANALYZE.
+    at_last: u64,
+    running: Arc<AtomicBool>,
+}
+
+impl Statistics {
+    const MIN_ROWS: u64 = 2_000;
+
+    fn new(url: &str) -> Self {
+        Statistics {
+            url: url.to_owned(),
+            since: 0,
+            at_last: 0,
+            running: Arc::default(),
+        }
+    }
+
+    /// Note `rows` projection and search rows written; analyze when they are due.
+    fn wrote(&mut self, rows: u64) {
+        self.since += rows;
+        if self.since < Self::MIN_ROWS.max(self.at_last / 5) || self.running.swap(true, SeqCst) {
+            return;
+        }
+        self.at_last += self.since;
+        self.since = 0;
+        let (url, running) = (self.url.clone(), self.running.clone());
+        tokio::spawn(async move {
+            // As the connecting user (the tables' owner), not the application role.
+            match connect(&url).await {
+                Ok((client, _task)) => {
+                    if let Err(e) = client
+                        .batch_execute("ANALYZE resources, search_index")
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not analyze the projection tables");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not connect to analyze"),
+            }
+            running.store(false, SeqCst);
+        });
+    }
 }
 
 impl Writer {
@@ -261,6 +320,7 @@ impl Writer {
             url: url.to_owned(),
             conn: None,
             observer,
+            stats: Statistics::new(url),
         };
         w.connected().await.map_err(Fail::into_store)?;
         Ok(w)
@@ -506,6 +566,8 @@ impl Writer {
         } else {
             apply_and_commit(c, st, &plan, &existing).await?;
         }
+        let rows: usize = plan.resources.iter().map(|r| 1 + r.search.len()).sum();
+        self.stats.wrote(rows as u64);
         Ok((plan.outcomes, events))
     }
 }

@@ -158,3 +158,63 @@ async fn two_access_log_writers_share_one_chain() {
     assert_eq!(report.entries, 160);
     second.shutdown().await;
 }
+
+/// The writer keeps the planner's statistics of the projection tables up to date as they
+/// grow, even where autovacuum does not (it is off on some servers): without them a
+/// search over thousands of rows was planned as over an empty table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_analyzes_the_projection_tables_as_they_grow() {
+    let f = Fixture::new("postgres").await;
+    let ctx = f.tenant("stats").await;
+    let crate::backends::Kind::Postgres(url) = &f.kind else {
+        unreachable!()
+    };
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("ALTER TABLE search_index SET (autovacuum_enabled = off); ALTER TABLE resources SET (autovacuum_enabled = off)")
+        .await
+        .unwrap();
+    let analyzed = || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('resources', 'search_index') AND analyze_count > 0",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(analyzed().await, 0, "analyzed before anything was written");
+    let writes: Vec<_> = (0..1_500)
+        .map(|i| patient_write(uuid::Uuid::now_v7(), 0, &format!("Name{i}")))
+        .collect();
+    for chunk in writes.chunks(100) {
+        f.store.commit_all(&ctx, chunk.to_vec()).await.unwrap();
+    }
+    // 3,000 rows written (a projection and a search row each): the background ANALYZE
+    // runs; wait for it (the statistics collector reports within a second or so).
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = analyzed().await;
+        if seen == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 2, "both tables analyzed");
+    let tuples: f32 = client
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE relname = 'search_index'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        tuples >= 1_000.0,
+        "the statistics count {tuples} search rows"
+    );
+}

@@ -258,15 +258,14 @@ async fn a_synthetic_population_is_imported_by_transactions_and_read_back(backen
         fhir.seen.lock().unwrap().truncate(40);
     }
     assert!(sent.len() > 2_000, "only {} resources", sent.len());
-    // Read everything back, one `_id` search each (long `_id` lists are slow on
-    // PostgreSQL for now: see the issue note).
+    // Read everything back, a hundred ids per `_id` search.
     let mut by_type: HashMap<&str, Vec<&(String, String, Value)>> = HashMap::new();
     for s in &sent {
         by_type.entry(s.0.as_str()).or_default().push(s);
     }
     let mut checked = 0usize;
     for (t, items) in by_type {
-        for chunk in items.chunks(1) {
+        for chunk in items.chunks(100) {
             let q: Vec<&str> = chunk.iter().map(|s| s.1.as_str()).collect();
             let r = fhir
                 .get(&format!("/{t}?_id={}&_count=200", q.join(",")))
