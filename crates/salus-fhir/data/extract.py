@@ -11,7 +11,8 @@ It writes, next to this script:
 - `search-parameters.json.gz`: `search-parameters.json` unchanged, gzipped.
 - `elements.json.gz`: per resource and data type of `profiles-resources.json` and
   `profiles-types.json` (the base specialisations), each element of its snapshot by path:
-  types, cardinality, and a content reference, nothing else. It is a projection of the
+  types, cardinality, a content reference and whether it is a summary element
+  (`isSummary`, for `_summary=true`), nothing else. It is a projection of the
   official structure definitions, not a hand-written table.
 """
 import gzip
@@ -64,6 +65,8 @@ for bundle in ("profiles-types.json", "profiles-resources.json"):
             entry = {"min": el.get("min", 0), "max": el.get("max", "*"), "types": types}
             if el.get("contentReference"):
                 entry["ref"] = el["contentReference"].lstrip("#")
+            if el.get("isSummary"):
+                entry["summary"] = True
             elements[rel] = entry
         out[name] = {"kind": sd["kind"], "abstract": sd["abstract"], "base": base, "elements": elements}
 

@@ -151,6 +151,9 @@ pub struct ElementDef {
     /// For an element defined elsewhere (`Questionnaire.item.item` → `Questionnaire.item`).
     #[serde(default, rename = "ref")]
     pub content_ref: Option<String>,
+    /// A summary element (`isSummary`): kept by `_summary=true`.
+    #[serde(default)]
+    pub summary: bool,
 }
 
 impl ElementDef {
