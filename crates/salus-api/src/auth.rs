@@ -509,6 +509,32 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// The tenant's system actor, as the command line acts (`salus import`): every
+    /// permission, no patient context; `ctx.actor` names it in the events it writes.
+    pub fn system(ctx: TenantContext, client: &str) -> Actor {
+        let access = crate::access_log::AccessContext {
+            purpose: "HOPERAT",
+            client: Some(client.to_owned()),
+            ..Default::default()
+        };
+        Actor {
+            user: Arc::new(User {
+                id: ctx.actor.0,
+                username: "system".into(),
+                display_name: "system".into(),
+                assignments: Vec::new(),
+                active: true,
+            }),
+            request_id: ctx.correlation_id.to_string(),
+            ctx,
+            permissions: PermissionSet::all(),
+            is_admin: true,
+            patient: None,
+            roles: vec![access::ADMIN.to_owned()],
+            access,
+        }
+    }
+
     /// Refuse with 403 unless the actor may use `permission`. Routes declare theirs (see
     /// [`crate::guard`]); this is for permissions that depend on the request (an import's kind).
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {

@@ -105,6 +105,8 @@ pub struct AppStateInner {
     pub blobs: Arc<salus_store::blobs::BlobStore>,
     /// Live progress of the import jobs running here.
     pub jobs: Arc<bulk::Jobs>,
+    /// The FHIR `$export` tasks running here.
+    pub exports: Arc<fhir::export::Running>,
     /// The OpenAPI document, served at `/api/v1/openapi.json` (set by [`app`]).
     pub openapi: Arc<std::sync::OnceLock<serde_json::Value>>,
     /// The tenants' care-relationship policies, held briefly.
@@ -129,6 +131,7 @@ impl AppState {
             config: Arc::new(config),
             users: Arc::new(UserCache::new(Duration::from_secs(5))),
             jobs: Arc::new(bulk::Jobs::default()),
+            exports: Arc::default(),
             openapi: Arc::new(std::sync::OnceLock::new()),
             care: Arc::default(),
         }))
@@ -313,6 +316,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::patient::vread))
         .routes(routes!(fhir::patient::history))
         .routes(routes!(fhir::bundle::process))
+        .routes(routes!(fhir::export::system_export))
+        .routes(routes!(fhir::export::patient_export))
+        .routes(routes!(fhir::export::group_export))
+        .routes(routes!(fhir::export::status, fhir::export::cancel))
+        .routes(routes!(fhir::export::file))
         .routes(routes!(fhir::documents::search, fhir::documents::create))
         .routes(routes!(fhir::documents::search_post))
         .routes(routes!(

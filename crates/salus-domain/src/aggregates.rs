@@ -26,6 +26,7 @@ macro_rules! by_stream_type {
             $crate::clinical::record::ClinicalNote,
             $crate::clinical::attachment::Attachment,
             $crate::bulk::job::ImportJob,
+            $crate::bulk::export_job::ExportJob,
             $crate::access::User,
             $crate::access::Role,
             $crate::access::care::CareAssignment,

@@ -28,17 +28,34 @@ fn parse_kind(s: &str) -> Result<Kind, String> {
     Kind::parse(s).map_err(|e| e.to_string())
 }
 
+/// What `--kind` names: a kind of Salus record, or FHIR resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportKind {
+    Records(Kind),
+    /// FHIR transaction/batch Bundles (`.json`) and NDJSON files (`.ndjson`), or a
+    /// directory of them (see [`crate::fhir_import`]).
+    Fhir,
+}
+
+fn parse_import_kind(s: &str) -> Result<ImportKind, String> {
+    if s == "fhir" {
+        Ok(ImportKind::Fhir)
+    } else {
+        parse_kind(s).map(ImportKind::Records)
+    }
+}
+
 fn parse_format(s: &str) -> Result<Format, String> {
     Format::parse(s).ok_or_else(|| format!("'{s}' is not one of {}", Format::ALL.join(", ")))
 }
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The file to import (`-` reads standard input).
+    /// The file to import (`-` reads standard input); with `--kind fhir` also a directory.
     pub file: PathBuf,
-    /// patients | interactions | encounters | observations
-    #[arg(long, value_parser = parse_kind)]
-    pub kind: Kind,
+    /// patients | interactions | encounters | observations | fhir (FHIR Bundles and NDJSON)
+    #[arg(long, value_parser = parse_import_kind)]
+    pub kind: ImportKind,
     /// csv | json | ndjson [default: from the file's extension]
     #[arg(long, value_parser = parse_format)]
     pub format: Option<Format>,
@@ -60,6 +77,9 @@ pub struct ImportArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// FHIR NDJSON resources per transaction (with `--kind fhir`).
+    #[arg(long, default_value_t = crate::fhir_import::DEFAULT_BATCH)]
+    pub batch: usize,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +136,10 @@ async fn spool_stdin(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let kind = match args.kind {
+        ImportKind::Fhir => return crate::fhir_import::run(settings, &args).await,
+        ImportKind::Records(k) => k,
+    };
     let stdin = args.file.as_os_str() == "-";
     let Some(format) = args.format.or_else(|| Format::from_path(&args.file)) else {
         eprintln!(
@@ -132,7 +156,7 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exi
     } else {
         args.file.clone()
     };
-    let outcome = run_import(&services, &ctx, &path, format, &args).await;
+    let outcome = run_import(&services, &ctx, &path, format, kind, &args).await;
     if stdin {
         let _ = std::fs::remove_file(&path);
     }
@@ -145,9 +169,10 @@ async fn run_import(
     ctx: &salus_kernel::TenantContext,
     path: &Path,
     format: Format,
+    kind: Kind,
     args: &ImportArgs,
 ) -> anyhow::Result<ExitCode> {
-    if let Err(e) = bulk::check_file(path, format, args.kind).await {
+    if let Err(e) = bulk::check_file(path, format, kind).await {
         eprintln!("error: {} cannot be imported: {e}", args.file.display());
         return Ok(ExitCode::from(1));
     }
@@ -155,7 +180,7 @@ async fn run_import(
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
     let spec = JobSpec {
-        kind: args.kind,
+        kind,
         format: format.as_str().to_owned(),
         dry_run: args.dry_run,
         all_or_nothing: args.all_or_nothing,
@@ -164,7 +189,7 @@ async fn run_import(
     let job = job::start(services, ctx, spec, None)
         .await
         .map_err(|e| anyhow::anyhow!("cannot record the import job: {e}"))?;
-    let mut options = ImportOptions::new(args.kind);
+    let mut options = ImportOptions::new(kind);
     options.dry_run = args.dry_run;
     options.all_or_nothing = args.all_or_nothing;
     options.concurrency = args.concurrency.max(1);
@@ -270,7 +295,7 @@ async fn run_import(
         } else {
             "imported "
         },
-        args.kind.as_str(),
+        kind.as_str(),
         args.file.display(),
         c.rows,
         c.created,

@@ -8,5 +8,6 @@ pub mod bulk;
 pub mod bulk_bench;
 pub mod cli;
 pub mod config;
+pub mod fhir_import;
 pub mod server;
 pub mod synth;

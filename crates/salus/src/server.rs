@@ -352,6 +352,20 @@ pub async fn bootstrap(
     }))
 }
 
+/// The API's settings from the server's (also what `salus import` of FHIR files runs with).
+pub fn api_config(settings: &Settings) -> ApiConfig {
+    ApiConfig {
+        body_limit: settings.body_limit,
+        header_limit: 32 * 1024,
+        request_timeout: Duration::from_secs(settings.request_timeout_secs),
+        idempotency_ttl: chrono::Duration::hours(settings.idempotency_ttl_hours),
+        blob_dir: settings.data_dir.join("blobs"),
+        attachment_limit: settings.attachment_limit_bytes,
+        import_dir: settings.data_dir.join("imports"),
+        import_limit: settings.import_limit_bytes,
+    }
+}
+
 /// Start the server in the background on `settings.listen` (port 0 picks a free one).
 pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Bootstrap>)> {
     salus_api::jwks::install_crypto_provider();
@@ -366,16 +380,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
     }
     let auth = Arc::new(auth);
     let mut sealer = Sealer::new(ledger_key(settings)?);
-    let config = ApiConfig {
-        body_limit: settings.body_limit,
-        header_limit: 32 * 1024,
-        request_timeout: Duration::from_secs(settings.request_timeout_secs),
-        idempotency_ttl: chrono::Duration::hours(settings.idempotency_ttl_hours),
-        blob_dir: settings.data_dir.join("blobs"),
-        attachment_limit: settings.attachment_limit_bytes,
-        import_dir: settings.data_dir.join("imports"),
-        import_limit: settings.import_limit_bytes,
-    };
+    let config = api_config(settings);
     salus_api::imports::clean_import_dir(&config.import_dir);
     let state = AppState::new(services.clone(), auth.clone(), metrics.clone(), config);
     let listener = tokio::net::TcpListener::bind(&settings.listen)

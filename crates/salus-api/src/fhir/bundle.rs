@@ -386,7 +386,22 @@ pub async fn process(
     headers: HeaderMap,
     body: JsonBody<Value>,
 ) -> Result<Response, FhirError> {
-    let b = &body.value;
+    let base = base_url(&headers);
+    let answer = run_bundle(&state, &actor, &base, &headers, &body.value).await?;
+    Ok(ok_json(&answer))
+}
+
+/// Run a `transaction` or `batch` Bundle as `actor` (the REST entry point, and `salus
+/// import` of FHIR files): the `transaction-response` or `batch-response` Bundle, or the
+/// OperationOutcome of a transaction that wrote nothing. `base` is the server's base URL
+/// as the client names it (absolute full URLs are read against it).
+pub async fn run_bundle(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    headers: &HeaderMap,
+    b: &Value,
+) -> Result<Value, FhirError> {
     if b.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(FhirError::new(
             400,
@@ -402,9 +417,9 @@ pub async fn process(
             format!("Bundle.type must be transaction or batch, not '{kind}'"),
         ));
     }
-    let raw: Vec<Value> = match b.get("entry") {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a.clone(),
+    let raw: &[Value] = match b.get("entry") {
+        None => &[],
+        Some(Value::Array(a)) => a,
         Some(_) => {
             return Err(FhirError::new(
                 400,
@@ -420,28 +435,27 @@ pub async fn process(
             format!("a Bundle may hold at most {MAX_ENTRIES} entries"),
         ));
     }
-    let base = base_url(&headers);
     if kind == "batch" {
         let mut out = Vec::with_capacity(raw.len());
         for (i, e) in raw.iter().enumerate() {
             out.push(match parse_entry(i, e) {
-                Ok(entry) => batch_entry(&state, &actor, &headers, entry).await,
+                Ok(entry) => batch_entry(state, actor, headers, entry).await,
                 Err(err) => error_entry(err),
             });
         }
-        return Ok(response_bundle("batch-response", out, &state));
+        return Ok(response_bundle("batch-response", out, state));
     }
     let entries: Vec<Entry> = raw
         .iter()
         .enumerate()
         .map(|(i, e)| parse_entry(i, e))
         .collect::<Result<_, _>>()?;
-    let out = transaction(&state, &actor, &base, entries).await?;
-    Ok(response_bundle("transaction-response", out, &state))
+    let out = transaction(state, actor, base, entries).await?;
+    Ok(response_bundle("transaction-response", out, state))
 }
 
-fn response_bundle(kind: &str, entries: Vec<Value>, state: &AppState) -> Response {
-    ok_json(&bundle_of(state, kind, Vec::new(), entries))
+fn response_bundle(kind: &str, entries: Vec<Value>, state: &AppState) -> Value {
+    bundle_of(state, kind, Vec::new(), entries)
 }
 
 fn error_entry(e: FhirError) -> Value {

@@ -724,6 +724,49 @@ impl DocumentSearch {
     }
 }
 
+/// One page of the live documents of type `t` in id order after `after` (for `$export`):
+/// each with the resource as a read renders it, and the id to continue after (`None` at
+/// the end). Deleted documents have no search rows, so none is found.
+pub(super) async fn export_page(
+    state: &AppState,
+    actor: &Actor,
+    t: &str,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<(Vec<(Current<FhirDocument>, Value)>, Option<Uuid>), FhirError> {
+    let q = SearchQuery {
+        resource_type: STORED.into(),
+        filters: vec![Filter {
+            param: "_type".into(),
+            system: None,
+            op: FilterOp::Eq,
+            value: t.to_owned(),
+        }],
+        after,
+        limit,
+        newest_first: false,
+        order_by: None,
+    };
+    let found = state
+        .services
+        .search::<FhirDocument>(&actor.ctx, &q)
+        .await?;
+    let next = if found.len() >= limit as usize {
+        found.last().map(|c| c.row.id)
+    } else {
+        None
+    };
+    let page = found
+        .into_iter()
+        .filter(|c| c.state.resource_type == t && !c.state.deleted)
+        .map(|c| {
+            let r = render(&c.state, c.row.version);
+            (c, r)
+        })
+        .collect();
+    Ok((page, next))
+}
+
 /// The references (`Type/id`) to resources of `targets` that match `inner=value`: the ids
 /// a chained parameter stands for.
 async fn resolve_chain(

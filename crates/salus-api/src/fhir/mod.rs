@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod documents;
+pub mod export;
 pub mod patient;
 
 use crate::AppState;
@@ -163,6 +164,10 @@ fn is_json_format(m: &str) -> bool {
 /// A 406 when the request asks only for formats other than JSON (`Accept`, `_format`):
 /// this server speaks FHIR JSON alone.
 fn refuse_format(req: &Request) -> Option<FhirError> {
+    if req.uri().path().starts_with("/fhir/R4/$export-files/") {
+        // Bulk Data files are NDJSON, and clients ask for it.
+        return None;
+    }
     let format = req.uri().query().and_then(|q| {
         form_pairs(q)
             .into_iter()
@@ -291,6 +296,7 @@ fn base_url(headers: &HeaderMap) -> String {
 pub fn capability_statement(base: &str) -> Value {
     let mut resources: Vec<Value> = vec![patient::capability()];
     resources.extend(documents::capabilities());
+    let operations = export::capability_operations(&mut resources);
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -309,6 +315,7 @@ pub fn capability_statement(base: &str) -> Value {
                 "description": "Bearer tokens (JWT) as for /api/v1; SMART scopes (patient/, user/, system/; v1 read/write and v2 cruds) narrow the token's roles. Every read of patient data is written to the data-access log."
             },
             "resource": resources,
+            "operation": operations,
             "interaction": [
                 {"code": "transaction", "documentation": "POST a transaction Bundle to the base: all or nothing, urn:uuid and conditional references resolved"},
                 {"code": "batch", "documentation": "POST a batch Bundle to the base: each entry on its own"}

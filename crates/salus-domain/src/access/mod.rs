@@ -133,7 +133,7 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ),
     (
         "exports:read",
-        "bulk-export a kind's records (with the kind's read permission)",
+        "bulk-export a kind's records, or FHIR resources with `$export` (with the kind's or each type's read permission)",
     ),
     (
         "care_team:write",

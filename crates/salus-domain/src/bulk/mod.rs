@@ -10,11 +10,14 @@
 //!   flat.
 //! - [`export`]: paging through a kind's resources in id (creation) order.
 //! - [`job`]: the `ImportJob` aggregate that keeps who imported what, and its report.
+//! - [`export_job`]: the `ExportJob` aggregate of a FHIR Bulk Data `$export` (its files
+//!   are blobs; the FHIR edge writes them).
 //!
 //! Nothing here reads files or sockets: callers hand the engine a stream of decoded rows
 //! (the file formats live at the edges, `salus-api::bulk`).
 
 pub mod export;
+pub mod export_job;
 pub mod import;
 pub mod job;
 pub mod records;

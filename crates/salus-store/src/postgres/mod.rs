@@ -390,6 +390,18 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
+        self.scoped_on(tenants, sql, params).await?.map_err(db_err)
+    }
+
+    /// [`Self::scoped`], answering the database's own error (for callers that tell its
+    /// codes apart). Every statement that sets `salus.tenants` on a pooled connection goes
+    /// through here, so what [`Self::tenants_set`] remembers is what the session has.
+    async fn scoped_on(
+        &self,
+        tenants: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError> {
         let client = self.client().await?;
         let key = connection_key(&client);
         let already = self
@@ -399,8 +411,11 @@ impl PostgresStore {
             .and_then(|set| set.get(&key).map(|t| t == tenants))
             .unwrap_or(false);
         if already {
-            let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
-            return client.query(&stmt, params).await.map_err(db_err);
+            let stmt = match client.prepare_cached(sql).await {
+                Ok(stmt) => stmt,
+                Err(e) => return Ok(Err(e)),
+            };
+            return Ok(client.query(&stmt, params).await);
         }
         let result = scoped_query(&client, tenants, sql, params).await;
         if let Ok(mut set) = self.tenants_set.lock() {
@@ -414,7 +429,7 @@ impl PostgresStore {
                 }
             }
         }
-        result.map_err(db_err)
+        Ok(result)
     }
 
     async fn tenant_scoped(
@@ -653,14 +668,15 @@ impl Store for PostgresStore {
     }
 
     async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        scoped_query(
-            &client,
+        // Through `scoped_on`, like every read: the connection's session now has the new
+        // tenant set, and the pool must remember that, or the next read on this connection
+        // for the tenant it had before would skip setting it and see nothing.
+        self.scoped_on(
             &tenant_list(&[tenant.id]),
             "INSERT INTO tenants (tenant_id, name, created_at) VALUES ($1, $2, $3)",
             &[&tenant.id.0, &tenant.name, &tenant.created_at],
         )
-        .await
+        .await?
         .map(|_| ())
         .map_err(|e| match e.code() {
             Some(c) if *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => {

@@ -9,3 +9,4 @@ mod audit;
 mod backends;
 mod conformance;
 mod postgres_only;
+mod tenants;

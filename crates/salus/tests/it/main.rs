@@ -16,6 +16,7 @@ mod encounters;
 mod fhir;
 mod fhir_bundles;
 mod fhir_documents;
+mod fhir_export;
 mod interactions;
 mod merges;
 mod observations;

@@ -176,6 +176,13 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("delete", "/fhir/R4/{type}/{id}"),
         ("get", "/fhir/R4/{type}/{id}/_history"),
         ("get", "/fhir/R4/{type}/{id}/_history/{vid}"),
+        // Bulk Data $export (see crate::fhir::export).
+        ("get", "/fhir/R4/$export"),
+        ("get", "/fhir/R4/Patient/$export"),
+        ("get", "/fhir/R4/{type}/{id}/$export"),
+        ("get", "/fhir/R4/$export-status/{job}"),
+        ("delete", "/fhir/R4/$export-status/{job}"),
+        ("get", "/fhir/R4/$export-files/{job}/{file}"),
     ];
     let mut documented = Vec::new();
     for (path, item) in paths {
