@@ -369,6 +369,15 @@ impl Services {
             .collect()
     }
 
+    /// How many resources match `query`'s filters.
+    pub async fn count(
+        &self,
+        ctx: &TenantContext,
+        query: &SearchQuery,
+    ) -> Result<u64, ServiceError> {
+        Ok(self.store.count(ctx, query).await?)
+    }
+
     /// Run a command against aggregate `id`. `make` builds the command from the current
     /// state (None for a new stream) and the current instant. `if_match` is the version the
     /// caller saw; a different current version fails with [`ServiceError::Precondition`].

@@ -97,6 +97,9 @@ pub trait Store: Send + Sync + 'static {
         query: &SearchQuery,
     ) -> Result<Vec<ResourceRow>, StoreError>;
 
+    /// How many resources match every filter of `query` (its cursor and limit do not apply).
+    async fn count(&self, ctx: &TenantContext, query: &SearchQuery) -> Result<u64, StoreError>;
+
     /// Full-text search over the resources of one type: every word of `query` must occur
     /// (case and accents ignored); best matches first.
     async fn search_text(

@@ -25,12 +25,42 @@ pub const RESOURCE_COLUMNS: &str = "r.id, r.version, r.doc, r.created_at, r.upda
 
 /// Build the search statement for `q` in tenant `tenant`.
 pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<Arg>) {
+    let (mut sql, mut args) = select(dialect, tenant, q, RESOURCE_COLUMNS);
+    let l = bind(dialect, &mut args, Arg::Int(i64::from(q.limit)));
+    let dir = if q.newest_first { "DESC" } else { "ASC" };
+    let order_id = match dialect {
+        Dialect::Sqlite => "o.resource_id",
+        Dialect::Postgres => "r.id",
+    };
+    if q.order_by.is_some() {
+        sql.push_str(&format!(
+            " ORDER BY o.value {dir}, {order_id} {dir} LIMIT {l}"
+        ));
+    } else {
+        sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
+    }
+    (sql, args)
+}
+
+/// Build the statement counting every match of `q`'s filters in tenant `tenant` (its
+/// cursor, order and limit do not apply).
+pub fn count(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<Arg>) {
+    let q = SearchQuery {
+        after: None,
+        order_by: None,
+        ..q.clone()
+    };
+    select(dialect, tenant, &q, "count(*)")
+}
+
+/// `SELECT columns` of the resources matching `q` (with its cursor), unordered.
+fn select(dialect: Dialect, tenant: Uuid, q: &SearchQuery, columns: &str) -> (String, Vec<Arg>) {
     let mut args: Vec<Arg> = Vec::new();
     let ph = |args: &mut Vec<Arg>, a: Arg| bind(dialect, args, a);
     let t = ph(&mut args, Arg::Uuid(tenant));
     let rt = ph(&mut args, Arg::Text(q.resource_type.clone()));
     let mut sql = format!(
-        "SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.tenant_id = {t} AND r.resource_type = {rt}"
+        "SELECT {columns} FROM resources r WHERE r.tenant_id = {t} AND r.resource_type = {rt}"
     );
     let cmp = if q.newest_first { "<" } else { ">" };
     // The search rows of parameter `p` (a placeholder), as table alias `a`: on SQLite the
@@ -113,15 +143,6 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
         cond.push_str(&format!(" AND ({test})"));
         let not = if negate { "NOT " } else { "" };
         sql.push_str(&format!(" AND r.id {not}IN ({cond})"));
-    }
-    let l = ph(&mut args, Arg::Int(i64::from(q.limit)));
-    let dir = if q.newest_first { "DESC" } else { "ASC" };
-    if q.order_by.is_some() {
-        sql.push_str(&format!(
-            " ORDER BY o.value {dir}, {order_id} {dir} LIMIT {l}"
-        ));
-    } else {
-        sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
     }
     (sql, args)
 }

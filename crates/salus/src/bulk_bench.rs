@@ -362,6 +362,13 @@ impl salus_store::Store for Discard {
     ) -> Result<Vec<salus_store::ResourceRow>, salus_store::StoreError> {
         Ok(Vec::new())
     }
+    async fn count(
+        &self,
+        _: &salus_kernel::TenantContext,
+        _: &salus_store::SearchQuery,
+    ) -> Result<u64, salus_store::StoreError> {
+        Ok(0)
+    }
     async fn search_text(
         &self,
         _: &salus_kernel::TenantContext,

@@ -99,6 +99,15 @@ async fn connect(url: &str) -> Result<(Client, JoinHandle<()>), StoreError> {
     Ok((client, task))
 }
 
+/// A generated query's argument as PostgreSQL binds it.
+fn pg_arg(a: &Arg) -> &(dyn ToSql + Sync) {
+    match a {
+        Arg::Uuid(u) => u,
+        Arg::Text(s) => s,
+        Arg::Int(i) => i,
+    }
+}
+
 /// Quote an SQL identifier.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -566,18 +575,19 @@ impl Store for PostgresStore {
         query: &SearchQuery,
     ) -> Result<Vec<ResourceRow>, StoreError> {
         let (text, args) = sql::search(Dialect::Postgres, ctx.tenant.0, query);
-        let params: Vec<&(dyn ToSql + Sync)> = args
-            .iter()
-            .map(|a| match a {
-                Arg::Uuid(u) => u as &(dyn ToSql + Sync),
-                Arg::Text(s) => s as &(dyn ToSql + Sync),
-                Arg::Int(i) => i as &(dyn ToSql + Sync),
-            })
-            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(pg_arg).collect();
         let rows = self.tenant_scoped(ctx.tenant, &text, &params).await?;
         rows.iter()
             .map(|r| resource_from_row(&query.resource_type, r))
             .collect()
+    }
+
+    async fn count(&self, ctx: &TenantContext, query: &SearchQuery) -> Result<u64, StoreError> {
+        let (text, args) = sql::count(Dialect::Postgres, ctx.tenant.0, query);
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(pg_arg).collect();
+        let rows = self.tenant_scoped(ctx.tenant, &text, &params).await?;
+        let n: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn search_text(

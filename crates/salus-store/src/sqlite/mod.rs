@@ -525,20 +525,26 @@ impl Store for SqliteStore {
         let rt = query.resource_type.clone();
         self.read(move |c| {
             let mut st = c.prepare_cached(&text).map_err(db_err)?;
-            let bound: Vec<rusqlite::types::Value> = args
-                .into_iter()
-                .map(|a| match a {
-                    Arg::Uuid(u) => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
-                    Arg::Text(s) => rusqlite::types::Value::Text(s),
-                    Arg::Int(i) => rusqlite::types::Value::Integer(i),
-                })
-                .collect();
+            let bound: Vec<rusqlite::types::Value> = args.into_iter().map(sqlite_arg).collect();
             let rows = st
                 .query_map(rusqlite::params_from_iter(bound), |r| {
                     resource_from_row(&rt, r)
                 })
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn count(&self, ctx: &TenantContext, query: &SearchQuery) -> Result<u64, StoreError> {
+        let (text, args) = sql::count(Dialect::Sqlite, ctx.tenant.0, query);
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&text).map_err(db_err)?;
+            let bound: Vec<rusqlite::types::Value> = args.into_iter().map(sqlite_arg).collect();
+            let n: i64 = st
+                .query_row(rusqlite::params_from_iter(bound), |r| r.get(0))
+                .map_err(db_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }
@@ -883,6 +889,15 @@ impl Store for SqliteStore {
         self.queue.close().await;
         self.access.queue.shutdown().await;
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A generated query's argument as SQLite binds it.
+fn sqlite_arg(a: Arg) -> rusqlite::types::Value {
+    match a {
+        Arg::Uuid(u) => rusqlite::types::Value::Blob(u.as_bytes().to_vec()),
+        Arg::Text(s) => rusqlite::types::Value::Text(s),
+        Arg::Int(i) => rusqlite::types::Value::Integer(i),
     }
 }
 

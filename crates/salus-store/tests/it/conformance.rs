@@ -684,6 +684,15 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
         seen.extend(page.into_iter().map(|r| r.id));
     }
     assert_eq!(seen, ids, "every match once, in creation order");
+    // The count is of every match, whatever the cursor and limit.
+    let mut q = name_query("ad");
+    q.limit = 2;
+    q.after = ids.first().copied();
+    assert_eq!(f.store.count(&ctx, &q).await.unwrap(), 5);
+    assert_eq!(f.store.count(&ctx, &name_query("bo")).await.unwrap(), 1);
+    assert_eq!(f.store.count(&ctx, &name_query("zz")).await.unwrap(), 0);
+    let other = f.tenant("other").await;
+    assert_eq!(f.store.count(&other, &name_query("ad")).await.unwrap(), 0);
     // Newest first, paged the other way.
     let mut seen = Vec::new();
     let mut after = None;
