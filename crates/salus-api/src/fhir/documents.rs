@@ -10,6 +10,7 @@
 //! A document whose `patient` or `subject` (or `beneficiary`) names a Salus Patient is that
 //! patient's data: a patient-context token sees only its own, and every read is logged.
 
+use super::results::{self, Hit, ResultParams, TypeSearch};
 use super::*;
 use salus_domain::documents::{self, DocumentCommand, FhirDocument, client_stream_id, row_param};
 use salus_fhir::search::{self as fsearch, Clause, SearchError};
@@ -83,10 +84,50 @@ pub(super) fn capabilities() -> Vec<Value> {
                 "conditionalCreate": true,
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
+                "searchInclude": includes_of(t),
+                "searchRevInclude": revincludes_of(t),
                 "searchParam": params
             })
         })
         .collect()
+}
+
+/// The `_include` values a search of `t` takes: `*` and each reference parameter.
+pub(super) fn includes_of(t: &str) -> Vec<String> {
+    let mut out = vec!["*".to_owned()];
+    out.extend(
+        search_parameters()
+            .of(t)
+            .into_iter()
+            .filter(|p| {
+                p.kind == salus_fhir::definitions::ParamType::Reference && p.expression.is_some()
+            })
+            .map(|p| format!("{t}:{}", p.code)),
+    );
+    out
+}
+
+/// The `_revinclude` values a search of `t` takes: the reference parameters of document
+/// types that may point at `t`.
+pub(super) fn revincludes_of(t: &str) -> Vec<String> {
+    let mut out: Vec<String> = search_parameters()
+        .all
+        .iter()
+        .filter(|p| {
+            p.kind == salus_fhir::definitions::ParamType::Reference
+                && p.expression.is_some()
+                && p.target.iter().any(|x| x == t)
+        })
+        .flat_map(|p| {
+            p.base
+                .iter()
+                .filter(|b| is_document_type(b))
+                .map(|b| format!("{b}:{}", p.code))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The resource as answered: the stored form with `id` and `meta.versionId`.
@@ -574,12 +615,13 @@ pub(super) struct DocumentSearch {
     resource_type: String,
     filters: Vec<Filter>,
     pub(super) count: u32,
-    cursor: Option<Uuid>,
-    elements: Option<Vec<String>>,
+    pub(super) cursor: Option<Uuid>,
+    /// `_sort`, `_summary`, `_include` and the other result parameters.
+    pub(super) results: ResultParams,
     /// The parameters applied, for the self and next links.
-    applied: Vec<(String, String)>,
+    pub(super) applied: Vec<(String, String)>,
     /// What lenient handling left out, and why.
-    ignored: Vec<String>,
+    pub(super) ignored: Vec<String>,
 }
 
 /// The most ids a chained parameter may resolve to.
@@ -598,7 +640,7 @@ impl DocumentSearch {
             filters: Vec::new(),
             count: 50,
             cursor: None,
-            elements: None,
+            results: ResultParams::default(),
             applied: Vec::new(),
             ignored: Vec::new(),
         };
@@ -625,25 +667,18 @@ impl DocumentSearch {
                     continue;
                 }
                 "_format" => continue,
-                "_elements" => {
-                    s.elements = Some(
-                        value
-                            .split(',')
-                            .map(|e| e.trim().to_owned())
-                            .filter(|e| !e.is_empty())
-                            .collect(),
-                    );
-                    s.applied.push((key.clone(), value.to_owned()));
-                    continue;
-                }
-                "_total" if value == "none" => continue,
-                "_sort" | "_include" | "_revinclude" | "_summary" | "_total" | "_contained"
-                | "_containedType" => {
+                "_contained" | "_containedType" => {
                     let msg = format!("the result parameter '{key}' is not supported");
                     strict_or_ignore(strict, msg, &mut s.ignored)?;
                     continue;
                 }
                 _ => {}
+            }
+            if s.results.take(t, key, value)? {
+                if ResultParams::linked(key) {
+                    s.applied.push((key.clone(), value.to_owned()));
+                }
+                continue;
             }
             let clause = match fsearch::parse(t, key, value) {
                 Ok(c) => c,
@@ -696,6 +731,69 @@ impl DocumentSearch {
         Ok(s)
     }
 
+    /// Documents of type `t` whose reference parameter `param` names one of `refs`.
+    pub(super) fn referencing(t: &str, param: &str, refs: Vec<String>) -> Self {
+        DocumentSearch {
+            resource_type: t.to_owned(),
+            filters: vec![Filter {
+                param: row_param(t, param),
+                system: None,
+                op: FilterOp::In(refs),
+                value: String::new(),
+            }],
+            count: 50,
+            cursor: None,
+            results: ResultParams::default(),
+            applied: Vec::new(),
+            ignored: Vec::new(),
+        }
+    }
+
+    fn query(&self, after: Option<Uuid>, limit: u32) -> SearchQuery {
+        SearchQuery {
+            resource_type: STORED.into(),
+            filters: self.filters.clone(),
+            after,
+            limit,
+            newest_first: false,
+            order_by: None,
+        }
+    }
+
+    /// The matches as search results (reads not yet logged).
+    pub(super) async fn hits(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Hit>, FhirError> {
+        Ok(self
+            .run(state, actor, after, limit)
+            .await?
+            .iter()
+            .map(hit_of)
+            .collect())
+    }
+
+    /// How many documents match; `None` when the store cannot say (a patient-context
+    /// actor sees only some of them).
+    pub(super) async fn count(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+    ) -> Result<Option<u64>, FhirError> {
+        if actor.patient.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(
+            state
+                .services
+                .count(&actor.ctx, &self.query(None, 1))
+                .await?,
+        ))
+    }
+
     /// The matching documents after `after`, at most `limit`, the ones the actor may see.
     pub(super) async fn run(
         &self,
@@ -704,14 +802,7 @@ impl DocumentSearch {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Current<FhirDocument>>, FhirError> {
-        let q = SearchQuery {
-            resource_type: STORED.into(),
-            filters: self.filters.clone(),
-            after,
-            limit,
-            newest_first: false,
-            order_by: None,
-        };
+        let q = self.query(after, limit);
         let found = state
             .services
             .search::<FhirDocument>(&actor.ctx, &q)
@@ -801,23 +892,6 @@ async fn resolve_chain(
     Ok(out)
 }
 
-/// Keep only the elements `_elements` asks for (and those every resource must have).
-fn only_elements(mut r: Value, elements: &[String]) -> Value {
-    if let Some(o) = r.as_object_mut() {
-        o.retain(|k, _| {
-            k == "resourceType" || k == "id" || k == "meta" || elements.iter().any(|e| e == k)
-        });
-        if let Some(m) = o.get_mut("meta").and_then(Value::as_object_mut) {
-            let tags = m.entry("tag").or_insert_with(|| json!([]));
-            if let Some(a) = tags.as_array_mut() {
-                // R4 §3.1.1.5.9: a summarised resource is marked SUBSETTED.
-                a.push(json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}));
-            }
-        }
-    }
-    r
-}
-
 async fn answer_search(
     state: &AppState,
     actor: &Actor,
@@ -826,47 +900,50 @@ async fn answer_search(
     pairs: &[(String, String)],
 ) -> Result<Response, FhirError> {
     check_type(t)?;
-    let search = DocumentSearch::parse(state, actor, t, pairs, prefers_strict(headers)).await?;
-    let mut found = search
-        .run(state, actor, search.cursor, search.count + 1)
-        .await?;
-    let more = found.len() > search.count as usize;
-    found.truncate(search.count as usize);
-    access_log::record_docs(
+    let mut search = DocumentSearch::parse(state, actor, t, pairs, prefers_strict(headers)).await?;
+    let results = std::mem::take(&mut search.results);
+    let (applied, ignored) = (
+        std::mem::take(&mut search.applied),
+        std::mem::take(&mut search.ignored),
+    );
+    let (count, cursor) = (search.count, search.cursor);
+    results::answer(
         state,
         actor,
-        AccessAction::Search,
-        STORED,
-        found.iter().map(|c| (c.row.id, &c.row.doc)),
-    )
-    .await?;
-    let next_after = if more {
-        found.last().map(|c| c.row.id)
-    } else {
-        None
-    };
-    let matches = found
-        .iter()
-        .map(|c| {
-            let r = render(&c.state, c.row.version);
-            let r = match &search.elements {
-                Some(e) => only_elements(r, e),
-                None => r,
-            };
-            (format!("{t}/{}", c.state.id), r)
-        })
-        .collect();
-    Ok(searchset(
-        state,
-        &base_url(headers),
+        headers,
         t,
-        &search.applied,
-        search.count,
-        search.cursor,
-        next_after,
-        matches,
-        &search.ignored,
-    ))
+        TypeSearch::Document(search),
+        &results,
+        &applied,
+        count,
+        cursor,
+        &ignored,
+    )
+    .await
+}
+
+/// A document as a search result.
+fn hit_of(c: &Current<FhirDocument>) -> Hit {
+    Hit {
+        row_id: c.row.id,
+        stored: STORED,
+        patient: access_log::patient_of(STORED, &c.row.doc),
+        reference: format!("{}/{}", c.state.resource_type, c.state.id),
+        resource: render(&c.state, c.row.version),
+    }
+}
+
+/// The live document `t/id` as a search result (for `_include`), if the actor may see it.
+pub(super) async fn hit(
+    state: &AppState,
+    actor: &Actor,
+    t: &str,
+    id: &str,
+) -> Result<Option<Hit>, FhirError> {
+    Ok(find(state, actor, t, id)
+        .await?
+        .filter(|c| !c.state.deleted)
+        .map(|c| hit_of(&c)))
 }
 
 /// Search resources kept as documents, on every search parameter of their type.

@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod documents;
 pub mod export;
 pub mod patient;
+pub mod results;
 
 use crate::AppState;
 use crate::access_log::{self, Access};
@@ -309,7 +310,7 @@ pub fn capability_statement(base: &str) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Unknown search parameters are ignored unless the request says Prefer: handling=strict (then 400). Paging: _count (1-200, default 50) and the next link.",
+            "documentation": "Unknown search parameters are ignored unless the request says Prefer: handling=strict (then 400). Paging: _count (1-200, default 50) and the next link. Result parameters on every search: _sort (any search parameter of the type, - for descending; at most 5000 matches are ordered), _total (accurate and estimate count the matches), _summary (true, text, data, count, false), _elements, _include and _revinclude (with :iterate, up to three rounds and 1000 added resources; _revinclude from types kept as documents).",
             "security": {
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Bearer tokens (JWT) as for /api/v1; SMART scopes (patient/, user/, system/; v1 read/write and v2 cruds) narrow the token's roles. Every read of patient data is written to the data-access log."
@@ -404,57 +405,19 @@ fn bundle_of(state: &AppState, kind: &str, links: Vec<Value>, entries: Vec<Value
     b
 }
 
-/// One page of a search of `resource_type` as a searchset Bundle: `matches` as
-/// (`Type/id`, resource), the `self` link and, when `next_after` names the page's last
-/// id, a `next` link (both carrying the parameters `applied`), and an outcome entry
-/// saying what lenient handling ignored.
-#[allow(clippy::too_many_arguments)]
-fn searchset(
-    state: &AppState,
-    base: &str,
-    resource_type: &str,
-    applied: &[(String, String)],
-    count: u32,
-    cursor: Option<Uuid>,
-    next_after: Option<Uuid>,
-    matches: Vec<(String, Value)>,
-    ignored: &[String],
-) -> Response {
-    let query = |extra: Option<String>| {
-        let mut parts: Vec<String> = applied
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        parts.push(format!("_count={count}"));
-        if let Some(c) = extra {
-            parts.push(format!("_cursor={c}"));
-        }
-        format!("{base}/{resource_type}?{}", parts.join("&"))
-    };
-    let mut links =
-        vec![json!({"relation": "self", "url": query(cursor.map(http::encode_cursor))})];
-    if let Some(last) = next_after {
-        links.push(json!({"relation": "next", "url": query(Some(http::encode_cursor(last)))}));
-    }
-    let mut entries: Vec<Value> = matches
-        .into_iter()
-        .map(|(url, r)| json!({"fullUrl": format!("{base}/{url}"), "resource": r, "search": {"mode": "match"}}))
+/// The OperationOutcome of a searchset saying what lenient handling ignored, as the
+/// specification suggests.
+fn ignored_outcome(ignored: &[String]) -> Value {
+    let issues: Vec<Issue> = ignored
+        .iter()
+        .map(|m| Issue {
+            severity: "warning",
+            code: "not-supported",
+            diagnostics: format!("ignored: {m}"),
+            expression: None,
+        })
         .collect();
-    if !ignored.is_empty() {
-        // Lenient handling says what it ignored, as the specification suggests.
-        let issues: Vec<Issue> = ignored
-            .iter()
-            .map(|m| Issue {
-                severity: "warning",
-                code: "not-supported",
-                diagnostics: format!("ignored: {m}"),
-                expression: None,
-            })
-            .collect();
-        entries
-            .push(json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}));
-    }
-    ok_json(&bundle_of(state, "searchset", links, entries))
+    operation_outcome(&issues)
 }
 
 /// The search of an `If-None-Exist` header (a query string, with or without `Type?`), or

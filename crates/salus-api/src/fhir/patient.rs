@@ -1,5 +1,6 @@
 //! FHIR Patient: the registry's Patient aggregate, both ways.
 
+use super::results::{self, Hit, ResultParams, TypeSearch};
 use super::*;
 
 /// The interactions and search parameters served per resource type.
@@ -37,6 +38,8 @@ pub(super) fn capability() -> Value {
         "conditionalCreate": true,
         "conditionalUpdate": false,
         "conditionalDelete": "not-supported",
+        "searchInclude": super::documents::includes_of("Patient"),
+        "searchRevInclude": super::documents::revincludes_of("Patient"),
         "searchParam": params
     })
 }
@@ -340,6 +343,8 @@ pub(super) struct PatientSearch {
     /// Why each parameter left out was (lenient handling).
     ignored: Vec<String>,
     cursor: Option<Uuid>,
+    /// `_sort`, `_summary`, `_include` and the other result parameters.
+    results: ResultParams,
 }
 
 /// A day as the `birth_date` search rows hold it.
@@ -356,6 +361,7 @@ impl PatientSearch {
             applied: Vec::new(),
             ignored: Vec::new(),
             cursor: None,
+            results: ResultParams::default(),
         };
         let mut ignored = Vec::new();
         for (key, value) in pairs {
@@ -386,6 +392,12 @@ impl PatientSearch {
                         "not-supported",
                         "only JSON is served (_format=json)",
                     ));
+                }
+                continue;
+            }
+            if s.results.take("Patient", key, value)? {
+                if ResultParams::linked(key) {
+                    s.applied.push((key.clone(), value.to_owned()));
                 }
                 continue;
             }
@@ -506,6 +518,43 @@ impl PatientSearch {
         Ok(s)
     }
 
+    /// The matches as search results (reads not yet logged).
+    pub(super) async fn hits(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Hit>, FhirError> {
+        Ok(self
+            .run(state, actor, after, limit)
+            .await?
+            .iter()
+            .map(hit_of)
+            .collect())
+    }
+
+    /// How many patients match; `None` when the store cannot say (an `_id` list, or a
+    /// patient-context actor).
+    pub(super) async fn count(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+    ) -> Result<Option<u64>, FhirError> {
+        if self.ids.is_some() || actor.patient.is_some() {
+            return Ok(None);
+        }
+        let q = salus_store::SearchQuery {
+            resource_type: "patient".into(),
+            filters: self.filters.clone(),
+            after: None,
+            limit: 1,
+            newest_first: false,
+            order_by: None,
+        };
+        Ok(Some(state.services.count(&actor.ctx, &q).await?))
+    }
+
     /// The matching patients in id order after `after`, at most `limit`.
     pub(super) async fn run(
         &self,
@@ -579,46 +628,55 @@ pub async fn search(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, FhirError> {
-    let strict = prefers_strict(&headers);
-    let search = PatientSearch::parse(&pairs, strict)?;
-    let mut found = search
-        .run(&state, &actor, search.cursor, search.count + 1)
-        .await?;
-    let more = found.len() > search.count as usize;
-    found.truncate(search.count as usize);
-    access_log::record_docs(
+    let mut search = PatientSearch::parse(&pairs, prefers_strict(&headers))?;
+    let results = std::mem::take(&mut search.results);
+    let (applied, ignored) = (
+        std::mem::take(&mut search.applied),
+        std::mem::take(&mut search.ignored),
+    );
+    let (count, cursor) = (search.count, search.cursor);
+    results::answer(
         &state,
         &actor,
-        AccessAction::Search,
-        "patient",
-        found.iter().map(|c| (c.row.id, &c.row.doc)),
-    )
-    .await?;
-    let next_after = if more {
-        found.last().map(|c| c.row.id)
-    } else {
-        None
-    };
-    let matches = found
-        .iter()
-        .map(|c| {
-            (
-                format!("Patient/{}", c.row.id),
-                fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
-            )
-        })
-        .collect();
-    Ok(searchset(
-        &state,
-        &base_url(&headers),
+        &headers,
         "Patient",
-        &search.applied,
-        search.count,
-        search.cursor,
-        next_after,
-        matches,
-        &search.ignored,
-    ))
+        TypeSearch::Patient(search),
+        &results,
+        &applied,
+        count,
+        cursor,
+        &ignored,
+    )
+    .await
+}
+
+/// A patient as a search result.
+fn hit_of(c: &Current<Patient>) -> Hit {
+    Hit {
+        row_id: c.row.id,
+        stored: "patient",
+        patient: Some(c.row.id),
+        reference: format!("Patient/{}", c.row.id),
+        resource: fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
+    }
+}
+
+/// The patient `id` as a search result (for `_include`), if the actor may see it.
+pub(super) async fn hit(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<Option<Hit>, FhirError> {
+    let Ok(id) = Uuid::parse_str(id) else {
+        return Ok(None);
+    };
+    let Some(row) = state.services.row::<Patient>(&actor.ctx, id).await? else {
+        return Ok(None);
+    };
+    if !actor.sees("patient", &row.doc) {
+        return Ok(None);
+    }
+    Ok(Some(hit_of(&decode(row)?)))
 }
 
 #[cfg(test)]

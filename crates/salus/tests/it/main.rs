@@ -17,6 +17,7 @@ mod fhir;
 mod fhir_bundles;
 mod fhir_documents;
 mod fhir_export;
+mod fhir_results;
 mod interactions;
 mod merges;
 mod observations;

@@ -1,0 +1,273 @@
+//! FHIR search result parameters over real HTTP on both backends: `_sort` (ascending,
+//! descending, paged by offset), `_total`, `_summary`, `_elements`, `_include` and
+//! `_revinclude` (with `:iterate`) on documents and on Patient; every resource answered
+//! validated by `fhir.resources`.
+
+use crate::app::{TestApp, on_both_backends, patient};
+use crate::fhir::{Fhir, next_link};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    results_are_sorted_counted_summarised_and_paged,
+    includes_and_revincludes_follow_references,
+);
+
+fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
+    json!({
+        "resourceType": "Immunization",
+        "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": vaccine}]},
+        "patient": {"reference": format!("Patient/{patient}")},
+        "occurrenceDateTime": date,
+        "lotNumber": format!("LOT-{vaccine}")
+    })
+}
+
+async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
+    app.create_patient(&patient(mrn, family, "Ada")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `(mode, Type/id)` of every entry but outcomes.
+fn entries(b: &Value) -> Vec<(String, String)> {
+    assert_eq!(b["type"], "searchset", "{b}");
+    b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] != "outcome")
+        .map(|e| {
+            let r = &e["resource"];
+            (
+                e["search"]["mode"].as_str().unwrap().to_owned(),
+                format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap(),
+                    r["id"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect()
+}
+
+fn lots(b: &Value) -> Vec<String> {
+    b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| {
+            e["resource"]["occurrenceDateTime"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn results_are_sorted_counted_summarised_and_paged(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let a = a_patient(&app, "R-1", "Sorter").await;
+    let b = a_patient(&app, "R-2", "Other").await;
+    let dates = ["2024-03-01", "2021-07-15", "2025-01-20", "2023-11-30"];
+    for (i, d) in dates.iter().enumerate() {
+        let r = fhir
+            .post(
+                "/Immunization",
+                &immunization(&a, &format!("20{i}"), d),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = fhir
+        .post("/Immunization", &immunization(&b, "208", "2022-02-02"), &[])
+        .await;
+    assert_eq!(r.status, 201);
+
+    // Ascending and descending by date, with the total of all matches.
+    let up = fhir
+        .get(&format!("/Immunization?patient=Patient/{a}&_sort=date"))
+        .await;
+    assert_eq!(up.status, 200, "{}", up.body);
+    assert_eq!(
+        lots(&up.body),
+        ["2021-07-15", "2023-11-30", "2024-03-01", "2025-01-20"]
+    );
+    assert_eq!(up.body["total"], 4);
+    let down = fhir.get("/Immunization?_sort=-date").await;
+    assert_eq!(
+        lots(&down.body),
+        [
+            "2025-01-20",
+            "2024-03-01",
+            "2023-11-30",
+            "2022-02-02",
+            "2021-07-15"
+        ]
+    );
+
+    // Sorted pages follow each other by their next links, each match once.
+    let mut page = fhir.get("/Immunization?_sort=-date&_count=2").await;
+    let mut seen = Vec::new();
+    loop {
+        assert_eq!(page.status, 200, "{}", page.body);
+        let got = lots(&page.body);
+        assert!(got.len() <= 2);
+        seen.extend(got);
+        match next_link(&page.body) {
+            Some(next) => {
+                assert!(
+                    next.contains("_sort=-date") && next.contains("_offset="),
+                    "{next}"
+                );
+                page = fhir.get(&next).await;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen, lots(&down.body), "paged the same as one page");
+
+    // _total without sorting; none by default.
+    let counted = fhir
+        .get(&format!(
+            "/Immunization?patient=Patient/{a}&_total=accurate&_count=1"
+        ))
+        .await;
+    assert_eq!(counted.body["total"], 4, "{}", counted.body);
+    assert_eq!(lots(&counted.body).len(), 1);
+    let plain = fhir.get("/Immunization").await;
+    assert!(plain.body.get("total").is_none());
+    let counted = fhir.get("/Patient?_total=accurate&family=Sorter").await;
+    assert_eq!(counted.body["total"], 1, "{}", counted.body);
+
+    // _summary=count: the total alone.
+    let only = fhir.get("/Immunization?_summary=count").await;
+    assert_eq!(only.status, 200);
+    assert_eq!(only.body["total"], 5);
+    assert!(entries(&only.body).is_empty());
+
+    // _summary=true keeps the summary elements (and the mandatory ones), marked SUBSETTED.
+    let summary = fhir
+        .get(&format!("/Immunization?patient=Patient/{b}&_summary=true"))
+        .await;
+    let r = &summary.body["entry"][0]["resource"];
+    assert_eq!(r["vaccineCode"]["coding"][0]["code"], "208", "{r}");
+    assert!(
+        r.get("lotNumber").is_none(),
+        "lotNumber is not a summary element: {r}"
+    );
+    assert_eq!(r["meta"]["tag"][0]["code"], "SUBSETTED");
+    let data = fhir
+        .get(&format!("/Immunization?patient=Patient/{b}&_summary=data"))
+        .await;
+    assert_eq!(data.body["entry"][0]["resource"]["lotNumber"], "LOT-208");
+    let elements = fhir
+        .get(&format!(
+            "/Immunization?patient=Patient/{b}&_elements=lotNumber"
+        ))
+        .await;
+    let r = &elements.body["entry"][0]["resource"];
+    assert_eq!(r["lotNumber"], "LOT-208");
+    assert!(r.get("patient").is_some(), "mandatory elements stay");
+
+    // Bad result parameters are 400s, whatever the handling.
+    for bad in [
+        "_sort=nonsense",
+        "_summary=maybe",
+        "_total=some",
+        "_include=Immunization:status",
+        "_include=Observation:subject",
+    ] {
+        let r = fhir.get(&format!("/Immunization?{bad}")).await;
+        assert_eq!(r.outcome(400).0, "invalid", "{bad}");
+    }
+    fhir.validate_all();
+}
+
+async fn includes_and_revincludes_follow_references(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let a = a_patient(&app, "I-1", "Included").await;
+    let b = a_patient(&app, "I-2", "Alsoincluded").await;
+    let mut imm = Vec::new();
+    for (p, v) in [(&a, "207"), (&a, "208"), (&b, "140")] {
+        let r = fhir
+            .post("/Immunization", &immunization(p, v, "2024-01-01"), &[])
+            .await;
+        assert_eq!(r.status, 201);
+        imm.push(format!("Immunization/{}", r.body["id"].as_str().unwrap()));
+    }
+    let prov = fhir
+        .post(
+            "/Provenance",
+            &json!({
+                "resourceType": "Provenance",
+                "target": [{"reference": imm[0]}],
+                "recorded": "2024-01-01T10:00:00Z",
+                "agent": [{"who": {"display": "Dr Who"}}]
+            }),
+            &[],
+        )
+        .await;
+    assert_eq!(prov.status, 201, "{}", prov.body);
+    let prov = format!("Provenance/{}", prov.body["id"].as_str().unwrap());
+    let (pa, pb) = (format!("Patient/{a}"), format!("Patient/{b}"));
+    let has = |got: &[(String, String)], mode: &str, r: &str| {
+        got.iter().any(|(m, x)| m == mode && x == r)
+    };
+
+    // _include: each referenced patient once, as an include.
+    let r = fhir
+        .get("/Immunization?_include=Immunization:patient")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = entries(&r.body);
+    assert_eq!(got.iter().filter(|(m, _)| m == "match").count(), 3);
+    assert!(
+        has(&got, "include", &pa) && has(&got, "include", &pb),
+        "{got:?}"
+    );
+    assert_eq!(got.iter().filter(|(m, _)| m == "include").count(), 2);
+    // With a target type that does not match, nothing is included.
+    let r = fhir
+        .get("/Immunization?_include=Immunization:patient:Group")
+        .await;
+    assert!(entries(&r.body).iter().all(|(m, _)| m == "match"));
+
+    // _revinclude from Patient: the patient's immunizations come along.
+    let r = fhir
+        .get(&format!(
+            "/Patient?_id={a}&_revinclude=Immunization:patient"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let got = entries(&r.body);
+    assert!(has(&got, "match", &pa));
+    assert!(has(&got, "include", &imm[0]) && has(&got, "include", &imm[1]));
+    assert!(!has(&got, "include", &imm[2]), "not patient a's: {got:?}");
+
+    // _revinclude of Provenance, and :iterate from what was included.
+    let r = fhir
+        .get(&format!(
+            "/Immunization?patient={pa}&_revinclude=Provenance:target"
+        ))
+        .await;
+    let got = entries(&r.body);
+    assert!(has(&got, "include", &prov), "{got:?}");
+    let r = fhir
+        .get("/Provenance?_include=Provenance:target&_include:iterate=Immunization:patient")
+        .await;
+    let got = entries(&r.body);
+    assert!(has(&got, "match", &prov));
+    assert!(has(&got, "include", &imm[0]), "{got:?}");
+    assert!(
+        has(&got, "include", &pa),
+        "iterated to the patient: {got:?}"
+    );
+    assert!(!has(&got, "include", &pb));
+    fhir.validate_all();
+}
