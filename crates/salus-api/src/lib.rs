@@ -313,6 +313,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::metadata))
         .routes(routes!(fhir::patient::create, fhir::patient::search))
         .routes(routes!(fhir::patient::read, fhir::patient::update))
+        .routes(routes!(fhir::patient::search_post))
         .routes(routes!(fhir::patient::vread))
         .routes(routes!(fhir::patient::history))
         .routes(routes!(fhir::bundle::process))

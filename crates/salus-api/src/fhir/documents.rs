@@ -976,19 +976,6 @@ pub async fn search_post(
     Query(mut pairs): Query<Vec<(String, String)>>,
     body: axum::body::Bytes,
 ) -> Result<Response, FhirError> {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-    if !body.is_empty() && !form {
-        return Err(FhirError::new(
-            415,
-            "not-supported",
-            "POST _search takes an application/x-www-form-urlencoded body",
-        ));
-    }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| FhirError::new(400, "invalid", "the form body is not UTF-8"))?;
-    pairs.extend(form_pairs(text));
+    pairs.extend(search_form(&headers, &body)?);
     answer_search(&state, &actor, &headers, &t, &pairs).await
 }

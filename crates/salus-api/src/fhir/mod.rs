@@ -441,6 +441,24 @@ fn if_none_exist(headers: &HeaderMap) -> Result<Option<Vec<(String, String)>>, F
     Ok(Some(pairs))
 }
 
+/// The parameters of a `POST _search` body (`application/x-www-form-urlencoded`).
+fn search_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, FhirError> {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    if !body.is_empty() && !form {
+        return Err(FhirError::new(
+            415,
+            "not-supported",
+            "POST _search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| FhirError::new(400, "invalid", "the form body is not UTF-8"))?;
+    Ok(form_pairs(text))
+}
+
 /// Whether the request asks for strict handling of search parameters (`Prefer: handling=strict`).
 fn prefers_strict(headers: &HeaderMap) -> bool {
     headers

@@ -628,7 +628,33 @@ pub async fn search(
     headers: HeaderMap,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, FhirError> {
-    let mut search = PatientSearch::parse(&pairs, prefers_strict(&headers))?;
+    answer_search(&state, &actor, &headers, &pairs).await
+}
+
+/// Search Patients by POST: the parameters in an `application/x-www-form-urlencoded` body
+/// (and the query string).
+#[utoipa::path(post, path = "/fhir/R4/Patient/_search", tag = "fhir",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
+    security(("bearer" = ["patients:read"])))]
+pub async fn search_post(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(mut pairs): Query<Vec<(String, String)>>,
+    body: axum::body::Bytes,
+) -> Result<Response, FhirError> {
+    pairs.extend(search_form(&headers, &body)?);
+    answer_search(&state, &actor, &headers, &pairs).await
+}
+
+async fn answer_search(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<Response, FhirError> {
+    let mut search = PatientSearch::parse(pairs, prefers_strict(headers))?;
     let results = std::mem::take(&mut search.results);
     let (applied, ignored) = (
         std::mem::take(&mut search.applied),
@@ -636,9 +662,9 @@ pub async fn search(
     );
     let (count, cursor) = (search.count, search.cursor);
     results::answer(
-        &state,
-        &actor,
-        &headers,
+        state,
+        actor,
+        headers,
         "Patient",
         TypeSearch::Patient(search),
         &results,

@@ -144,6 +144,24 @@ async fn results_are_sorted_counted_summarised_and_paged(backend: &str) {
     let counted = fhir.get("/Patient?_total=accurate&family=Sorter").await;
     assert_eq!(counted.body["total"], 1, "{}", counted.body);
 
+    // The same by POST _search, the parameters in a form body.
+    let posted = app
+        .client
+        .post(app.url("/fhir/R4/Patient/_search"))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("family=Sorter&_total=accurate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let posted: Value = posted.json().await.unwrap();
+    assert_eq!(posted["total"], 1, "{posted}");
+    assert_eq!(
+        entries(&posted),
+        [("match".to_owned(), format!("Patient/{a}"))]
+    );
+
     // _summary=count: the total alone.
     let only = fhir.get("/Immunization?_summary=count").await;
     assert_eq!(only.status, 200);

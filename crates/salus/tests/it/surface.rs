@@ -161,6 +161,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/fhir/R4/metadata"),
         ("post", "/fhir/R4"),
         ("post", "/fhir/R4/Patient"),
+        ("post", "/fhir/R4/Patient/_search"),
         ("get", "/fhir/R4/Patient"),
         ("get", "/fhir/R4/Patient/{id}"),
         ("put", "/fhir/R4/Patient/{id}"),
