@@ -195,6 +195,8 @@ async fn parse(
             from,
             to,
             after,
+            before: None,
+            newest_first: false,
             // One more than the page, to know whether more follow.
             limit: if format == Format::Csv {
                 CSV_BATCH

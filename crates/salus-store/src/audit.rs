@@ -37,5 +37,9 @@ pub struct EventQuery {
     pub to: Option<DateTime<Utc>>,
     /// Continue after this seq.
     pub after: Option<i64>,
+    /// Only events before this seq.
+    pub before: Option<i64>,
+    /// Newest (highest seq) first instead of oldest first.
+    pub newest_first: bool,
     pub limit: u32,
 }

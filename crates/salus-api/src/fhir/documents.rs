@@ -77,7 +77,7 @@ pub(super) fn capabilities() -> Vec<Value> {
             json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
-                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "patch"}, {"code": "delete"}, {"code": "history-instance"}, {"code": "create"}, {"code": "search-type"}],
+                "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "patch"}, {"code": "delete"}, {"code": "history-instance"}, {"code": "history-type"}, {"code": "create"}, {"code": "search-type"}],
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
@@ -361,35 +361,37 @@ pub async fn history(
         .versions::<FhirDocument>(&actor.ctx, c.row.id)
         .await?;
     let base = base_url(&headers);
-    let mut entries: Vec<Value> = Vec::with_capacity(versions.len());
-    for v in &versions {
-        let url = format!("{t}/{id}");
-        let entry = if v.state.deleted {
-            json!({
-                "fullUrl": format!("{base}/{url}"),
-                "request": {"method": "DELETE", "url": url},
-                "response": {"status": "204 No Content", "etag": format!("W/\"{}\"", v.row.version), "lastModified": salus_fhir::patient::instant(v.row.updated_at)},
-            })
-        } else {
-            let (method, status) = if v.row.version == 1 {
-                ("POST", "201 Created")
-            } else {
-                ("PUT", "200 OK")
-            };
-            json!({
-                "fullUrl": format!("{base}/{url}"),
-                "resource": render(&v.state, v.row.version),
-                "request": {"method": method, "url": if method == "POST" { t.clone() } else { url }},
-                "response": {"status": status, "etag": format!("W/\"{}\"", v.row.version), "lastModified": salus_fhir::patient::instant(v.row.updated_at)},
-            })
-        };
-        entries.push(entry);
-    }
+    let mut entries: Vec<Value> = versions.iter().map(|v| version_entry(&base, v)).collect();
     entries.reverse();
     let links = vec![json!({"relation": "self", "url": format!("{base}/{t}/{id}/_history")})];
     let mut bundle = bundle_of(&state, "history", links, entries);
     bundle["total"] = json!(versions.len());
     Ok(ok_json(&bundle))
+}
+
+/// One version of a document as a history Bundle entry (a deletion as a DELETE).
+pub(super) fn version_entry(base: &str, v: &Current<FhirDocument>) -> Value {
+    let (t, id) = (&v.state.resource_type, &v.state.id);
+    let url = format!("{t}/{id}");
+    let response = |status: &str| json!({"status": status, "etag": format!("W/\"{}\"", v.row.version), "lastModified": salus_fhir::patient::instant(v.row.updated_at)});
+    if v.state.deleted {
+        return json!({
+            "fullUrl": format!("{base}/{url}"),
+            "request": {"method": "DELETE", "url": url},
+            "response": response("204 No Content"),
+        });
+    }
+    let (method, status, request_url) = if v.row.version == 1 {
+        ("POST", "201 Created", t.clone())
+    } else {
+        ("PUT", "200 OK", url.clone())
+    };
+    json!({
+        "fullUrl": format!("{base}/{url}"),
+        "resource": render(&v.state, v.row.version),
+        "request": {"method": method, "url": request_url},
+        "response": response(status),
+    })
 }
 
 /// Create a resource kept as a document; with `If-None-Exist` (a search), only when none

@@ -14,6 +14,7 @@
 pub mod bundle;
 pub mod documents;
 pub mod export;
+pub mod history;
 pub mod patient;
 pub mod results;
 
@@ -319,7 +320,8 @@ pub fn capability_statement(base: &str) -> Value {
             "operation": operations,
             "interaction": [
                 {"code": "transaction", "documentation": "POST a transaction Bundle to the base: all or nothing, urn:uuid and conditional references resolved"},
-                {"code": "batch", "documentation": "POST a batch Bundle to the base: each entry on its own"}
+                {"code": "batch", "documentation": "POST a batch Bundle to the base: each entry on its own"},
+                {"code": "history-system", "documentation": "GET _history: every version of every resource served, newest first (_count, _since; Patients only with patients:read)"}
             ]
         }]
     })

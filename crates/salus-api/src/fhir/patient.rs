@@ -31,7 +31,7 @@ pub(super) fn capability() -> Value {
     json!({
         "type": "Patient",
         "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
-        "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "history-instance"}, {"code": "create"}, {"code": "search-type"}],
+        "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "history-instance"}, {"code": "history-type"}, {"code": "create"}, {"code": "search-type"}],
         "versioning": "versioned-update",
         "readHistory": true,
         "updateCreate": false,
@@ -129,23 +129,7 @@ pub async fn history(
     let entries: Vec<Value> = versions
         .iter()
         .rev()
-        .map(|c| {
-            let (method, url) = if c.row.version == 1 {
-                ("POST", "Patient".to_owned())
-            } else {
-                ("PUT", format!("Patient/{}", c.row.id))
-            };
-            json!({
-                "fullUrl": format!("{base}/Patient/{}", c.row.id),
-                "resource": fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
-                "request": {"method": method, "url": url},
-                "response": {
-                    "status": if c.row.version == 1 { "201 Created" } else { "200 OK" },
-                    "etag": format!("W/\"{}\"", c.row.version),
-                    "lastModified": fhir_patient::instant(c.row.updated_at),
-                },
-            })
-        })
+        .map(|c| version_entry(&base, c))
         .collect();
     let links = vec![
         json!({"relation": "self", "url": format!("{base}/Patient/{}/_history", current.row.id)}),
@@ -154,6 +138,25 @@ pub async fn history(
     let mut bundle = bundle_of(&state, "history", links, entries);
     bundle["total"] = json!(total);
     Ok(ok_json(&bundle))
+}
+
+/// One version of a patient as a history Bundle entry.
+pub(super) fn version_entry(base: &str, c: &Current<Patient>) -> Value {
+    let (method, url) = if c.row.version == 1 {
+        ("POST", "Patient".to_owned())
+    } else {
+        ("PUT", format!("Patient/{}", c.row.id))
+    };
+    json!({
+        "fullUrl": format!("{base}/Patient/{}", c.row.id),
+        "resource": fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at),
+        "request": {"method": method, "url": url},
+        "response": {
+            "status": if c.row.version == 1 { "201 Created" } else { "200 OK" },
+            "etag": format!("W/\"{}\"", c.row.version),
+            "lastModified": fhir_patient::instant(c.row.updated_at),
+        },
+    })
 }
 
 /// A FHIR Patient body as the aggregate's terms, or a 422 naming the elements at fault.

@@ -83,7 +83,11 @@ pub(super) fn statement(tenant: TenantId, q: &EventQuery) -> (String, Vec<Param>
         }
         sql.push(')');
     }
+    if let Some(b) = q.before {
+        push(&mut sql, " AND seq < #", Param::Int(b));
+    }
+    let dir = if q.newest_first { "DESC" } else { "ASC" };
     args.push(Param::Int(i64::from(q.limit)));
-    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", args.len()));
+    sql.push_str(&format!(" ORDER BY seq {dir} LIMIT ${}", args.len()));
     (sql, args)
 }

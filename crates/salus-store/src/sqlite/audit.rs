@@ -75,7 +75,15 @@ fn statement(tenant: TenantId, q: &EventQuery) -> (String, Vec<Sql>) {
             sql.push_str(&format!(" AND stream_id IN ({})", parts.join(" UNION ")));
         }
     }
-    sql.push_str(" ORDER BY seq LIMIT ?");
+    if let Some(b) = q.before {
+        sql.push_str(" AND seq < ?");
+        args.push(Sql::Integer(b));
+    }
+    sql.push_str(if q.newest_first {
+        " ORDER BY seq DESC LIMIT ?"
+    } else {
+        " ORDER BY seq LIMIT ?"
+    });
     args.push(Sql::Integer(i64::from(q.limit)));
     (sql, args)
 }

@@ -101,6 +101,22 @@ async fn audit_queries_filter_page_and_follow_the_patient(backend: &str) {
         [(p, 1), (q_patient, 1), (enc, 1), (obs, 1), (p, 2)]
     );
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    // Newest first, paged backwards with `before`.
+    let newest = EventQuery {
+        newest_first: true,
+        limit: 2,
+        ..q()
+    };
+    let page = s.audit_events(&ctx, &newest).await.unwrap();
+    assert_eq!(ids(&page), [(p, 2), (obs, 1)]);
+    let rest = EventQuery {
+        before: page.last().map(|e| e.seq),
+        ..newest.clone()
+    };
+    assert_eq!(
+        ids(&s.audit_events(&ctx, &rest).await.unwrap()),
+        [(enc, 1), (q_patient, 1)]
+    );
 
     // The patient's own stream and what points at it, in seq order.
     let of_p = EventQuery {

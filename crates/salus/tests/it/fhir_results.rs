@@ -1,6 +1,7 @@
 //! FHIR search result parameters over real HTTP on both backends: `_sort` (ascending,
 //! descending, paged by offset), `_total`, `_summary`, `_elements`, `_include` and
-//! `_revinclude` (with `:iterate`) on documents and on Patient; every resource answered
+//! `_revinclude` (with `:iterate`) on documents and on Patient, and type and system
+//! history; every resource answered
 //! validated by `fhir.resources`.
 
 use crate::app::{TestApp, on_both_backends, patient};
@@ -10,6 +11,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     results_are_sorted_counted_summarised_and_paged,
     includes_and_revincludes_follow_references,
+    type_and_system_history_list_every_version_newest_first,
 );
 
 fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
@@ -287,5 +289,121 @@ async fn includes_and_revincludes_follow_references(backend: &str) {
         "iterated to the patient: {got:?}"
     );
     assert!(!has(&got, "include", &pb));
+    fhir.validate_all();
+}
+
+/// `(method, Type/id, version)` of every entry of a history Bundle.
+fn versions(b: &Value) -> Vec<(String, String, String)> {
+    assert_eq!(b["type"], "history", "{b}");
+    b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let url = e["fullUrl"].as_str().unwrap();
+            let tail: Vec<&str> = url.rsplit('/').take(2).collect();
+            let etag = e["response"]["etag"].as_str().unwrap();
+            (
+                e["request"]["method"].as_str().unwrap().to_owned(),
+                format!("{}/{}", tail[1], tail[0]),
+                etag.trim_start_matches("W/").trim_matches('"').to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn type_and_system_history_list_every_version_newest_first(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let a = a_patient(&app, "H-1", "Historic").await;
+    let first = fhir
+        .post("/Immunization", &immunization(&a, "207", "2024-01-01"), &[])
+        .await;
+    let i1 = first.body["id"].as_str().unwrap().to_owned();
+    let second = fhir
+        .post("/Immunization", &immunization(&a, "208", "2024-02-01"), &[])
+        .await;
+    let i2 = second.body["id"].as_str().unwrap().to_owned();
+    let mut changed = immunization(&a, "207", "2024-01-02");
+    changed["id"] = json!(i1);
+    let r = fhir
+        .put(&format!("/Immunization/{i1}"), &changed, &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let since = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let r = app
+        .client
+        .delete(app.url(&format!("/fhir/R4/Immunization/{i2}")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let goal = fhir
+        .post(
+            "/Goal",
+            &json!({"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "walk"}, "subject": {"reference": format!("Patient/{a}")}}),
+            &[],
+        )
+        .await;
+    let g = goal.body["id"].as_str().unwrap().to_owned();
+
+    let (imm1, imm2) = (format!("Immunization/{i1}"), format!("Immunization/{i2}"));
+    let s = |m: &str, r: &str, v: &str| (m.to_owned(), r.to_owned(), v.to_owned());
+    // Type history: the type's versions only, newest first, the deletion included.
+    let h = fhir.get("/Immunization/_history").await;
+    assert_eq!(h.status, 200, "{}", h.body);
+    assert_eq!(
+        versions(&h.body),
+        [
+            s("DELETE", &imm2, "2"),
+            s("PUT", &imm1, "2"),
+            s("POST", &imm2, "1"),
+            s("POST", &imm1, "1"),
+        ]
+    );
+    // Paged by the next link, the same versions.
+    let mut page = fhir.get("/Immunization/_history?_count=3").await;
+    let mut seen = Vec::new();
+    loop {
+        seen.extend(versions(&page.body));
+        match next_link(&page.body) {
+            Some(n) => page = fhir.get(&n).await,
+            None => break,
+        }
+    }
+    assert_eq!(seen, versions(&h.body));
+    // _since: only what was recorded at or after it.
+    let recent = fhir
+        .get(&format!(
+            "/Immunization/_history?_since={}",
+            since
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(versions(&recent.body), [s("DELETE", &imm2, "2")]);
+    // System history: every type, the patient too.
+    let all = fhir.get("/_history").await;
+    let got = versions(&all.body);
+    assert_eq!(got[0], s("POST", &format!("Goal/{g}"), "1"));
+    assert!(
+        got.contains(&s("POST", &format!("Patient/{a}"), "1")),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), 6);
+    let patients = fhir.get("/Patient/_history").await;
+    assert_eq!(
+        versions(&patients.body),
+        [s("POST", &format!("Patient/{a}"), "1")]
+    );
+    // Bad parameters.
+    let r = fhir.get("/Immunization/_history?_since=yesterday").await;
+    assert_eq!(r.outcome(400).0, "invalid");
+    let r = fhir.get("/Immunization/_history?_at=2024").await;
+    assert_eq!(r.outcome(400).0, "not-supported");
+    let r = fhir.get("/NotAType/_history").await;
+    assert_eq!(r.status, 404);
     fhir.validate_all();
 }

@@ -159,6 +159,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("put", "/api/v1/care-policy"),
         // FHIR R4 routes are declared and guarded like the others (see crate::fhir).
         ("get", "/fhir/R4/metadata"),
+        ("get", "/fhir/R4/_history"),
         ("post", "/fhir/R4"),
         ("post", "/fhir/R4/Patient"),
         ("post", "/fhir/R4/Patient/_search"),
@@ -166,6 +167,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/fhir/R4/Patient/{id}"),
         ("put", "/fhir/R4/Patient/{id}"),
         ("get", "/fhir/R4/Patient/{id}/_history"),
+        ("get", "/fhir/R4/Patient/_history"),
         ("get", "/fhir/R4/Patient/{id}/_history/{vid}"),
         // Every other resource type, kept as a document (see crate::fhir::documents).
         ("get", "/fhir/R4/{type}"),
@@ -176,6 +178,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("patch", "/fhir/R4/{type}/{id}"),
         ("delete", "/fhir/R4/{type}/{id}"),
         ("get", "/fhir/R4/{type}/{id}/_history"),
+        ("get", "/fhir/R4/{type}/_history"),
         ("get", "/fhir/R4/{type}/{id}/_history/{vid}"),
         // Bulk Data $export (see crate::fhir::export).
         ("get", "/fhir/R4/$export"),
