@@ -325,7 +325,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::export::group_export))
         .routes(routes!(fhir::export::status, fhir::export::cancel))
         .routes(routes!(fhir::export::file))
-        .routes(routes!(fhir::documents::search, fhir::documents::create))
+        .routes(routes!(
+            fhir::documents::search,
+            fhir::documents::create,
+            fhir::documents::conditional_update,
+            fhir::documents::conditional_delete
+        ))
         .routes(routes!(fhir::documents::search_post))
         .routes(routes!(
             fhir::documents::read,

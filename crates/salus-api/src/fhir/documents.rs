@@ -82,8 +82,8 @@ pub(super) fn capabilities() -> Vec<Value> {
                 "readHistory": true,
                 "updateCreate": true,
                 "conditionalCreate": true,
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
                 "searchInclude": includes_of(t),
                 "searchRevInclude": revincludes_of(t),
                 "searchParam": params
@@ -435,6 +435,17 @@ pub async fn create(
             }
         }
     }
+    create_new(&state, &actor, &headers, &t, &body.value).await
+}
+
+/// Store `body` as a new resource of type `t` under a server-minted id.
+async fn create_new(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    t: &str,
+    body: &Value,
+) -> Result<Response, FhirError> {
     let stream = Uuid::now_v7();
     let id = stream.to_string();
     let c = state
@@ -442,11 +453,11 @@ pub async fn create(
         .create::<FhirDocument, _>(
             &actor.ctx,
             stream,
-            |_, now| Ok(store_command(&t, &id, &body.value, now)),
+            |_, now| Ok(store_command(t, &id, body, now)),
             None,
         )
         .await?;
-    Ok(preferred(&headers, document_response(StatusCode::CREATED, &c, true)).await)
+    Ok(preferred(headers, document_response(StatusCode::CREATED, &c, true)).await)
 }
 
 /// Replace a resource (`If-Match: W/"n"` makes it conditional), or create it under the
@@ -465,7 +476,19 @@ pub async fn update(
 ) -> Result<Response, FhirError> {
     check_type(&t)?;
     checked_body(&t, &body.value)?;
-    match body.value.get("id").and_then(Value::as_str) {
+    put_document(&state, &actor, &headers, &t, &id, &body.value).await
+}
+
+/// Replace `t/id` with `body` (whose id must be `id`), or create it under that id.
+async fn put_document(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    t: &str,
+    id: &str,
+    body: &Value,
+) -> Result<Response, FhirError> {
+    match body.get("id").and_then(Value::as_str) {
         Some(b) if b == id => {}
         Some(b) => {
             return Err(FhirError {
@@ -490,21 +513,21 @@ pub async fn update(
         }
     }
     let expected = match headers.get(header::IF_MATCH) {
-        Some(_) => http::if_match(&headers)?,
+        Some(_) => http::if_match(headers)?,
         None => None,
     };
-    let existing = find(&state, &actor, &t, &id).await?;
+    let existing = find(state, actor, t, id).await?;
     let (stream, created) = match &existing {
         Some(c) => (c.row.id, false),
         None => {
-            if !valid_id(&id) {
+            if !valid_id(id) {
                 return Err(FhirError::new(
                     400,
                     "invalid",
                     format!("'{id}' is not a FHIR id (1-64 of A-Z, a-z, 0-9, '-', '.')"),
                 ));
             }
-            (client_stream_id(&t, &id), true)
+            (client_stream_id(t, id), true)
         }
     };
     let c = state
@@ -513,7 +536,7 @@ pub async fn update(
             &actor.ctx,
             stream,
             expected,
-            |_, now| Ok(store_command(&t, &id, &body.value, now)),
+            |_, now| Ok(store_command(t, id, body, now)),
             None,
         )
         .await?;
@@ -522,7 +545,112 @@ pub async fn update(
     } else {
         StatusCode::OK
     };
-    Ok(preferred(&headers, document_response(status, &c, created)).await)
+    Ok(preferred(headers, document_response(status, &c, created)).await)
+}
+
+/// The one document of type `t` a conditional interaction's search matches (`None`: none);
+/// more than one is a 412.
+async fn conditional_match(
+    state: &AppState,
+    actor: &Actor,
+    t: &str,
+    pairs: &[(String, String)],
+    what: &str,
+) -> Result<Option<Current<FhirDocument>>, FhirError> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "_format")
+        .cloned()
+        .collect();
+    if pairs.is_empty() {
+        return Err(FhirError::new(
+            400,
+            "invalid",
+            format!(
+                "a conditional {what} needs search parameters (PUT or DELETE {t}?parameter=value)"
+            ),
+        ));
+    }
+    let search = DocumentSearch::parse(state, actor, t, &pairs, true).await?;
+    let mut found = search.run(state, actor, None, 2).await?;
+    if found.len() > 1 {
+        return Err(FhirError::new(
+            412,
+            "multiple-matches",
+            format!("the conditional {what}'s search matches more than one {t}"),
+        ));
+    }
+    Ok(found.pop())
+}
+
+/// Conditional update (`PUT {type}?search`): the one match is replaced; with none, the
+/// body is created (under its id when it has one); more than one is a 412.
+#[utoipa::path(put, path = "/fhir/R4/{type}", tag = "fhir",
+    params(("type" = String, Path, description = "Resource type"), ("If-Match" = Option<String>, Header, description = "W/\"n\": update only version n")),
+    request_body(content = Object, content_type = "application/fhir+json"),
+    responses((status = 200, description = "The match updated"), (status = 201, description = "Created"), (status = 400, description = "No search, or the body's id is not the match's"), (status = 412, description = "More than one match, or a stale If-Match")),
+    security(("bearer" = ["fhir_resources:write"])))]
+pub async fn conditional_update(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Path(t): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    body: JsonBody<Value>,
+) -> Result<Response, FhirError> {
+    check_type(&t)?;
+    checked_body(&t, &body.value)?;
+    let body_id = body
+        .value
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match conditional_match(&state, &actor, &t, &pairs, "update").await? {
+        Some(one) => {
+            if body_id.as_deref().is_some_and(|b| b != one.state.id) {
+                return Err(FhirError {
+                    status: StatusCode::BAD_REQUEST,
+                    issues: vec![
+                        Issue::error(
+                            "invalid",
+                            format!(
+                                "the body's id is not that of the match ({t}/{})",
+                                one.state.id
+                            ),
+                        )
+                        .at(format!("{t}.id")),
+                    ],
+                });
+            }
+            let mut r = body.value.clone();
+            r["id"] = Value::String(one.state.id.clone());
+            put_document(&state, &actor, &headers, &t, &one.state.id, &r).await
+        }
+        None => match body_id {
+            Some(id) => put_document(&state, &actor, &headers, &t, &id, &body.value).await,
+            None => create_new(&state, &actor, &headers, &t, &body.value).await,
+        },
+    }
+}
+
+/// Conditional delete (`DELETE {type}?search`): the one match is deleted (204 also when
+/// nothing matches); more than one is a 412.
+#[utoipa::path(delete, path = "/fhir/R4/{type}", tag = "fhir",
+    params(("type" = String, Path, description = "Resource type")),
+    responses((status = 204, description = "Deleted, or nothing matched"), (status = 400, description = "No search"), (status = 412, description = "More than one match")),
+    security(("bearer" = ["fhir_resources:write"])))]
+pub async fn conditional_delete(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Path(t): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    check_type(&t)?;
+    match conditional_match(&state, &actor, &t, &pairs, "delete").await? {
+        Some(one) => delete_document(&state, &actor, &headers, &one).await,
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
 /// Change a resource with a JSON Patch (RFC 6902, `application/json-patch+json`);
@@ -591,8 +719,18 @@ pub async fn delete(
     let c = find(&state, &actor, &t, &id)
         .await?
         .ok_or_else(|| not_found(&t, &id))?;
+    delete_document(&state, &actor, &headers, &c).await
+}
+
+/// Delete a document (a tombstone version), `If-Match` honoured.
+async fn delete_document(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    c: &Current<FhirDocument>,
+) -> Result<Response, FhirError> {
     let expected = match headers.get(header::IF_MATCH) {
-        Some(_) => http::if_match(&headers)?,
+        Some(_) => http::if_match(headers)?,
         None => None,
     };
     let done = state

@@ -1,7 +1,7 @@
 //! FHIR search result parameters over real HTTP on both backends: `_sort` (ascending,
 //! descending, paged by offset), `_total`, `_summary`, `_elements`, `_include` and
 //! `_revinclude` (with `:iterate`) on documents and on Patient, and type and system
-//! history; every resource answered
+//! history, conditional update and delete; every resource answered
 //! validated by `fhir.resources`.
 
 use crate::app::{TestApp, on_both_backends, patient};
@@ -12,6 +12,7 @@ on_both_backends!(
     results_are_sorted_counted_summarised_and_paged,
     includes_and_revincludes_follow_references,
     type_and_system_history_list_every_version_newest_first,
+    conditional_updates_and_deletes_act_on_the_one_match,
 );
 
 fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
@@ -405,5 +406,81 @@ async fn type_and_system_history_list_every_version_newest_first(backend: &str) 
     assert_eq!(r.outcome(400).0, "not-supported");
     let r = fhir.get("/NotAType/_history").await;
     assert_eq!(r.status, 404);
+    fhir.validate_all();
+}
+
+async fn conditional_updates_and_deletes_act_on_the_one_match(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let a = a_patient(&app, "C-1", "Conditional").await;
+    let lot = |v: &str| format!("/Immunization?lot-number=LOT-{v}");
+    // No match and no id: created under a new id.
+    let r = fhir
+        .put(&lot("207"), &immunization(&a, "207", "2024-01-01"), &[])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    // One match: that one is replaced (a body without id is fine).
+    let r = fhir
+        .put(&lot("207"), &immunization(&a, "207", "2024-03-03"), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["id"], id.as_str());
+    assert_eq!(r.body["meta"]["versionId"], "2");
+    assert_eq!(r.body["occurrenceDateTime"], "2024-03-03");
+    // A body naming another id is refused; a stale If-Match too.
+    let mut other = immunization(&a, "207", "2024-03-04");
+    other["id"] = json!("someone-else");
+    let r = fhir.put(&lot("207"), &other, &[]).await;
+    assert_eq!(r.outcome(400).0, "invalid");
+    let r = fhir
+        .put(
+            &lot("207"),
+            &immunization(&a, "207", "2024-03-05"),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+    // No match, with an id: created under it.
+    let mut mine = immunization(&a, "208", "2024-01-01");
+    mine["id"] = json!("imm-208");
+    let r = fhir.put(&lot("208"), &mine, &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["id"], "imm-208");
+    // Two matches: 412, nothing changed.
+    let r = fhir
+        .put(
+            &format!("/Immunization?patient=Patient/{a}"),
+            &immunization(&a, "1", "2024-01-01"),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.body);
+    let r = fhir
+        .put("/Immunization", &immunization(&a, "1", "2024-01-01"), &[])
+        .await;
+    assert_eq!(r.outcome(400).0, "invalid");
+
+    let delete = |q: String| {
+        let app = &app;
+        async move {
+            app.client
+                .delete(app.url(&format!("/fhir/R4{q}")))
+                .bearer_auth(&app.token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        delete(format!("/Immunization?patient=Patient/{a}")).await,
+        412
+    );
+    assert_eq!(delete(lot("207")).await, 204);
+    assert_eq!(fhir.get(&format!("/Immunization/{id}")).await.status, 410);
+    assert_eq!(delete(lot("207")).await, 204, "nothing left to match");
+    assert_eq!(fhir.get("/Immunization/imm-208").await.status, 200);
     fhir.validate_all();
 }

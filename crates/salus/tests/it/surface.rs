@@ -172,6 +172,8 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         // Every other resource type, kept as a document (see crate::fhir::documents).
         ("get", "/fhir/R4/{type}"),
         ("post", "/fhir/R4/{type}"),
+        ("put", "/fhir/R4/{type}"),
+        ("delete", "/fhir/R4/{type}"),
         ("post", "/fhir/R4/{type}/_search"),
         ("get", "/fhir/R4/{type}/{id}"),
         ("put", "/fhir/R4/{type}/{id}"),
