@@ -450,7 +450,7 @@ pub async fn run_bundle(
         .enumerate()
         .map(|(i, e)| parse_entry(i, e))
         .collect::<Result<_, _>>()?;
-    let out = transaction(state, actor, base, entries).await?;
+    let out = transaction(state, actor, base, headers, entries).await?;
     Ok(response_bundle("transaction-response", out, state))
 }
 
@@ -475,7 +475,10 @@ fn status_line(s: StatusCode) -> String {
 
 /// A REST answer as a response entry (status, location, etag, lastModified, resource or
 /// outcome).
-async fn entry_of(resp: Response) -> Value {
+/// The Bundle entry of an interaction's answer; an OperationOutcome body goes to
+/// `response.outcome` when it reports a failure or was asked for (`outcome_wanted`:
+/// `Prefer: return=OperationOutcome`).
+async fn entry_of(resp: Response, outcome_wanted: bool) -> Value {
     let (parts, body) = resp.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
@@ -502,7 +505,7 @@ async fn entry_of(resp: Response) -> Value {
     }
     let mut entry = json!({});
     if value.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome")
-        && !parts.status.is_success()
+        && (!parts.status.is_success() || outcome_wanted)
     {
         response["outcome"] = value;
     } else if value.is_object() {
@@ -514,8 +517,9 @@ async fn entry_of(resp: Response) -> Value {
 
 /// One batch entry, run exactly as its REST interaction.
 async fn batch_entry(state: &AppState, actor: &Actor, headers: &HeaderMap, e: Entry) -> Value {
+    let outcome_wanted = return_preference(headers).as_deref() == Some("OperationOutcome");
     match batch_entry_inner(state, actor, headers, e).await {
-        Ok(resp) => entry_of(resp).await,
+        Ok(resp) => entry_of(resp, outcome_wanted).await,
         Err(err) => error_entry(err),
     }
 }
@@ -531,7 +535,11 @@ async fn batch_entry_inner(
         .require(permission(&e.resource_type, &e.method))
         .map_err(|x| entry_error(e.index, x.into()))?;
     let mut h = HeaderMap::new();
-    for name in [header::HOST, HeaderName::from_static("x-forwarded-proto")] {
+    for name in [
+        header::HOST,
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderName::from_static("prefer"),
+    ] {
         if let Some(v) = headers.get(&name) {
             h.insert(name, v.clone());
         }
@@ -618,8 +626,10 @@ async fn transaction(
     state: &AppState,
     actor: &Actor,
     base: &str,
+    headers: &HeaderMap,
     mut entries: Vec<Entry>,
 ) -> Result<Vec<Value>, FhirError> {
+    let prefer = return_preference(headers);
     for e in &entries {
         check_served(e)?;
         actor
@@ -743,13 +753,13 @@ async fn transaction(
             }
             Some(Plan::Exists { id }) => {
                 let resp = exists_response(state, actor, &e.resource_type, id).await?;
-                entry_of(resp).await
+                entry_of(resp, false).await
             }
             Some(Plan::Delete { id: None, .. }) => {
                 json!({"response": {"status": "204 No Content"}})
             }
             _ => match results.remove(&e.index) {
-                Some(d) => written_entry(&e.resource_type, e, d),
+                Some(d) => written_entry(base, &e.resource_type, e, d, prefer.as_deref()),
                 None => json!({"response": {"status": "200 OK"}}),
             },
         };
@@ -778,15 +788,22 @@ async fn exists_response(
     }
 }
 
-fn written_entry(t: &str, e: &Entry, d: Done) -> Value {
+fn written_entry(base: &str, t: &str, e: &Entry, d: Done, prefer: Option<&str>) -> Value {
     let row = d.row().clone();
     let created = row.version == 1 || e.method == "POST";
-    let (id, deleted) = if t == "Patient" {
-        (row.id.to_string(), false)
+    let (id, deleted, resource) = if t == "Patient" {
+        let r = d
+            .into_current::<Patient>()
+            .ok()
+            .map(|c| salus_fhir::patient::to_fhir(&c.state, c.row.version, c.row.updated_at));
+        (row.id.to_string(), false, r)
     } else {
         match d.into_current::<FhirDocument>() {
-            Ok(c) => (c.state.id.clone(), c.state.deleted),
-            Err(_) => (row.id.to_string(), false),
+            Ok(c) => {
+                let r = (!c.state.deleted).then(|| documents::render(&c.state, c.row.version));
+                (c.state.id.clone(), c.state.deleted, r)
+            }
+            Err(_) => (row.id.to_string(), false, None),
         }
     };
     let status = if deleted {
@@ -804,7 +821,26 @@ fn written_entry(t: &str, e: &Entry, d: Done) -> Value {
     if !deleted {
         response["location"] = json!(format!("{t}/{id}/_history/{}", row.version));
     }
-    json!({"response": response})
+    let mut entry = json!({"response": response});
+    match prefer {
+        Some("minimal") => {}
+        Some("OperationOutcome") => {
+            let what = if created { "created" } else { "updated" };
+            entry["response"]["outcome"] = operation_outcome(&[Issue {
+                severity: "information",
+                code: "informational",
+                diagnostics: format!("{t}/{id} was {what}"),
+                expression: None,
+            }]);
+        }
+        _ => {
+            if let Some(r) = resource {
+                entry["fullUrl"] = json!(format!("{base}/{t}/{id}"));
+                entry["resource"] = r;
+            }
+        }
+    }
+    entry
 }
 
 /// Decide one write of a transaction: `None` when there is nothing to write.

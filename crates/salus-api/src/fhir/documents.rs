@@ -131,7 +131,7 @@ pub(super) fn revincludes_of(t: &str) -> Vec<String> {
 }
 
 /// The resource as answered: the stored form with `id` and `meta.versionId`.
-fn render(d: &FhirDocument, version: i64) -> Value {
+pub(super) fn render(d: &FhirDocument, version: i64) -> Value {
     let mut r = d.resource.clone();
     if let Some(o) = r.as_object_mut() {
         o.insert("id".into(), Value::String(d.id.clone()));

@@ -244,14 +244,7 @@ fn patient_response(status: StatusCode, c: &Current<Patient>, location: bool) ->
 /// `representation` (the default) the resource, `minimal` no body, `OperationOutcome` an
 /// outcome saying what was done. Status and headers stay.
 async fn preferred(headers: &HeaderMap, resp: Response) -> Response {
-    let wanted = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|p| p.trim().strip_prefix("return="))
-        .map(|v| v.trim_matches('"').to_owned())
-        .next_back();
+    let wanted = return_preference(headers);
     let (mut parts, body) = resp.into_parts();
     match wanted.as_deref() {
         Some("minimal") => {
@@ -276,6 +269,18 @@ async fn preferred(headers: &HeaderMap, resp: Response) -> Response {
         }
         _ => Response::from_parts(parts, body),
     }
+}
+
+/// What `Prefer: return=` asks for (`minimal`, `representation`, `OperationOutcome`).
+fn return_preference(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| p.trim().strip_prefix("return="))
+        .map(|v| v.trim_matches('"').to_owned())
+        .next_back()
 }
 
 /// The server's base URL as the client reached it (for `fullUrl` and paging links).

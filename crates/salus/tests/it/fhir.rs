@@ -712,6 +712,7 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
             "vread",
             "update",
             "history-instance",
+            "history-type",
             "create",
             "search-type"
         ]

@@ -1,7 +1,7 @@
 //! FHIR search result parameters over real HTTP on both backends: `_sort` (ascending,
 //! descending, paged by offset), `_total`, `_summary`, `_elements`, `_include` and
 //! `_revinclude` (with `:iterate`) on documents and on Patient, and type and system
-//! history, conditional update and delete; every resource answered
+//! history, conditional update and delete, `Prefer: return` in Bundle answers; every resource answered
 //! validated by `fhir.resources`.
 
 use crate::app::{TestApp, on_both_backends, patient};
@@ -13,6 +13,7 @@ on_both_backends!(
     includes_and_revincludes_follow_references,
     type_and_system_history_list_every_version_newest_first,
     conditional_updates_and_deletes_act_on_the_one_match,
+    bundle_answers_follow_prefer_return,
 );
 
 fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
@@ -482,5 +483,60 @@ async fn conditional_updates_and_deletes_act_on_the_one_match(backend: &str) {
     assert_eq!(fhir.get(&format!("/Immunization/{id}")).await.status, 410);
     assert_eq!(delete(lot("207")).await, 204, "nothing left to match");
     assert_eq!(fhir.get("/Immunization/imm-208").await.status, 200);
+    fhir.validate_all();
+}
+
+async fn bundle_answers_follow_prefer_return(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let a = a_patient(&app, "P-1", "Preferring").await;
+    let bundle = |kind: &str, v: &str| {
+        json!({"resourceType": "Bundle", "type": kind, "entry": [
+            {"resource": immunization(&a, v, "2024-01-01"), "request": {"method": "POST", "url": "Immunization"}}
+        ]})
+    };
+    for kind in ["transaction", "batch"] {
+        // By default (and with return=representation) each entry carries what was stored.
+        for prefer in [None, Some("return=representation")] {
+            let h: Vec<(&str, &str)> = prefer.map(|p| ("prefer", p)).into_iter().collect();
+            let r = fhir.post("", &bundle(kind, "207"), &h).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let e = &r.body["entry"][0];
+            assert_eq!(
+                e["response"]["status"].as_str().unwrap()[..3],
+                *"201",
+                "{e}"
+            );
+            assert_eq!(
+                e["resource"]["resourceType"], "Immunization",
+                "{kind} {prefer:?}: {e}"
+            );
+            assert_eq!(e["resource"]["meta"]["versionId"], "1");
+        }
+        let r = fhir
+            .post("", &bundle(kind, "208"), &[("prefer", "return=minimal")])
+            .await;
+        let e = &r.body["entry"][0];
+        assert!(e.get("resource").is_none(), "{kind}: {e}");
+        assert!(
+            e["response"]["location"]
+                .as_str()
+                .unwrap()
+                .contains("Immunization/")
+        );
+        let r = fhir
+            .post(
+                "",
+                &bundle(kind, "209"),
+                &[("prefer", "return=OperationOutcome")],
+            )
+            .await;
+        let e = &r.body["entry"][0];
+        assert!(e.get("resource").is_none(), "{kind}: {e}");
+        assert_eq!(
+            e["response"]["outcome"]["resourceType"], "OperationOutcome",
+            "{kind}: {e}"
+        );
+    }
     fhir.validate_all();
 }
