@@ -814,6 +814,17 @@ impl DocumentSearch {
                 }
                 _ => {}
             }
+            if key.starts_with("_has:") {
+                let ids = resolve_has(state, actor, t, key, value).await?;
+                s.applied.push((key.clone(), value.to_owned()));
+                s.filters.push(Filter {
+                    param: row_param(t, "_id"),
+                    system: None,
+                    op: FilterOp::In(ids),
+                    value: String::new(),
+                });
+                continue;
+            }
             if s.results.take(t, key, value)? {
                 if ResultParams::linked(key) {
                     s.applied.push((key.clone(), value.to_owned()));
@@ -996,6 +1007,61 @@ pub(super) async fn export_page(
         })
         .collect();
     Ok((page, next))
+}
+
+/// The ids of the resources of type `t` that a reverse chain names:
+/// `_has:Observation:patient:code=1234-5` stands for the `t`s that Observations with code
+/// 1234-5 reference through their `patient` parameter (the part after the parameter may be
+/// another `_has`). The source type must be kept as a document.
+pub(super) async fn resolve_has(
+    state: &AppState,
+    actor: &Actor,
+    t: &str,
+    key: &str,
+    value: &str,
+) -> Result<Vec<String>, FhirError> {
+    let bad = |m: String| FhirError::new(400, "invalid", m);
+    let rest = key.strip_prefix("_has:").unwrap_or(key);
+    let mut parts = rest.splitn(3, ':');
+    let (Some(source), Some(param), Some(inner)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad(format!(
+            "'{key}' is not _has:Type:reference-parameter:search-parameter"
+        )));
+    };
+    if !is_document_type(source) {
+        return Err(FhirError::new(
+            400,
+            "not-supported",
+            format!("_has from {source} is not supported (only from types kept as documents)"),
+        ));
+    }
+    let points_here = search_parameters().get(source, param).is_some_and(|p| {
+        p.kind == salus_fhir::definitions::ParamType::Reference
+            && p.expression.is_some()
+            && (p.target.is_empty() || p.target.iter().any(|x| x == t))
+    });
+    if !points_here {
+        return Err(bad(format!(
+            "'{param}' is not a reference search parameter of {source} that can point at {t}"
+        )));
+    }
+    let pairs = [(inner.to_owned(), value.to_owned())];
+    let search = Box::pin(DocumentSearch::parse(state, actor, source, &pairs, true)).await?;
+    let prefix = format!("{t}/");
+    let mut ids: Vec<String> = Vec::new();
+    for d in search.run(state, actor, None, CHAIN_LIMIT).await? {
+        for row in fsearch::rows_of(source, &d.state.resource) {
+            if row.param == param
+                && let Some(id) = row.value.strip_prefix(&prefix)
+            {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// The references (`Type/id`) to resources of `targets` that match `inner=value`: the ids

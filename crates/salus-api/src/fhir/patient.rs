@@ -657,7 +657,34 @@ async fn answer_search(
     headers: &HeaderMap,
     pairs: &[(String, String)],
 ) -> Result<Response, FhirError> {
-    let mut search = PatientSearch::parse(pairs, prefers_strict(headers))?;
+    // A reverse chain stands for the ids it names (and `_id`s intersect).
+    let mut resolved: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    let mut has: Vec<(String, String, String)> = Vec::new();
+    for (k, v) in pairs {
+        if k.starts_with("_has:") {
+            let ids = super::documents::resolve_has(state, actor, "Patient", k, v).await?;
+            // No id at all must match nothing, not everything.
+            let ids = if ids.is_empty() {
+                vec!["-".to_owned()]
+            } else {
+                ids
+            };
+            resolved.push(("_id".to_owned(), ids.join(",")));
+            has.push((k.clone(), v.clone(), ids.join(",")));
+        } else {
+            resolved.push((k.clone(), v.clone()));
+        }
+    }
+    let mut search = PatientSearch::parse(&resolved, prefers_strict(headers))?;
+    if !has.is_empty() {
+        // The links carry the reverse chain, not the ids it stood for now.
+        search
+            .applied
+            .retain(|(k, v)| k != "_id" || !has.iter().any(|(_, _, ids)| ids == v));
+        search
+            .applied
+            .extend(has.into_iter().map(|(k, v, _)| (k, v)));
+    }
     let results = std::mem::take(&mut search.results);
     let (applied, ignored) = (
         std::mem::take(&mut search.applied),

@@ -291,6 +291,30 @@ async fn includes_and_revincludes_follow_references(backend: &str) {
         "iterated to the patient: {got:?}"
     );
     assert!(!has(&got, "include", &pb));
+
+    // Reverse chains: the patients an immunization with code 207 points at, the
+    // immunizations a provenance targets.
+    let r = fhir
+        .get("/Patient?_has:Immunization:patient:vaccine-code=207")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(entries(&r.body), [("match".to_owned(), pa.clone())]);
+    let r = fhir
+        .get("/Patient?_has:Immunization:patient:vaccine-code=999")
+        .await;
+    assert!(entries(&r.body).is_empty(), "{}", r.body);
+    let r = fhir
+        .get("/Immunization?_has:Provenance:target:recorded=2024-01-01")
+        .await;
+    assert_eq!(entries(&r.body), [("match".to_owned(), imm[0].clone())]);
+    let r = fhir
+        .get("/Immunization?_has:Provenance:target:recorded=2024-01-01&_include=Immunization:patient")
+        .await;
+    assert!(has(&entries(&r.body), "include", &pa));
+    let r = fhir
+        .get("/Patient?_has:Immunization:status:status=completed")
+        .await;
+    assert_eq!(r.outcome(400).0, "invalid");
     fhir.validate_all();
 }
 
