@@ -210,7 +210,7 @@ async fn parse(
 
 /// The access context of a read of the audit trail: the request's headers, with
 /// healthcare operations as the purpose when it names none.
-fn audit_access(headers: &HeaderMap) -> Result<AccessContext, ApiError> {
+pub(crate) fn audit_access(headers: &HeaderMap) -> Result<AccessContext, ApiError> {
     let mut access = AccessContext::from_headers(headers)?;
     if !headers.contains_key("x-purpose-of-use") {
         access.purpose = "HOPERAT";
@@ -219,7 +219,11 @@ fn audit_access(headers: &HeaderMap) -> Result<AccessContext, ApiError> {
 }
 
 /// Log the patients of a page of the trail (before it is answered).
-async fn log_items(state: &AppState, actor: &Actor, items: &[AuditItem]) -> Result<(), ApiError> {
+pub(crate) async fn log_items(
+    state: &AppState,
+    actor: &Actor,
+    items: &[AuditItem],
+) -> Result<(), ApiError> {
     let accesses: Vec<Access> = items
         .iter()
         .filter_map(|i| i.patient_id)

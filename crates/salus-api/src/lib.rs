@@ -314,6 +314,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::patient::create, fhir::patient::search))
         .routes(routes!(fhir::patient::read, fhir::patient::update))
         .routes(routes!(fhir::patient::search_post))
+        .routes(routes!(fhir::audit_event::search))
+        .routes(routes!(fhir::audit_event::read))
         .routes(routes!(fhir::history::patients))
         .routes(routes!(fhir::history::of_type))
         .routes(routes!(fhir::history::system))

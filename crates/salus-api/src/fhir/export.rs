@@ -62,6 +62,8 @@ pub(super) enum Source {
     Patients,
     /// Resources kept whole as FHIR documents.
     Documents,
+    /// The event log, as AuditEvents.
+    AuditEvents,
 }
 
 /// One source of exported resources: the types it serves, and the permission reading
@@ -92,7 +94,17 @@ pub(super) const MODULES: &[Module] = &[
         permission: "fhir_resources:read",
         source: Source::Documents,
     },
+    Module {
+        name: "audit",
+        serves: is_audit_event,
+        permission: "audit:read",
+        source: Source::AuditEvents,
+    },
 ];
+
+fn is_audit_event(t: &str) -> bool {
+    t == "AuditEvent"
+}
 
 /// The module exporting type `t`.
 pub(super) fn module_of(t: &str) -> Option<&'static Module> {
@@ -104,7 +116,8 @@ fn all_types() -> Vec<String> {
     let mut out: Vec<String> = salus_fhir::definitions::structures()
         .types
         .keys()
-        .filter(|t| t.as_str() != "Patient" && module_of(t).is_some())
+        // The audit trail is exported only when `_type` names it.
+        .filter(|t| t.as_str() != "Patient" && t.as_str() != "AuditEvent" && module_of(t).is_some())
         .cloned()
         .collect();
     out.sort_unstable();
@@ -505,6 +518,31 @@ impl Scan {
                     if fresh(c.row.updated_at) && self.compartment.admits(Some(c.row.id)) {
                         let r = fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at);
                         lines.push((Some(c.row.id), r));
+                    }
+                }
+                next
+            }
+            Source::AuditEvents => {
+                // The log is paged by position; the page cursor carries it as the low
+                // half of a UUID.
+                let q = salus_store::audit::EventQuery {
+                    after: after.map(|u| u.as_u64_pair().1 as i64),
+                    limit: PAGE,
+                    ..Default::default()
+                };
+                let items = salus_domain::audit::page(&self.state.services, &self.actor.ctx, &q)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                let next = (items.len() >= PAGE as usize)
+                    .then(|| {
+                        items
+                            .last()
+                            .map(|i| Uuid::from_u64_pair(0, i.event.seq as u64))
+                    })
+                    .flatten();
+                for i in items {
+                    if fresh(i.event.recorded_at) && self.compartment.admits(i.patient_id) {
+                        lines.push((i.patient_id, super::audit_event::to_fhir(&i)));
                     }
                 }
                 next

@@ -11,6 +11,7 @@
 //! The mapping itself (FHIR Patient ⇄ aggregate) lives in `salus-fhir`; handlers only
 //! parse, call the service and map.
 
+pub mod audit_event;
 pub mod bundle;
 pub mod documents;
 pub mod export;
@@ -301,7 +302,7 @@ fn base_url(headers: &HeaderMap) -> String {
 /// What this server can do: exactly the routes of this module. Each resource type's module
 /// says what it serves of its type (`capability()`, one `rest.resource` entry).
 pub fn capability_statement(base: &str) -> Value {
-    let mut resources: Vec<Value> = vec![patient::capability()];
+    let mut resources: Vec<Value> = vec![patient::capability(), audit_event::capability()];
     resources.extend(documents::capabilities());
     let operations = export::capability_operations(&mut resources);
     json!({

@@ -251,6 +251,13 @@ async fn exports_follow_type_since_patient_and_group(backend: &str) {
     let got = files(&app, &manifest(&fhir, &s, &app.token).await, &app.token).await;
     assert_eq!(got.keys().collect::<Vec<_>>(), ["Immunization"]);
     assert_eq!(got["Immunization"].len(), 2);
+    // The audit trail only when named: every event of the log so far, as AuditEvents.
+    let s = kick_off(&fhir, "/$export?_type=AuditEvent", &app.token).await;
+    let got = files(&app, &manifest(&fhir, &s, &app.token).await, &app.token).await;
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["AuditEvent"]);
+    let events = &got["AuditEvent"];
+    assert!(events.len() >= 5, "{} events", events.len());
+    assert!(events.iter().all(|e| e["resourceType"] == "AuditEvent"));
 
     // _since: only what changed after it.
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,7 +1,8 @@
 //! FHIR search result parameters over real HTTP on both backends: `_sort` (ascending,
 //! descending, paged by offset), `_total`, `_summary`, `_elements`, `_include` and
 //! `_revinclude` (with `:iterate`) on documents and on Patient, and type and system
-//! history, conditional update and delete, `Prefer: return` in Bundle answers; every resource answered
+//! history, conditional update and delete, `Prefer: return` in Bundle answers, AuditEvent
+//! from the log; every resource answered
 //! validated by `fhir.resources`.
 
 use crate::app::{TestApp, on_both_backends, patient};
@@ -14,6 +15,7 @@ on_both_backends!(
     type_and_system_history_list_every_version_newest_first,
     conditional_updates_and_deletes_act_on_the_one_match,
     bundle_answers_follow_prefer_return,
+    audit_events_are_the_log_read_only,
 );
 
 fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
@@ -562,5 +564,105 @@ async fn bundle_answers_follow_prefer_return(backend: &str) {
             "{kind}: {e}"
         );
     }
+    fhir.validate_all();
+}
+
+async fn audit_events_are_the_log_read_only(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let a = a_patient(&app, "A-1", "Audited").await;
+    let imm = fhir
+        .post("/Immunization", &immunization(&a, "207", "2024-01-01"), &[])
+        .await;
+    let imm_id = imm.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .client
+        .delete(app.url(&format!("/fhir/R4/Immunization/{imm_id}")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let of = |b: &Value| -> Vec<(String, String)> {
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let r = &e["resource"];
+                assert_eq!(r["resourceType"], "AuditEvent");
+                (
+                    r["action"].as_str().unwrap().to_owned(),
+                    r["subtype"][0]["code"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    // One record's events, oldest first.
+    let r = fhir
+        .get(&format!("/AuditEvent?entity=Immunization/{imm_id}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        of(&r.body),
+        [
+            ("C".to_owned(), "fhir.resource.created".to_owned()),
+            ("D".to_owned(), "fhir.resource.deleted".to_owned())
+        ]
+    );
+    let first = &r.body["entry"][0]["resource"];
+    assert_eq!(
+        first["entity"][0]["what"]["reference"],
+        format!("Immunization/{imm_id}")
+    );
+    // Read by id: the same event.
+    let id = first["id"].as_str().unwrap();
+    let one = fhir.get(&format!("/AuditEvent/{id}")).await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(one.body, *first);
+    assert_eq!(
+        fhir.get(&format!("/AuditEvent/{}", uuid::Uuid::now_v7()))
+            .await
+            .status,
+        404
+    );
+    // The patient's record, by agent, by date, by event type; paged.
+    let r = fhir.get(&format!("/AuditEvent?patient=Patient/{a}")).await;
+    assert_eq!(
+        of(&r.body)[0],
+        ("C".to_owned(), "patient.registered".to_owned())
+    );
+    let user = first["agent"][0]["who"]["identifier"]["value"]
+        .as_str()
+        .unwrap();
+    let r = fhir
+        .get(&format!(
+            "/AuditEvent?agent={user}&subtype=fhir.resource.created&date=ge{}",
+            before.format("%Y-%m-%dT%H:%M:%SZ")
+        ))
+        .await;
+    assert_eq!(
+        of(&r.body),
+        [("C".to_owned(), "fhir.resource.created".to_owned())]
+    );
+    let r = fhir.get("/AuditEvent?date=lt2000-01-01").await;
+    assert!(of(&r.body).is_empty());
+    let mut page = fhir.get("/AuditEvent?_count=2").await;
+    let mut n = 0;
+    loop {
+        n += of(&page.body).len();
+        match next_link(&page.body) {
+            Some(next) => page = fhir.get(&next).await,
+            None => break,
+        }
+    }
+    let all = fhir.get("/AuditEvent?_count=200").await;
+    assert_eq!(n, of(&all.body).len());
+    assert!(n >= 3);
+    // Read-only.
+    let w = fhir.post("/AuditEvent", &first.clone(), &[]).await;
+    assert_eq!(w.status, 405, "{}", w.body);
     fhir.validate_all();
 }

@@ -169,6 +169,9 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/fhir/R4/Patient/{id}/_history"),
         ("get", "/fhir/R4/Patient/_history"),
         ("get", "/fhir/R4/Patient/{id}/_history/{vid}"),
+        // AuditEvent, read-only from the log (see crate::fhir::audit_event).
+        ("get", "/fhir/R4/AuditEvent"),
+        ("get", "/fhir/R4/AuditEvent/{id}"),
         // Every other resource type, kept as a document (see crate::fhir::documents).
         ("get", "/fhir/R4/{type}"),
         ("post", "/fhir/R4/{type}"),
