@@ -313,6 +313,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::patient::vread))
         .routes(routes!(fhir::patient::history))
         .routes(routes!(fhir::bundle::process))
+        .routes(routes!(
+            fhir::observation::create,
+            fhir::observation::search
+        ))
+        .routes(routes!(fhir::observation::search_post))
+        .routes(routes!(
+            fhir::observation::read,
+            fhir::observation::update,
+            fhir::observation::delete
+        ))
+        .routes(routes!(fhir::observation::history))
+        .routes(routes!(fhir::observation::vread))
         .routes(routes!(fhir::documents::search, fhir::documents::create))
         .routes(routes!(fhir::documents::search_post))
         .routes(routes!(

@@ -13,7 +13,9 @@
 
 pub mod bundle;
 pub mod documents;
+pub mod observation;
 pub mod patient;
+pub mod rest;
 
 use crate::AppState;
 use crate::access_log::{self, Access};
@@ -290,6 +292,7 @@ fn base_url(headers: &HeaderMap) -> String {
 /// says what it serves of its type (`capability()`, one `rest.resource` entry).
 pub fn capability_statement(base: &str) -> Value {
     let mut resources: Vec<Value> = vec![patient::capability()];
+    resources.extend(rest::DomainType::capabilities());
     resources.extend(documents::capabilities());
     json!({
         "resourceType": "CapabilityStatement",
