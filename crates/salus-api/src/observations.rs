@@ -157,7 +157,11 @@ pub async fn action(
                 let value = input.value.ok_or_else(|| {
                     DomainError::invalid("value", "amend needs the corrected value")
                 })?;
-                Ok(ObservationCommand::Amend { value, reason })
+                Ok(ObservationCommand::Amend {
+                    value,
+                    reason,
+                    fhir_elements: None,
+                })
             } else {
                 Ok(ObservationCommand::EnterInError { reason })
             }

@@ -6,10 +6,13 @@
 //! It never does I/O beyond reading its bundled files, and never decides a domain rule: a
 //! FHIR resource becomes a domain command's input, and the domain decides.
 
+pub mod clinical;
 pub mod coverage;
+pub mod datatypes;
 pub mod definitions;
 pub mod fhirpath;
 pub mod index;
+pub mod observation;
 pub mod outcome;
 pub mod patient;
 pub mod search;

@@ -6,11 +6,13 @@
 //!   posted as it is.
 //! - A `.ndjson` file is one resource a line (the Bulk Data form), read as a stream and
 //!   sent `--batch` lines (500) at a time as one transaction: a resource with an `id` is a
-//!   `PUT Type/id` (kept under its id), a Patient a create conditional on its first
-//!   identifier (Salus mints patient ids), and later references to `Patient/<old id>` are
-//!   rewritten to the id it got. A transaction that fails is sent again as a batch, so
-//!   the good lines land and each bad one is reported with its file and line.
-//! - A directory: its `.json` and `.ndjson` files, `Patient.ndjson` first.
+//!   `PUT Type/id` (kept under its id), except for the types whose ids Salus mints (its
+//!   aggregates': Patient, Observation): those are creates (a Patient's conditional on
+//!   its first identifier), and later references to `Type/<old id>` are rewritten to the
+//!   id it got. A transaction that fails is sent again as a batch, so the good lines land
+//!   and each bad one is reported with its file and line.
+//! - A directory: its `.json` and `.ndjson` files, `Patient.ndjson` first, then the other
+//!   minted types' files, then the rest.
 //!
 //! Shows a progress bar (bytes) on stderr, ends with a summary (resources, per type, the
 //! errors as `file:line: reason`); exits 0 when every resource was imported, 1 when any
@@ -81,11 +83,26 @@ pub fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && matches!(extension(p).as_deref(), Some("json" | "ndjson")))
         .collect();
+    // Patients first, then the other types whose ids Salus mints, then the rest, so that
+    // references to minted ids can be rewritten as they follow.
     files.sort_by_key(|p| {
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-        (name.as_deref() != Some("Patient.ndjson"), p.clone())
+        let stem = p.file_stem().map(|n| n.to_string_lossy().into_owned());
+        let minted =
+            p.extension().is_some_and(|e| e == "ndjson") && stem.as_deref().is_some_and(mints_ids);
+        let rank = match stem.as_deref() {
+            Some("Patient") if minted => 0,
+            _ if minted => 1,
+            _ => 2,
+        };
+        (rank, p.clone())
     });
     Ok(files)
+}
+
+/// Whether Salus mints the ids of resources of type `t` (its aggregates' types): such a
+/// resource is created, not kept under its id, and references to it are rewritten.
+fn mints_ids(t: &str) -> bool {
+    salus_api::fhir::documents::DOMAIN_TYPES.contains(&t) && t != "AuditEvent"
 }
 
 fn extension(p: &Path) -> Option<String> {
@@ -144,8 +161,8 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
 struct Pending {
     line: u64,
     resource_type: String,
-    /// A Patient's id in the file, to map to the id it gets.
-    patient_id: Option<String>,
+    /// The id in the file of a resource whose id Salus mints, to map to the id it gets.
+    minted_id: Option<String>,
     entry: Value,
 }
 
@@ -182,6 +199,16 @@ fn entry_for(mut r: Value) -> Result<(String, Option<String>, Value), String> {
         }
         return Ok((t, id, entry));
     }
+    if mints_ids(&t) {
+        if let Some(o) = r.as_object_mut() {
+            o.remove("id");
+        }
+        let mut entry = json!({"resource": r, "request": {"method": "POST", "url": t}});
+        if let Some(id) = &id {
+            entry["fullUrl"] = json!(format!("{t}/{id}"));
+        }
+        return Ok((t, id, entry));
+    }
     let request = match &id {
         Some(id) => json!({"method": "PUT", "url": format!("{t}/{id}")}),
         None => json!({"method": "POST", "url": t}),
@@ -203,8 +230,8 @@ struct Importer {
     state: AppState,
     actor: Actor,
     headers: HeaderMap,
-    /// `Patient/<id in the file>` → `Patient/<id in Salus>`.
-    patients: HashMap<String, String>,
+    /// `Type/<id in the file>` → `Type/<id in Salus>`, for the types whose ids Salus mints.
+    minted: HashMap<String, String>,
     summary: Summary,
     bar: ProgressBar,
 }
@@ -304,10 +331,10 @@ impl Importer {
                 .map_err(|e| format!("not JSON: {e}"))
                 .and_then(entry_for);
             match parsed {
-                Ok((resource_type, patient_id, entry)) => pending.push(Pending {
+                Ok((resource_type, minted_id, entry)) => pending.push(Pending {
                     line,
                     resource_type,
-                    patient_id,
+                    minted_id,
                     entry,
                 }),
                 Err(reason) => self.fail(name, format!("{line}"), reason),
@@ -324,7 +351,7 @@ impl Importer {
     /// Send the pending lines as one transaction; when it fails, as a batch.
     async fn flush(&mut self, name: &str, mut pending: Vec<Pending>) {
         for p in &mut pending {
-            rewrite_references(&mut p.entry["resource"], &self.patients);
+            rewrite_references(&mut p.entry["resource"], &self.minted);
         }
         let entries: Vec<Value> = pending.iter().map(|p| p.entry.clone()).collect();
         let mut bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
@@ -352,9 +379,10 @@ impl Importer {
                 self.fail(name, format!("{}", p.line), response_outcome_text(e));
                 continue;
             }
-            if let (Some(old), Some(new)) = (&p.patient_id, answered_id(e)) {
-                self.patients
-                    .insert(format!("Patient/{old}"), format!("Patient/{new}"));
+            if let (Some(old), Some(new)) = (&p.minted_id, answered_id(e)) {
+                let t = &p.resource_type;
+                self.minted
+                    .insert(format!("{t}/{old}"), format!("{t}/{new}"));
             }
             self.imported(&p.resource_type);
         }
@@ -422,7 +450,7 @@ pub async fn run(settings: &Settings, args: &ImportArgs) -> anyhow::Result<ExitC
         state,
         actor,
         headers: HeaderMap::new(),
-        patients: HashMap::new(),
+        minted: HashMap::new(),
         summary: Summary::default(),
         bar: bar.clone(),
     };

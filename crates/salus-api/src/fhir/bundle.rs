@@ -20,6 +20,7 @@ use super::documents::{self, DocumentSearch, checked_body, find, store_command, 
 use super::patient::{
     PatientSearch, lifecycle_path, parse_patient, replace_command, update_command,
 };
+use super::rest::{DomainType, Pending, TxWrite};
 use super::*;
 use axum::http::HeaderName;
 use salus_domain::documents::{DocumentCommand, FhirDocument, client_stream_id};
@@ -133,6 +134,9 @@ fn parse_entry(index: usize, e: &Value) -> Result<Entry, FhirError> {
 /// The permission an interaction of `method` on `resource_type` needs.
 fn permission(resource_type: &str, method: &str) -> &'static str {
     let read = matches!(method, "GET" | "HEAD");
+    if let Some(d) = DomainType::of(resource_type) {
+        return d.permission(read);
+    }
     match (resource_type, read) {
         ("Patient", true) => "patients:read",
         ("Patient", false) => "patients:write",
@@ -142,7 +146,10 @@ fn permission(resource_type: &str, method: &str) -> &'static str {
 }
 
 fn check_served(e: &Entry) -> Result<(), FhirError> {
-    if e.resource_type == "Patient" || documents::is_document_type(&e.resource_type) {
+    if e.resource_type == "Patient"
+        || DomainType::of(&e.resource_type).is_some()
+        || documents::is_document_type(&e.resource_type)
+    {
         Ok(())
     } else {
         Err(entry_error(
@@ -184,6 +191,12 @@ async fn search_ids(
         )
         .await?;
         Ok(found.into_iter().map(|c| c.row.id.to_string()).collect())
+    } else if let Some(d) = DomainType::of(resource_type) {
+        let refs = d.refs(state, actor, &pairs, 2).await?;
+        Ok(refs
+            .into_iter()
+            .filter_map(|r| r.split_once('/').map(|(_, id)| id.to_owned()))
+            .collect())
     } else {
         let s = DocumentSearch::parse(state, actor, resource_type, &pairs, true).await?;
         let found = s.run(state, actor, None, 2).await?;
@@ -572,6 +585,23 @@ async fn batch_entry_inner(
     let t = e.resource_type.clone();
     let pairs = e.query.as_deref().map(form_pairs).unwrap_or_default();
     let patient = t == "Patient";
+    if let Some(d) = DomainType::of(&t) {
+        let (state, actor) = (&st.0, actor);
+        return match (e.method.as_str(), e.id.clone(), e.version.clone()) {
+            ("GET" | "HEAD", Some(id), Some(vid)) => d.vread(state, actor, &id, &vid).await,
+            ("GET" | "HEAD", Some(id), None) => d.read(state, actor, &id).await,
+            ("GET" | "HEAD", None, _) => d.search(state, actor, &h, &pairs).await,
+            ("POST", None, None) => d.create(state, actor, &h, &body()?.value).await,
+            ("PUT", Some(id), None) => d.update(state, actor, &h, &id, &body()?.value).await,
+            ("DELETE", Some(id), None) => d.delete(state, actor, &h, &id).await,
+            _ => Err(FhirError::new(
+                400,
+                "not-supported",
+                format!("{} of {t} is not supported in a batch here", e.method),
+            )),
+        }
+        .map_err(|x| entry_error(e.index, x));
+    }
     match (e.method.as_str(), e.id.clone(), e.version.clone()) {
         ("GET" | "HEAD", Some(id), Some(vid)) if patient => {
             super::patient::vread(st, actor.clone(), Path((id, vid))).await
@@ -711,6 +741,16 @@ async fn transaction(
         }
         plans.insert(i, plan);
     }
+    // The patients this transaction creates: the entries about them may name them.
+    let mut pending = Pending::default();
+    for (i, plan) in &plans {
+        if let Plan::Create { id } = plan
+            && entries[*i].resource_type == "Patient"
+            && let Ok(u) = Uuid::parse_str(id)
+        {
+            pending.patients.insert(u);
+        }
+    }
     // 2. References rewritten; every write decided on the stored state.
     let mut resolved: HashMap<String, String> = HashMap::new();
     let mut prepared: Vec<Prepared> = Vec::new();
@@ -725,7 +765,7 @@ async fn transaction(
             rewrite_references(state, actor, i, r, &map, &mut resolved).await?;
         }
         let e = &entries[i];
-        let p = prepare(state, actor, e, plan)
+        let p = prepare(state, actor, e, plan, &pending)
             .await
             .map_err(|x| entry_error(i, x))?;
         if let Some(p) = p {
@@ -778,6 +818,8 @@ async fn exists_response(
 ) -> Result<Response, FhirError> {
     if t == "Patient" {
         super::patient::read(State(state.clone()), actor.clone(), Path(id.to_owned())).await
+    } else if let Some(d) = DomainType::of(t) {
+        d.read(state, actor, id).await
     } else {
         documents::read(
             State(state.clone()),
@@ -797,6 +839,10 @@ fn written_entry(base: &str, t: &str, e: &Entry, d: Done, prefer: Option<&str>) 
             .ok()
             .map(|c| salus_fhir::patient::to_fhir(&c.state, c.row.version, c.row.updated_at));
         (row.id.to_string(), false, r)
+    } else if let Some(kind) = DomainType::of(t) {
+        let deleted = e.method == "DELETE";
+        let r = if deleted { None } else { kind.render(d) };
+        (row.id.to_string(), deleted, r)
     } else {
         match d.into_current::<FhirDocument>() {
             Ok(c) => {
@@ -849,6 +895,7 @@ async fn prepare(
     actor: &Actor,
     e: &Entry,
     plan: &Plan,
+    pending: &Pending,
 ) -> Result<Option<Prepared>, FhirError> {
     let t = e.resource_type.as_str();
     let body = || {
@@ -856,6 +903,29 @@ async fn prepare(
             FhirError::new(400, "invalid", format!("{} needs entry.resource", e.method))
         })
     };
+    if let Some(d) = DomainType::of(t) {
+        let r = e.resource.clone().unwrap_or(Value::Null);
+        let write = match plan {
+            Plan::Create { id } => TxWrite::Create { id, body: &r },
+            Plan::Update { id, expected } => TxWrite::Update {
+                id,
+                expected: *expected,
+                body: &r,
+            },
+            Plan::Delete {
+                id: Some(id),
+                expected,
+            } => TxWrite::Delete {
+                id,
+                expected: *expected,
+            },
+            _ => return Ok(None),
+        };
+        if !matches!(write, TxWrite::Delete { .. }) {
+            body()?;
+        }
+        return d.prepare(state, actor, &e.method, write, pending).await;
+    }
     if t == "Patient" {
         return prepare_patient(state, actor, e, plan, body).await.map(Some);
     }

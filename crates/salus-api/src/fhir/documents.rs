@@ -17,7 +17,7 @@ use salus_fhir::search::{self as fsearch, Clause, SearchError};
 use salus_store::{FilterOp, SearchQuery};
 
 /// Resource types that a Salus module serves (they are not documents).
-pub const DOMAIN_TYPES: &[&str] = &["Patient", "AuditEvent"];
+pub const DOMAIN_TYPES: &[&str] = &["Patient", "AuditEvent", "Observation"];
 
 /// The stored resource type of documents.
 const STORED: &str = FhirDocument::RESOURCE_TYPE;
@@ -26,6 +26,7 @@ const STORED: &str = FhirDocument::RESOURCE_TYPE;
 /// and so does every command that rebuilds projections).
 pub fn register_indexer() {
     documents::set_indexer(fsearch::rows_of);
+    salus_domain::clinical::fhir_view::set_viewer(salus_fhir::clinical::rows);
 }
 
 /// Whether Salus keeps resources of type `t` as documents.
@@ -1066,7 +1067,7 @@ pub(super) async fn resolve_has(
 
 /// The references (`Type/id`) to resources of `targets` that match `inner=value`: the ids
 /// a chained parameter stands for.
-async fn resolve_chain(
+pub(super) async fn resolve_chain(
     state: &AppState,
     actor: &Actor,
     targets: &[String],
@@ -1088,6 +1089,8 @@ async fn resolve_chain(
             for p in search.run(state, actor, None, CHAIN_LIMIT).await? {
                 out.push(format!("Patient/{}", p.row.id));
             }
+        } else if let Some(d) = super::rest::DomainType::of(t) {
+            out.extend(Box::pin(d.refs(state, actor, &pairs, CHAIN_LIMIT)).await?);
         } else if is_document_type(t) {
             let search = Box::pin(DocumentSearch::parse(state, actor, t, &pairs, true)).await?;
             for d in search.run(state, actor, None, CHAIN_LIMIT).await? {

@@ -64,6 +64,8 @@ pub(super) enum Source {
     Documents,
     /// The event log, as AuditEvents.
     AuditEvents,
+    /// A clinical aggregate served as its FHIR type.
+    Clinical(super::rest::DomainType),
 }
 
 /// One source of exported resources: the types it serves, and the permission reading
@@ -95,12 +97,22 @@ pub(super) const MODULES: &[Module] = &[
         source: Source::Documents,
     },
     Module {
+        name: "observations",
+        serves: is_observation,
+        permission: "observations:read",
+        source: Source::Clinical(super::rest::DomainType::Observation),
+    },
+    Module {
         name: "audit",
         serves: is_audit_event,
         permission: "audit:read",
         source: Source::AuditEvents,
     },
 ];
+
+fn is_observation(t: &str) -> bool {
+    t == "Observation"
+}
 
 fn is_audit_event(t: &str) -> bool {
     t == "AuditEvent"
@@ -518,6 +530,18 @@ impl Scan {
                     if fresh(c.row.updated_at) && self.compartment.admits(Some(c.row.id)) {
                         let r = fhir_patient::to_fhir(&c.state, c.row.version, c.row.updated_at);
                         lines.push((Some(c.row.id), r));
+                    }
+                }
+                next
+            }
+            Source::Clinical(kind) => {
+                let (found, next) = kind
+                    .export_page(&self.state, &self.actor, after, PAGE)
+                    .await
+                    .map_err(fail)?;
+                for (patient, updated, r) in found {
+                    if fresh(updated) && self.compartment.admits(patient) {
+                        lines.push((patient, r));
                     }
                 }
                 next

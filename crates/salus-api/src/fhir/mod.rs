@@ -16,7 +16,9 @@ pub mod bundle;
 pub mod documents;
 pub mod export;
 pub mod history;
+pub mod observation;
 pub mod patient;
+pub mod rest;
 pub mod results;
 
 use crate::AppState;
@@ -303,6 +305,7 @@ fn base_url(headers: &HeaderMap) -> String {
 /// says what it serves of its type (`capability()`, one `rest.resource` entry).
 pub fn capability_statement(base: &str) -> Value {
     let mut resources: Vec<Value> = vec![patient::capability(), audit_event::capability()];
+    resources.extend(rest::DomainType::capabilities());
     resources.extend(documents::capabilities());
     let operations = export::capability_operations(&mut resources);
     json!({

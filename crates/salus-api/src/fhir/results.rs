@@ -11,6 +11,7 @@
 
 use super::documents::DocumentSearch;
 use super::patient::PatientSearch;
+use super::rest::{ClinicalSearch, DomainType};
 use super::*;
 use salus_fhir::definitions::{ParamType, structures};
 use salus_fhir::search as fsearch;
@@ -233,6 +234,7 @@ impl Hit {
 pub(super) enum TypeSearch {
     Patient(PatientSearch),
     Document(DocumentSearch),
+    Clinical(ClinicalSearch),
 }
 
 impl TypeSearch {
@@ -247,6 +249,7 @@ impl TypeSearch {
         match self {
             TypeSearch::Patient(s) => s.hits(state, actor, after, limit).await,
             TypeSearch::Document(s) => s.hits(state, actor, after, limit).await,
+            TypeSearch::Clinical(s) => s.hits(state, actor, after, limit).await,
         }
     }
 
@@ -256,6 +259,7 @@ impl TypeSearch {
         let counted = match self {
             TypeSearch::Patient(s) => s.count(state, actor).await?,
             TypeSearch::Document(s) => s.count(state, actor).await?,
+            TypeSearch::Clinical(s) => s.count(state, actor).await?,
         };
         if counted.is_some() {
             return Ok(counted);
@@ -277,6 +281,8 @@ async fn read_hit(
         super::patient::hit(state, actor, id).await
     } else if super::documents::is_document_type(t) {
         super::documents::hit(state, actor, t, id).await
+    } else if let Some(kind) = DomainType::of(t) {
+        kind.hit(state, actor, id).await
     } else {
         Ok(None)
     }
@@ -292,6 +298,9 @@ async fn referencing(
 ) -> Result<Vec<Hit>, FhirError> {
     if super::documents::is_document_type(source) {
         let s = DocumentSearch::referencing(source, param, refs);
+        s.hits(state, actor, None, INCLUDE_LIMIT as u32).await
+    } else if let Some(kind) = DomainType::of(source) {
+        let s = ClinicalSearch::referencing(kind, param, refs);
         s.hits(state, actor, None, INCLUDE_LIMIT as u32).await
     } else {
         // Patient's reference parameters (general-practitioner, organization, link) are

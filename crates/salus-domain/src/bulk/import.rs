@@ -1148,6 +1148,7 @@ impl Importer {
                         value: r.value.clone(),
                         status: Some(initial.to_owned()),
                         effective_at: r.effective_at.clone(),
+                        fhir_elements: None,
                     },
                     facts: RecordFacts {
                         now: self.services.now(),
@@ -1167,6 +1168,7 @@ impl Importer {
                 ObservationStatus::Amended => commands.push(ObservationCommand::Amend {
                     value: r.value.clone(),
                     reason,
+                    fhir_elements: None,
                 }),
                 ObservationStatus::EnteredInError => {
                     commands.push(ObservationCommand::EnterInError { reason })

@@ -5,6 +5,7 @@
 pub mod attachment;
 pub mod consent;
 pub mod encounter;
+pub mod fhir_view;
 pub mod interaction;
 pub mod observation;
 pub mod outcome;
@@ -47,5 +48,29 @@ pub async fn encounter_of_patient(
             .load::<encounter::Encounter>(ctx, e)
             .await?
             .is_some_and(|enc| enc.state.patient_id == patient_id)),
+    }
+}
+
+/// The unmodelled FHIR elements an entry keeps: a JSON object of at most 64 KiB, or
+/// nothing (an empty object is nothing).
+pub fn fhir_elements(
+    v: Option<&serde_json::Value>,
+) -> Result<Option<serde_json::Value>, salus_kernel::DomainError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(m)) if m.is_empty() => Ok(None),
+        Some(o @ serde_json::Value::Object(_)) => {
+            if o.to_string().len() > 64 * 1024 {
+                return Err(salus_kernel::DomainError::invalid(
+                    "fhir_elements",
+                    "the FHIR elements kept with an entry are at most 64 KiB",
+                ));
+            }
+            Ok(Some(o.clone()))
+        }
+        Some(_) => Err(salus_kernel::DomainError::invalid(
+            "fhir_elements",
+            "fhir_elements is a JSON object of FHIR elements",
+        )),
     }
 }

@@ -229,6 +229,11 @@ pub struct Observation {
     pub effective_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// The FHIR elements of the resource that Salus does not model (category, issued,
+    /// interpretation, …), kept as a FHIR client sent them and given back with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -245,6 +250,10 @@ pub struct ObservationInput {
     /// RFC 3339 with a time zone; defaults to now.
     #[serde(default)]
     pub effective_at: Option<String>,
+    /// FHIR elements Salus does not model, kept with the observation (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +274,8 @@ pub enum ObservationCommand {
     Amend {
         value: ObservationValue,
         reason: String,
+        /// The unmodelled FHIR elements as they are after the amendment (`None`: unchanged).
+        fhir_elements: Option<Value>,
     },
     EnterInError {
         reason: String,
@@ -275,6 +286,10 @@ pub enum ObservationCommand {
 pub struct Amended {
     pub value: ObservationValue,
     pub reason: String,
+    /// Since schema version 2: the unmodelled FHIR elements after the amendment, when they
+    /// changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,8 +299,8 @@ pub struct Withdrawn {
 
 domain_events! {
     pub enum ObservationEvent {
-        Recorded(Observation) = "observation.recorded",
-        Amended(Amended) = "observation.amended",
+        Recorded(Observation) = "observation.recorded" @ 2,
+        Amended(Amended) = "observation.amended" @ 2,
         EnteredInError(Withdrawn) = "observation.entered_in_error",
     }
 }
@@ -358,6 +373,7 @@ impl Aggregate for Observation {
                     status,
                     effective_at,
                     status_reason: None,
+                    fhir_elements: super::fhir_elements(input.fhir_elements.as_ref())?,
                 })])
             }
             (Some(_), ObservationCommand::Record { .. }) => {
@@ -374,12 +390,18 @@ impl Aggregate for Observation {
                     allowed: "preliminary, final, amended".into(),
                 })
             }
-            (Some(_), ObservationCommand::Amend { value, reason: r }) => {
-                Ok(vec![ObservationEvent::Amended(Amended {
-                    value: value.clone().checked()?,
-                    reason: reason(r)?,
-                })])
-            }
+            (
+                Some(_),
+                ObservationCommand::Amend {
+                    value,
+                    reason: r,
+                    fhir_elements,
+                },
+            ) => Ok(vec![ObservationEvent::Amended(Amended {
+                value: value.clone().checked()?,
+                reason: reason(r)?,
+                fhir_elements: super::fhir_elements(fhir_elements.as_ref())?,
+            })]),
             (Some(_), ObservationCommand::EnterInError { reason: r }) => {
                 Ok(vec![ObservationEvent::EnteredInError(Withdrawn {
                     reason: reason(r)?,
@@ -393,6 +415,10 @@ impl Aggregate for Observation {
             (_, ObservationEvent::Recorded(o)) => Some(o.clone()),
             (Some(mut o), ObservationEvent::Amended(a)) => {
                 o.value = a.value.clone();
+                if let Some(f) = &a.fhir_elements {
+                    o.fhir_elements =
+                        Some(f.clone()).filter(|f| f.as_object().is_some_and(|m| !m.is_empty()));
+                }
                 o.status = ObservationStatus::Amended;
                 o.status_reason = Some(a.reason.clone());
                 Some(o)
@@ -412,6 +438,17 @@ impl Aggregate for Observation {
     ) -> Result<ObservationEvent, serde_json::Error> {
         ObservationEvent::decode(event_type, payload)
     }
+
+    /// Version 2 of `observation.recorded` and `observation.amended` added the optional
+    /// `fhir_elements`: a version 1 payload is the same payload without it.
+    fn upcast(event_type: &str, from: i32, payload: Value) -> Result<Value, String> {
+        match (event_type, from) {
+            ("observation.recorded" | "observation.amended", 1) => Ok(payload),
+            _ => Err(format!(
+                "no upcaster from schema version {from} of '{event_type}'"
+            )),
+        }
+    }
 }
 
 impl Projected for Observation {
@@ -424,6 +461,9 @@ impl Projected for Observation {
             SearchRow::new("status", self.status.as_str()),
             SearchRow::new("effective_at", format_instant(&self.effective_at)),
         ]
+        .into_iter()
+        .chain(super::fhir_view::rows(Self::STREAM_TYPE, self))
+        .collect()
     }
 }
 

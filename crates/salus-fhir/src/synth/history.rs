@@ -982,18 +982,10 @@ impl<'a> Builder<'a> {
                     self.diastolic + self.rng.between(-4, 4),
                 )
             };
-            let component = |m: &Measure, x: i64| json!({ "code": concept(&m.code), "valueQuantity": quantity(m, x) });
-            let components = json!({
-                "component": [component(&codes::SYSTOLIC, s), component(&codes::DIASTOLIC, dia)],
-            });
-            self.observation(
-                v,
-                t,
-                t,
-                ("vital-signs", "Vital Signs"),
-                &codes::BLOOD_PRESSURE,
-                components,
-            );
+            // Systolic and diastolic as Observations of their own, each with its value
+            // (Salus keeps one value per observation; a panel of components has none).
+            self.vital(v, t, &codes::SYSTOLIC, s);
+            self.vital(v, t, &codes::DIASTOLIC, dia);
         }
         let hr = if child {
             (130 - age * 3) + self.rng.between(-10, 10)

@@ -133,6 +133,7 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
                 .get(match segs[i - 1] {
                     // FHIR names the collection by its resource type.
                     "Patient" => "patients",
+                    "Observation" => "observations",
                     other => other,
                 })
                 .cloned()

@@ -140,6 +140,19 @@ async fn a_system_export_is_kicked_off_polled_and_downloaded(backend: &str) {
         &json!({"resourceType": "Organization", "name": "St Elsewhere"}),
     )
     .await;
+    // An Observation: the clinical aggregate, exported as its FHIR form.
+    let obs = created(
+        &fhir,
+        "/Observation",
+        &json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": format!("Patient/{ada}")},
+            "effectiveDateTime": "2024-05-01T10:00:00Z",
+            "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+        }),
+    )
+    .await;
     // A deleted document is not exported.
     let gone = created(&fhir, "/Immunization", &immunization(&bob, "209")).await;
     let d = fhir
@@ -175,9 +188,10 @@ async fn a_system_export_is_kicked_off_polled_and_downloaded(backend: &str) {
     let got = files(&app, &m, &app.token).await;
     assert_eq!(
         got.keys().cloned().collect::<Vec<_>>(),
-        ["Immunization", "Organization", "Patient"],
+        ["Immunization", "Observation", "Organization", "Patient"],
         "types with nothing have no file"
     );
+    assert_eq!(ids_of(&got["Observation"]), BTreeSet::from([obs]));
     assert_eq!(
         ids_of(&got["Patient"]),
         BTreeSet::from([ada.clone(), bob.clone()])
@@ -185,7 +199,7 @@ async fn a_system_export_is_kicked_off_polled_and_downloaded(backend: &str) {
     assert_eq!(ids_of(&got["Immunization"]), BTreeSet::from([i1, i2]));
     assert_eq!(ids_of(&got["Organization"]), BTreeSet::from([org]));
     // Each line is the resource as a read renders it.
-    for t in ["Patient", "Immunization"] {
+    for t in ["Patient", "Immunization", "Observation"] {
         for r in &got[t] {
             let read = fhir
                 .get(&format!("/{t}/{}", r["id"].as_str().unwrap()))
@@ -622,11 +636,18 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
         .iter()
         .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
         .collect();
-    // Every NDJSON resource but the Patients (Salus minted theirs) is there under its id,
-    // and what named a patient names the patient it became.
+    // The Observations are the aggregate's: Salus minted their ids; every one arrived.
+    let (_, obs) = get(format!("{base}/Observation?_summary=count")).await;
+    let from_ndjson = lines_by_type["Observation"].len() as u64;
+    assert!(
+        obs["total"].as_u64().is_some_and(|n| n > from_ndjson),
+        "the NDJSON's {from_ndjson} and the Bundle's: {obs}"
+    );
+    // Every other NDJSON resource is there under its id, and what named a patient names
+    // the patient it became.
     let mut seen = Vec::new();
     for (t, rs) in &lines_by_type {
-        if t == "Patient" {
+        if t == "Patient" || t == "Observation" {
             continue;
         }
         for r in rs.iter().take(5) {

@@ -317,6 +317,45 @@ async fn includes_and_revincludes_follow_references(backend: &str) {
         .get("/Patient?_has:Immunization:status:status=completed")
         .await;
     assert_eq!(r.outcome(400).0, "invalid");
+
+    // The same over the Observation aggregate.
+    let o = fhir
+        .post(
+            "/Observation",
+            &json!({
+                "resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": pa},
+                "effectiveDateTime": "2024-05-01T10:00:00Z",
+                "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+            }),
+            &[],
+        )
+        .await;
+    assert_eq!(o.status, 201, "{}", o.body);
+    let obs = format!("Observation/{}", o.body["id"].as_str().unwrap());
+    let r = fhir
+        .get("/Observation?_include=Observation:subject&_total=accurate&_sort=-date")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["total"], 1);
+    let got = entries(&r.body);
+    assert!(
+        has(&got, "match", &obs) && has(&got, "include", &pa),
+        "{got:?}"
+    );
+    let r = fhir
+        .get(&format!("/Patient?_id={a}&_revinclude=Observation:subject"))
+        .await;
+    assert!(has(&entries(&r.body), "include", &obs), "{}", r.body);
+    let r = fhir
+        .get("/Patient?_has:Observation:subject:code=8867-4")
+        .await;
+    assert_eq!(
+        r.status, 400,
+        "_has from the aggregate is not served: {}",
+        r.body
+    );
     fhir.validate_all();
 }
 

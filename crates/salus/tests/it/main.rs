@@ -15,6 +15,7 @@ mod crash;
 mod encounters;
 mod fhir;
 mod fhir_bundles;
+mod fhir_clinical;
 mod fhir_documents;
 mod fhir_export;
 mod fhir_results;

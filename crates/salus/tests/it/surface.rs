@@ -172,6 +172,14 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         // AuditEvent, read-only from the log (see crate::fhir::audit_event).
         ("get", "/fhir/R4/AuditEvent"),
         ("get", "/fhir/R4/AuditEvent/{id}"),
+        ("post", "/fhir/R4/Observation"),
+        ("get", "/fhir/R4/Observation"),
+        ("post", "/fhir/R4/Observation/_search"),
+        ("get", "/fhir/R4/Observation/{id}"),
+        ("put", "/fhir/R4/Observation/{id}"),
+        ("delete", "/fhir/R4/Observation/{id}"),
+        ("get", "/fhir/R4/Observation/{id}/_history"),
+        ("get", "/fhir/R4/Observation/{id}/_history/{vid}"),
         // Every other resource type, kept as a document (see crate::fhir::documents).
         ("get", "/fhir/R4/{type}"),
         ("post", "/fhir/R4/{type}"),

@@ -1,0 +1,1072 @@
+//! The REST interactions of the FHIR types that Salus aggregates serve (Observation, …),
+//! written once over [`Mapped`]: read, vread, history-instance, create (with
+//! `If-None-Exist`), update (with `If-Match`), delete (the aggregate's withdrawal, or 405),
+//! and search by GET and `POST _search` on every R4 search parameter of the type. Each type's
+//! module declares its routes (and so their permissions, the `/api/v1` twin's) and says
+//! how its FHIR resource becomes a command; the mapping itself is `salus-fhir`'s.
+//!
+//! Search runs on the FHIR rendering of each aggregate, indexed in its projection's rows
+//! (`salus_fhir::clinical::rows`, named `Type.code` as documents' rows are), so the
+//! parameters, modifiers, prefixes and chains are exactly those of documents. A
+//! patient-context token sees only its patient's resources, and every read is logged.
+
+use super::results::{self, Hit, ResultParams, TypeSearch};
+use super::*;
+use salus_domain::documents::row_param;
+use salus_domain::service::Prepared;
+use salus_fhir::search::{self as fsearch, Clause, SearchError};
+use salus_store::SearchQuery;
+use std::collections::HashSet;
+use std::future::Future;
+
+/// Run `$e` with `$A` the aggregate of the domain type `$t`.
+macro_rules! with_type {
+    ($t:expr, $A:ident => $e:expr) => {
+        match $t {
+            DomainType::Observation => {
+                type $A = salus_domain::clinical::observation::Observation;
+                $e
+            }
+        }
+    };
+}
+
+/// What a transaction writes before the entry being decided: the facts an entry checks
+/// (the patient exists) also hold for what the same transaction creates.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Pending {
+    pub patients: HashSet<Uuid>,
+}
+
+impl Pending {
+    /// Whether `patient` is open: stored and not retired, or created by this transaction.
+    pub(super) async fn patient_open(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        patient: Uuid,
+    ) -> Result<bool, FhirError> {
+        if self.patients.contains(&patient) {
+            return Ok(true);
+        }
+        Ok(salus_domain::clinical::patient_open(&state.services, &actor.ctx, patient).await?)
+    }
+}
+
+/// A FHIR resource type served by a Salus aggregate.
+pub(super) trait Mapped: Projected + Clone + Send + Sync + 'static
+where
+    Self::Command: Send,
+{
+    /// The FHIR resource type (`Observation`).
+    const FHIR_TYPE: &'static str;
+    /// The permissions of the `/api/v1` twin.
+    const READ: &'static str;
+    const WRITE: &'static str;
+    /// Whether a FHIR delete is the aggregate's withdrawal ([`Mapped::delete_command`]).
+    const DELETES: bool;
+
+    /// The resource at this version.
+    fn render(&self, version: i64, updated: DateTime<Utc>) -> Value;
+
+    /// The FHIRPath of a field the domain names in an error.
+    fn path_of_field(field: &str) -> String;
+
+    /// The command that records `body` as the new aggregate `id` (facts gathered).
+    fn create_command(
+        state: &AppState,
+        actor: &Actor,
+        id: Uuid,
+        body: &Value,
+        pending: &Pending,
+    ) -> impl Future<Output = Result<Self::Command, FhirError>> + Send;
+
+    /// The command that makes `current` what `body` says; `None` when nothing changes.
+    fn update_command(
+        state: &AppState,
+        actor: &Actor,
+        current: &Self,
+        body: &Value,
+        pending: &Pending,
+    ) -> impl Future<Output = Result<Option<Self::Command>, FhirError>> + Send;
+
+    /// The withdrawal a FHIR delete is (entered in error); `None`: no delete (405).
+    fn delete_command(current: &Self) -> Option<Self::Command>;
+}
+
+/// A domain failure as an OperationOutcome naming the FHIR element at fault.
+pub(super) fn domain_error<A: Mapped>(e: salus_domain::service::ServiceError) -> FhirError
+where
+    A::Command: Send,
+{
+    let api = ApiError::from(e);
+    let field = api
+        .extra
+        .get("field")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut f = FhirError::from(api);
+    if let Some(field) = field {
+        for i in &mut f.issues {
+            i.expression = Some(A::path_of_field(&field));
+        }
+    }
+    f
+}
+
+fn not_found(t: &str, id: &str) -> FhirError {
+    FhirError::new(404, "not-found", format!("no {t}/{id}"))
+}
+
+/// The body as a resource of the type: its `resourceType`, else a 400.
+pub(super) fn check_type<A: Mapped>(body: &Value) -> Result<(), FhirError>
+where
+    A::Command: Send,
+{
+    if body.get("resourceType").and_then(Value::as_str) == Some(A::FHIR_TYPE) {
+        Ok(())
+    } else {
+        Err(FhirError {
+            status: StatusCode::BAD_REQUEST,
+            issues: vec![
+                Issue::error(
+                    "invalid",
+                    format!("the body must be a {} resource", A::FHIR_TYPE),
+                )
+                .at("resourceType"),
+            ],
+        })
+    }
+}
+
+/// The aggregate `id` now, its read logged; 404 when there is none (or the actor may not
+/// see it).
+pub(super) async fn load<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<Current<A>, FhirError>
+where
+    A::Command: Send,
+{
+    if Uuid::parse_str(id).is_err() {
+        return Err(not_found(A::FHIR_TYPE, id));
+    }
+    let row = http::read_current::<A>(state, actor, A::FHIR_TYPE, id).await?;
+    let row = http::parse_text_row::<A>(row)?;
+    let st: A = serde_json::from_value(row.doc.clone()).map_err(ApiError::internal)?;
+    Ok(Current { state: st, row })
+}
+
+fn answer<A: Mapped>(status: StatusCode, c: &Current<A>, location: bool) -> Response
+where
+    A::Command: Send,
+{
+    let body = c.state.render(c.row.version, c.row.updated_at);
+    let loc = location.then(|| {
+        format!(
+            "{BASE}/{}/{}/_history/{}",
+            A::FHIR_TYPE,
+            c.row.id,
+            c.row.version
+        )
+    });
+    resource_response(status, &body, c.row.version, c.row.updated_at, loc)
+}
+
+pub(super) async fn read<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    let c = load::<A>(state, actor, id).await?;
+    Ok(answer(StatusCode::OK, &c, false))
+}
+
+pub(super) async fn vread<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    vid: &str,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    let missing = || {
+        FhirError::new(
+            404,
+            "not-found",
+            format!("no {}/{id} at version {vid}", A::FHIR_TYPE),
+        )
+    };
+    let version = vid
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(missing)?;
+    // The current record decides who may see it; the read is logged there.
+    let current = load::<A>(state, actor, id).await?;
+    let c = state
+        .services
+        .at_version::<A>(&actor.ctx, current.row.id, version)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(answer(StatusCode::OK, &c, false))
+}
+
+pub(super) async fn history<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    let t = A::FHIR_TYPE;
+    let current = load::<A>(state, actor, id).await?;
+    let versions = state
+        .services
+        .versions::<A>(&actor.ctx, current.row.id)
+        .await?;
+    let base = base_url(headers);
+    let entries: Vec<Value> = versions
+        .iter()
+        .rev()
+        .map(|c| {
+            let (method, url) = if c.row.version == 1 {
+                ("POST", t.to_owned())
+            } else {
+                ("PUT", format!("{t}/{}", c.row.id))
+            };
+            json!({
+                "fullUrl": format!("{base}/{t}/{}", c.row.id),
+                "resource": c.state.render(c.row.version, c.row.updated_at),
+                "request": {"method": method, "url": url},
+                "response": {
+                    "status": if c.row.version == 1 { "201 Created" } else { "200 OK" },
+                    "etag": format!("W/\"{}\"", c.row.version),
+                    "lastModified": salus_fhir::patient::instant(c.row.updated_at),
+                },
+            })
+        })
+        .collect();
+    let links =
+        vec![json!({"relation": "self", "url": format!("{base}/{t}/{}/_history", current.row.id)})];
+    let total = entries.len();
+    let mut bundle = bundle_of(state, "history", links, entries);
+    bundle["total"] = json!(total);
+    Ok(ok_json(&bundle))
+}
+
+pub(super) async fn create<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    check_type::<A>(body)?;
+    if let Some(pairs) = if_none_exist(headers)? {
+        let search = ClinicalSearch::parse::<A>(state, actor, &pairs, true).await?;
+        let found = search.run::<A>(state, actor, None, 2).await?;
+        match found.as_slice() {
+            [] => {}
+            [one] => {
+                access_log::record_docs(
+                    state,
+                    actor,
+                    AccessAction::Read,
+                    A::RESOURCE_TYPE,
+                    [(one.row.id, &one.row.doc)],
+                )
+                .await?;
+                return Ok(answer(StatusCode::OK, one, false));
+            }
+            _ => {
+                return Err(FhirError::new(
+                    412,
+                    "duplicate",
+                    format!("If-None-Exist matches more than one {}", A::FHIR_TYPE),
+                ));
+            }
+        }
+    }
+    let id = Uuid::now_v7();
+    let command = A::create_command(state, actor, id, body, &Pending::default()).await?;
+    let c = state
+        .services
+        .create::<A, _>(&actor.ctx, id, move |_, _| Ok(command), None)
+        .await
+        .map_err(domain_error::<A>)?;
+    Ok(preferred(headers, answer(StatusCode::CREATED, &c, true)).await)
+}
+
+/// The body's id must be the URL's.
+pub(super) fn check_id<A: Mapped>(body: &Value, id: &str) -> Result<(), FhirError>
+where
+    A::Command: Send,
+{
+    let at = format!("{}.id", A::FHIR_TYPE);
+    match body.get("id").and_then(Value::as_str) {
+        Some(b) if b == id => Ok(()),
+        Some(b) => Err(FhirError {
+            status: StatusCode::BAD_REQUEST,
+            issues: vec![
+                Issue::error(
+                    "invalid",
+                    format!("the body's id '{b}' is not the id in the URL"),
+                )
+                .at(at),
+            ],
+        }),
+        None => Err(FhirError {
+            status: StatusCode::BAD_REQUEST,
+            issues: vec![
+                Issue::error("required", "an update needs the resource's id in the body").at(at),
+            ],
+        }),
+    }
+}
+
+/// The If-Match version, when the request names one.
+fn expected(headers: &HeaderMap) -> Result<Option<i64>, FhirError> {
+    Ok(match headers.get(header::IF_MATCH) {
+        Some(_) => http::if_match(headers)?,
+        None => None,
+    })
+}
+
+pub(super) async fn update<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    id: &str,
+    body: &Value,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    check_type::<A>(body)?;
+    check_id::<A>(body, id)?;
+    let want = expected(headers)?;
+    // The current record decides who may see it (updates never create: ids are Salus's).
+    let current = find::<A>(state, actor, id)
+        .await?
+        .ok_or_else(|| not_found(A::FHIR_TYPE, id))?;
+    if let Some(v) = want
+        && v != current.row.version
+    {
+        return Err(ServiceError412(v, current.row.version).into());
+    }
+    let command =
+        A::update_command(state, actor, &current.state, body, &Pending::default()).await?;
+    let Some(command) = command else {
+        return Ok(preferred(headers, answer(StatusCode::OK, &current, false)).await);
+    };
+    let c = state
+        .services
+        .execute::<A, _>(
+            &actor.ctx,
+            current.row.id,
+            Some(current.row.version),
+            move |_, _| Ok(command),
+            None,
+        )
+        .await
+        .map_err(domain_error::<A>)?;
+    Ok(preferred(headers, answer(StatusCode::OK, &c, false)).await)
+}
+
+/// A stale `If-Match`: (asked, current).
+struct ServiceError412(i64, i64);
+
+impl From<ServiceError412> for FhirError {
+    fn from(e: ServiceError412) -> Self {
+        salus_domain::service::ServiceError::Precondition {
+            expected: e.0,
+            current: e.1,
+        }
+        .into()
+    }
+}
+
+/// The aggregate `id` the actor may see, unlogged (writes decide on it).
+pub(super) async fn find<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+) -> Result<Option<Current<A>>, FhirError>
+where
+    A::Command: Send,
+{
+    let Ok(uuid) = Uuid::parse_str(id) else {
+        return Ok(None);
+    };
+    Ok(state
+        .services
+        .load::<A>(&actor.ctx, uuid)
+        .await?
+        .filter(|c| actor.sees(A::RESOURCE_TYPE, &c.row.doc)))
+}
+
+pub(super) async fn delete<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    let want = expected(headers)?;
+    let current = find::<A>(state, actor, id)
+        .await?
+        .ok_or_else(|| not_found(A::FHIR_TYPE, id))?;
+    let Some(command) = A::delete_command(&current.state) else {
+        return Err(no_delete::<A>());
+    };
+    let c = state
+        .services
+        .execute::<A, _>(
+            &actor.ctx,
+            current.row.id,
+            want,
+            move |_, _| Ok(command),
+            None,
+        )
+        .await
+        .map_err(domain_error::<A>)?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Some(v) = weak_etag(c.row.version) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+pub(super) fn no_delete<A: Mapped>() -> FhirError
+where
+    A::Command: Send,
+{
+    FhirError::new(
+        405,
+        "not-supported",
+        format!(
+            "a {} is never deleted in Salus; change its status instead",
+            A::FHIR_TYPE
+        ),
+    )
+}
+
+/// A search of one domain-backed type: store filters over its FHIR rows.
+pub(super) struct ClinicalSearch {
+    kind: DomainType,
+    filters: Vec<Filter>,
+    count: u32,
+    cursor: Option<Uuid>,
+    results: ResultParams,
+    applied: Vec<(String, String)>,
+    ignored: Vec<String>,
+}
+
+impl ClinicalSearch {
+    pub(super) async fn parse<A: Mapped>(
+        state: &AppState,
+        actor: &Actor,
+        pairs: &[(String, String)],
+        strict: bool,
+    ) -> Result<Self, FhirError>
+    where
+        A::Command: Send,
+    {
+        let t = A::FHIR_TYPE;
+        let kind = DomainType::of(t).ok_or_else(|| {
+            FhirError::new(404, "not-supported", format!("'{t}' is not served here"))
+        })?;
+        let mut s = ClinicalSearch {
+            kind,
+            filters: Vec::new(),
+            count: 50,
+            cursor: None,
+            results: ResultParams::default(),
+            applied: Vec::new(),
+            ignored: Vec::new(),
+        };
+        for (key, value) in pairs {
+            let value = value.trim();
+            match key.as_str() {
+                "_count" => {
+                    s.count = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .map(|n| n.min(200))
+                        .ok_or_else(|| {
+                            FhirError::new(
+                                400,
+                                "invalid",
+                                "_count must be a whole number from 1 (at most 200 are returned)",
+                            )
+                        })?;
+                    continue;
+                }
+                "_cursor" => {
+                    s.cursor = Some(http::decode_cursor(value)?);
+                    continue;
+                }
+                "_format" => continue,
+                // The guard's confinement of a patient-context token to its patient.
+                "patient_id" => {
+                    let p = Uuid::parse_str(value).map_err(|_| {
+                        FhirError::new(400, "invalid", "patient_id is a Salus patient id")
+                    })?;
+                    if actor.patient.is_some_and(|own| own != p) {
+                        return Err(FhirError::new(
+                            403,
+                            "forbidden",
+                            "a patient-context token reads its own patient's data only",
+                        ));
+                    }
+                    s.filters.push(Filter {
+                        param: "patient".into(),
+                        system: None,
+                        op: FilterOp::Eq,
+                        value: p.to_string(),
+                    });
+                    continue;
+                }
+                "_contained" | "_containedType" => {
+                    let msg = format!("the result parameter '{key}' is not supported");
+                    strict_or_ignore(strict, msg, &mut s.ignored)?;
+                    continue;
+                }
+                _ => {}
+            }
+            if key.starts_with("_has:") {
+                let ids = super::documents::resolve_has(state, actor, t, key, value).await?;
+                s.applied.push((key.clone(), value.to_owned()));
+                s.filters.push(Filter {
+                    param: row_param(t, "_id"),
+                    system: None,
+                    op: FilterOp::In(ids),
+                    value: String::new(),
+                });
+                continue;
+            }
+            if s.results.take(t, key, value)? {
+                if ResultParams::linked(key) {
+                    s.applied.push((key.clone(), value.to_owned()));
+                }
+                continue;
+            }
+            let clause = match fsearch::parse(t, key, value) {
+                Ok(c) => c,
+                Err(e @ (SearchError::Unknown { .. } | SearchError::NotSupported(_)))
+                    if !strict && fsearch::parse_key(key).modifier.is_none() =>
+                {
+                    s.ignored.push(e.to_string());
+                    continue;
+                }
+                Err(SearchError::Invalid(m)) => return Err(FhirError::new(400, "invalid", m)),
+                Err(e) => return Err(FhirError::new(400, "not-supported", e.to_string())),
+            };
+            s.applied.push((key.clone(), value.to_owned()));
+            match clause {
+                Clause::Filters(fs) => {
+                    for mut f in fs {
+                        f.param = row_param(t, &f.param);
+                        s.filters.push(f);
+                    }
+                }
+                Clause::Chain {
+                    param,
+                    targets,
+                    inner,
+                    value,
+                } => {
+                    let refs =
+                        super::documents::resolve_chain(state, actor, &targets, &inner, &value)
+                            .await?;
+                    s.filters.push(Filter {
+                        param: row_param(t, &param),
+                        system: None,
+                        op: FilterOp::In(refs),
+                        value: String::new(),
+                    });
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The matching resources after `after`, at most `limit`, the ones the actor may see.
+    pub(super) async fn run<A: Mapped>(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Current<A>>, FhirError>
+    where
+        A::Command: Send,
+    {
+        let q = SearchQuery {
+            resource_type: A::RESOURCE_TYPE.into(),
+            filters: self.filters.clone(),
+            after,
+            limit,
+            newest_first: false,
+            order_by: None,
+        };
+        let found = state.services.search::<A>(&actor.ctx, &q).await?;
+        Ok(found
+            .into_iter()
+            .filter(|c| actor.sees(A::RESOURCE_TYPE, &c.row.doc))
+            .collect())
+    }
+}
+
+/// The ids (`Type/id`) of the resources of a domain-backed type matching `pairs`: what a
+/// chain through it, or a conditional reference to it, stands for.
+pub(super) async fn matching_refs<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    pairs: &[(String, String)],
+    limit: u32,
+) -> Result<Vec<String>, FhirError>
+where
+    A::Command: Send,
+{
+    let s = Box::pin(ClinicalSearch::parse::<A>(state, actor, pairs, true)).await?;
+    let found = s.run::<A>(state, actor, None, limit).await?;
+    access_log::record_docs(
+        state,
+        actor,
+        AccessAction::Search,
+        A::RESOURCE_TYPE,
+        found.iter().map(|c| (c.row.id, &c.row.doc)),
+    )
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|c| format!("{}/{}", A::FHIR_TYPE, c.row.id))
+        .collect())
+}
+
+impl ClinicalSearch {
+    /// Resources of `kind` whose reference parameter `param` names one of `refs`.
+    pub(super) fn referencing(kind: DomainType, param: &str, refs: Vec<String>) -> Self {
+        ClinicalSearch {
+            kind,
+            filters: vec![Filter {
+                param: row_param(kind.name(), param),
+                system: None,
+                op: FilterOp::In(refs),
+                value: String::new(),
+            }],
+            count: 50,
+            cursor: None,
+            results: ResultParams::default(),
+            applied: Vec::new(),
+            ignored: Vec::new(),
+        }
+    }
+
+    /// The matches as search results (reads not yet logged).
+    pub(super) async fn hits(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Hit>, FhirError> {
+        with_type!(self.kind, A => {
+            let found = self.run::<A>(state, actor, after, limit).await?;
+            Ok(found.iter().map(hit_of::<A>).collect())
+        })
+    }
+
+    /// How many match; `None` when the store cannot say (a patient-context actor).
+    pub(super) async fn count(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+    ) -> Result<Option<u64>, FhirError> {
+        if actor.patient.is_some() {
+            return Ok(None);
+        }
+        let rt = with_type!(self.kind, A => A::RESOURCE_TYPE);
+        let q = SearchQuery {
+            resource_type: rt.into(),
+            filters: self.filters.clone(),
+            after: None,
+            limit: 1,
+            newest_first: false,
+            order_by: None,
+        };
+        Ok(Some(state.services.count(&actor.ctx, &q).await?))
+    }
+}
+
+/// A resource of a domain-backed type as a search result.
+fn hit_of<A: Mapped>(c: &Current<A>) -> Hit
+where
+    A::Command: Send,
+{
+    Hit {
+        row_id: c.row.id,
+        stored: A::RESOURCE_TYPE,
+        patient: access_log::patient_of(A::RESOURCE_TYPE, &c.row.doc),
+        reference: format!("{}/{}", A::FHIR_TYPE, c.row.id),
+        resource: c.state.render(c.row.version, c.row.updated_at),
+    }
+}
+
+pub(super) async fn search<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    let mut search =
+        ClinicalSearch::parse::<A>(state, actor, pairs, prefers_strict(headers)).await?;
+    let results = std::mem::take(&mut search.results);
+    let (applied, ignored) = (
+        std::mem::take(&mut search.applied),
+        std::mem::take(&mut search.ignored),
+    );
+    let (count, cursor) = (search.count, search.cursor);
+    results::answer(
+        state,
+        actor,
+        headers,
+        A::FHIR_TYPE,
+        TypeSearch::Clinical(search),
+        &results,
+        &applied,
+        count,
+        cursor,
+        &ignored,
+    )
+    .await
+}
+
+/// The CapabilityStatement entry of a domain-backed type: every searchable R4 parameter.
+pub(super) fn capability<A: Mapped>(documentation: &str) -> Value
+where
+    A::Command: Send,
+{
+    let t = A::FHIR_TYPE;
+    let params: Vec<Value> = search_parameters()
+        .of(t)
+        .into_iter()
+        .filter(|p| fsearch::is_searchable(p.kind) && p.expression.is_some())
+        .filter_map(|p| {
+            let modifiers = fsearch::SUPPORTED_MODIFIERS
+                .iter()
+                .find(|(k, _)| *k == p.kind)
+                .map(|(_, ms)| ms.join(", :"))
+                .unwrap_or_default();
+            capability_param(t, &p.code, &format!("Modifiers :{modifiers}"))
+        })
+        .collect();
+    let mut interactions = vec![
+        json!({"code": "read"}),
+        json!({"code": "vread"}),
+        json!({"code": "update"}),
+        json!({"code": "history-instance"}),
+        json!({"code": "create"}),
+        json!({"code": "search-type"}),
+    ];
+    if A::DELETES {
+        interactions.push(json!({"code": "delete"}));
+    }
+    json!({
+        "type": t,
+        "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
+        "documentation": documentation,
+        "interaction": interactions,
+        "versioning": "versioned-update",
+        "readHistory": true,
+        "updateCreate": false,
+        "conditionalCreate": true,
+        "conditionalUpdate": false,
+        "conditionalDelete": "not-supported",
+        "searchParam": params
+    })
+}
+
+/// Decide one transaction write of a domain-backed type (`None`: nothing to write).
+pub(super) async fn prepare<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    method: &str,
+    plan: TxWrite<'_>,
+    pending: &Pending,
+) -> Result<Option<Prepared>, FhirError>
+where
+    A::Command: Send,
+{
+    let svc = &state.services;
+    match plan {
+        TxWrite::Create { id, body } => {
+            check_type::<A>(body)?;
+            let uuid = Uuid::parse_str(id).map_err(ApiError::internal)?;
+            let command = A::create_command(state, actor, uuid, body, pending).await?;
+            Ok(Some(
+                svc.prepare_new::<A, _>(uuid, move |_, _| Ok(command), None)
+                    .map_err(domain_error::<A>)?,
+            ))
+        }
+        TxWrite::Update { id, expected, body } if method == "PUT" => {
+            let mut r = body.clone();
+            if let Some(o) = r.as_object_mut() {
+                o.entry("id")
+                    .or_insert_with(|| Value::String(id.to_owned()));
+            }
+            check_type::<A>(&r)?;
+            check_id::<A>(&r, id)?;
+            let current = find::<A>(state, actor, id)
+                .await?
+                .ok_or_else(|| not_found(A::FHIR_TYPE, id))?;
+            let Some(command) =
+                A::update_command(state, actor, &current.state, &r, pending).await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(
+                svc.prepare::<A, _>(
+                    &actor.ctx,
+                    current.row.id,
+                    expected.or(Some(current.row.version)),
+                    move |_, _| Ok(command),
+                    None,
+                )
+                .await
+                .map_err(domain_error::<A>)?,
+            ))
+        }
+        TxWrite::Delete { id, expected } => {
+            let current = find::<A>(state, actor, id)
+                .await?
+                .ok_or_else(|| not_found(A::FHIR_TYPE, id))?;
+            let command = A::delete_command(&current.state).ok_or_else(no_delete::<A>)?;
+            Ok(Some(
+                svc.prepare::<A, _>(
+                    &actor.ctx,
+                    current.row.id,
+                    expected,
+                    move |_, _| Ok(command),
+                    None,
+                )
+                .await
+                .map_err(domain_error::<A>)?,
+            ))
+        }
+        TxWrite::Update { .. } => Err(FhirError::new(
+            400,
+            "not-supported",
+            format!(
+                "{method} of a {} is not supported in a transaction",
+                A::FHIR_TYPE
+            ),
+        )),
+    }
+}
+
+/// A write of a transaction entry, its references resolved.
+pub(super) enum TxWrite<'a> {
+    Create {
+        id: &'a str,
+        body: &'a Value,
+    },
+    Update {
+        id: &'a str,
+        expected: Option<i64>,
+        body: &'a Value,
+    },
+    Delete {
+        id: &'a str,
+        expected: Option<i64>,
+    },
+}
+
+/// The FHIR types Salus aggregates serve, for the code that takes the type by name (the
+/// Bundle entries, chains, conditional references).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DomainType {
+    Observation,
+}
+
+impl DomainType {
+    pub(super) const ALL: &'static [DomainType] = &[DomainType::Observation];
+
+    pub(super) fn of(t: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|d| d.name() == t)
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        with_type!(self, A => A::FHIR_TYPE)
+    }
+
+    /// The permission an interaction needs (the `/api/v1` twin's).
+    pub(super) fn permission(self, read: bool) -> &'static str {
+        with_type!(self, A => if read { A::READ } else { A::WRITE })
+    }
+
+    pub(super) async fn read(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Response, FhirError> {
+        with_type!(self, A => read::<A>(state, actor, id).await)
+    }
+
+    pub(super) async fn vread(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        id: &str,
+        vid: &str,
+    ) -> Result<Response, FhirError> {
+        with_type!(self, A => vread::<A>(state, actor, id, vid).await)
+    }
+
+    pub(super) async fn search(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        headers: &HeaderMap,
+        pairs: &[(String, String)],
+    ) -> Result<Response, FhirError> {
+        with_type!(self, A => search::<A>(state, actor, headers, pairs).await)
+    }
+
+    pub(super) async fn create(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        headers: &HeaderMap,
+        body: &Value,
+    ) -> Result<Response, FhirError> {
+        with_type!(self, A => create::<A>(state, actor, headers, body).await)
+    }
+
+    pub(super) async fn update(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        headers: &HeaderMap,
+        id: &str,
+        body: &Value,
+    ) -> Result<Response, FhirError> {
+        with_type!(self, A => update::<A>(state, actor, headers, id, body).await)
+    }
+
+    pub(super) async fn delete(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<Response, FhirError> {
+        with_type!(self, A => delete::<A>(state, actor, headers, id).await)
+    }
+
+    pub(super) async fn prepare(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        method: &str,
+        plan: TxWrite<'_>,
+        pending: &Pending,
+    ) -> Result<Option<Prepared>, FhirError> {
+        with_type!(self, A => prepare::<A>(state, actor, method, plan, pending).await)
+    }
+
+    /// `Type/id` of what matches `pairs` (at most `limit`), the reads logged.
+    pub(super) async fn refs(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        pairs: &[(String, String)],
+        limit: u32,
+    ) -> Result<Vec<String>, FhirError> {
+        with_type!(self, A => matching_refs::<A>(state, actor, pairs, limit).await)
+    }
+
+    /// The FHIR form of a committed write of this type.
+    pub(super) fn render(self, d: salus_domain::service::Done) -> Option<Value> {
+        with_type!(self, A => d
+            .into_current::<A>()
+            .ok()
+            .map(|c| c.state.render(c.row.version, c.row.updated_at)))
+    }
+
+    /// The resource `id` as a search result (for `_include`), if the actor may see it.
+    pub(super) async fn hit(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<Option<Hit>, FhirError> {
+        with_type!(self, A => Ok(find::<A>(state, actor, id).await?.as_ref().map(hit_of::<A>)))
+    }
+
+    /// One page of every resource of this type for `$export`, in id order after `after`:
+    /// (patient, last updated, FHIR form), and the cursor of the next page.
+    #[allow(clippy::type_complexity)]
+    pub(super) async fn export_page(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(Vec<(Option<Uuid>, DateTime<Utc>, Value)>, Option<Uuid>), FhirError> {
+        with_type!(self, A => {
+            let q = SearchQuery {
+                resource_type: A::RESOURCE_TYPE.into(),
+                filters: Vec::new(),
+                after,
+                limit,
+                newest_first: false,
+                order_by: None,
+            };
+            let found = state.services.search::<A>(&actor.ctx, &q).await?;
+            let next = (found.len() >= limit as usize)
+                .then(|| found.last().map(|c| c.row.id))
+                .flatten();
+            let page = found
+                .iter()
+                .filter(|c| actor.sees(A::RESOURCE_TYPE, &c.row.doc))
+                .map(|c| {
+                    (
+                        access_log::patient_of(A::RESOURCE_TYPE, &c.row.doc),
+                        c.row.updated_at,
+                        c.state.render(c.row.version, c.row.updated_at),
+                    )
+                })
+                .collect();
+            Ok((page, next))
+        })
+    }
+
+    /// The CapabilityStatement entries of every domain-backed type.
+    pub(super) fn capabilities() -> Vec<Value> {
+        Self::ALL
+            .iter()
+            .map(|d| match d {
+                DomainType::Observation => super::observation::capability(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,40 @@
+//! The FHIR view of clinical aggregates for search: each entry rendered as its FHIR
+//! resource and indexed on every R4 search parameter of its type
+//! ([`crate::search::rows_of`]), rows named `Type.code`. Registered with the domain by
+//! the API at start ([`salus_domain::clinical::fhir_view::set_viewer`]).
+
+use salus_domain::documents::row_param;
+use salus_store::SearchRow;
+use serde_json::Value;
+
+/// The FHIR resource type of a clinical stream type, when it has one here.
+pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
+    Some(match stream_type {
+        "observation" => "Observation",
+        _ => return None,
+    })
+}
+
+/// The FHIR rendering of a clinical entry (its JSON document), without `meta`.
+pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
+    match stream_type {
+        "observation" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|o| crate::observation::to_fhir(&o, None)),
+        _ => None,
+    }
+}
+
+/// The FHIR search rows of a clinical entry: a [`salus_domain::clinical::fhir_view::Viewer`].
+pub fn rows(stream_type: &str, doc: &Value) -> Vec<SearchRow> {
+    let (Some(t), Some(r)) = (fhir_type(stream_type), render(stream_type, doc)) else {
+        return Vec::new();
+    };
+    crate::search::rows_of(t, &r)
+        .into_iter()
+        .map(|mut row| {
+            row.param = row_param(t, &row.param);
+            row
+        })
+        .collect()
+}
