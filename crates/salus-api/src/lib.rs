@@ -317,6 +317,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::audit_event::search))
         .routes(routes!(fhir::audit_event::read))
         .routes(routes!(fhir::history::patients))
+        .routes(routes!(fhir::history::observations))
         .routes(routes!(fhir::history::of_type))
         .routes(routes!(fhir::history::system))
         .routes(routes!(fhir::patient::vread))

@@ -8,6 +8,7 @@
 //! meanwhile. A page reads at most [`SCAN_LIMIT`] events of the log; when the type is rare
 //! it may hold fewer than `_count` entries and still link to the next.
 
+use super::rest::DomainType;
 use super::*;
 use salus_domain::documents::FhirDocument;
 use salus_store::audit::EventQuery;
@@ -76,7 +77,12 @@ fn parse(pairs: &[(String, String)]) -> Result<Params, FhirError> {
 enum Scope<'a> {
     Patients,
     Documents(&'a str),
-    All { patients: bool },
+    Clinical(DomainType),
+    /// Every type served: Patients and the clinical types only with their read permission.
+    All {
+        patients: bool,
+        clinical: &'a [DomainType],
+    },
 }
 
 /// One page of history: its entries, and where the next page starts (`None`: the log's
@@ -91,11 +97,13 @@ async fn page(
     let stream_type = match scope {
         Scope::Patients => Some("patient".to_owned()),
         Scope::Documents(_) => Some(FhirDocument::RESOURCE_TYPE.to_owned()),
+        Scope::Clinical(kind) => Some(kind.stored().to_owned()),
         Scope::All { .. } => None,
     };
     let mut entries = Vec::new();
     let mut patients: Vec<Access> = Vec::new();
     let mut docs: Vec<(Uuid, Value)> = Vec::new();
+    let mut clinical: Vec<(&'static str, Access)> = Vec::new();
     let mut before = p.before;
     let mut scanned = 0;
     let next = loop {
@@ -119,7 +127,7 @@ async fn page(
             scanned += 1;
             before = Some(e.seq);
             let entry = match (e.stream_type.as_str(), scope) {
-                ("patient", Scope::Patients | Scope::All { patients: true }) => {
+                ("patient", Scope::Patients | Scope::All { patients: true, .. }) => {
                     let Some(c) = state
                         .services
                         .at_version::<Patient>(&actor.ctx, e.stream_id, e.version)
@@ -157,6 +165,34 @@ async fn page(
                     docs.push((c.row.id, c.row.doc.clone()));
                     super::documents::version_entry(base, &c)
                 }
+                (s, Scope::Clinical(_) | Scope::All { .. }) => {
+                    let kind = match scope {
+                        Scope::Clinical(k) => Some(k),
+                        Scope::All { clinical: ks, .. } => {
+                            ks.iter().copied().find(|k| k.stored() == s)
+                        }
+                        _ => None,
+                    };
+                    let Some(kind) = kind.filter(|k| k.stored() == s) else {
+                        continue;
+                    };
+                    let Some((entry, patient, row)) = kind
+                        .history_entry(state, actor, base, e.stream_id, e.version)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    if let Some(p) = patient {
+                        clinical.push((
+                            kind.stored(),
+                            Access {
+                                patient: p,
+                                resource_id: Some(row),
+                            },
+                        ));
+                    }
+                    entry
+                }
                 _ => continue,
             };
             entries.push(entry);
@@ -176,6 +212,13 @@ async fn page(
         }
     };
     access_log::record(state, actor, AccessAction::Search, "patient", patients).await?;
+    for kind in DomainType::ALL {
+        let of_kind = clinical
+            .iter()
+            .filter(|(s, _)| *s == kind.stored())
+            .map(|(_, a)| *a);
+        access_log::record(state, actor, AccessAction::Search, kind.stored(), of_kind).await?;
+    }
     access_log::record_docs(
         state,
         actor,
@@ -240,6 +283,29 @@ pub async fn patients(
     .await
 }
 
+/// Every version of every Observation, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Observation/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["observations:read"])))]
+pub async fn observations(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Observation);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/Observation/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
 /// Every version of every resource of a type kept as a document, newest first.
 #[utoipa::path(get, path = "/fhir/R4/{type}/_history", tag = "fhir",
     params(("type" = String, Path, description = "Resource type"), ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
@@ -284,13 +350,14 @@ pub async fn system(
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, FhirError> {
     let patients = actor.permissions.allows("patients:read");
-    answer(
-        &state,
-        &actor,
-        &headers,
-        "/_history",
-        Scope::All { patients },
-        &pairs,
-    )
-    .await
+    let clinical: Vec<DomainType> = DomainType::ALL
+        .iter()
+        .copied()
+        .filter(|k| actor.permissions.allows(k.permission(true)))
+        .collect();
+    let scope = Scope::All {
+        patients,
+        clinical: &clinical,
+    };
+    answer(&state, &actor, &headers, "/_history", scope, &pairs).await
 }

@@ -236,23 +236,7 @@ where
     let entries: Vec<Value> = versions
         .iter()
         .rev()
-        .map(|c| {
-            let (method, url) = if c.row.version == 1 {
-                ("POST", t.to_owned())
-            } else {
-                ("PUT", format!("{t}/{}", c.row.id))
-            };
-            json!({
-                "fullUrl": format!("{base}/{t}/{}", c.row.id),
-                "resource": c.state.render(c.row.version, c.row.updated_at),
-                "request": {"method": method, "url": url},
-                "response": {
-                    "status": if c.row.version == 1 { "201 Created" } else { "200 OK" },
-                    "etag": format!("W/\"{}\"", c.row.version),
-                    "lastModified": salus_fhir::patient::instant(c.row.updated_at),
-                },
-            })
-        })
+        .map(|c| version_entry(&base, c))
         .collect();
     let links =
         vec![json!({"relation": "self", "url": format!("{base}/{t}/{}/_history", current.row.id)})];
@@ -260,6 +244,29 @@ where
     let mut bundle = bundle_of(state, "history", links, entries);
     bundle["total"] = json!(total);
     Ok(ok_json(&bundle))
+}
+
+/// One version of a resource of a domain-backed type as a history Bundle entry.
+fn version_entry<A: Mapped>(base: &str, c: &Current<A>) -> Value
+where
+    A::Command: Send,
+{
+    let t = A::FHIR_TYPE;
+    let (method, url) = if c.row.version == 1 {
+        ("POST", t.to_owned())
+    } else {
+        ("PUT", format!("{t}/{}", c.row.id))
+    };
+    json!({
+        "fullUrl": format!("{base}/{t}/{}", c.row.id),
+        "resource": c.state.render(c.row.version, c.row.updated_at),
+        "request": {"method": method, "url": url},
+        "response": {
+            "status": if c.row.version == 1 { "201 Created" } else { "200 OK" },
+            "etag": format!("W/\"{}\"", c.row.version),
+            "lastModified": salus_fhir::patient::instant(c.row.updated_at),
+        },
+    })
 }
 
 pub(super) async fn create<A: Mapped>(
@@ -1057,6 +1064,33 @@ impl DomainType {
                 })
                 .collect();
             Ok((page, next))
+        })
+    }
+
+    /// The stored resource type (and stream type) of this type's aggregate.
+    pub(super) fn stored(self) -> &'static str {
+        with_type!(self, A => A::RESOURCE_TYPE)
+    }
+
+    /// Version `version` of stream `stream` as a history entry, with the patient it is
+    /// about (`None`: not there, or not the actor's to see).
+    pub(super) async fn history_entry(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        base: &str,
+        stream: Uuid,
+        version: i64,
+    ) -> Result<Option<(Value, Option<Uuid>, Uuid)>, FhirError> {
+        with_type!(self, A => {
+            let Some(c) = state.services.at_version::<A>(&actor.ctx, stream, version).await? else {
+                return Ok(None);
+            };
+            if !actor.sees(A::RESOURCE_TYPE, &c.row.doc) {
+                return Ok(None);
+            }
+            let patient = access_log::patient_of(A::RESOURCE_TYPE, &c.row.doc);
+            Ok(Some((version_entry(base, &c), patient, c.row.id)))
         })
     }
 

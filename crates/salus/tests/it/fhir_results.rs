@@ -451,15 +451,33 @@ async fn type_and_system_history_list_every_version_newest_first(backend: &str) 
         ))
         .await;
     assert_eq!(versions(&recent.body), [s("DELETE", &imm2, "2")]);
-    // System history: every type, the patient too.
+    // The Observation aggregate's history, and the system's: every type, the patient too.
+    let o = fhir
+        .post(
+            "/Observation",
+            &json!({
+                "resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": format!("Patient/{a}")},
+                "effectiveDateTime": "2024-05-01T10:00:00Z",
+                "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
+            }),
+            &[],
+        )
+        .await;
+    assert_eq!(o.status, 201, "{}", o.body);
+    let obs = format!("Observation/{}", o.body["id"].as_str().unwrap());
+    let h = fhir.get("/Observation/_history").await;
+    assert_eq!(versions(&h.body), [s("POST", &obs, "1")]);
     let all = fhir.get("/_history").await;
     let got = versions(&all.body);
-    assert_eq!(got[0], s("POST", &format!("Goal/{g}"), "1"));
+    assert_eq!(got[0], s("POST", &obs, "1"));
+    assert_eq!(got[1], s("POST", &format!("Goal/{g}"), "1"));
     assert!(
         got.contains(&s("POST", &format!("Patient/{a}"), "1")),
         "{got:?}"
     );
-    assert_eq!(got.len(), 6);
+    assert_eq!(got.len(), 7);
     let patients = fhir.get("/Patient/_history").await;
     assert_eq!(
         versions(&patients.body),

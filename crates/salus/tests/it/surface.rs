@@ -179,6 +179,7 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("put", "/fhir/R4/Observation/{id}"),
         ("delete", "/fhir/R4/Observation/{id}"),
         ("get", "/fhir/R4/Observation/{id}/_history"),
+        ("get", "/fhir/R4/Observation/_history"),
         ("get", "/fhir/R4/Observation/{id}/_history/{vid}"),
         // Every other resource type, kept as a document (see crate::fhir::documents).
         ("get", "/fhir/R4/{type}"),
