@@ -513,7 +513,7 @@ async fn drive(
                     break;
                 }
             }
-            anyhow::Ok((codes, next))
+            anyhow::Ok(codes)
         });
         let work = Work::Bundles {
             queue: Arc::new(Mutex::new(rx)),
@@ -530,10 +530,7 @@ async fn drive(
         )
         .await;
         match producer.join() {
-            Ok(Ok((c, next))) => {
-                codes = c.into_iter().collect();
-                next_patient = next;
-            }
+            Ok(Ok(c)) => codes = c.into_iter().collect(),
             Ok(Err(e)) => return Err(e.context("making the load Bundles")),
             Err(_) => anyhow::bail!("the thread making the load Bundles panicked"),
         }
@@ -542,7 +539,6 @@ async fn drive(
         patient_ids = ids;
         steps.push(step);
     }
-    let _ = next_patient;
     let mut notes = Vec::new();
     if codes.is_empty() {
         // Nothing loaded (the import alone reached --observations): the codes of the
