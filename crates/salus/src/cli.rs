@@ -60,6 +60,9 @@ pub enum Command {
     /// Measure bulk import: generate a patient CSV, import it into SQLite and PostgreSQL
     /// (see BENCHMARKS.md).
     BenchImport(crate::bulk_bench::BenchImportArgs),
+    /// Measure FHIR transaction-Bundle import (resources/s) and Observation search latency
+    /// over a million Observations, on SQLite and PostgreSQL (see BENCHMARKS.md).
+    BenchFhir(crate::bench::fhir::BenchFhirArgs),
     /// Write a synthetic patient population as FHIR transaction Bundles or Bulk Data NDJSON.
     Synth(crate::synth::SynthArgs),
     /// Derive projections (documents and search rows) again from the event log, at the
@@ -245,6 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => return crate::bulk::import(&settings, args).await,
         Command::Export(args) => return crate::bulk::export(&settings, args).await,
         Command::BenchImport(args) => return crate::bulk_bench::run(&settings, args).await,
+        Command::BenchFhir(args) => return crate::bench::fhir::run(&settings, args).await,
         Command::Synth(args) => return crate::synth::run(args),
         Command::Reindex {
             tenant,

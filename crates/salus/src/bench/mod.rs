@@ -13,6 +13,7 @@
 //! (no RSS then, and the server's CPU is part of "other").
 
 mod client;
+pub mod fhir;
 
 use crate::config::Settings;
 use anyhow::Context;
@@ -811,6 +812,15 @@ struct ServerProcess {
 
 impl ServerProcess {
     async fn spawn(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+        Self::spawn_with(data_dir, database_url, &[]).await
+    }
+
+    /// [`Self::spawn`] with more arguments for `salus serve` (`--body-limit`, …).
+    async fn spawn_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the salus executable")?;
         let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
@@ -825,6 +835,7 @@ impl ServerProcess {
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }
+        cmd.args(extra);
         // The child must see only the settings given here, not the caller's SALUS_*.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("SALUS_") {

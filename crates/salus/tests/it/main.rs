@@ -7,6 +7,7 @@ mod app;
 mod attachments;
 mod audit;
 mod auth;
+mod bench_fhir;
 mod bulk;
 mod care;
 mod cli;
