@@ -218,3 +218,118 @@ async fn the_writer_analyzes_the_projection_tables_as_they_grow() {
         "the statistics count {tuples} search rows"
     );
 }
+
+/// A page of a search on one common value reads the page of its search rows, not every
+/// match: the rows of the value drive the query in id order (their index ends in the
+/// resource id) and the scan stops after the page, with no sort of all matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_a_common_value_stops_after_the_page() {
+    use salus_store::sql::{self, Arg, Dialect};
+    use salus_store::{Filter, FilterOp, SearchQuery};
+    let f = Fixture::new("postgres").await;
+    let ctx = f.tenant("page").await;
+    // The last tenth has the value: common enough that fetching every match costs, and
+    // walking the resources in id order until ten match would read the other nine tenths.
+    let writes: Vec<_> = (0..5_000)
+        .map(|i| {
+            let name = if i >= 4_500 {
+                "Common".to_owned()
+            } else {
+                format!("Rare{i}")
+            };
+            patient_write(uuid::Uuid::now_v7(), 0, &name)
+        })
+        .collect();
+    for chunk in writes.chunks(500) {
+        f.store.commit_all(&ctx, chunk.to_vec()).await.unwrap();
+    }
+    let q = SearchQuery {
+        resource_type: "patient".into(),
+        filters: vec![Filter {
+            param: "name".into(),
+            system: None,
+            op: FilterOp::Eq,
+            value: "common".into(),
+        }],
+        after: None,
+        limit: 10,
+        newest_first: false,
+        order_by: None,
+    };
+    // The store answers the page in id order...
+    let page = f.store.search(&ctx, &q).await.unwrap();
+    assert_eq!(page.len(), 10);
+    assert!(page.windows(2).all(|w| w[0].id < w[1].id));
+    let next = f
+        .store
+        .search(
+            &ctx,
+            &SearchQuery {
+                after: page.last().map(|r| r.id),
+                ..q.clone()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(next[0].id > page[9].id);
+    // ...and the plan reads about a page of search rows, not all 500 matches. (How it
+    // then reaches the resources is the planner's choice: at this size a merge join that
+    // walks them is as cheap as probing each; on the 200k-observation bench data the
+    // page went from 102 ms, every match fetched and sorted, to under 1 ms.)
+    let crate::backends::Kind::Postgres(url) = &f.kind else {
+        unreachable!()
+    };
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute("ANALYZE").await.unwrap();
+    client.batch_execute("SET ROLE salus_app").await.unwrap();
+    client
+        .batch_execute(&format!(
+            "SELECT set_config('salus.tenants', '{}', false)",
+            ctx.tenant.0
+        ))
+        .await
+        .unwrap();
+    let (text, args) = sql::search(Dialect::Postgres, ctx.tenant.0, &q);
+    let params: Vec<Box<dyn tokio_postgres::types::ToSql + Sync>> = args
+        .into_iter()
+        .map(|a| -> Box<dyn tokio_postgres::types::ToSql + Sync> {
+            match a {
+                Arg::Uuid(u) => Box::new(u),
+                Arg::Text(s) => Box::new(s),
+                Arg::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|b| b.as_ref()).collect();
+    let rows = client
+        .query(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {text}"), &refs)
+        .await
+        .unwrap();
+    let plan: serde_json::Value = rows[0].get(0);
+    fn scans(node: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+        if let Some(rel) = node["Relation Name"].as_str() {
+            // Actual Rows is per loop.
+            let rows = node["Actual Rows"].as_f64().unwrap_or(0.0)
+                * node["Actual Loops"].as_f64().unwrap_or(1.0);
+            out.push((rel.to_owned(), rows));
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            scans(child, out);
+        }
+    }
+    let mut found = Vec::new();
+    scans(&plan[0]["Plan"], &mut found);
+    let rows_read: f64 = found
+        .iter()
+        .filter(|(r, _)| r == "search_index")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        rows_read > 0.0 && rows_read <= 40.0,
+        "read {rows_read} search rows for a page of 10 ({found:?}): {plan}"
+    );
+}
