@@ -285,6 +285,24 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
             _ => None,
         })
         .collect();
+    // One plain value (with at most an exact system) is an equality: the form a store
+    // can drive a page from, in id order.
+    if k.modifier != Some("not")
+        && let [t] = tests.as_slice()
+        && let [(Cmp::Eq, v)] = t.value.as_slice()
+    {
+        let system = match t.system.as_slice() {
+            [] => Some(None),
+            [(Cmp::Eq, s)] => Some(Some(s.clone())),
+            _ => None,
+        };
+        if let Some(system) = system {
+            let mut f = filter(&p.code, FilterOp::Eq);
+            f.value = v.clone();
+            f.system = system;
+            return Ok(Clause::Filters(vec![f]));
+        }
+    }
     let op = match (k.modifier == Some("not"), plain) {
         (true, _) => FilterOp::NoneOf(tests),
         (false, Some(values)) if values.len() > 1 => FilterOp::In(values),
@@ -625,6 +643,25 @@ mod tests {
         assert!(!hits(&o, "code:not", "8867-4"));
         assert!(hits(&o, "status", "final"));
         assert!(hits(&o, "_id", "o1"));
+        // One plain value is an equality (with its exact system), the form a store can
+        // drive a page from; alternatives and modifiers are not.
+        let Ok(Clause::Filters(fs)) = parse("Observation", "code", "http://loinc.org|8867-4")
+        else {
+            panic!("a filter")
+        };
+        assert_eq!(fs[0].op, FilterOp::Eq);
+        assert_eq!(
+            (fs[0].value.as_str(), fs[0].system.as_deref()),
+            ("8867-4", Some("http://loinc.org"))
+        );
+        let Ok(Clause::Filters(fs)) = parse("Observation", "code", "|8867-4") else {
+            panic!("a filter")
+        };
+        assert_eq!(fs[0].system.as_deref(), Some(""));
+        let Ok(Clause::Filters(fs)) = parse("Observation", "code:not", "8867-4") else {
+            panic!("a filter")
+        };
+        assert!(matches!(fs[0].op, FilterOp::NoneOf(_)));
     }
 
     #[test]
