@@ -242,7 +242,7 @@ async fn a_synthetic_population_is_imported_by_transactions_and_read_back(backen
     use salus_fhir::synth;
     let app = TestApp::spawn(backend).await;
     let fhir = Fhir::new(&app);
-    let config = synth::Config::new(2026, 8);
+    let config = synth::Config::new(2026, 64);
     // What was sent, by the `Type/id` it became, with its references rewritten likewise.
     let mut sent: Vec<(String, String, Value)> = Vec::new();
     for record in synth::population(&config) {
@@ -271,7 +271,7 @@ async fn a_synthetic_population_is_imported_by_transactions_and_read_back(backen
         // Keep the validator's sample small: the bundles' answers only.
         fhir.seen.lock().unwrap().truncate(40);
     }
-    assert!(sent.len() > 2_000, "only {} resources", sent.len());
+    assert!(sent.len() > 15_000, "only {} resources", sent.len());
     // Read everything back, a hundred ids per `_id` search.
     let mut by_type: HashMap<&str, Vec<&(String, String, Value)>> = HashMap::new();
     for s in &sent {
