@@ -295,22 +295,17 @@ pub async fn search(
     items.truncate(count as usize);
     crate::audit_events::log_items(&state, &actor, &items).await?;
     let base = base_url(&headers);
-    let link = |after: Option<i64>| {
-        let mut parts: Vec<String> = applied
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        parts.push(format!("_count={count}"));
-        if let Some(a) = after {
-            parts.push(format!("_cursor={a}"));
-        }
-        format!("{base}/AuditEvent?{}", parts.join("&"))
+    let links = super::results::Links {
+        base: &base,
+        t: "AuditEvent",
+        applied: &applied,
+        count,
     };
-    let mut links = vec![json!({"relation": "self", "url": link(cursor)})];
+    let mut link_list = vec![links.link("self", cursor.map(|c| format!("_cursor={c}")))];
     if more && let Some(last) = items.last() {
-        links.push(json!({"relation": "next", "url": link(Some(last.event.seq))}));
+        link_list.push(links.link("next", Some(format!("_cursor={}", last.event.seq))));
     }
-    let mut entries: Vec<Value> = items
+    let entries: Vec<Value> = items
         .iter()
         .map(|i| {
             json!({
@@ -320,8 +315,6 @@ pub async fn search(
             })
         })
         .collect();
-    if !ignored.is_empty() {
-        entries.push(json!({"resource": ignored_outcome(&ignored), "search": {"mode": "outcome"}}));
-    }
-    Ok(ok_json(&bundle_of(&state, "searchset", links, entries)))
+    let bundle = super::results::searchset_bundle(&state, link_list, entries, None, &ignored);
+    Ok(ok_json(&bundle))
 }

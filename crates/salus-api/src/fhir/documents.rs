@@ -751,10 +751,17 @@ async fn delete_document(
     Ok(resp)
 }
 
-/// A search over documents of one type: store filters, and the paging and result options.
+/// A search over documents of one type.
 pub(super) struct DocumentSearch {
     resource_type: String,
-    filters: Vec<Filter>,
+    pub(super) q: RowSearch,
+}
+
+/// A search over resources indexed by their FHIR rendering (rows named `Type.code`, as
+/// documents and the domain-backed types are): store filters, and the paging and result
+/// options.
+pub(super) struct RowSearch {
+    pub(super) filters: Vec<Filter>,
     pub(super) count: u32,
     pub(super) cursor: Option<Uuid>,
     /// `_sort`, `_summary`, `_include` and the other result parameters.
@@ -768,7 +775,21 @@ pub(super) struct DocumentSearch {
 /// The most ids a chained parameter may resolve to.
 const CHAIN_LIMIT: u32 = 1000;
 
-impl DocumentSearch {
+impl RowSearch {
+    /// A search with these filters and the default paging.
+    pub(super) fn of(filters: Vec<Filter>) -> Self {
+        RowSearch {
+            filters,
+            count: 50,
+            cursor: None,
+            results: ResultParams::default(),
+            applied: Vec::new(),
+            ignored: Vec::new(),
+        }
+    }
+
+    /// The parameters of a search of type `t`: every R4 search parameter of the type (with
+    /// chains and `_has`), paging, and the result parameters.
     pub(super) async fn parse(
         state: &AppState,
         actor: &Actor,
@@ -776,15 +797,7 @@ impl DocumentSearch {
         pairs: &[(String, String)],
         strict: bool,
     ) -> Result<Self, FhirError> {
-        let mut s = DocumentSearch {
-            resource_type: t.to_owned(),
-            filters: Vec::new(),
-            count: 50,
-            cursor: None,
-            results: ResultParams::default(),
-            applied: Vec::new(),
-            ignored: Vec::new(),
-        };
+        let mut s = RowSearch::of(Vec::new());
         for (key, value) in pairs {
             let value = value.trim();
             match key.as_str() {
@@ -867,44 +880,60 @@ impl DocumentSearch {
                 }
             }
         }
+        Ok(s)
+    }
+
+    /// Resources of type `t` whose reference parameter `param` names one of `refs`.
+    pub(super) fn referencing(t: &str, param: &str, refs: Vec<String>) -> Self {
+        RowSearch::of(vec![Filter {
+            param: row_param(t, param),
+            system: None,
+            op: FilterOp::In(refs),
+            value: String::new(),
+        }])
+    }
+}
+
+impl DocumentSearch {
+    pub(super) async fn parse(
+        state: &AppState,
+        actor: &Actor,
+        t: &str,
+        pairs: &[(String, String)],
+        strict: bool,
+    ) -> Result<Self, FhirError> {
+        let mut q = RowSearch::parse(state, actor, t, pairs, strict).await?;
         // A search that asks nothing positive of the rows still asks for the type.
-        if !s
+        if !q
             .filters
             .iter()
             .any(|f| !matches!(f.op, FilterOp::NoneOf(_)))
         {
-            s.filters.push(Filter {
+            q.filters.push(Filter {
                 param: "_type".into(),
                 system: None,
                 op: FilterOp::Eq,
                 value: t.to_owned(),
             });
         }
-        Ok(s)
+        Ok(DocumentSearch {
+            resource_type: t.to_owned(),
+            q,
+        })
     }
 
     /// Documents of type `t` whose reference parameter `param` names one of `refs`.
     pub(super) fn referencing(t: &str, param: &str, refs: Vec<String>) -> Self {
         DocumentSearch {
             resource_type: t.to_owned(),
-            filters: vec![Filter {
-                param: row_param(t, param),
-                system: None,
-                op: FilterOp::In(refs),
-                value: String::new(),
-            }],
-            count: 50,
-            cursor: None,
-            results: ResultParams::default(),
-            applied: Vec::new(),
-            ignored: Vec::new(),
+            q: RowSearch::referencing(t, param, refs),
         }
     }
 
     fn query(&self, after: Option<Uuid>, limit: u32) -> SearchQuery {
         SearchQuery {
             resource_type: STORED.into(),
-            filters: self.filters.clone(),
+            filters: self.q.filters.clone(),
             after,
             limit,
             newest_first: false,
@@ -1110,12 +1139,12 @@ async fn answer_search(
 ) -> Result<Response, FhirError> {
     check_type(t)?;
     let mut search = DocumentSearch::parse(state, actor, t, pairs, prefers_strict(headers)).await?;
-    let results = std::mem::take(&mut search.results);
+    let results = std::mem::take(&mut search.q.results);
     let (applied, ignored) = (
-        std::mem::take(&mut search.applied),
-        std::mem::take(&mut search.ignored),
+        std::mem::take(&mut search.q.applied),
+        std::mem::take(&mut search.q.ignored),
     );
-    let (count, cursor) = (search.count, search.cursor);
+    let (count, cursor) = (search.q.count, search.q.cursor);
     results::answer(
         state,
         actor,

@@ -10,11 +10,11 @@
 //! parameters, modifiers, prefixes and chains are exactly those of documents. A
 //! patient-context token sees only its patient's resources, and every read is logged.
 
-use super::results::{self, Hit, ResultParams, TypeSearch};
+use super::documents::RowSearch;
+use super::results::{self, Hit, TypeSearch};
 use super::*;
-use salus_domain::documents::row_param;
 use salus_domain::service::Prepared;
-use salus_fhir::search::{self as fsearch, Clause, SearchError};
+use salus_fhir::search as fsearch;
 use salus_store::SearchQuery;
 use std::collections::HashSet;
 use std::future::Future;
@@ -473,12 +473,7 @@ where
 /// A search of one domain-backed type: store filters over its FHIR rows.
 pub(super) struct ClinicalSearch {
     kind: DomainType,
-    filters: Vec<Filter>,
-    count: u32,
-    cursor: Option<Uuid>,
-    results: ResultParams,
-    applied: Vec<(String, String)>,
-    ignored: Vec<String>,
+    pub(super) q: RowSearch,
 }
 
 impl ClinicalSearch {
@@ -495,120 +490,34 @@ impl ClinicalSearch {
         let kind = DomainType::of(t).ok_or_else(|| {
             FhirError::new(404, "not-supported", format!("'{t}' is not served here"))
         })?;
-        let mut s = ClinicalSearch {
-            kind,
-            filters: Vec::new(),
-            count: 50,
-            cursor: None,
-            results: ResultParams::default(),
-            applied: Vec::new(),
-            ignored: Vec::new(),
-        };
+        // The guard's confinement of a patient-context token to its patient.
+        let mut confined = Vec::new();
+        let mut rest = Vec::with_capacity(pairs.len());
         for (key, value) in pairs {
-            let value = value.trim();
-            match key.as_str() {
-                "_count" => {
-                    s.count = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .map(|n| n.min(200))
-                        .ok_or_else(|| {
-                            FhirError::new(
-                                400,
-                                "invalid",
-                                "_count must be a whole number from 1 (at most 200 are returned)",
-                            )
-                        })?;
-                    continue;
-                }
-                "_cursor" => {
-                    s.cursor = Some(http::decode_cursor(value)?);
-                    continue;
-                }
-                "_format" => continue,
-                // The guard's confinement of a patient-context token to its patient.
-                "patient_id" => {
-                    let p = Uuid::parse_str(value).map_err(|_| {
-                        FhirError::new(400, "invalid", "patient_id is a Salus patient id")
-                    })?;
-                    if actor.patient.is_some_and(|own| own != p) {
-                        return Err(FhirError::new(
-                            403,
-                            "forbidden",
-                            "a patient-context token reads its own patient's data only",
-                        ));
-                    }
-                    s.filters.push(Filter {
-                        param: "patient".into(),
-                        system: None,
-                        op: FilterOp::Eq,
-                        value: p.to_string(),
-                    });
-                    continue;
-                }
-                "_contained" | "_containedType" => {
-                    let msg = format!("the result parameter '{key}' is not supported");
-                    strict_or_ignore(strict, msg, &mut s.ignored)?;
-                    continue;
-                }
-                _ => {}
-            }
-            if key.starts_with("_has:") {
-                let ids = super::documents::resolve_has(state, actor, t, key, value).await?;
-                s.applied.push((key.clone(), value.to_owned()));
-                s.filters.push(Filter {
-                    param: row_param(t, "_id"),
-                    system: None,
-                    op: FilterOp::In(ids),
-                    value: String::new(),
-                });
+            if key != "patient_id" {
+                rest.push((key.clone(), value.clone()));
                 continue;
             }
-            if s.results.take(t, key, value)? {
-                if ResultParams::linked(key) {
-                    s.applied.push((key.clone(), value.to_owned()));
-                }
-                continue;
+            let p = Uuid::parse_str(value.trim())
+                .map_err(|_| FhirError::new(400, "invalid", "patient_id is a Salus patient id"))?;
+            if actor.patient.is_some_and(|own| own != p) {
+                return Err(FhirError::new(
+                    403,
+                    "forbidden",
+                    "a patient-context token reads its own patient's data only",
+                ));
             }
-            let clause = match fsearch::parse(t, key, value) {
-                Ok(c) => c,
-                Err(e @ (SearchError::Unknown { .. } | SearchError::NotSupported(_)))
-                    if !strict && fsearch::parse_key(key).modifier.is_none() =>
-                {
-                    s.ignored.push(e.to_string());
-                    continue;
-                }
-                Err(SearchError::Invalid(m)) => return Err(FhirError::new(400, "invalid", m)),
-                Err(e) => return Err(FhirError::new(400, "not-supported", e.to_string())),
-            };
-            s.applied.push((key.clone(), value.to_owned()));
-            match clause {
-                Clause::Filters(fs) => {
-                    for mut f in fs {
-                        f.param = row_param(t, &f.param);
-                        s.filters.push(f);
-                    }
-                }
-                Clause::Chain {
-                    param,
-                    targets,
-                    inner,
-                    value,
-                } => {
-                    let refs =
-                        super::documents::resolve_chain(state, actor, &targets, &inner, &value)
-                            .await?;
-                    s.filters.push(Filter {
-                        param: row_param(t, &param),
-                        system: None,
-                        op: FilterOp::In(refs),
-                        value: String::new(),
-                    });
-                }
-            }
+            confined.push(Filter {
+                param: "patient".into(),
+                system: None,
+                op: FilterOp::Eq,
+                value: p.to_string(),
+            });
         }
-        Ok(s)
+        let mut q = RowSearch::parse(state, actor, t, &rest, strict).await?;
+        confined.append(&mut q.filters);
+        q.filters = confined;
+        Ok(ClinicalSearch { kind, q })
     }
 
     /// The matching resources after `after`, at most `limit`, the ones the actor may see.
@@ -624,7 +533,7 @@ impl ClinicalSearch {
     {
         let q = SearchQuery {
             resource_type: A::RESOURCE_TYPE.into(),
-            filters: self.filters.clone(),
+            filters: self.q.filters.clone(),
             after,
             limit,
             newest_first: false,
@@ -670,17 +579,7 @@ impl ClinicalSearch {
     pub(super) fn referencing(kind: DomainType, param: &str, refs: Vec<String>) -> Self {
         ClinicalSearch {
             kind,
-            filters: vec![Filter {
-                param: row_param(kind.name(), param),
-                system: None,
-                op: FilterOp::In(refs),
-                value: String::new(),
-            }],
-            count: 50,
-            cursor: None,
-            results: ResultParams::default(),
-            applied: Vec::new(),
-            ignored: Vec::new(),
+            q: RowSearch::referencing(kind.name(), param, refs),
         }
     }
 
@@ -710,7 +609,7 @@ impl ClinicalSearch {
         let rt = with_type!(self.kind, A => A::RESOURCE_TYPE);
         let q = SearchQuery {
             resource_type: rt.into(),
-            filters: self.filters.clone(),
+            filters: self.q.filters.clone(),
             after: None,
             limit: 1,
             newest_first: false,
@@ -745,12 +644,12 @@ where
 {
     let mut search =
         ClinicalSearch::parse::<A>(state, actor, pairs, prefers_strict(headers)).await?;
-    let results = std::mem::take(&mut search.results);
+    let results = std::mem::take(&mut search.q.results);
     let (applied, ignored) = (
-        std::mem::take(&mut search.applied),
-        std::mem::take(&mut search.ignored),
+        std::mem::take(&mut search.q.applied),
+        std::mem::take(&mut search.q.ignored),
     );
-    let (count, cursor) = (search.count, search.cursor);
+    let (count, cursor) = (search.q.count, search.q.cursor);
     results::answer(
         state,
         actor,

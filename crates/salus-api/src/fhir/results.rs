@@ -639,15 +639,16 @@ pub(super) async fn answer(
 }
 
 /// The paging links of a search.
-struct Links<'a> {
-    base: &'a str,
-    t: &'a str,
-    applied: &'a [(String, String)],
-    count: u32,
+pub(super) struct Links<'a> {
+    pub(super) base: &'a str,
+    pub(super) t: &'a str,
+    pub(super) applied: &'a [(String, String)],
+    pub(super) count: u32,
 }
 
 impl Links<'_> {
-    fn link(&self, relation: &str, page: Option<String>) -> Value {
+    /// The `relation` link: the applied parameters, `_count`, and the page's own one.
+    pub(super) fn link(&self, relation: &str, page: Option<String>) -> Value {
         let mut parts: Vec<String> = self
             .applied
             .iter()
@@ -661,7 +662,7 @@ impl Links<'_> {
 
 /// A searchset Bundle with these links and entries, its total when known, and an outcome
 /// entry saying what lenient handling ignored.
-fn searchset_bundle(
+pub(super) fn searchset_bundle(
     state: &AppState,
     links: Vec<Value>,
     mut entries: Vec<Value>,
