@@ -3,6 +3,7 @@
 //! ([`crate::search::rows_of`]), rows named `Type.code`. Registered with the domain by
 //! the API at start ([`salus_domain::clinical::fhir_view::set_viewer`]).
 
+use salus_domain::clinical::statement::{Allergy, Condition};
 use salus_domain::documents::row_param;
 use salus_store::SearchRow;
 use serde_json::Value;
@@ -11,6 +12,8 @@ use serde_json::Value;
 pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
     Some(match stream_type {
         "observation" => "Observation",
+        "condition" => "Condition",
+        "allergy" => "AllergyIntolerance",
         _ => return None,
     })
 }
@@ -21,6 +24,12 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "observation" => serde_json::from_value(doc.clone())
             .ok()
             .map(|o| crate::observation::to_fhir(&o, None)),
+        "condition" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|c: Condition| crate::statement::to_fhir(&c, None)),
+        "allergy" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|a: Allergy| crate::statement::to_fhir(&a, None)),
         _ => None,
     }
 }

@@ -16,5 +16,6 @@ pub mod observation;
 pub mod outcome;
 pub mod patient;
 pub mod search;
+pub mod statement;
 pub mod synth;
 pub mod validate;

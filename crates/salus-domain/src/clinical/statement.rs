@@ -3,6 +3,13 @@
 //! aggregate, [`Statement`], parameterised by a [`StatementKind`] that names the stream, the
 //! events and the allowed status values. Orders and population health read them; recording
 //! one is an event in the log (`allergy.recorded`, `condition.recorded`) for consumers.
+//!
+//! A statement keeps beside it the FHIR elements Salus does not model (`fhir_elements`:
+//! a Condition's category, encounter, abatement, an allergy's reaction, …), as a FHIR
+//! client sent them. After recording, only the statuses and those kept elements change
+//! ([`StatementCommand::Revise`], what a FHIR update becomes); the code, the patient, the
+//! onset, the note, the category and the criticality never do: a statement that got them
+//! wrong is entered in error and a new one recorded.
 
 use super::observation::Coding;
 use super::procedure::{SNOMED, parse_sctid};
@@ -91,6 +98,11 @@ pub struct Statement<K: StatementKind> {
     pub criticality: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The FHIR elements of the resource that Salus does not model, kept as a FHIR client
+    /// sent them and given back with it (since schema version 2 of the events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
     #[serde(skip)]
     #[schema(ignore)]
     pub kind: PhantomData<K>,
@@ -121,6 +133,10 @@ pub struct StatementInput {
     pub criticality: Option<String>,
     #[serde(default)]
     pub note: Option<String>,
+    /// FHIR elements Salus does not model, kept with the statement (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -141,12 +157,23 @@ pub enum StatementCommand {
         patient_open: bool,
     },
     SetStatus(StatusInput),
+    /// The statuses (`None`: unchanged) and the kept FHIR elements (`None`: unchanged,
+    /// an empty object: none any more); no change at all is no event.
+    Revise {
+        clinical_status: Option<String>,
+        verification_status: Option<String>,
+        fhir_elements: Option<Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusChanged {
     pub clinical_status: String,
     pub verification_status: String,
+    /// Since schema version 2: the kept FHIR elements after the change, when they changed
+    /// (an empty object: none any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,10 +199,15 @@ impl<K: StatementKind> DomainEvent for StatementEvent<K> {
         }
     }
 
+    /// Version 2 of both events added `fhir_elements`.
+    fn current_version(event_type: &str) -> Option<i32> {
+        (event_type == K::RECORDED || event_type == K::STATUS_CHANGED).then_some(2)
+    }
+
     fn to_new_event(&self) -> Result<NewEvent, serde_json::Error> {
         Ok(NewEvent {
             event_type: self.event_type().to_owned(),
-            schema_version: 1,
+            schema_version: 2,
             payload: serde_json::to_value(self)?,
         })
     }
@@ -296,6 +328,7 @@ impl<K: StatementKind> Aggregate for Statement<K> {
                     category,
                     criticality,
                     note,
+                    fhir_elements: super::fhir_elements(input.fhir_elements.as_ref())?,
                     kind: PhantomData,
                 })])
             }
@@ -303,36 +336,40 @@ impl<K: StatementKind> Aggregate for Statement<K> {
                 Err(DomainError::Rule(format!("{} already recorded", K::NAME)))
             }
             (None, _) => Err(DomainError::NotFound(K::NAME.into())),
+            (Some(s), _) if s.verification_status == "entered_in_error" => Err(DomainError::Rule(
+                format!("this {} was entered in error; record a new one", K::NAME),
+            )),
             (Some(s), StatementCommand::SetStatus(input)) => {
-                if s.verification_status == "entered_in_error" {
-                    return Err(DomainError::Rule(format!(
-                        "this {} was entered in error; record a new one",
-                        K::NAME
-                    )));
-                }
                 if input.clinical_status.is_none() && input.verification_status.is_none() {
                     return Err(DomainError::invalid(
                         "clinical_status",
                         "give clinical_status, verification_status or both",
                     ));
                 }
-                let change = StatusChanged {
-                    clinical_status: match &input.clinical_status {
-                        Some(c) => one_of("clinical_status", c, K::CLINICAL)?,
-                        None => s.clinical_status.clone(),
-                    },
-                    verification_status: match &input.verification_status {
-                        Some(v) => one_of("verification_status", v, K::VERIFICATION)?,
-                        None => s.verification_status.clone(),
-                    },
-                };
-                if change.clinical_status == s.clinical_status
-                    && change.verification_status == s.verification_status
-                {
-                    return Ok(vec![]);
-                }
-                Ok(vec![StatementEvent::StatusChanged(change)])
+                Ok(revise(
+                    s,
+                    input.clinical_status.as_deref(),
+                    input.verification_status.as_deref(),
+                    None,
+                )?
+                .into_iter()
+                .collect())
             }
+            (
+                Some(s),
+                StatementCommand::Revise {
+                    clinical_status,
+                    verification_status,
+                    fhir_elements,
+                },
+            ) => Ok(revise(
+                s,
+                clinical_status.as_deref(),
+                verification_status.as_deref(),
+                fhir_elements.as_ref(),
+            )?
+            .into_iter()
+            .collect()),
         }
     }
 
@@ -342,6 +379,10 @@ impl<K: StatementKind> Aggregate for Statement<K> {
             (Some(mut s), StatementEvent::StatusChanged(c)) => {
                 s.clinical_status = c.clinical_status.clone();
                 s.verification_status = c.verification_status.clone();
+                if let Some(f) = &c.fhir_elements {
+                    s.fhir_elements =
+                        Some(f.clone()).filter(|f| f.as_object().is_some_and(|m| !m.is_empty()));
+                }
                 Some(s)
             }
             (None, _) => None,
@@ -368,6 +409,57 @@ impl<K: StatementKind> Aggregate for Statement<K> {
             )))
         }
     }
+
+    /// Version 2 of both events added the optional `fhir_elements`: a version 1 payload is
+    /// the same payload without it.
+    fn upcast(event_type: &str, from: i32, payload: Value) -> Result<Value, String> {
+        if from == 1 && (event_type == K::RECORDED || event_type == K::STATUS_CHANGED) {
+            Ok(payload)
+        } else {
+            Err(format!(
+                "no upcaster from schema version {from} of '{event_type}'"
+            ))
+        }
+    }
+}
+
+/// The change a status update (and new kept elements) makes of `s`; `None`: none.
+fn revise<K: StatementKind>(
+    s: &Statement<K>,
+    clinical: Option<&str>,
+    verification: Option<&str>,
+    fhir_elements: Option<&Value>,
+) -> Result<Option<StatementEvent<K>>, DomainError> {
+    let kept = match fhir_elements {
+        None => None,
+        Some(f) => Some(
+            super::fhir_elements(Some(f))?.unwrap_or_else(|| Value::Object(Default::default())),
+        ),
+    };
+    let change = StatusChanged {
+        clinical_status: match clinical {
+            Some(c) => one_of("clinical_status", c, K::CLINICAL)?,
+            None => s.clinical_status.clone(),
+        },
+        verification_status: match verification {
+            Some(v) => one_of("verification_status", v, K::VERIFICATION)?,
+            None => s.verification_status.clone(),
+        },
+        fhir_elements: kept.filter(|k| {
+            let now = s
+                .fhir_elements
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            *k != now
+        }),
+    };
+    if change.clinical_status == s.clinical_status
+        && change.verification_status == s.verification_status
+        && change.fhir_elements.is_none()
+    {
+        return Ok(None);
+    }
+    Ok(Some(StatementEvent::StatusChanged(change)))
 }
 
 impl<K: StatementKind> Projected for Statement<K> {
@@ -380,6 +472,9 @@ impl<K: StatementKind> Projected for Statement<K> {
             SearchRow::new("clinical_status", self.clinical_status.clone()),
             SearchRow::new("verification_status", self.verification_status.clone()),
         ]
+        .into_iter()
+        .chain(super::fhir_view::rows(Self::STREAM_TYPE, self))
+        .collect()
     }
 }
 
@@ -407,4 +502,78 @@ pub async fn record<K: StatementKind>(
             idempotency,
         )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn recorded() -> Condition {
+        let input: StatementInput = serde_json::from_value(json!({
+            "patient_id": Uuid::nil(),
+            "code": {"system": "urn:local", "code": "x"},
+            "fhir_elements": {"recordedDate": "2024-01-01"},
+        }))
+        .unwrap();
+        let cmd = StatementCommand::Record {
+            id: Uuid::nil(),
+            input: Box::new(input),
+            now: Utc::now(),
+            patient_open: true,
+        };
+        let e = Condition::decide(None, &cmd).unwrap();
+        Condition::evolve(None, &e[0]).unwrap()
+    }
+
+    #[test]
+    fn version_1_events_decode_as_ones_without_kept_elements() {
+        let mut c = recorded();
+        c.fhir_elements = None;
+        let payload = serde_json::to_value(&c).unwrap();
+        let e = Condition::decode_stored("condition.recorded", 1, &payload).unwrap();
+        assert_eq!(e, StatementEvent::Recorded(c));
+        let e = Condition::decode_stored(
+            "condition.status_changed",
+            1,
+            &json!({"clinical_status": "resolved", "verification_status": "confirmed"}),
+        )
+        .unwrap();
+        assert!(matches!(
+            e,
+            StatementEvent::StatusChanged(StatusChanged {
+                fhir_elements: None,
+                ..
+            })
+        ));
+        assert!(Condition::decode_stored("condition.recorded", 3, &payload).is_err());
+    }
+
+    #[test]
+    fn a_revision_changes_statuses_and_kept_elements_and_nothing_is_no_event() {
+        let c = recorded();
+        let same = StatementCommand::Revise {
+            clinical_status: Some("active".into()),
+            verification_status: None,
+            fhir_elements: Some(json!({"recordedDate": "2024-01-01"})),
+        };
+        assert!(Condition::decide(Some(&c), &same).unwrap().is_empty());
+        let cleared = StatementCommand::Revise {
+            clinical_status: None,
+            verification_status: Some("entered_in_error".into()),
+            fhir_elements: Some(json!({})),
+        };
+        let e = Condition::decide(Some(&c), &cleared).unwrap();
+        let after = Condition::evolve(Some(c.clone()), &e[0]).unwrap();
+        assert_eq!(after.fhir_elements, None);
+        assert_eq!(after.verification_status, "entered_in_error");
+        // Entered in error is final.
+        assert!(Condition::decide(Some(&after), &same).is_err());
+        let bad = StatementCommand::Revise {
+            clinical_status: Some("cured".into()),
+            verification_status: None,
+            fhir_elements: None,
+        };
+        assert!(Condition::decide(Some(&c), &bad).is_err());
+    }
 }
