@@ -328,18 +328,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::export::group_export))
         .routes(routes!(fhir::export::status, fhir::export::cancel))
         .routes(routes!(fhir::export::file))
-        .routes(routes!(
-            fhir::observation::create,
-            fhir::observation::search
-        ))
-        .routes(routes!(fhir::observation::search_post))
-        .routes(routes!(
-            fhir::observation::read,
-            fhir::observation::update,
-            fhir::observation::delete
-        ))
-        .routes(routes!(fhir::observation::history))
-        .routes(routes!(fhir::observation::vread))
+        .merge(fhir::observation::routes())
         .routes(routes!(
             fhir::documents::search,
             fhir::documents::create,

@@ -31,6 +31,173 @@ macro_rules! with_type {
     };
 }
 
+/// The route handlers of a mapped type, declared in its module: read, vread, history,
+/// create, update, delete, search and `POST _search`, each with its OpenAPI entry and the
+/// permission it needs (the `/api/v1` twin's; the guard reads it from the entry), and
+/// `routes()`, the router serving them. `patient` types are patient data (a
+/// patient-context token's search is confined to its patient), `shared` ones are not
+/// (practitioners, places). The paths are spelled out because OpenAPI
+/// attributes take literals.
+macro_rules! mapped_routes {
+    (@search patient, $A:ty, $read:literal, $type_path:literal) => {
+        /// Search on every R4 search parameter of the type; a patient-context token's
+        /// search is confined to its patient (`patient_id`, set by the guard).
+        #[utoipa::path(get, path = $type_path, tag = "fhir",
+            params(("patient_id" = Option<String>, Query, description = "Salus: confine to this patient (set for patient-context tokens)"), ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
+            responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
+            security(("bearer" = [$read])))]
+        pub async fn search(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Query(pairs): Query<Vec<(String, String)>>,
+        ) -> Result<Response, FhirError> {
+            rest::search::<$A>(&state, &actor, &headers, &pairs).await
+        }
+    };
+    (@search shared, $A:ty, $read:literal, $type_path:literal) => {
+        /// Search on every R4 search parameter of the type (not patient data).
+        #[utoipa::path(get, path = $type_path, tag = "fhir",
+            params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
+            responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
+            security(("bearer" = [$read])))]
+        pub async fn search(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Query(pairs): Query<Vec<(String, String)>>,
+        ) -> Result<Response, FhirError> {
+            rest::search::<$A>(&state, &actor, &headers, &pairs).await
+        }
+    };
+    (
+        $scope:ident $A:ty,
+        read: $read:literal,
+        write: $write:literal,
+        type: $type_path:literal,
+        search: $search_path:literal,
+        instance: $instance_path:literal,
+        history: $history_path:literal,
+        version: $version_path:literal $(,)?
+    ) => {
+        /// The routes of this type.
+        pub fn routes() -> utoipa_axum::router::OpenApiRouter<$crate::AppState> {
+            utoipa_axum::router::OpenApiRouter::new()
+                .routes(utoipa_axum::routes!(create, search))
+                .routes(utoipa_axum::routes!(search_post))
+                .routes(utoipa_axum::routes!(read, update, delete))
+                .routes(utoipa_axum::routes!(history))
+                .routes(utoipa_axum::routes!(vread))
+        }
+
+        /// Read the resource.
+        #[utoipa::path(get, path = $instance_path, tag = "fhir",
+            params(("id" = String, Path, description = "The resource id")),
+            responses((status = 200, description = "The resource", content_type = "application/fhir+json"), (status = 404, description = "No such resource (OperationOutcome)")),
+            security(("bearer" = [$read])))]
+        pub async fn read(
+            State(state): State<AppState>,
+            actor: Actor,
+            Path(id): Path<String>,
+        ) -> Result<Response, FhirError> {
+            rest::read::<$A>(&state, &actor, &id).await
+        }
+
+        /// Read the resource as it stood at version `vid`.
+        #[utoipa::path(get, path = $version_path, tag = "fhir",
+            params(("id" = String, Path, description = "The resource id"), ("vid" = String, Path, description = "Version id")),
+            responses((status = 200, description = "The resource at that version", content_type = "application/fhir+json"), (status = 404, description = "No such resource or version")),
+            security(("bearer" = [$read])))]
+        pub async fn vread(
+            State(state): State<AppState>,
+            actor: Actor,
+            Path((id, vid)): Path<(String, String)>,
+        ) -> Result<Response, FhirError> {
+            rest::vread::<$A>(&state, &actor, &id, &vid).await
+        }
+
+        /// Every version of the resource, newest first.
+        #[utoipa::path(get, path = $history_path, tag = "fhir",
+            params(("id" = String, Path, description = "The resource id")),
+            responses((status = 200, description = "A history Bundle", content_type = "application/fhir+json"), (status = 404, description = "No such resource")),
+            security(("bearer" = [$read])))]
+        pub async fn history(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+        ) -> Result<Response, FhirError> {
+            rest::history::<$A>(&state, &actor, &headers, &id).await
+        }
+
+        /// Create the resource; with `If-None-Exist`, only when none matches.
+        #[utoipa::path(post, path = $type_path, tag = "fhir",
+            params(("If-None-Exist" = Option<String>, Header, description = "A search: create only when it matches nothing")),
+            request_body(content = Object, content_type = "application/fhir+json"),
+            responses((status = 201, description = "Created (Location, ETag)"), (status = 200, description = "If-None-Exist matched one"), (status = 412, description = "If-None-Exist matched more than one"), (status = 422, description = "Invalid, or not what Salus keeps (OperationOutcome naming the element)")),
+            security(("bearer" = [$write])))]
+        pub async fn create(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            body: JsonBody<Value>,
+        ) -> Result<Response, FhirError> {
+            rest::create::<$A>(&state, &actor, &headers, &body.value).await
+        }
+
+        /// Change the resource (what a change is, is the type's: see its CapabilityStatement
+        /// entry). `If-Match: W/"n"` makes it conditional.
+        #[utoipa::path(put, path = $instance_path, tag = "fhir",
+            params(("id" = String, Path, description = "The resource id"), ("If-Match" = Option<String>, Header, description = "W/\"n\": update only version n")),
+            request_body(content = Object, content_type = "application/fhir+json"),
+            responses((status = 200, description = "Updated (ETag)"), (status = 404, description = "No such resource"), (status = 412, description = "Stale If-Match"), (status = 422, description = "A change the aggregate does not allow (OperationOutcome naming the element)")),
+            security(("bearer" = [$write])))]
+        pub async fn update(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            body: JsonBody<Value>,
+        ) -> Result<Response, FhirError> {
+            rest::update::<$A>(&state, &actor, &headers, &id, &body.value).await
+        }
+
+        /// Delete the resource: the aggregate's withdrawal (its history stays), or 405 where
+        /// the type has none.
+        #[utoipa::path(delete, path = $instance_path, tag = "fhir",
+            params(("id" = String, Path, description = "The resource id"), ("If-Match" = Option<String>, Header, description = "W/\"n\": only version n")),
+            responses((status = 204, description = "Withdrawn"), (status = 404, description = "No such resource"), (status = 405, description = "The type has no delete"), (status = 412, description = "Stale If-Match")),
+            security(("bearer" = [$write])))]
+        pub async fn delete(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+        ) -> Result<Response, FhirError> {
+            rest::delete::<$A>(&state, &actor, &headers, &id).await
+        }
+
+        $crate::fhir::rest::mapped_routes!(@search $scope, $A, $read, $type_path);
+
+        /// Search by POST (a form body).
+        #[utoipa::path(post, path = $search_path, tag = "fhir",
+            request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+            responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
+            security(("bearer" = [$read])))]
+        pub async fn search_post(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Query(mut pairs): Query<Vec<(String, String)>>,
+            body: axum::body::Bytes,
+        ) -> Result<Response, FhirError> {
+            pairs.extend(search_form(&headers, &body)?);
+            rest::search::<$A>(&state, &actor, &headers, &pairs).await
+        }
+    };
+}
+pub(super) use mapped_routes;
+
 /// What a transaction writes before the entry being decided: the facts an entry checks
 /// (the patient exists) also hold for what the same transaction creates.
 #[derive(Debug, Default, Clone)]
