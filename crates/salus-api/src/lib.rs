@@ -318,6 +318,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::audit_event::read))
         .routes(routes!(fhir::history::patients))
         .routes(routes!(fhir::history::observations))
+        .routes(routes!(fhir::history::conditions))
+        .routes(routes!(fhir::history::allergies))
         .routes(routes!(fhir::history::of_type))
         .routes(routes!(fhir::history::system))
         .routes(routes!(fhir::patient::vread))
@@ -329,6 +331,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::export::status, fhir::export::cancel))
         .routes(routes!(fhir::export::file))
         .merge(fhir::observation::routes())
+        .merge(fhir::statement::condition::routes())
+        .merge(fhir::statement::allergy::routes())
         .routes(routes!(
             fhir::documents::search,
             fhir::documents::create,

@@ -467,10 +467,8 @@ fn checked_code(c: &Coding) -> Option<Coding> {
     c.checked().ok()
 }
 
-fn kept_part<'a>(
-    m: Option<&'a Value>,
-    pick: impl Fn(&str) -> bool,
-) -> Vec<(&'a String, &'a Value)> {
+/// The kept elements whose names `pick` takes.
+fn kept_part(m: Option<&Value>, pick: impl Fn(&str) -> bool) -> Vec<(&String, &Value)> {
     m.and_then(Value::as_object)
         .map(|m| m.iter().filter(|(k, _)| pick(k)).collect())
         .unwrap_or_default()
@@ -637,10 +635,7 @@ mod tests {
             patient_open: true,
         };
         let events = Statement::<K>::decide(None, &cmd).unwrap();
-        events
-            .iter()
-            .fold(None, |s, e| Statement::<K>::evolve(s, e))
-            .unwrap()
+        events.iter().fold(None, Statement::<K>::evolve).unwrap()
     }
 
     fn back<K: FhirKind>(s: &Statement<K>) -> Value {
@@ -766,7 +761,7 @@ mod tests {
         let events = Allergy::decide(Some(&a), &cmd).unwrap();
         let after = events
             .iter()
-            .fold(Some(a.clone()), |s, e| Allergy::evolve(s, e))
+            .try_fold(a.clone(), |s, e| Allergy::evolve(Some(s), e))
             .unwrap();
         assert_eq!(back(&after), r);
     }

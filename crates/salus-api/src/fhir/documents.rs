@@ -17,7 +17,13 @@ use salus_fhir::search::{self as fsearch, Clause, SearchError};
 use salus_store::{FilterOp, SearchQuery};
 
 /// Resource types that a Salus module serves (they are not documents).
-pub const DOMAIN_TYPES: &[&str] = &["Patient", "AuditEvent", "Observation"];
+pub const DOMAIN_TYPES: &[&str] = &[
+    "Patient",
+    "AuditEvent",
+    "Observation",
+    "Condition",
+    "AllergyIntolerance",
+];
 
 /// The stored resource type of documents.
 const STORED: &str = FhirDocument::RESOURCE_TYPE;

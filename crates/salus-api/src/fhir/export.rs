@@ -103,6 +103,18 @@ pub(super) const MODULES: &[Module] = &[
         source: Source::Clinical(super::rest::DomainType::Observation),
     },
     Module {
+        name: "conditions",
+        serves: is_condition,
+        permission: "conditions:read",
+        source: Source::Clinical(super::rest::DomainType::Condition),
+    },
+    Module {
+        name: "allergies",
+        serves: is_allergy,
+        permission: "allergies:read",
+        source: Source::Clinical(super::rest::DomainType::AllergyIntolerance),
+    },
+    Module {
         name: "audit",
         serves: is_audit_event,
         permission: "audit:read",
@@ -112,6 +124,14 @@ pub(super) const MODULES: &[Module] = &[
 
 fn is_observation(t: &str) -> bool {
     t == "Observation"
+}
+
+fn is_condition(t: &str) -> bool {
+    t == "Condition"
+}
+
+fn is_allergy(t: &str) -> bool {
+    t == "AllergyIntolerance"
 }
 
 fn is_audit_event(t: &str) -> bool {

@@ -306,6 +306,52 @@ pub async fn observations(
     .await
 }
 
+/// Every version of every Condition, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Condition/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["conditions:read"])))]
+pub async fn conditions(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Condition);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/Condition/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
+/// Every version of every AllergyIntolerance, newest first.
+#[utoipa::path(get, path = "/fhir/R4/AllergyIntolerance/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["allergies:read"])))]
+pub async fn allergies(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::AllergyIntolerance);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/AllergyIntolerance/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
 /// Every version of every resource of a type kept as a document, newest first.
 #[utoipa::path(get, path = "/fhir/R4/{type}/_history", tag = "fhir",
     params(("type" = String, Path, description = "Resource type"), ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),

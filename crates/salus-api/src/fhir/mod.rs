@@ -20,6 +20,7 @@ pub mod observation;
 pub mod patient;
 pub mod rest;
 pub mod results;
+pub mod statement;
 
 use crate::AppState;
 use crate::access_log::{self, Access};

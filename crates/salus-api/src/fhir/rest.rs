@@ -1,4 +1,5 @@
-//! The REST interactions of the FHIR types that Salus aggregates serve (Observation, …),
+//! The REST interactions of the FHIR types that Salus aggregates serve (Observation,
+//! Condition, AllergyIntolerance),
 //! written once over [`Mapped`]: read, vread, history-instance, create (with
 //! `If-None-Exist`), update (with `If-Match`), delete (the aggregate's withdrawal, or 405),
 //! and search by GET and `POST _search` on every R4 search parameter of the type. Each type's
@@ -25,6 +26,14 @@ macro_rules! with_type {
         match $t {
             DomainType::Observation => {
                 type $A = salus_domain::clinical::observation::Observation;
+                $e
+            }
+            DomainType::Condition => {
+                type $A = salus_domain::clinical::statement::Condition;
+                $e
+            }
+            DomainType::AllergyIntolerance => {
+                type $A = salus_domain::clinical::statement::Allergy;
                 $e
             }
         }
@@ -977,10 +986,16 @@ pub(super) enum TxWrite<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DomainType {
     Observation,
+    Condition,
+    AllergyIntolerance,
 }
 
 impl DomainType {
-    pub(super) const ALL: &'static [DomainType] = &[DomainType::Observation];
+    pub(super) const ALL: &'static [DomainType] = &[
+        DomainType::Observation,
+        DomainType::Condition,
+        DomainType::AllergyIntolerance,
+    ];
 
     pub(super) fn of(t: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|d| d.name() == t)
@@ -1166,6 +1181,8 @@ impl DomainType {
             .iter()
             .map(|d| match d {
                 DomainType::Observation => super::observation::capability(),
+                DomainType::Condition => super::statement::condition_capability(),
+                DomainType::AllergyIntolerance => super::statement::allergy_capability(),
             })
             .collect()
     }
