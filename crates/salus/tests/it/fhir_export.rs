@@ -643,11 +643,21 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
         obs["total"].as_u64().is_some_and(|n| n > from_ndjson),
         "the NDJSON's {from_ndjson} and the Bundle's: {obs}"
     );
+    // So are the Conditions and AllergyIntolerances (the Statement aggregate's).
+    for t in ["Condition", "AllergyIntolerance"] {
+        let (_, found) = get(format!("{base}/{t}?_summary=count")).await;
+        let from_ndjson = lines_by_type.get(t).map_or(0, Vec::len) as u64;
+        assert!(from_ndjson > 0, "the population has {t}s");
+        assert!(
+            found["total"].as_u64().is_some_and(|n| n >= from_ndjson),
+            "the NDJSON's {from_ndjson} {t}s and the Bundle's: {found}"
+        );
+    }
     // Every other NDJSON resource is there under its id, and what named a patient names
     // the patient it became.
     let mut seen = Vec::new();
     for (t, rs) in &lines_by_type {
-        if t == "Patient" || t == "Observation" {
+        if ["Patient", "Observation", "Condition", "AllergyIntolerance"].contains(&t.as_str()) {
             continue;
         }
         for r in rs.iter().take(5) {
