@@ -8,7 +8,8 @@
 //! return [`FhirError`], and [`outcomes`] turns any problem+json answered under `/fhir/`
 //! (the guard's 401/403, an unknown route) into one with the same status.
 //!
-//! The mapping itself (FHIR Patient ⇄ aggregate) lives in `salus-fhir`; handlers only
+//! The mappings themselves (FHIR Patient, Observation, Condition, AllergyIntolerance ⇄
+//! their aggregates) live in `salus-fhir`; handlers only
 //! parse, call the service and map.
 
 pub mod audit_event;
