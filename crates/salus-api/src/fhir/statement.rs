@@ -84,15 +84,15 @@ fn capability_of<K: Permissions>(extra: &str) -> Value {
     } else {
         "conditions"
     };
+    let fixed = if <K as StatementKind>::ALLERGY {
+        "the code, the patient, the onset, the note, the category and the criticality"
+    } else {
+        "the code, the patient, the onset and the note"
+    };
     rest::capability::<Statement<K>>(&format!(
-        "The {t} is Salus's {} statement (also /api/v1/{api}): clinicalStatus and verificationStatus (HL7 codes), code (its first coding; SNOMED CT check digits verified), {}, onsetDateTime (a whole day or an instant), the first note's text{extra} are kept by the aggregate; every other element (other onset[x], a partial onset date, …) is kept as sent and read back. An update changes the statuses and those other elements; the code, the patient, the onset, the note{} cannot change (enter it in error and record a new one). Delete enters it in error (verificationStatus entered-in-error; it then shows no clinicalStatus).",
+        "The {t} is Salus's {} statement (also /api/v1/{api}). The aggregate keeps clinicalStatus and verificationStatus (HL7 codes), code (its first coding; SNOMED CT check digits verified), {}, onsetDateTime (a whole day or an instant), the first note's text{extra}; every other element (another onset[x], a partial onset date, abatement, reaction, …) is kept as sent and read back. An update changes the statuses and those other elements; {fixed} cannot change (enter it in error and record a new one). Delete enters it in error (verificationStatus entered-in-error; it then shows no clinicalStatus).",
         K::NAME,
         fhir_st_patient::<K>(),
-        if <K as StatementKind>::ALLERGY {
-            ", the category and the criticality"
-        } else {
-            ""
-        },
     ))
 }
 
