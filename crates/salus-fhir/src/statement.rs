@@ -3,7 +3,8 @@
 //! [`Profile`].
 //!
 //! Modelled: `clinicalStatus` and `verificationStatus` (the coding of the HL7 code system
-//! of each, `entered-in-error` ⇄ `entered_in_error`), `code` (its first coding), the
+//! of each, `entered-in-error` ⇄ `entered_in_error`), `code` (its first coding's system,
+//! code and display; what else that coding holds is kept, [`FIRST_CODING`]), the
 //! patient (`Condition.subject`, `AllergyIntolerance.patient`: `Patient/<id>`),
 //! `onsetDateTime` when it is a whole day or an instant, the text of the first `note`;
 //! for allergies the first `category` and `criticality` (`unable-to-assess` ⇄
@@ -40,6 +41,10 @@ use uuid::Uuid;
 /// domain took for each (`{"clinicalStatus": "active"}`): while the status is still that,
 /// the rendering has none.
 pub const ABSENT: &str = "salus:absent";
+
+/// The kept element holding what the code's first coding has beyond system, code and
+/// display (`version`, `userSelected`, extensions), merged back into that coding.
+pub const FIRST_CODING: &str = "salus:code.coding[0]";
 
 /// How a FHIR type spells a statement.
 #[derive(Debug)]
@@ -169,6 +174,9 @@ pub fn to_fhir<K: FhirKind>(s: &Statement<K>, version: Option<(i64, DateTime<Utc
         r["criticality"] = json!(fhir_code(c));
     }
     r["code"] = concept(&s.code, part("code"));
+    if let (Some(extra), Some(first)) = (part(FIRST_CODING), r["code"]["coding"].get_mut(0)) {
+        merge(first, extra);
+    }
     r[p.patient] = reference("Patient", s.patient_id, part(p.patient));
     if let Some(o) = &s.onset {
         r["onsetDateTime"] = json!(onset_text(o));
@@ -187,6 +195,7 @@ pub fn to_fhir<K: FhirKind>(s: &Statement<K>, version: Option<(i64, DateTime<Utc
         let mut rest = m.clone();
         for k in [
             ABSENT,
+            FIRST_CODING,
             "clinicalStatus",
             "verificationStatus",
             "code",
@@ -334,11 +343,14 @@ pub fn from_fhir<K: FhirKind>(r: &Value) -> Result<StatementWrite, Vec<Issue>> {
             "an abated Condition is inactive, in remission or resolved (R4 con-4)",
         ));
     }
-    let code = match o.remove("code") {
-        Some(c) => match split_concept(&c, &format!("{t}.code")) {
+    let code = match o.remove("code").map(first_coding_apart) {
+        Some((c, extra)) => match split_concept(&c, &format!("{t}.code")) {
             Ok((coding, rest)) => {
                 if let Some(rest) = rest {
                     o.insert("code".into(), rest);
+                }
+                if let Some(extra) = extra {
+                    o.insert(FIRST_CODING.into(), extra);
                 }
                 Some(coding)
             }
@@ -416,6 +428,29 @@ pub fn from_fhir<K: FhirKind>(r: &Value) -> Result<StatementWrite, Vec<Issue>> {
         }),
         _ => Err(issues),
     }
+}
+
+/// The concept with its first coding reduced to system, code and display, and what else
+/// that coding held.
+fn first_coding_apart(mut c: Value) -> (Value, Option<Value>) {
+    let Some(first) = c
+        .get_mut("coding")
+        .and_then(Value::as_array_mut)
+        .and_then(|a| a.first_mut())
+        .and_then(Value::as_object_mut)
+    else {
+        return (c, None);
+    };
+    let mut extra = Map::new();
+    first.retain(|k, v| {
+        if matches!(k.as_str(), "system" | "code" | "display") {
+            true
+        } else {
+            extra.insert(k.clone(), v.clone());
+            false
+        }
+    });
+    (c, nonempty(extra))
 }
 
 /// `onsetDateTime` as the domain keeps it (a whole day or an instant), the element kept as
@@ -599,7 +634,7 @@ mod tests {
             "clinicalStatus": {"coding": [{"system": CONDITION.clinical_system, "code": "resolved"}]},
             "verificationStatus": {"coding": [{"system": CONDITION.verification_system, "code": "confirmed", "display": "Confirmed"}]},
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
-            "code": {"coding": [{"system": SNOMED, "code": "44054006", "display": "Diabetes mellitus type 2"}], "text": "Type 2 diabetes"},
+            "code": {"coding": [{"system": SNOMED, "code": "44054006", "display": "Diabetes mellitus type 2", "version": "http://snomed.info/sct/900000000000207008", "userSelected": true}], "text": "Type 2 diabetes"},
             "subject": {"reference": PATIENT, "display": "Ada"},
             "encounter": {"reference": "Encounter/abc"},
             "onsetDateTime": "2019-05-03",

@@ -16,6 +16,7 @@ on_both_backends!(
     conditions_and_allergies_are_found_by_their_r4_parameters,
     a_transaction_records_a_patient_with_a_condition_and_an_allergy,
     statement_errors_name_the_element,
+    a_patient_context_token_sees_only_its_patients_statements,
 );
 
 const SCT: &str = "http://snomed.info/sct";
@@ -669,5 +670,98 @@ async fn statement_errors_name_the_element(backend: &str) {
     let r = fhir.post("/AllergyIntolerance", &aged, &[]).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(content(&r.body), aged);
+    fhir.validate_all();
+}
+
+async fn a_patient_context_token_sees_only_its_patients_statements(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let ada = a_patient(&app, "PC-1", "Own").await;
+    let bob = a_patient(&app, "PC-2", "Other").await;
+    let mine = fhir
+        .post(
+            "/AllergyIntolerance",
+            &peanut(&format!("Patient/{ada}")),
+            &[],
+        )
+        .await;
+    let theirs = fhir
+        .post(
+            "/AllergyIntolerance",
+            &peanut(&format!("Patient/{bob}")),
+            &[],
+        )
+        .await;
+    let their_condition = fhir
+        .post(
+            "/Condition",
+            &diabetes(&format!("Patient/{bob}"), "2019-05-03"),
+            &[],
+        )
+        .await;
+    assert_eq!(their_condition.status, 201, "{}", their_condition.body);
+    let viewer = app.token_for("viewer-s", &["viewer"]).await;
+    let claims: Value = {
+        let payload = viewer.split('.').nth(1).unwrap();
+        use base64::Engine;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let uid = uuid::Uuid::parse_str(claims["sub"].as_str().unwrap()).unwrap();
+    let token = app
+        .running
+        .as_ref()
+        .unwrap()
+        .auth
+        .issue_limited(
+            uid,
+            app.tenant,
+            std::time::Duration::from_secs(600),
+            salus_api::auth::TokenLimits {
+                scope: Some("patient/*.read".into()),
+                patient: Some(uuid::Uuid::parse_str(&ada).unwrap()),
+            },
+        )
+        .unwrap();
+    let get = |path: String| {
+        let fhir = &fhir;
+        let token = token.clone();
+        async move { fhir.send(Method::GET, &path, Some(&token), None, &[]).await }
+    };
+    let r = get("/AllergyIntolerance?code=91935009".into()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        ids(&r.body),
+        vec![mine.body["id"].as_str().unwrap().to_owned()]
+    );
+    let r = get("/Condition".into()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(ids(&r.body).is_empty(), "{}", r.body);
+    get(format!(
+        "/AllergyIntolerance/{}",
+        theirs.body["id"].as_str().unwrap()
+    ))
+    .await
+    .outcome(404);
+    get(format!(
+        "/Condition/{}",
+        their_condition.body["id"].as_str().unwrap()
+    ))
+    .await
+    .outcome(404);
+    let w = fhir
+        .send(
+            Method::POST,
+            "/Condition",
+            Some(&token),
+            Some(&diabetes(&format!("Patient/{ada}"), "2019-05-03")),
+            &[],
+        )
+        .await;
+    w.outcome(403);
     fhir.validate_all();
 }
