@@ -79,6 +79,79 @@ pub fn extract(param: &SearchParameter, resource: &Value) -> Result<Vec<IndexVal
     Ok(out)
 }
 
+/// The parameters of a composite parameter that this server searches on: exactly two
+/// components, the first a token (the code the pair is about), neither relative to
+/// `%resource`. (Of the R4 composites, this leaves out MolecularSequence's three-part
+/// coordinates and DocumentReference `relationship`, whose component definitions are
+/// crossed in the published R4 package.)
+pub fn composite_parts(
+    param: &SearchParameter,
+) -> Option<(&'static SearchParameter, &'static SearchParameter)> {
+    let [a, b] = param.component.as_slice() else {
+        return None;
+    };
+    let all = search_parameters();
+    let (first, second) = (all.by_url(&a.definition)?, all.by_url(&b.definition)?);
+    let relative = |e: &str| !e.contains('%');
+    let usable = first.kind == ParamType::Token
+        && !matches!(second.kind, ParamType::Composite | ParamType::Special)
+        && relative(&a.expression)
+        && relative(&b.expression);
+    usable.then_some((first, second))
+}
+
+/// The component expressions of every composite parameter, parsed once (by parameter id).
+static COMPONENTS: LazyLock<HashMap<String, Vec<Result<Expr, ParseError>>>> = LazyLock::new(|| {
+    search_parameters()
+        .all
+        .iter()
+        .filter(|p| p.kind == ParamType::Composite)
+        .map(|p| {
+            let parsed = p
+                .component
+                .iter()
+                .map(|c| fhirpath::parse(&c.expression))
+                .collect();
+            (p.id.clone(), parsed)
+        })
+        .collect()
+});
+
+/// The pairs `resource` is found by under the composite `param` (see [`composite_parts`]):
+/// for each node of its expression, the first component's tokens and the second's values.
+/// Empty for a composite this server does not search on.
+pub fn extract_pairs(
+    param: &SearchParameter,
+    resource: &Value,
+) -> Result<Vec<(Vec<IndexValue>, Vec<IndexValue>)>, IndexError> {
+    let Some((first, second)) = composite_parts(param) else {
+        return Ok(Vec::new());
+    };
+    let (Some(Ok(a)), Some(Ok(b))) = (
+        COMPONENTS.get(&param.id).and_then(|c| c.first()),
+        COMPONENTS.get(&param.id).and_then(|c| c.get(1)),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let expr = compiled(param)?;
+    let eval = |e| IndexError::Eval(param.id.clone(), e);
+    let mut out = Vec::new();
+    for node in fhirpath::evaluate(expr, resource).map_err(eval)? {
+        let mut firsts = Vec::new();
+        for n in fhirpath::evaluate_at(a, resource, &node).map_err(eval)? {
+            values_of(first.kind, &n, &mut firsts);
+        }
+        let mut seconds = Vec::new();
+        for n in fhirpath::evaluate_at(b, resource, &node).map_err(eval)? {
+            values_of(second.kind, &n, &mut seconds);
+        }
+        if !firsts.is_empty() && !seconds.is_empty() {
+            out.push((firsts, seconds));
+        }
+    }
+    Ok(out)
+}
+
 fn s(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_owned)
 }

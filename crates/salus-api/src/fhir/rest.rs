@@ -841,14 +841,10 @@ where
     let params: Vec<Value> = search_parameters()
         .of(t)
         .into_iter()
-        .filter(|p| fsearch::is_searchable(p.kind) && p.expression.is_some())
+        .filter(|p| fsearch::is_searchable(p))
         .filter_map(|p| {
-            let modifiers = fsearch::SUPPORTED_MODIFIERS
-                .iter()
-                .find(|(k, _)| *k == p.kind)
-                .map(|(_, ms)| ms.join(", :"))
-                .unwrap_or_default();
-            capability_param(t, &p.code, &format!("Modifiers :{modifiers}"))
+            let modifiers = fsearch::modifiers_doc(p.kind);
+            capability_param(t, &p.code, &modifiers)
         })
         .collect();
     let mut interactions = vec![

@@ -73,6 +73,17 @@ pub fn evaluate(expr: &Expr, resource: &Value) -> Result<Vec<Node>, EvalError> {
     cx.eval(expr, &[root], None)
 }
 
+/// Evaluate `expr` with `focus` (a node found in `resource`) as the focus, `resource` being
+/// `%resource`: the components of a composite search parameter.
+pub fn evaluate_at(expr: &Expr, resource: &Value, focus: &Node) -> Result<Vec<Node>, EvalError> {
+    let cx = Cx {
+        st: structures(),
+        root: root_node(resource),
+        depth: std::cell::Cell::new(0),
+    };
+    cx.eval(expr, std::slice::from_ref(focus), None)
+}
+
 fn root_node(resource: &Value) -> Node {
     let ty = resource
         .get("resourceType")
@@ -306,7 +317,13 @@ impl<'a> Cx<'a> {
     fn is_type(&self, n: &Node, ty: &str) -> bool {
         let ty = ty.strip_prefix("FHIR.").unwrap_or(ty);
         match &n.ty {
-            NodeType::Named(t) => self.st.derives(t, ty) || self.st.derives(t, &type_of_code(ty)),
+            NodeType::Named(t) => {
+                self.st.derives(t, ty)
+                    || self.st.derives(t, &type_of_code(ty))
+                    // A FHIR primitive named by its System type (`value.as(DateTime)`, as
+                    // R4's composite components write it).
+                    || (t.starts_with(char::is_lowercase) && *t == lower_first(ty))
+            }
             NodeType::Resolved(target) => target.as_deref().is_some_and(|t| self.st.derives(t, ty)),
             NodeType::Backbone { .. } => ty == "BackboneElement" || ty == "Element",
             NodeType::System => match ty {
@@ -875,5 +892,14 @@ mod tests {
             Some("Patient")
         );
         assert_eq!(reference_type("urn:uuid:1"), None);
+    }
+}
+
+/// `DateTime` → `dateTime`.
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }

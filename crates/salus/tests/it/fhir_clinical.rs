@@ -298,6 +298,23 @@ async fn observations_are_found_by_their_r4_parameters(backend: &str) {
         q("/Observation?value-quantity=37.2|http://unitsofmeasure.org|Cel").await,
         vec![temp.clone()]
     );
+    // composite: the code and the value of one observation together.
+    assert_eq!(
+        q("/Observation?code-value-quantity=http://loinc.org|8867-4$gt80").await,
+        vec![made[1].clone()]
+    );
+    assert_eq!(
+        q("/Observation?code-value-quantity=8310-5$gt80").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q("/Observation?code-value-quantity=8310-5$lt40,8867-4$lt70").await,
+        sorted(vec![made[0].clone(), temp.clone()])
+    );
+    assert_eq!(
+        q("/Observation?combo-code-value-quantity=8310-5$37.2|http://unitsofmeasure.org|Cel").await,
+        vec![temp.clone()]
+    );
     assert_eq!(
         q("/Observation?category=vital-signs").await,
         sorted(made.clone())
