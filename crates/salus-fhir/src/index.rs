@@ -117,13 +117,13 @@ static COMPONENTS: LazyLock<HashMap<String, Vec<Result<Expr, ParseError>>>> = La
         .collect()
 });
 
+/// One node of a composite parameter: its first component's values and its second's.
+pub type Pair = (Vec<IndexValue>, Vec<IndexValue>);
+
 /// The pairs `resource` is found by under the composite `param` (see [`composite_parts`]):
 /// for each node of its expression, the first component's tokens and the second's values.
 /// Empty for a composite this server does not search on.
-pub fn extract_pairs(
-    param: &SearchParameter,
-    resource: &Value,
-) -> Result<Vec<(Vec<IndexValue>, Vec<IndexValue>)>, IndexError> {
+pub fn extract_pairs(param: &SearchParameter, resource: &Value) -> Result<Vec<Pair>, IndexError> {
     let Some((first, second)) = composite_parts(param) else {
         return Ok(Vec::new());
     };

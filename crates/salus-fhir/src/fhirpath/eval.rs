@@ -797,6 +797,15 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
+/// `DateTime` → `dateTime`.
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::parse::parse;
@@ -892,14 +901,5 @@ mod tests {
             Some("Patient")
         );
         assert_eq!(reference_type("urn:uuid:1"), None);
-    }
-}
-
-/// `DateTime` → `dateTime`.
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
     }
 }
