@@ -168,9 +168,9 @@ fn strings(v: &Value, k: &str) -> Vec<String> {
     }
 }
 
-fn values_of(kind: ParamType, n: &Node, out: &mut Vec<IndexValue>) {
+fn values_of(kind: ParamType, n: &Node<'_>, out: &mut Vec<IndexValue>) {
     let ty = n.type_name().unwrap_or("");
-    let v = &n.value;
+    let v: &Value = &n.value;
     match kind {
         ParamType::String => match ty {
             "HumanName" => {
