@@ -33,6 +33,21 @@ pub enum IndexValue {
         unit: Option<String>,
     },
     Uri(String),
+    /// The text of a coded value (`CodeableConcept.text`, `Coding.display`,
+    /// `Identifier.type.text`), searched by a token's `:text`.
+    Text(String),
+    /// The identifier of a logical reference (`Reference.identifier`), searched by a
+    /// reference's `:identifier`.
+    ReferenceIdentifier {
+        system: Option<String>,
+        value: String,
+    },
+    /// An identifier with its type (`Identifier.type.coding`), searched by `:of-type`.
+    TypedIdentifier {
+        type_system: String,
+        type_code: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -205,6 +220,7 @@ fn values_of(kind: ParamType, n: &Node<'_>, out: &mut Vec<IndexValue>) {
                         code,
                     });
                 }
+                out.extend(s(v, "display").map(IndexValue::Text));
             }
             "CodeableConcept" => {
                 if let Some(Value::Array(cs)) = v.get("coding") {
@@ -215,15 +231,30 @@ fn values_of(kind: ParamType, n: &Node<'_>, out: &mut Vec<IndexValue>) {
                                 code,
                             });
                         }
+                        out.extend(s(c, "display").map(IndexValue::Text));
                     }
                 }
+                out.extend(s(v, "text").map(IndexValue::Text));
             }
             "Identifier" => {
                 if let Some(code) = s(v, "value") {
                     out.push(IndexValue::Token {
                         system: s(v, "system"),
-                        code,
+                        code: code.clone(),
                     });
+                    let ty = v.get("type");
+                    if let Some(Value::Array(cs)) = ty.and_then(|t| t.get("coding")) {
+                        for c in cs {
+                            if let (Some(ts), Some(tc)) = (s(c, "system"), s(c, "code")) {
+                                out.push(IndexValue::TypedIdentifier {
+                                    type_system: ts,
+                                    type_code: tc,
+                                    value: code.clone(),
+                                });
+                            }
+                        }
+                    }
+                    out.extend(ty.and_then(|t| s(t, "text")).map(IndexValue::Text));
                 }
             }
             "ContactPoint" => {
@@ -250,6 +281,14 @@ fn values_of(kind: ParamType, n: &Node<'_>, out: &mut Vec<IndexValue>) {
             Value::Object(_) => {
                 if let Some(r) = s(v, "reference") {
                     out.push(IndexValue::Reference(r));
+                }
+                if let Some(id) = v.get("identifier")
+                    && let Some(value) = s(id, "value")
+                {
+                    out.push(IndexValue::ReferenceIdentifier {
+                        system: s(id, "system"),
+                        value,
+                    });
                 }
             }
             Value::String(x) => out.push(IndexValue::Reference(x.clone())),

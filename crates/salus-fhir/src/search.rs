@@ -34,8 +34,8 @@ use serde_json::Value;
 /// The modifiers understood, per parameter type (`missing` on every type).
 pub const SUPPORTED_MODIFIERS: &[(ParamType, &[&str])] = &[
     (ParamType::String, &["exact", "contains", "missing"]),
-    (ParamType::Token, &["not", "missing"]),
-    (ParamType::Reference, &["missing"]),
+    (ParamType::Token, &["not", "text", "of-type", "missing"]),
+    (ParamType::Reference, &["identifier", "missing"]),
     (ParamType::Date, &["missing"]),
     (ParamType::Number, &["missing"]),
     (ParamType::Quantity, &["missing"]),
@@ -121,6 +121,8 @@ fn push_pair_rows(p: &SearchParameter, resource: &Value, out: &mut Vec<SearchRow
         for v in seconds {
             push_rows(&p.code, v, &mut rows);
         }
+        // The second component's own rows only (not those of its modifiers).
+        rows.retain(|r| r.param == p.code);
         for k in &keys {
             for r in &rows {
                 out.push(SearchRow::token(
@@ -172,7 +174,37 @@ fn push_rows(code: &str, v: IndexValue, out: &mut Vec<SearchRow>) {
             }
         }
         IndexValue::Uri(u) => out.push(SearchRow::new(code, u)),
+        IndexValue::Text(t) => {
+            let folded = fold(&t);
+            if !folded.is_empty() {
+                out.push(SearchRow::token(&modified(code, "text"), &t, folded));
+            }
+        }
+        IndexValue::ReferenceIdentifier { system, value } => out.push(SearchRow::token(
+            &modified(code, "identifier"),
+            system.as_deref().unwrap_or(""),
+            value,
+        )),
+        IndexValue::TypedIdentifier {
+            type_system,
+            type_code,
+            value,
+        } => out.push(SearchRow::token(
+            &modified(code, "of-type"),
+            &format!("{type_system}|{type_code}"),
+            value,
+        )),
     }
+}
+
+/// The modifiers whose values are rows of their own, named `code:modifier`: `:text` (the
+/// folded text of a coded value), `:identifier` (a reference's identifier, as a token) and
+/// `:of-type` (an identifier's value, its type `system|code` in the system column).
+const OWN_ROWS: [&str; 3] = ["text", "identifier", "of-type"];
+
+/// The row name of a parameter's values under one of [`OWN_ROWS`].
+fn modified(code: &str, modifier: &str) -> String {
+    format!("{code}:{modifier}")
 }
 
 /// A reference as rows hold it: without a version (`/_history/n`).
@@ -359,6 +391,10 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
     for alt in alternatives.iter().filter(|a| !a.is_empty()) {
         tests.extend(tests_for(p, k.modifier, alt)?);
     }
+    let param = match k.modifier {
+        Some(m) if OWN_ROWS.contains(&m) => modified(&p.code, m),
+        _ => p.code.clone(),
+    };
     // Alternatives that are all one plain value are one `IN` list (which both databases
     // answer from the index in one pass).
     let plain: Option<Vec<String>> = tests
@@ -380,7 +416,7 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
             _ => None,
         };
         if let Some(system) = system {
-            let mut f = filter(&p.code, FilterOp::Eq);
+            let mut f = filter(&param, FilterOp::Eq);
             f.value = v.clone();
             f.system = system;
             return Ok(Clause::Filters(vec![f]));
@@ -391,7 +427,7 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
         (false, Some(values)) if values.len() > 1 => FilterOp::In(values),
         (false, _) => FilterOp::AnyOf(tests),
     };
-    Ok(Clause::Filters(vec![filter(&p.code, op)]))
+    Ok(Clause::Filters(vec![filter(&param, op)]))
 }
 
 /// A composite parameter's value, `token$value` (alternatives separated by `,`): the
@@ -523,25 +559,24 @@ fn tests_for(
                 _ => RowTest::value(Cmp::Prefix, folded),
             }])
         }
-        ParamType::Token => {
-            let parts = split_escaped(alt, '|');
-            Ok(vec![match parts.as_slice() {
-                [code] => RowTest::value(Cmp::Eq, unescape(code)),
-                [system, code] if code.is_empty() => RowTest {
-                    value: Vec::new(),
-                    system: vec![(Cmp::Eq, unescape(system))],
-                },
-                [system, code] => RowTest {
-                    value: vec![(Cmp::Eq, unescape(code))],
-                    system: vec![(Cmp::Eq, unescape(system))],
-                },
-                _ => {
-                    return Err(SearchError::Invalid(format!(
-                        "'{alt}' is not a token (code, system|code, |code or system|)"
-                    )));
-                }
-            }])
+        ParamType::Token if modifier == Some("text") => {
+            Ok(vec![RowTest::value(Cmp::Prefix, fold(&unescape(alt)))])
         }
+        ParamType::Token if modifier == Some("of-type") => {
+            match split_escaped(alt, '|').as_slice() {
+                [ts, tc, v] if !ts.is_empty() && !tc.is_empty() && !v.is_empty() => {
+                    Ok(vec![RowTest {
+                        value: vec![(Cmp::Eq, unescape(v))],
+                        system: vec![(Cmp::Eq, format!("{}|{}", unescape(ts), unescape(tc)))],
+                    }])
+                }
+                _ => Err(SearchError::Invalid(format!(
+                    "'{alt}' is not an identifier of a type (type-system|type-code|value)"
+                ))),
+            }
+        }
+        ParamType::Token => token_tests(alt),
+        ParamType::Reference if modifier == Some("identifier") => token_tests(alt),
         ParamType::Reference => {
             let r = reference_key(&unescape(alt));
             if let Some(t) = modifier {
@@ -618,6 +653,27 @@ fn tests_for(
             p.code
         ))),
     }
+}
+
+/// The row test of a token value: `code`, `system|code`, `|code` or `system|`.
+fn token_tests(alt: &str) -> Result<Vec<RowTest>, SearchError> {
+    let parts = split_escaped(alt, '|');
+    Ok(vec![match parts.as_slice() {
+        [code] => RowTest::value(Cmp::Eq, unescape(code)),
+        [system, code] if code.is_empty() => RowTest {
+            value: Vec::new(),
+            system: vec![(Cmp::Eq, unescape(system))],
+        },
+        [system, code] => RowTest {
+            value: vec![(Cmp::Eq, unescape(code))],
+            system: vec![(Cmp::Eq, unescape(system))],
+        },
+        _ => {
+            return Err(SearchError::Invalid(format!(
+                "'{alt}' is not a token (code, system|code, |code or system|)"
+            )));
+        }
+    }])
 }
 
 const PREFIXES: [&str; 9] = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
@@ -881,6 +937,42 @@ mod tests {
         assert_eq!(
             supported, 41,
             "46 R4 composites less 4 coordinates and relationship"
+        );
+    }
+
+    #[test]
+    fn text_identifier_and_of_type_modifiers() {
+        let o = observation();
+        assert!(hits(&o, "code:text", "heart"));
+        assert!(hits(&o, "code:text", "HEART RATE"));
+        assert!(!hits(&o, "code:text", "rate"), "starts with, as a string");
+        assert!(!hits(&o, "code", "heart"));
+        let mut o = observation();
+        o["subject"] =
+            json!({"identifier": {"system": "urn:mrn", "value": "1001"}, "display": "Ada"});
+        assert!(hits(&o, "subject:identifier", "urn:mrn|1001"));
+        assert!(hits(&o, "subject:identifier", "1001"));
+        assert!(!hits(&o, "subject:identifier", "urn:other|1001"));
+        assert!(!hits(&o, "subject", "1001"));
+        let p = json!({"resourceType": "Patient", "identifier": [
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}], "text": "Medical record number"},
+             "system": "urn:mrn", "value": "1001"},
+            {"system": "urn:ssn", "value": "999"}
+        ]});
+        let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+        assert!(hits(&p, "identifier:of-type", &format!("{v2}|MR|1001")));
+        assert!(!hits(&p, "identifier:of-type", &format!("{v2}|MR|999")));
+        assert!(!hits(&p, "identifier:of-type", &format!("{v2}|SS|1001")));
+        assert!(hits(&p, "identifier:text", "medical record"));
+        assert!(matches!(
+            parse("Patient", "identifier:of-type", "MR|1001"),
+            Err(SearchError::Invalid(_))
+        ));
+        // The modifiers' rows are not the parameter's: a code search does not see texts.
+        assert!(
+            rows(&p)
+                .iter()
+                .all(|r| r.param != "identifier" || r.value != "medical record number")
         );
     }
 

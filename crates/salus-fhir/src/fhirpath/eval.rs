@@ -195,7 +195,12 @@ fn type_of_code(code: &str) -> String {
 }
 
 impl<'a, 'r> Cx<'a, 'r> {
-    fn eval(&self, e: &Expr, focus: &[Node<'r>], it: Option<Iter<'_, 'r>>) -> Result<Vec<Node<'r>>, EvalError> {
+    fn eval(
+        &self,
+        e: &Expr,
+        focus: &[Node<'r>],
+        it: Option<Iter<'_, 'r>>,
+    ) -> Result<Vec<Node<'r>>, EvalError> {
         let d = self.depth.get() + 1;
         if d > 256 {
             return Err(EvalError::TooDeep);

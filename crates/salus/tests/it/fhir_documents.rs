@@ -463,6 +463,33 @@ async fn documents_are_found_by_every_parameter_type(backend: &str) {
     fhir.get("/Group?characteristic-value=73211009")
         .await
         .outcome(400);
+
+    // :text, :of-type, :identifier.
+    assert_eq!(q("vaccine-code:text=Vaccine 20").await, want(&[0, 2]));
+    assert_eq!(q("vaccine-code:text=207").await, Vec::<String>::new());
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    let mut logical = immunization(&ada, "33", "2024-04-01");
+    logical["patient"] = json!({"identifier": {"system": "urn:mrn", "value": "S-1"}});
+    logical["identifier"] = json!([{"type": {"coding": [{"system": v2, "code": "FILL"}]}, "system": "urn:fills", "value": "F-1"}]);
+    let r = fhir.post("/Immunization", &logical, &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let logical = vec![r.body["id"].as_str().unwrap().to_owned()];
+    assert_eq!(q("patient:identifier=urn:mrn|S-1").await, logical);
+    assert_eq!(
+        q("patient:identifier=urn:mrn|S-2").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q(&format!("identifier:of-type={v2}|FILL|F-1")).await,
+        logical
+    );
+    assert_eq!(
+        q(&format!("identifier:of-type={v2}|PLAC|F-1")).await,
+        Vec::<String>::new()
+    );
+    fhir.get("/Immunization?identifier:of-type=F-1")
+        .await
+        .outcome(400);
     fhir.validate_all();
 }
 
