@@ -665,16 +665,8 @@ pub async fn patch(
     body: JsonBody<Value>,
 ) -> Result<Response, FhirError> {
     let current = load(&state, &actor, &t, &id).await?;
-    let ops: json_patch::Patch = serde_json::from_value(body.value.clone()).map_err(|e| {
-        FhirError::new(
-            400,
-            "invalid",
-            format!("the body is not a JSON Patch (an array of operations): {e}"),
-        )
-    })?;
     let mut doc = render(&current.state, current.row.version);
-    json_patch::patch(&mut doc, &ops)
-        .map_err(|e| FhirError::new(422, "processing", format!("the patch does not apply: {e}")))?;
+    apply_json_patch(&mut doc, &body.value)?;
     if doc.get("id").and_then(Value::as_str) != Some(id.as_str()) {
         return Err(FhirError::new(
             422,

@@ -338,6 +338,20 @@ pub fn capability_statement(base: &str) -> Value {
 
 /// A `searchParam` entry of the CapabilityStatement for parameter `code` of `resource_type`
 /// (from the R4 definitions), with what this server does with it.
+/// Apply a JSON Patch (RFC 6902) to `doc`: 400 when `ops` is no patch, 422 when it does
+/// not apply.
+pub(super) fn apply_json_patch(doc: &mut Value, ops: &Value) -> Result<(), FhirError> {
+    let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| {
+        FhirError::new(
+            400,
+            "invalid",
+            format!("the body is not a JSON Patch (an array of operations): {e}"),
+        )
+    })?;
+    json_patch::patch(doc, &ops)
+        .map_err(|e| FhirError::new(422, "processing", format!("the patch does not apply: {e}")))
+}
+
 pub(crate) fn capability_param(
     resource_type: &str,
     code: &str,
