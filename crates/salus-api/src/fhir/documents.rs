@@ -105,7 +105,7 @@ pub(super) fn includes_of(t: &str) -> Vec<String> {
 }
 
 /// The `_revinclude` values a search of `t` takes: the reference parameters of document
-/// types that may point at `t`.
+/// types and domain-backed types that may point at `t`.
 pub(super) fn revincludes_of(t: &str) -> Vec<String> {
     let mut out: Vec<String> = search_parameters()
         .all
@@ -118,7 +118,7 @@ pub(super) fn revincludes_of(t: &str) -> Vec<String> {
         .flat_map(|p| {
             p.base
                 .iter()
-                .filter(|b| is_document_type(b))
+                .filter(|b| is_document_type(b) || super::rest::DomainType::of(b).is_some())
                 .map(|b| format!("{b}:{}", p.code))
         })
         .collect();
@@ -1047,11 +1047,14 @@ pub(super) async fn resolve_has(
             "'{key}' is not _has:Type:reference-parameter:search-parameter"
         )));
     };
-    if !is_document_type(source) {
+    let domain = super::rest::DomainType::of(source);
+    if !is_document_type(source) && domain.is_none() {
         return Err(FhirError::new(
             400,
             "not-supported",
-            format!("_has from {source} is not supported (only from types kept as documents)"),
+            format!(
+                "_has from {source} is not supported (only from types kept as documents and the domain-backed types)"
+            ),
         ));
     }
     let points_here = search_parameters().get(source, param).is_some_and(|p| {
@@ -1065,11 +1068,23 @@ pub(super) async fn resolve_has(
         )));
     }
     let pairs = [(inner.to_owned(), value.to_owned())];
-    let search = Box::pin(DocumentSearch::parse(state, actor, source, &pairs, true)).await?;
+    let sources: Vec<Value> = match domain {
+        Some(d) => Box::pin(d.matching_resources(state, actor, &pairs, CHAIN_LIMIT)).await?,
+        None => {
+            let search =
+                Box::pin(DocumentSearch::parse(state, actor, source, &pairs, true)).await?;
+            search
+                .run(state, actor, None, CHAIN_LIMIT)
+                .await?
+                .into_iter()
+                .map(|d| d.state.resource)
+                .collect()
+        }
+    };
     let prefix = format!("{t}/");
     let mut ids: Vec<String> = Vec::new();
-    for d in search.run(state, actor, None, CHAIN_LIMIT).await? {
-        for row in fsearch::rows_of(source, &d.state.resource) {
+    for r in &sources {
+        for row in fsearch::rows_of(source, r) {
             if row.param == param
                 && let Some(id) = row.value.strip_prefix(&prefix)
             {

@@ -1278,6 +1278,25 @@ impl DomainType {
         with_type!(self, A => matching_refs::<A>(state, actor, pairs, limit).await)
     }
 
+    /// The FHIR form of what matches `pairs` (at most `limit`, the actor's to see): the
+    /// sources a `_has` follows (not answered, so not logged as read).
+    pub(super) async fn matching_resources(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        pairs: &[(String, String)],
+        limit: u32,
+    ) -> Result<Vec<Value>, FhirError> {
+        with_type!(self, A => {
+            let s = Box::pin(ClinicalSearch::parse::<A>(state, actor, pairs, true)).await?;
+            let found = s.run::<A>(state, actor, None, limit).await?;
+            Ok(found
+                .iter()
+                .map(|c| c.state.render(c.row.version, c.row.updated_at))
+                .collect())
+        })
+    }
+
     /// The FHIR form of a committed write of this type.
     pub(super) fn render(self, d: salus_domain::service::Done) -> Option<Value> {
         with_type!(self, A => d
