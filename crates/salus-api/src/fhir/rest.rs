@@ -40,25 +40,18 @@ macro_rules! with_type {
 /// attributes take literals.
 macro_rules! mapped_routes {
     (@search patient, $A:ty, $read:literal, $type_path:literal) => {
-        /// Search on every R4 search parameter of the type; a patient-context token's
-        /// search is confined to its patient (`patient_id`, set by the guard).
-        #[utoipa::path(get, path = $type_path, tag = "fhir",
-            params(("patient_id" = Option<String>, Query, description = "Salus: confine to this patient (set for patient-context tokens)"), ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
-            responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
-            security(("bearer" = [$read])))]
-        pub async fn search(
-            State(state): State<AppState>,
-            actor: Actor,
-            headers: HeaderMap,
-            Query(pairs): Query<Vec<(String, String)>>,
-        ) -> Result<Response, FhirError> {
-            rest::search::<$A>(&state, &actor, &headers, &pairs).await
-        }
+        $crate::fhir::rest::mapped_routes!(@search_fn $A, $read, $type_path,
+            "Search on every R4 search parameter of the type; a patient-context token's search is confined to its patient (`patient_id`, set by the guard).",
+            ("patient_id" = Option<String>, Query, description = "Salus: confine to this patient (set for patient-context tokens)"),);
     };
     (@search shared, $A:ty, $read:literal, $type_path:literal) => {
-        /// Search on every R4 search parameter of the type (not patient data).
+        $crate::fhir::rest::mapped_routes!(@search_fn $A, $read, $type_path,
+            "Search on every R4 search parameter of the type (not patient data).",);
+    };
+    (@search_fn $A:ty, $read:literal, $type_path:literal, $doc:literal, $($param:tt)*) => {
+        #[doc = $doc]
         #[utoipa::path(get, path = $type_path, tag = "fhir",
-            params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
+            params($($param)* ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
             responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
             security(("bearer" = [$read])))]
         pub async fn search(
