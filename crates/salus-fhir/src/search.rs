@@ -135,6 +135,21 @@ fn push_pair_rows(p: &SearchParameter, resource: &Value, out: &mut Vec<SearchRow
     }
 }
 
+/// The rows of `resource` under the one parameter `code` of its type.
+pub fn rows_of_one(resource_type: &str, code: &str, resource: &Value) -> Vec<SearchRow> {
+    let mut out = Vec::new();
+    if let Some(p) = search_parameters().get(resource_type, code)
+        && is_searchable(p)
+        && p.kind != ParamType::Composite
+        && let Ok(values) = index::extract(p, resource)
+    {
+        for v in values {
+            push_rows(&p.code, v, &mut out);
+        }
+    }
+    out
+}
+
 fn push_rows(code: &str, v: IndexValue, out: &mut Vec<SearchRow>) {
     match v {
         IndexValue::String(s) => {

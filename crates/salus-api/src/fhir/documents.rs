@@ -27,6 +27,7 @@ const STORED: &str = FhirDocument::RESOURCE_TYPE;
 pub fn register_indexer() {
     documents::set_indexer(fsearch::rows_of);
     salus_domain::clinical::fhir_view::set_viewer(salus_fhir::clinical::rows);
+    salus_domain::clinical::fhir_view::set_meta_viewer(salus_fhir::clinical::meta_rows);
 }
 
 /// Whether Salus keeps resources of type `t` as documents.

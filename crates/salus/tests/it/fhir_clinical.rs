@@ -300,6 +300,31 @@ async fn observations_are_found_by_their_r4_parameters(backend: &str) {
         q("/Observation?value-quantity=37.2|http://unitsofmeasure.org|Cel").await,
         vec![temp.clone()]
     );
+    // _lastUpdated, from when each last changed.
+    assert_eq!(q("/Observation?_lastUpdated=gt2000-01-01").await, all);
+    assert_eq!(
+        q("/Observation?_lastUpdated=lt2000-01-01").await,
+        Vec::<String>::new()
+    );
+    // Patient: the registry's parameters and every other R4 one, over its FHIR rows.
+    let both = sorted(vec![ada.clone(), bob.clone()]);
+    // (Registered through the JSON API, not yet active.)
+    assert_eq!(q("/Patient?active=false").await, both);
+    assert_eq!(q("/Patient?active=true").await, Vec::<String>::new());
+    assert_eq!(q("/Patient?active:not=true").await, both);
+    assert_eq!(q("/Patient?phone=%2B442079460958").await, both);
+    assert_eq!(q("/Patient?telecom=phone|%2B442079460958").await, both);
+    assert_eq!(
+        q("/Patient?_lastUpdated=gt2000-01-01&family=lovelace").await,
+        vec![ada.clone()]
+    );
+    assert_eq!(
+        q("/Patient?telecom:missing=true").await,
+        Vec::<String>::new()
+    );
+    fhir.get("/Patient?general-practitioner.name=x")
+        .await
+        .outcome(400);
     // composite: the code and the value of one observation together.
     assert_eq!(
         q("/Observation?code-value-quantity=http://loinc.org|8867-4$gt80").await,
