@@ -188,12 +188,18 @@ fn decode<A: Projected>(row: ResourceRow) -> Result<Current<A>, ServiceError> {
 }
 
 /// The projection of `state` as the store keeps it, with its document already rendered.
-fn projection_of<A: Projected>(state: &A, doc_json: String) -> Projection {
+/// `updated`: when it last changed (FHIR's `_lastUpdated`, for the types with a FHIR view).
+fn projection_of<A: Projected>(state: &A, doc_json: String, updated: DateTime<Utc>) -> Projection {
+    let mut search = state.search_rows();
+    search.extend(crate::clinical::fhir_view::meta_rows(
+        A::RESOURCE_TYPE,
+        updated,
+    ));
     Projection {
         resource_type: A::RESOURCE_TYPE.to_owned(),
         doc: Value::Null,
         doc_json: Some(doc_json),
-        search: state.search_rows(),
+        search,
         full_text: state.full_text(),
     }
 }
@@ -429,7 +435,7 @@ impl Services {
             expected_version: version,
             events: Vec::new(),
             occurred_at: row.updated_at,
-            projection: Some(projection_of(&state, doc.to_string())),
+            projection: Some(projection_of(&state, doc.to_string(), row.updated_at)),
             claims: Vec::new(),
             releases: Vec::new(),
             idempotency: None,
@@ -634,7 +640,7 @@ impl Services {
             expected_version: version,
             events: new_events,
             occurred_at: now,
-            projection: Some(projection_of(&next, doc_json)),
+            projection: Some(projection_of(&next, doc_json, now)),
             claims: new_keys.difference(&old_keys).cloned().collect(),
             releases: old_keys.difference(&new_keys).cloned().collect(),
             idempotency,

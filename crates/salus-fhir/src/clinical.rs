@@ -1,4 +1,4 @@
-//! The FHIR view of clinical aggregates for search: each entry rendered as its FHIR
+//! The FHIR view of clinical aggregates (and the registry's Patient) for search: each entry rendered as its FHIR
 //! resource and indexed on every R4 search parameter of its type
 //! ([`crate::search::rows_of`]), rows named `Type.code`. Registered with the domain by
 //! the API at start ([`salus_domain::clinical::fhir_view::set_viewer`]).
@@ -14,6 +14,7 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "observation" => "Observation",
         "condition" => "Condition",
         "allergy" => "AllergyIntolerance",
+        "patient" => "Patient",
         _ => return None,
     })
 }
@@ -30,6 +31,14 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "allergy" => serde_json::from_value(doc.clone())
             .ok()
             .map(|a: Allergy| crate::statement::to_fhir(&a, None)),
+        "patient" => serde_json::from_value(doc.clone()).ok().map(|p| {
+            // Indexed without its meta (a version the index does not have).
+            let mut r = crate::patient::to_fhir(&p, 1, chrono::DateTime::UNIX_EPOCH);
+            if let Some(o) = r.as_object_mut() {
+                o.remove("meta");
+            }
+            r
+        }),
         _ => None,
     }
 }
@@ -40,6 +49,25 @@ pub fn rows(stream_type: &str, doc: &Value) -> Vec<SearchRow> {
         return Vec::new();
     };
     crate::search::rows_of(t, &r)
+        .into_iter()
+        .map(|mut row| {
+            row.param = row_param(t, &row.param);
+            row
+        })
+        .collect()
+}
+
+/// The FHIR `meta` rows (`_lastUpdated`) of an entry last changed at `updated`: a
+/// [`salus_domain::clinical::fhir_view::MetaViewer`].
+pub fn meta_rows(stream_type: &str, updated: chrono::DateTime<chrono::Utc>) -> Vec<SearchRow> {
+    let Some(t) = fhir_type(stream_type) else {
+        return Vec::new();
+    };
+    let meta = serde_json::json!({
+        "resourceType": t,
+        "meta": {"lastUpdated": crate::patient::instant(updated)},
+    });
+    crate::search::rows_of_one(t, "_lastUpdated", &meta)
         .into_iter()
         .map(|mut row| {
             row.param = row_param(t, &row.param);

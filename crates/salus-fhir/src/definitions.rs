@@ -65,6 +65,18 @@ pub struct SearchParameter {
     /// Resource types a reference parameter may point at.
     #[serde(default)]
     pub target: Vec<String>,
+    /// The parts of a composite parameter, in order.
+    #[serde(default)]
+    pub component: Vec<Component>,
+}
+
+/// One part of a composite parameter: the parameter whose type it is searched as, and its
+/// FHIRPath relative to each node of the composite's expression.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Component {
+    /// The canonical URL of the parameter (`http://hl7.org/fhir/SearchParameter/…`).
+    pub definition: String,
+    pub expression: String,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +103,8 @@ pub struct SearchParameters {
     pub all: Vec<SearchParameter>,
     /// Resource type → (code → index into `all`), including `Resource`/`DomainResource` ones.
     by_type: HashMap<String, HashMap<String, usize>>,
+    /// Canonical URL → index into `all`.
+    by_url: HashMap<String, usize>,
 }
 
 impl SearchParameters {
@@ -102,6 +116,11 @@ impl SearchParameters {
             }
         }
         None
+    }
+
+    /// The parameter with canonical URL `url`.
+    pub fn by_url(&self, url: &str) -> Option<&SearchParameter> {
+        self.by_url.get(url).map(|&i| &self.all[i])
     }
 
     /// Every parameter of `resource_type`, its own first, sorted by code.
@@ -131,7 +150,16 @@ static SEARCH_PARAMETERS: LazyLock<SearchParameters> = LazyLock::new(|| {
                 .insert(p.code.clone(), i);
         }
     }
-    SearchParameters { all, by_type }
+    let by_url = all
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.url.clone(), i))
+        .collect();
+    SearchParameters {
+        all,
+        by_type,
+        by_url,
+    }
 });
 
 /// The R4 search parameters.

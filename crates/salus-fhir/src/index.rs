@@ -33,6 +33,21 @@ pub enum IndexValue {
         unit: Option<String>,
     },
     Uri(String),
+    /// The text of a coded value (`CodeableConcept.text`, `Coding.display`,
+    /// `Identifier.type.text`), searched by a token's `:text`.
+    Text(String),
+    /// The identifier of a logical reference (`Reference.identifier`), searched by a
+    /// reference's `:identifier`.
+    ReferenceIdentifier {
+        system: Option<String>,
+        value: String,
+    },
+    /// An identifier with its type (`Identifier.type.coding`), searched by `:of-type`.
+    TypedIdentifier {
+        type_system: String,
+        type_code: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,6 +94,79 @@ pub fn extract(param: &SearchParameter, resource: &Value) -> Result<Vec<IndexVal
     Ok(out)
 }
 
+/// The parameters of a composite parameter that this server searches on: exactly two
+/// components, the first a token (the code the pair is about), neither relative to
+/// `%resource`. (Of the R4 composites, this leaves out MolecularSequence's three-part
+/// coordinates and DocumentReference `relationship`, whose component definitions are
+/// crossed in the published R4 package.)
+pub fn composite_parts(
+    param: &SearchParameter,
+) -> Option<(&'static SearchParameter, &'static SearchParameter)> {
+    let [a, b] = param.component.as_slice() else {
+        return None;
+    };
+    let all = search_parameters();
+    let (first, second) = (all.by_url(&a.definition)?, all.by_url(&b.definition)?);
+    let relative = |e: &str| !e.contains('%');
+    let usable = first.kind == ParamType::Token
+        && !matches!(second.kind, ParamType::Composite | ParamType::Special)
+        && relative(&a.expression)
+        && relative(&b.expression);
+    usable.then_some((first, second))
+}
+
+/// The component expressions of every composite parameter, parsed once (by parameter id).
+static COMPONENTS: LazyLock<HashMap<String, Vec<Result<Expr, ParseError>>>> = LazyLock::new(|| {
+    search_parameters()
+        .all
+        .iter()
+        .filter(|p| p.kind == ParamType::Composite)
+        .map(|p| {
+            let parsed = p
+                .component
+                .iter()
+                .map(|c| fhirpath::parse(&c.expression))
+                .collect();
+            (p.id.clone(), parsed)
+        })
+        .collect()
+});
+
+/// One node of a composite parameter: its first component's values and its second's.
+pub type Pair = (Vec<IndexValue>, Vec<IndexValue>);
+
+/// The pairs `resource` is found by under the composite `param` (see [`composite_parts`]):
+/// for each node of its expression, the first component's tokens and the second's values.
+/// Empty for a composite this server does not search on.
+pub fn extract_pairs(param: &SearchParameter, resource: &Value) -> Result<Vec<Pair>, IndexError> {
+    let Some((first, second)) = composite_parts(param) else {
+        return Ok(Vec::new());
+    };
+    let (Some(Ok(a)), Some(Ok(b))) = (
+        COMPONENTS.get(&param.id).and_then(|c| c.first()),
+        COMPONENTS.get(&param.id).and_then(|c| c.get(1)),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let expr = compiled(param)?;
+    let eval = |e| IndexError::Eval(param.id.clone(), e);
+    let mut out = Vec::new();
+    for node in fhirpath::evaluate(expr, resource).map_err(eval)? {
+        let mut firsts = Vec::new();
+        for n in fhirpath::evaluate_at(a, resource, &node).map_err(eval)? {
+            values_of(first.kind, &n, &mut firsts);
+        }
+        let mut seconds = Vec::new();
+        for n in fhirpath::evaluate_at(b, resource, &node).map_err(eval)? {
+            values_of(second.kind, &n, &mut seconds);
+        }
+        if !firsts.is_empty() && !seconds.is_empty() {
+            out.push((firsts, seconds));
+        }
+    }
+    Ok(out)
+}
+
 fn s(v: &Value, k: &str) -> Option<String> {
     v.get(k).and_then(Value::as_str).map(str::to_owned)
 }
@@ -95,9 +183,9 @@ fn strings(v: &Value, k: &str) -> Vec<String> {
     }
 }
 
-fn values_of(kind: ParamType, n: &Node, out: &mut Vec<IndexValue>) {
+fn values_of(kind: ParamType, n: &Node<'_>, out: &mut Vec<IndexValue>) {
     let ty = n.type_name().unwrap_or("");
-    let v = &n.value;
+    let v: &Value = &n.value;
     match kind {
         ParamType::String => match ty {
             "HumanName" => {
@@ -132,6 +220,7 @@ fn values_of(kind: ParamType, n: &Node, out: &mut Vec<IndexValue>) {
                         code,
                     });
                 }
+                out.extend(s(v, "display").map(IndexValue::Text));
             }
             "CodeableConcept" => {
                 if let Some(Value::Array(cs)) = v.get("coding") {
@@ -142,15 +231,30 @@ fn values_of(kind: ParamType, n: &Node, out: &mut Vec<IndexValue>) {
                                 code,
                             });
                         }
+                        out.extend(s(c, "display").map(IndexValue::Text));
                     }
                 }
+                out.extend(s(v, "text").map(IndexValue::Text));
             }
             "Identifier" => {
                 if let Some(code) = s(v, "value") {
                     out.push(IndexValue::Token {
                         system: s(v, "system"),
-                        code,
+                        code: code.clone(),
                     });
+                    let ty = v.get("type");
+                    if let Some(Value::Array(cs)) = ty.and_then(|t| t.get("coding")) {
+                        for c in cs {
+                            if let (Some(ts), Some(tc)) = (s(c, "system"), s(c, "code")) {
+                                out.push(IndexValue::TypedIdentifier {
+                                    type_system: ts,
+                                    type_code: tc,
+                                    value: code.clone(),
+                                });
+                            }
+                        }
+                    }
+                    out.extend(ty.and_then(|t| s(t, "text")).map(IndexValue::Text));
                 }
             }
             "ContactPoint" => {
@@ -177,6 +281,14 @@ fn values_of(kind: ParamType, n: &Node, out: &mut Vec<IndexValue>) {
             Value::Object(_) => {
                 if let Some(r) = s(v, "reference") {
                     out.push(IndexValue::Reference(r));
+                }
+                if let Some(id) = v.get("identifier")
+                    && let Some(value) = s(id, "value")
+                {
+                    out.push(IndexValue::ReferenceIdentifier {
+                        system: s(id, "system"),
+                        value,
+                    });
                 }
             }
             Value::String(x) => out.push(IndexValue::Reference(x.clone())),

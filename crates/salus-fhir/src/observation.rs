@@ -4,12 +4,14 @@
 //! as an amendment), `code` (its first coding), `subject` (`Patient/<id>`), `encounter`
 //! (`Encounter/<id>` of a Salus encounter; otherwise kept as sent), `effectiveDateTime` or
 //! `effectiveInstant` (an instant with a zone), and one value: `valueQuantity` (UCUM),
-//! `valueCodeableConcept`, `valueString`, `valueBoolean` or `valueRange`. The reason of an
+//! `valueCodeableConcept`, `valueString`, `valueBoolean` or `valueRange`; no value (a panel
+//! whose components carry the values, a `dataAbsentReason`) or a value of another type
+//! (`valueInteger`, `valueRatio`, `valueSampledData`, …) is the aggregate's untyped value,
+//! the element kept as sent. The reason of an
 //! amendment or withdrawal is the extension [`STATUS_REASON`]. Every other element
 //! (category, issued, interpretation, referenceRange, note, component, …) is kept as sent
 //! in the aggregate's `fhir_elements` and merged back on read. What the aggregate cannot
-//! hold (a period, a partial date, a value of another type, no value) is refused, naming
-//! the element.
+//! hold (an effective period or timing, a partial date) is refused, naming the element.
 
 use crate::datatypes::{self, *};
 use crate::outcome::Issue;
@@ -49,39 +51,42 @@ pub fn to_fhir(o: &Observation, version: Option<(i64, DateTime<Utc>)>) -> Value 
         r["encounter"] = reference("Encounter", e, part("encounter"));
     }
     r["effectiveDateTime"] = json!(date_time(o.effective_at));
-    let (key, value) = match &o.value {
-        ObservationValue::Quantity { value, unit } => (
+    let typed = match &o.value {
+        ObservationValue::Quantity { value, unit } => Some((
             "valueQuantity",
             quantity(*value, unit, part("valueQuantity")),
-        ),
-        ObservationValue::Code { coding } => (
+        )),
+        ObservationValue::Code { coding } => Some((
             "valueCodeableConcept",
             concept(coding, part("valueCodeableConcept")),
-        ),
-        ObservationValue::String { value } => ("valueString", json!(value)),
-        ObservationValue::Boolean { value } => ("valueBoolean", json!(value)),
+        )),
+        ObservationValue::String { value } => Some(("valueString", json!(value))),
+        ObservationValue::Boolean { value } => Some(("valueBoolean", json!(value))),
+        // None, or kept as sent (merged below).
+        ObservationValue::Untyped => None,
         ObservationValue::Range { low, high, unit } => {
             let rest = part("valueRange");
             let side = |k: &str, x: f64| quantity(x, unit, rest.and_then(|r| r.get(k)));
-            (
+            Some((
                 "valueRange",
                 json!({ "low": side("low", *low), "high": side("high", *high) }),
-            )
+            ))
         }
     };
-    r[key] = value;
+    if let Some((key, value)) = typed {
+        r[key] = value;
+    }
     if let Some(m) = kept {
         let mut rest = m.clone();
-        for k in [
-            "code",
-            "subject",
-            "encounter",
-            "valueQuantity",
-            "valueCodeableConcept",
-            "valueRange",
-        ] {
-            // Merged above (an encounter that is no Salus encounter is kept whole).
-            if k != "encounter" || o.encounter_id.is_some() {
+        for k in ["code", "subject", "encounter"].into_iter().chain(TYPED) {
+            // Merged above (an encounter that is no Salus encounter is kept whole; an
+            // untyped value is kept as sent).
+            let merged = match k {
+                "encounter" => o.encounter_id.is_some(),
+                "code" | "subject" => true,
+                _ => o.value != ObservationValue::Untyped,
+            };
+            if merged {
                 rest.remove(k);
             }
         }
@@ -280,19 +285,29 @@ pub fn from_fhir(r: &Value) -> Result<ObservationWrite, Vec<Issue>> {
     }
 }
 
+/// The value[x] types the aggregate types.
+const TYPED: [&str; 5] = [
+    "valueQuantity",
+    "valueCodeableConcept",
+    "valueString",
+    "valueBoolean",
+    "valueRange",
+];
+
 fn read_value(o: &mut Map<String, Value>, issues: &mut Vec<Issue>) -> Option<ObservationValue> {
     let keys: Vec<String> = o
         .keys()
         .filter(|k| k.starts_with("value"))
         .cloned()
         .collect();
+    // No value (a panel, an absent value) or one of a type the aggregate does not type:
+    // untyped, the element kept as sent.
     let Some(key) = keys.first() else {
-        issues.push(required(
-            "Observation.value[x]",
-            "Salus keeps one value per observation (valueQuantity, valueCodeableConcept, valueString, valueBoolean or valueRange); record each component as an Observation of its own",
-        ));
-        return None;
+        return Some(ObservationValue::Untyped);
     };
+    if !TYPED.contains(&key.as_str()) {
+        return Some(ObservationValue::Untyped);
+    }
     let path = format!("Observation.{key}");
     let v = o.remove(key.as_str())?;
     let keep = |o: &mut Map<String, Value>, rest: Option<Value>| {
@@ -501,7 +516,7 @@ mod tests {
             at.contains(&"Observation.effectivePeriod".to_owned()),
             "{at:?}"
         );
-        assert!(at.contains(&"Observation.value[x]".to_owned()), "{at:?}");
+        assert!(!at.contains(&"Observation.value[x]".to_owned()), "{at:?}");
         let mut r = sample();
         r["subject"] = json!({"reference": "Group/1"});
         let e = from_fhir(&r).unwrap_err();
@@ -509,6 +524,37 @@ mod tests {
             e[0].expression.as_deref(),
             Some("Observation.subject.reference")
         );
+    }
+
+    #[test]
+    fn panels_absent_and_untyped_values_read_back_as_sent() {
+        let q = |v: i64| json!({"value": v, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"});
+        let mut panel = sample();
+        let o = panel.as_object_mut().unwrap();
+        o.remove("valueQuantity");
+        o["code"] = json!({"coding": [{"system": "http://loinc.org", "code": "85354-9"}]});
+        o.insert("component".into(), json!([
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": q(120)},
+            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": q(80)}
+        ]));
+        let mut absent = sample();
+        absent.as_object_mut().unwrap().remove("valueQuantity");
+        absent["dataAbsentReason"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason", "code": "not-performed"}]});
+        let mut integer = sample();
+        integer.as_object_mut().unwrap().remove("valueQuantity");
+        integer["valueInteger"] = json!(3);
+        let mut ratio = sample();
+        ratio.as_object_mut().unwrap().remove("valueQuantity");
+        ratio["valueRatio"] = json!({"numerator": {"value": 1}, "denominator": {"value": 128}});
+        for sent in [panel, absent, integer, ratio] {
+            let w = from_fhir(&sent).unwrap();
+            assert_eq!(w.value, ObservationValue::Untyped);
+            let o = recorded(&w, true);
+            let mut back = to_fhir(&o, None);
+            back.as_object_mut().unwrap().remove("id");
+            assert_eq!(back, sent);
+            assert_eq!(update_command(&o, &w, true).unwrap().map(|_| ()), None);
+        }
     }
 
     #[test]

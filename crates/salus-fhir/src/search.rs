@@ -14,9 +14,15 @@
 //! | quantity  | [`sortable`] encoding            | empty, `|code`, `|unit`, `system|code`|
 //! | uri       | as written                       | empty                                 |
 //!
+//! A composite parameter's pair (a code and a value of one element) is rows of its second
+//! component's layout with `key␟` leading both columns, `key` being the code as a query
+//! names it (`code`, `system|code` or `|code`), so the second component's tests apply
+//! after the key ([`push_pair_rows`]).
+//!
 //! [`parse`] turns one query parameter into the filters it means (all must hold); a chained
-//! parameter is returned as such for the caller to resolve. Composite and special
-//! parameters, and the modifiers not listed in [`SUPPORTED_MODIFIERS`], are refused.
+//! parameter is returned as such for the caller to resolve. Special parameters, the
+//! composites [`index::composite_parts`] leaves out, and the modifiers not listed in
+//! [`SUPPORTED_MODIFIERS`], are refused.
 
 use crate::definitions::{ParamType, SearchParameter, search_parameters};
 use crate::index::{self, IndexValue, date_range};
@@ -28,17 +34,50 @@ use serde_json::Value;
 /// The modifiers understood, per parameter type (`missing` on every type).
 pub const SUPPORTED_MODIFIERS: &[(ParamType, &[&str])] = &[
     (ParamType::String, &["exact", "contains", "missing"]),
-    (ParamType::Token, &["not", "missing"]),
-    (ParamType::Reference, &["missing"]),
+    (ParamType::Token, &["not", "text", "of-type", "missing"]),
+    (ParamType::Reference, &["identifier", "missing"]),
     (ParamType::Date, &["missing"]),
     (ParamType::Number, &["missing"]),
     (ParamType::Quantity, &["missing"]),
     (ParamType::Uri, &["below", "above", "missing"]),
 ];
 
-/// The parameter types whose values are indexed and searched.
-pub fn is_searchable(kind: ParamType) -> bool {
-    !matches!(kind, ParamType::Composite | ParamType::Special)
+/// Whether this server indexes and searches on `p`: every parameter with an expression
+/// but the special ones and the composites [`index::composite_parts`] leaves out.
+pub fn is_searchable(p: &SearchParameter) -> bool {
+    p.expression.is_some()
+        && match p.kind {
+            ParamType::Special => false,
+            ParamType::Composite => index::composite_parts(p).is_some(),
+            _ => true,
+        }
+}
+
+/// Whether results can be ordered by `p` (`_sort`): a searchable parameter of one value
+/// per node (not a composite pair).
+pub fn is_sortable(p: &SearchParameter) -> bool {
+    is_searchable(p) && p.kind != ParamType::Composite
+}
+
+/// The modifiers of `kind` as the CapabilityStatement documents them.
+pub fn modifiers_doc(kind: ParamType) -> String {
+    match SUPPORTED_MODIFIERS.iter().find(|(k, _)| *k == kind) {
+        Some((_, ms)) if !ms.is_empty() => format!("Modifiers :{}", ms.join(", :")),
+        _ => "No modifiers".to_owned(),
+    }
+}
+
+/// What separates a composite row's first component (its code) from the second's value,
+/// in both columns: a character no code or value of a query holds.
+const PAIR: char = '\u{1f}';
+
+/// The keys a token is found by in a composite pair: `code` and `system|code` (or `|code`
+/// when it has no system), as a query's first component names it.
+fn pair_keys(v: &IndexValue, out: &mut Vec<String>) {
+    if let IndexValue::Token { system, code } = v {
+        out.push(code.clone());
+        out.push(format!("{}|{code}", system.as_deref().unwrap_or("")));
+    }
 }
 
 /// Every search row of `resource` (of type `resource_type`) over the R4 parameters of its
@@ -47,7 +86,11 @@ pub fn is_searchable(kind: ParamType) -> bool {
 pub fn rows_of(resource_type: &str, resource: &Value) -> Vec<SearchRow> {
     let mut out = Vec::new();
     for p in search_parameters().of(resource_type) {
-        if !is_searchable(p.kind) || p.expression.is_none() {
+        if !is_searchable(p) {
+            continue;
+        }
+        if p.kind == ParamType::Composite {
+            push_pair_rows(p, resource, &mut out);
             continue;
         }
         let Ok(values) = index::extract(p, resource) else {
@@ -59,6 +102,51 @@ pub fn rows_of(resource_type: &str, resource: &Value) -> Vec<SearchRow> {
     }
     out.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
     out.dedup();
+    out
+}
+
+/// A composite parameter's rows: for each pair, each key of its first component (see
+/// [`pair_keys`]) before each row of the second, `key␟` leading both columns, so that the
+/// second component's tests apply unchanged after the key.
+fn push_pair_rows(p: &SearchParameter, resource: &Value, out: &mut Vec<SearchRow>) {
+    let Ok(pairs) = index::extract_pairs(p, resource) else {
+        return;
+    };
+    for (firsts, seconds) in pairs {
+        let mut keys = Vec::new();
+        for f in &firsts {
+            pair_keys(f, &mut keys);
+        }
+        let mut rows = Vec::new();
+        for v in seconds {
+            push_rows(&p.code, v, &mut rows);
+        }
+        // The second component's own rows only (not those of its modifiers).
+        rows.retain(|r| r.param == p.code);
+        for k in &keys {
+            for r in &rows {
+                out.push(SearchRow::token(
+                    &p.code,
+                    &format!("{k}{PAIR}{}", r.system),
+                    format!("{k}{PAIR}{}", r.value),
+                ));
+            }
+        }
+    }
+}
+
+/// The rows of `resource` under the one parameter `code` of its type.
+pub fn rows_of_one(resource_type: &str, code: &str, resource: &Value) -> Vec<SearchRow> {
+    let mut out = Vec::new();
+    if let Some(p) = search_parameters().get(resource_type, code)
+        && is_searchable(p)
+        && p.kind != ParamType::Composite
+        && let Ok(values) = index::extract(p, resource)
+    {
+        for v in values {
+            push_rows(&p.code, v, &mut out);
+        }
+    }
     out
 }
 
@@ -101,7 +189,37 @@ fn push_rows(code: &str, v: IndexValue, out: &mut Vec<SearchRow>) {
             }
         }
         IndexValue::Uri(u) => out.push(SearchRow::new(code, u)),
+        IndexValue::Text(t) => {
+            let folded = fold(&t);
+            if !folded.is_empty() {
+                out.push(SearchRow::token(&modified(code, "text"), &t, folded));
+            }
+        }
+        IndexValue::ReferenceIdentifier { system, value } => out.push(SearchRow::token(
+            &modified(code, "identifier"),
+            system.as_deref().unwrap_or(""),
+            value,
+        )),
+        IndexValue::TypedIdentifier {
+            type_system,
+            type_code,
+            value,
+        } => out.push(SearchRow::token(
+            &modified(code, "of-type"),
+            &format!("{type_system}|{type_code}"),
+            value,
+        )),
     }
+}
+
+/// The modifiers whose values are rows of their own, named `code:modifier`: `:text` (the
+/// folded text of a coded value), `:identifier` (a reference's identifier, as a token) and
+/// `:of-type` (an identifier's value, its type `system|code` in the system column).
+const OWN_ROWS: [&str; 3] = ["text", "identifier", "of-type"];
+
+/// The row name of a parameter's values under one of [`OWN_ROWS`].
+fn modified(code: &str, modifier: &str) -> String {
+    format!("{code}:{modifier}")
 }
 
 /// A reference as rows hold it: without a version (`/_history/n`).
@@ -203,7 +321,7 @@ pub fn parameter(resource_type: &str, code: &str) -> Result<&'static SearchParam
             resource_type: resource_type.to_owned(),
             name: code.to_owned(),
         })?;
-    if !is_searchable(p.kind) || p.expression.is_none() {
+    if !is_searchable(p) {
         return Err(SearchError::NotSupported(format!(
             "the {} parameter '{code}' is not supported",
             p.kind.as_str()
@@ -241,6 +359,18 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
             value: value.to_owned(),
         });
     }
+    if p.kind == ParamType::Composite {
+        if let Some(m) = k.modifier {
+            return Err(SearchError::NotSupported(format!(
+                "the modifier ':{m}' is not supported on the composite parameter '{}'",
+                k.name
+            )));
+        }
+        if split_escaped(value, ',').iter().all(|a| a.is_empty()) {
+            return Ok(Clause::Filters(Vec::new()));
+        }
+        return pair_filter(p, key, value).map(|f| Clause::Filters(vec![f]));
+    }
     if let Some(m) = k.modifier {
         let known = SUPPORTED_MODIFIERS
             .iter()
@@ -276,6 +406,10 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
     for alt in alternatives.iter().filter(|a| !a.is_empty()) {
         tests.extend(tests_for(p, k.modifier, alt)?);
     }
+    let param = match k.modifier {
+        Some(m) if OWN_ROWS.contains(&m) => modified(&p.code, m),
+        _ => p.code.clone(),
+    };
     // Alternatives that are all one plain value are one `IN` list (which both databases
     // answer from the index in one pass).
     let plain: Option<Vec<String>> = tests
@@ -297,7 +431,7 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
             _ => None,
         };
         if let Some(system) = system {
-            let mut f = filter(&p.code, FilterOp::Eq);
+            let mut f = filter(&param, FilterOp::Eq);
             f.value = v.clone();
             f.system = system;
             return Ok(Clause::Filters(vec![f]));
@@ -308,7 +442,55 @@ pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, Sear
         (false, Some(values)) if values.len() > 1 => FilterOp::In(values),
         (false, _) => FilterOp::AnyOf(tests),
     };
-    Ok(Clause::Filters(vec![filter(&p.code, op)]))
+    Ok(Clause::Filters(vec![filter(&param, op)]))
+}
+
+/// A composite parameter's value, `token$value` (alternatives separated by `,`): the
+/// second component's tests behind the first's key (see [`push_pair_rows`]).
+fn pair_filter(p: &SearchParameter, key: &str, value: &str) -> Result<Filter, SearchError> {
+    let Some((_, second)) = index::composite_parts(p) else {
+        return Err(SearchError::NotSupported(format!(
+            "the composite parameter '{}' is not supported",
+            p.code
+        )));
+    };
+    let mut tests = Vec::new();
+    for alt in split_escaped(value, ',').iter().filter(|a| !a.is_empty()) {
+        let parts = split_escaped(alt, '$');
+        let [first, rest] = parts.as_slice() else {
+            return Err(SearchError::Invalid(format!(
+                "{key}: '{alt}' is not a pair of values joined by $ (for example http://loinc.org|8480-6$gt140)"
+            )));
+        };
+        let token = split_escaped(first, '|');
+        let pair_key = match token.as_slice() {
+            [code] if !code.is_empty() => unescape(code),
+            [system, code] if !code.is_empty() => {
+                format!("{}|{}", unescape(system), unescape(code))
+            }
+            _ => {
+                return Err(SearchError::Invalid(format!(
+                    "{key}: '{first}' is not a code (code, system|code or |code)"
+                )));
+            }
+        };
+        let lead = format!("{pair_key}{PAIR}");
+        for t in tests_for(second, None, rest)? {
+            let mut value: Vec<(Cmp, String)> = t
+                .value
+                .into_iter()
+                .map(|(c, v)| (c, format!("{lead}{v}")))
+                .collect();
+            value.push((Cmp::Prefix, lead.clone()));
+            let system = t
+                .system
+                .into_iter()
+                .map(|(c, v)| (c, format!("{lead}{v}")))
+                .collect();
+            tests.push(RowTest { value, system });
+        }
+    }
+    Ok(filter(&p.code, FilterOp::AnyOf(tests)))
 }
 
 fn filter(param: &str, op: FilterOp) -> Filter {
@@ -392,25 +574,24 @@ fn tests_for(
                 _ => RowTest::value(Cmp::Prefix, folded),
             }])
         }
-        ParamType::Token => {
-            let parts = split_escaped(alt, '|');
-            Ok(vec![match parts.as_slice() {
-                [code] => RowTest::value(Cmp::Eq, unescape(code)),
-                [system, code] if code.is_empty() => RowTest {
-                    value: Vec::new(),
-                    system: vec![(Cmp::Eq, unescape(system))],
-                },
-                [system, code] => RowTest {
-                    value: vec![(Cmp::Eq, unescape(code))],
-                    system: vec![(Cmp::Eq, unescape(system))],
-                },
-                _ => {
-                    return Err(SearchError::Invalid(format!(
-                        "'{alt}' is not a token (code, system|code, |code or system|)"
-                    )));
-                }
-            }])
+        ParamType::Token if modifier == Some("text") => {
+            Ok(vec![RowTest::value(Cmp::Prefix, fold(&unescape(alt)))])
         }
+        ParamType::Token if modifier == Some("of-type") => {
+            match split_escaped(alt, '|').as_slice() {
+                [ts, tc, v] if !ts.is_empty() && !tc.is_empty() && !v.is_empty() => {
+                    Ok(vec![RowTest {
+                        value: vec![(Cmp::Eq, unescape(v))],
+                        system: vec![(Cmp::Eq, format!("{}|{}", unescape(ts), unescape(tc)))],
+                    }])
+                }
+                _ => Err(SearchError::Invalid(format!(
+                    "'{alt}' is not an identifier of a type (type-system|type-code|value)"
+                ))),
+            }
+        }
+        ParamType::Token => token_tests(alt),
+        ParamType::Reference if modifier == Some("identifier") => token_tests(alt),
         ParamType::Reference => {
             let r = reference_key(&unescape(alt));
             if let Some(t) = modifier {
@@ -487,6 +668,27 @@ fn tests_for(
             p.code
         ))),
     }
+}
+
+/// The row test of a token value: `code`, `system|code`, `|code` or `system|`.
+fn token_tests(alt: &str) -> Result<Vec<RowTest>, SearchError> {
+    let parts = split_escaped(alt, '|');
+    Ok(vec![match parts.as_slice() {
+        [code] => RowTest::value(Cmp::Eq, unescape(code)),
+        [system, code] if code.is_empty() => RowTest {
+            value: Vec::new(),
+            system: vec![(Cmp::Eq, unescape(system))],
+        },
+        [system, code] => RowTest {
+            value: vec![(Cmp::Eq, unescape(code))],
+            system: vec![(Cmp::Eq, unescape(system))],
+        },
+        _ => {
+            return Err(SearchError::Invalid(format!(
+                "'{alt}' is not a token (code, system|code, |code or system|)"
+            )));
+        }
+    }])
 }
 
 const PREFIXES: [&str; 9] = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"];
@@ -628,6 +830,165 @@ mod tests {
             "effectiveDateTime": "2024-03-05T10:30:00Z",
             "valueQuantity": {"value": 72, "unit": "beats/minute", "system": "http://unitsofmeasure.org", "code": "/min"}
         })
+    }
+
+    fn blood_pressure() -> Value {
+        let q = |v: f64| json!({"value": v, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"});
+        json!({
+            "resourceType": "Observation", "id": "bp", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "subject": {"reference": "Patient/p1"},
+            "effectiveDateTime": "2024-03-05T10:30:00Z",
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": q(120.0)},
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": q(80.0)}
+            ]
+        })
+    }
+
+    #[test]
+    fn composite_pairs_hold_within_one_component() {
+        let bp = blood_pressure();
+        let k = "component-code-value-quantity";
+        assert!(hits(&bp, k, "http://loinc.org|8480-6$gt110"));
+        assert!(hits(&bp, k, "8480-6$120"));
+        assert!(hits(&bp, k, "8480-6$120|http://unitsofmeasure.org|mm[Hg]"));
+        assert!(hits(&bp, k, "8480-6$120||mmHg"));
+        assert!(!hits(&bp, k, "8480-6$120|http://unitsofmeasure.org|kPa"));
+        // The diastolic 80 is under 100, but the systolic is not: a pair is one component.
+        assert!(!hits(&bp, k, "http://loinc.org|8480-6$lt100"));
+        assert!(hits(&bp, k, "8462-4$lt100"));
+        assert!(!hits(&bp, k, "|8480-6$120"), "|code means no system");
+        assert!(!hits(&bp, k, "http://snomed.info/sct|8480-6$120"));
+        assert!(hits(&bp, k, "8480-6$lt100,8462-4$lt100"), "comma is any of");
+        assert!(hits(&bp, k, "8480-6$ne100"));
+        // combo-: the Observation itself or a component; code-value-: the Observation only.
+        assert!(hits(&bp, "combo-code-value-quantity", "8462-4$80"));
+        assert!(!hits(&bp, "code-value-quantity", "8462-4$80"));
+        // An empty value asks nothing.
+        assert!(hits(&bp, k, ""));
+    }
+
+    #[test]
+    fn composite_pairs_of_each_second_type() {
+        let mut o = observation();
+        assert!(hits(
+            &o,
+            "code-value-quantity",
+            "http://loinc.org|8867-4$ge72"
+        ));
+        assert!(!hits(
+            &o,
+            "code-value-quantity",
+            "http://loinc.org|8867-4$gt72"
+        ));
+        assert!(!hits(&o, "code-value-quantity", "8310-5$72"));
+        o.as_object_mut().unwrap().remove("valueQuantity");
+        o["valueCodeableConcept"] =
+            json!({"coding": [{"system": "http://snomed.info/sct", "code": "260385009"}]});
+        assert!(hits(
+            &o,
+            "code-value-concept",
+            "8867-4$http://snomed.info/sct|260385009"
+        ));
+        assert!(hits(&o, "code-value-concept", "8867-4$260385009"));
+        assert!(!hits(&o, "code-value-concept", "8867-4$10828004"));
+        o.as_object_mut().unwrap().remove("valueCodeableConcept");
+        o["valueDateTime"] = json!("2024-03-01");
+        assert!(hits(&o, "code-value-date", "8867-4$2024-03"));
+        assert!(hits(&o, "code-value-date", "8867-4$lt2024-03-02"));
+        assert!(!hits(&o, "code-value-date", "8867-4$gt2024-03-02"));
+        o.as_object_mut().unwrap().remove("valueDateTime");
+        o["valueString"] = json!("Négatif");
+        assert!(hits(&o, "code-value-string", "8867-4$negat"));
+        assert!(!hits(&o, "code-value-string", "8867-4$posit"));
+        // A query character cannot reach into the key of another code.
+        assert!(!hits(&o, "code-value-string", "8867$negat"));
+    }
+
+    #[test]
+    fn composites_refuse_what_they_cannot_mean() {
+        for (k, v) in [
+            ("component-code-value-quantity", "8480-6"),
+            ("component-code-value-quantity", "$120"),
+            ("component-code-value-quantity", "8480-6$120$3"),
+            ("component-code-value-quantity", "8480-6$abc"),
+        ] {
+            assert!(
+                matches!(parse("Observation", k, v), Err(SearchError::Invalid(_))),
+                "{k}={v}"
+            );
+        }
+        assert!(matches!(
+            parse(
+                "Observation",
+                "component-code-value-quantity:missing",
+                "true"
+            ),
+            Err(SearchError::NotSupported(_))
+        ));
+        // Three-part and crossed R4 composites are reported as not supported.
+        assert!(matches!(
+            parse(
+                "MolecularSequence",
+                "chromosome-window-coordinate",
+                "1$ge1$le2"
+            ),
+            Err(SearchError::NotSupported(_))
+        ));
+        assert!(matches!(
+            parse(
+                "DocumentReference",
+                "relationship",
+                "replaces$DocumentReference/1"
+            ),
+            Err(SearchError::NotSupported(_))
+        ));
+        let supported = search_parameters()
+            .all
+            .iter()
+            .filter(|p| p.kind == ParamType::Composite && is_searchable(p))
+            .count();
+        assert_eq!(
+            supported, 41,
+            "46 R4 composites less 4 coordinates and relationship"
+        );
+    }
+
+    #[test]
+    fn text_identifier_and_of_type_modifiers() {
+        let o = observation();
+        assert!(hits(&o, "code:text", "heart"));
+        assert!(hits(&o, "code:text", "HEART RATE"));
+        assert!(!hits(&o, "code:text", "rate"), "starts with, as a string");
+        assert!(!hits(&o, "code", "heart"));
+        let mut o = observation();
+        o["subject"] =
+            json!({"identifier": {"system": "urn:mrn", "value": "1001"}, "display": "Ada"});
+        assert!(hits(&o, "subject:identifier", "urn:mrn|1001"));
+        assert!(hits(&o, "subject:identifier", "1001"));
+        assert!(!hits(&o, "subject:identifier", "urn:other|1001"));
+        assert!(!hits(&o, "subject", "1001"));
+        let p = json!({"resourceType": "Patient", "identifier": [
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}], "text": "Medical record number"},
+             "system": "urn:mrn", "value": "1001"},
+            {"system": "urn:ssn", "value": "999"}
+        ]});
+        let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+        assert!(hits(&p, "identifier:of-type", &format!("{v2}|MR|1001")));
+        assert!(!hits(&p, "identifier:of-type", &format!("{v2}|MR|999")));
+        assert!(!hits(&p, "identifier:of-type", &format!("{v2}|SS|1001")));
+        assert!(hits(&p, "identifier:text", "medical record"));
+        assert!(matches!(
+            parse("Patient", "identifier:of-type", "MR|1001"),
+            Err(SearchError::Invalid(_))
+        ));
+        // The modifiers' rows are not the parameter's: a code search does not see texts.
+        assert!(
+            rows(&p)
+                .iter()
+                .all(|r| r.param != "identifier" || r.value != "medical record number")
+        );
     }
 
     #[test]

@@ -948,17 +948,8 @@ async fn prepare(
                 let Some(c) = &existing else {
                     return Err(FhirError::new(404, "not-found", format!("no {t}/{id}")));
                 };
-                let ops: json_patch::Patch = serde_json::from_value(r.clone()).map_err(|x| {
-                    FhirError::new(
-                        400,
-                        "invalid",
-                        format!("the resource is not a JSON Patch: {x}"),
-                    )
-                })?;
                 let mut doc = c.state.resource.clone();
-                json_patch::patch(&mut doc, &ops).map_err(|x| {
-                    FhirError::new(422, "processing", format!("the patch does not apply: {x}"))
-                })?;
+                super::apply_json_patch(&mut doc, &r)?;
                 r = doc;
             } else if let Some(o) = r.as_object_mut() {
                 // A conditional update's body may leave the id out.

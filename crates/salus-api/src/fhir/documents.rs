@@ -33,6 +33,7 @@ const STORED: &str = FhirDocument::RESOURCE_TYPE;
 pub fn register_indexer() {
     documents::set_indexer(fsearch::rows_of);
     salus_domain::clinical::fhir_view::set_viewer(salus_fhir::clinical::rows);
+    salus_domain::clinical::fhir_view::set_meta_viewer(salus_fhir::clinical::meta_rows);
 }
 
 /// Whether Salus keeps resources of type `t` as documents.
@@ -71,14 +72,10 @@ pub(super) fn capabilities() -> Vec<Value> {
             let params: Vec<Value> = search_parameters()
                 .of(t)
                 .into_iter()
-                .filter(|p| fsearch::is_searchable(p.kind) && p.expression.is_some())
+                        .filter(|p| fsearch::is_searchable(p))
                 .filter_map(|p| {
-                    let modifiers = fsearch::SUPPORTED_MODIFIERS
-                        .iter()
-                        .find(|(k, _)| *k == p.kind)
-                        .map(|(_, ms)| ms.join(", :"))
-                        .unwrap_or_default();
-                    capability_param(t, &p.code, &format!("Modifiers :{modifiers}"))
+                    let modifiers = fsearch::modifiers_doc(p.kind);
+                    capability_param(t, &p.code, &modifiers)
                 })
                 .collect();
             json!({
@@ -115,7 +112,7 @@ pub(super) fn includes_of(t: &str) -> Vec<String> {
 }
 
 /// The `_revinclude` values a search of `t` takes: the reference parameters of document
-/// types that may point at `t`.
+/// types and domain-backed types that may point at `t`.
 pub(super) fn revincludes_of(t: &str) -> Vec<String> {
     let mut out: Vec<String> = search_parameters()
         .all
@@ -128,7 +125,7 @@ pub(super) fn revincludes_of(t: &str) -> Vec<String> {
         .flat_map(|p| {
             p.base
                 .iter()
-                .filter(|b| is_document_type(b))
+                .filter(|b| is_document_type(b) || super::rest::DomainType::of(b).is_some())
                 .map(|b| format!("{b}:{}", p.code))
         })
         .collect();
@@ -675,16 +672,8 @@ pub async fn patch(
     body: JsonBody<Value>,
 ) -> Result<Response, FhirError> {
     let current = load(&state, &actor, &t, &id).await?;
-    let ops: json_patch::Patch = serde_json::from_value(body.value.clone()).map_err(|e| {
-        FhirError::new(
-            400,
-            "invalid",
-            format!("the body is not a JSON Patch (an array of operations): {e}"),
-        )
-    })?;
     let mut doc = render(&current.state, current.row.version);
-    json_patch::patch(&mut doc, &ops)
-        .map_err(|e| FhirError::new(422, "processing", format!("the patch does not apply: {e}")))?;
+    apply_json_patch(&mut doc, &body.value)?;
     if doc.get("id").and_then(Value::as_str) != Some(id.as_str()) {
         return Err(FhirError::new(
             422,
@@ -1065,11 +1054,14 @@ pub(super) async fn resolve_has(
             "'{key}' is not _has:Type:reference-parameter:search-parameter"
         )));
     };
-    if !is_document_type(source) {
+    let domain = super::rest::DomainType::of(source);
+    if !is_document_type(source) && domain.is_none() {
         return Err(FhirError::new(
             400,
             "not-supported",
-            format!("_has from {source} is not supported (only from types kept as documents)"),
+            format!(
+                "_has from {source} is not supported (only from types kept as documents and the domain-backed types)"
+            ),
         ));
     }
     let points_here = search_parameters().get(source, param).is_some_and(|p| {
@@ -1083,11 +1075,23 @@ pub(super) async fn resolve_has(
         )));
     }
     let pairs = [(inner.to_owned(), value.to_owned())];
-    let search = Box::pin(DocumentSearch::parse(state, actor, source, &pairs, true)).await?;
+    let sources: Vec<Value> = match domain {
+        Some(d) => Box::pin(d.matching_resources(state, actor, &pairs, CHAIN_LIMIT)).await?,
+        None => {
+            let search =
+                Box::pin(DocumentSearch::parse(state, actor, source, &pairs, true)).await?;
+            search
+                .run(state, actor, None, CHAIN_LIMIT)
+                .await?
+                .into_iter()
+                .map(|d| d.state.resource)
+                .collect()
+        }
+    };
     let prefix = format!("{t}/");
     let mut ids: Vec<String> = Vec::new();
-    for d in search.run(state, actor, None, CHAIN_LIMIT).await? {
-        for row in fsearch::rows_of(source, &d.state.resource) {
+    for r in &sources {
+        for row in fsearch::rows_of(source, r) {
             if row.param == param
                 && let Some(id) = row.value.strip_prefix(&prefix)
             {

@@ -322,7 +322,7 @@ pub fn capability_statement(base: &str) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Unknown search parameters are ignored unless the request says Prefer: handling=strict (then 400). Paging: _count (1-200, default 50) and the next link. Result parameters on every search: _sort (any search parameter of the type, - for descending; at most 5000 matches are ordered), _total (accurate and estimate count the matches), _summary (true, text, data, count, false), _elements, _include and _revinclude (with :iterate, up to three rounds and 1000 added resources; _revinclude from types kept as documents).",
+            "documentation": "Unknown search parameters are ignored unless the request says Prefer: handling=strict (then 400). Paging: _count (1-200, default 50) and the next link. Result parameters on every search: _sort (any search parameter of the type, - for descending; at most 5000 matches are ordered), _total (accurate and estimate count the matches), _summary (true, text, data, count, false), _elements, _include and _revinclude (with :iterate, up to three rounds and 1000 added resources; _revinclude from types kept as documents and from the domain-backed types, not from Patient).",
             "security": {
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Bearer tokens (JWT) as for /api/v1; SMART scopes (patient/, user/, system/; v1 read/write and v2 cruds) narrow the token's roles. Every read of patient data is written to the data-access log."
@@ -340,6 +340,20 @@ pub fn capability_statement(base: &str) -> Value {
 
 /// A `searchParam` entry of the CapabilityStatement for parameter `code` of `resource_type`
 /// (from the R4 definitions), with what this server does with it.
+/// Apply a JSON Patch (RFC 6902) to `doc`: 400 when `ops` is no patch, 422 when it does
+/// not apply.
+pub(super) fn apply_json_patch(doc: &mut Value, ops: &Value) -> Result<(), FhirError> {
+    let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| {
+        FhirError::new(
+            400,
+            "invalid",
+            format!("the body is not a JSON Patch (an array of operations): {e}"),
+        )
+    })?;
+    json_patch::patch(doc, &ops)
+        .map_err(|e| FhirError::new(422, "processing", format!("the patch does not apply: {e}")))
+}
+
 pub(crate) fn capability_param(
     resource_type: &str,
     code: &str,

@@ -16,7 +16,7 @@ pub(super) const PATIENT_SEARCH: &[&str] = &[
 
 /// What this module serves of Patient (its CapabilityStatement entry).
 pub(super) fn capability() -> Value {
-    let params: Vec<Value> = PATIENT_SEARCH
+    let mut params: Vec<Value> = PATIENT_SEARCH
         .iter()
         .filter_map(|code| {
             let kind = search_parameters().get("Patient", code)?.kind;
@@ -28,6 +28,21 @@ pub(super) fn capability() -> Value {
             capability_param("Patient", code, doc)
         })
         .collect();
+    // The others, over the FHIR rendering's rows (no chains).
+    params.extend(
+        search_parameters()
+            .of("Patient")
+            .into_iter()
+            .filter(|p| salus_fhir::search::is_searchable(p))
+            .filter(|p| !PATIENT_SEARCH.contains(&p.code.as_str()))
+            .filter_map(|p| {
+                let doc = format!(
+                    "{}; chains are not followed",
+                    salus_fhir::search::modifiers_doc(p.kind)
+                );
+                capability_param("Patient", &p.code, &doc)
+            }),
+    );
     json!({
         "type": "Patient",
         "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
@@ -409,15 +424,8 @@ impl PatientSearch {
                 None => (key.as_str(), None),
             };
             if !PATIENT_SEARCH.contains(&name) {
-                let msg = if search_parameters().get("Patient", name).is_some() {
-                    format!(
-                        "the search parameter '{name}' is not supported here; supported: {}",
-                        PATIENT_SEARCH.join(", ")
-                    )
-                } else {
-                    format!("'{name}' is not a search parameter of Patient")
-                };
-                strict_or_ignore(strict, msg, &mut ignored)?;
+                // Every other R4 parameter: over the rows of the Patient's FHIR rendering.
+                s.fhir_parameter(key, value, strict, &mut ignored)?;
                 continue;
             }
             if let Some(m) = modifier {
@@ -519,6 +527,45 @@ impl PatientSearch {
         }
         s.ignored = ignored;
         Ok(s)
+    }
+
+    /// An R4 Patient parameter the registry does not index itself, searched on the rows of
+    /// the FHIR rendering (`Patient.<code>`) as documents' are: every type and modifier,
+    /// not chains (Patient's references point at practitioners and organizations).
+    fn fhir_parameter(
+        &mut self,
+        key: &str,
+        value: &str,
+        strict: bool,
+        ignored: &mut Vec<String>,
+    ) -> Result<(), FhirError> {
+        use salus_fhir::search as fsearch;
+        use salus_fhir::search::{Clause, SearchError};
+        let clause = match fsearch::parse("Patient", key, value) {
+            Ok(c) => c,
+            Err(e @ (SearchError::Unknown { .. } | SearchError::NotSupported(_)))
+                if fsearch::parse_key(key).modifier.is_none() =>
+            {
+                return strict_or_ignore(strict, e.to_string(), ignored);
+            }
+            Err(SearchError::Invalid(m)) => return Err(FhirError::new(400, "invalid", m)),
+            Err(e) => return Err(FhirError::new(400, "not-supported", e.to_string())),
+        };
+        match clause {
+            Clause::Filters(fs) => {
+                self.applied.push((key.to_owned(), value.to_owned()));
+                for mut f in fs {
+                    f.param = salus_domain::documents::row_param("Patient", &f.param);
+                    self.filters.push(f);
+                }
+                Ok(())
+            }
+            Clause::Chain { param, .. } => Err(FhirError::new(
+                400,
+                "not-supported",
+                format!("chains from Patient's '{param}' are not followed"),
+            )),
+        }
     }
 
     /// The matches as search results (reads not yet logged).

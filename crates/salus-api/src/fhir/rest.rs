@@ -49,25 +49,18 @@ macro_rules! with_type {
 /// attributes take literals.
 macro_rules! mapped_routes {
     (@search patient, $A:ty, $read:literal, $type_path:literal) => {
-        /// Search on every R4 search parameter of the type; a patient-context token's
-        /// search is confined to its patient (`patient_id`, set by the guard).
-        #[utoipa::path(get, path = $type_path, tag = "fhir",
-            params(("patient_id" = Option<String>, Query, description = "Salus: confine to this patient (set for patient-context tokens)"), ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
-            responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
-            security(("bearer" = [$read])))]
-        pub async fn search(
-            State(state): State<AppState>,
-            actor: Actor,
-            headers: HeaderMap,
-            Query(pairs): Query<Vec<(String, String)>>,
-        ) -> Result<Response, FhirError> {
-            rest::search::<$A>(&state, &actor, &headers, &pairs).await
-        }
+        $crate::fhir::rest::mapped_routes!(@search_fn $A, $read, $type_path,
+            "Search on every R4 search parameter of the type; a patient-context token's search is confined to its patient (`patient_id`, set by the guard).",
+            ("patient_id" = Option<String>, Query, description = "Salus: confine to this patient (set for patient-context tokens)"),);
     };
     (@search shared, $A:ty, $read:literal, $type_path:literal) => {
-        /// Search on every R4 search parameter of the type (not patient data).
+        $crate::fhir::rest::mapped_routes!(@search_fn $A, $read, $type_path,
+            "Search on every R4 search parameter of the type (not patient data).",);
+    };
+    (@search_fn $A:ty, $read:literal, $type_path:literal, $doc:literal, $($param:tt)*) => {
+        #[doc = $doc]
         #[utoipa::path(get, path = $type_path, tag = "fhir",
-            params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
+            params($($param)* ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("Prefer" = Option<String>, Header, description = "handling=strict: unknown parameters are a 400")),
             responses((status = 200, description = "A searchset Bundle", content_type = "application/fhir+json"), (status = 400, description = "A parameter is malformed")),
             security(("bearer" = [$read])))]
         pub async fn search(
@@ -92,9 +85,14 @@ macro_rules! mapped_routes {
         /// The routes of this type.
         pub fn routes() -> utoipa_axum::router::OpenApiRouter<$crate::AppState> {
             utoipa_axum::router::OpenApiRouter::new()
-                .routes(utoipa_axum::routes!(create, search))
+                .routes(utoipa_axum::routes!(
+                    create,
+                    search,
+                    conditional_update,
+                    conditional_delete
+                ))
                 .routes(utoipa_axum::routes!(search_post))
-                .routes(utoipa_axum::routes!(read, update, delete))
+                .routes(utoipa_axum::routes!(read, update, patch, delete))
                 .routes(utoipa_axum::routes!(history))
                 .routes(utoipa_axum::routes!(vread))
         }
@@ -169,6 +167,54 @@ macro_rules! mapped_routes {
             body: JsonBody<Value>,
         ) -> Result<Response, FhirError> {
             rest::update::<$A>(&state, &actor, &headers, &id, &body.value).await
+        }
+
+        /// Conditional update (`PUT {type}?search`): the one match is updated; with none,
+        /// the body (without an id) is created; several are a 412.
+        #[utoipa::path(put, path = $type_path, tag = "fhir",
+            params(("If-Match" = Option<String>, Header, description = "W/\"n\": update only version n")),
+            request_body(content = Object, content_type = "application/fhir+json"),
+            responses((status = 200, description = "The match updated"), (status = 201, description = "Created"), (status = 400, description = "No search, or an id the match does not have"), (status = 412, description = "More than one match, or a stale If-Match"), (status = 422, description = "A change the aggregate does not allow")),
+            security(("bearer" = [$write])))]
+        pub async fn conditional_update(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Query(pairs): Query<Vec<(String, String)>>,
+            body: JsonBody<Value>,
+        ) -> Result<Response, FhirError> {
+            rest::conditional_update::<$A>(&state, &actor, &headers, &pairs, &body.value).await
+        }
+
+        /// Conditional delete (`DELETE {type}?search`): the one match is withdrawn (204
+        /// also when nothing matches); several are a 412.
+        #[utoipa::path(delete, path = $type_path, tag = "fhir",
+            responses((status = 204, description = "Withdrawn, or nothing matched"), (status = 400, description = "No search"), (status = 405, description = "The type has no delete"), (status = 412, description = "More than one match")),
+            security(("bearer" = [$write])))]
+        pub async fn conditional_delete(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Query(pairs): Query<Vec<(String, String)>>,
+        ) -> Result<Response, FhirError> {
+            rest::conditional_delete::<$A>(&state, &actor, &headers, &pairs).await
+        }
+
+        /// Change the resource with a JSON Patch (`application/json-patch+json`) of its
+        /// current FHIR form; the result is an update (`If-Match` as for a PUT).
+        #[utoipa::path(patch, path = $instance_path, tag = "fhir",
+            params(("id" = String, Path, description = "The resource id"), ("If-Match" = Option<String>, Header, description = "W/\"n\": patch only version n")),
+            request_body(content = Object, content_type = "application/json-patch+json"),
+            responses((status = 200, description = "Patched (ETag)"), (status = 400, description = "Not a JSON Patch"), (status = 404, description = "No such resource"), (status = 412, description = "Stale If-Match"), (status = 422, description = "The patch does not apply, or a change the aggregate does not allow")),
+            security(("bearer" = [$write])))]
+        pub async fn patch(
+            State(state): State<AppState>,
+            actor: Actor,
+            headers: HeaderMap,
+            Path(id): Path<String>,
+            body: JsonBody<Value>,
+        ) -> Result<Response, FhirError> {
+            rest::patch::<$A>(&state, &actor, &headers, &id, &body.value).await
         }
 
         /// Delete the resource: the aggregate's withdrawal (its history stays), or 405 where
@@ -566,6 +612,157 @@ where
     Ok(preferred(headers, answer(StatusCode::OK, &c, false)).await)
 }
 
+/// The one resource a conditional interaction's search (`{type}?search`) matches, the
+/// read logged: `None` for no match, 412 for several, 400 for no search at all.
+async fn conditional_match<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    pairs: &[(String, String)],
+    what: &str,
+) -> Result<Option<Current<A>>, FhirError>
+where
+    A::Command: Send,
+{
+    if pairs.iter().all(|(k, _)| k.starts_with('_') && k != "_id") {
+        return Err(FhirError::new(
+            400,
+            "invalid",
+            format!(
+                "a conditional {what} needs a search ({}?identifier=...)",
+                A::FHIR_TYPE
+            ),
+        ));
+    }
+    let search = ClinicalSearch::parse::<A>(state, actor, pairs, true).await?;
+    let mut found = search.run::<A>(state, actor, None, 2).await?;
+    if found.len() > 1 {
+        return Err(FhirError::new(
+            412,
+            "multiple-matches",
+            format!(
+                "the conditional {what} matches more than one {}",
+                A::FHIR_TYPE
+            ),
+        ));
+    }
+    let one = found.pop();
+    if let Some(c) = &one {
+        access_log::record_docs(
+            state,
+            actor,
+            AccessAction::Read,
+            A::RESOURCE_TYPE,
+            [(c.row.id, &c.row.doc)],
+        )
+        .await?;
+    }
+    Ok(one)
+}
+
+/// Conditional update (`PUT {type}?search`): the one match is updated as by its id; with
+/// none, the body is created (Salus mints the id; a body id is then a 400, as an update
+/// never creates under a client's id); several are a 412.
+pub(super) async fn conditional_update<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+    body: &Value,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    check_type::<A>(body)?;
+    let body_id = body.get("id").and_then(Value::as_str);
+    match conditional_match::<A>(state, actor, pairs, "update").await? {
+        Some(one) => {
+            let id = one.row.id.to_string();
+            if body_id.is_some_and(|b| b != id) {
+                return Err(FhirError {
+                    status: StatusCode::BAD_REQUEST,
+                    issues: vec![
+                        Issue::error(
+                            "invalid",
+                            format!(
+                                "the body's id is not that of the match ({}/{id})",
+                                A::FHIR_TYPE
+                            ),
+                        )
+                        .at(format!("{}.id", A::FHIR_TYPE)),
+                    ],
+                });
+            }
+            let mut r = body.clone();
+            r["id"] = Value::String(id.clone());
+            update::<A>(state, actor, headers, &id, &r).await
+        }
+        None if body_id.is_some() => Err(FhirError {
+            status: StatusCode::BAD_REQUEST,
+            issues: vec![
+                Issue::error(
+                    "invalid",
+                    format!(
+                        "nothing matches, and Salus mints the ids of {}: send the body without an id to create it",
+                        A::FHIR_TYPE
+                    ),
+                )
+                .at(format!("{}.id", A::FHIR_TYPE)),
+            ],
+        }),
+        None => {
+            // The search was the condition; the create itself is unconditional.
+            let mut plain = headers.clone();
+            plain.remove("if-none-exist");
+            create::<A>(state, actor, &plain, body).await
+        }
+    }
+}
+
+/// Conditional delete (`DELETE {type}?search`): the one match is withdrawn as by its id
+/// (204 also when nothing matches); several are a 412.
+pub(super) async fn conditional_delete<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    if !A::DELETES {
+        return Err(no_delete::<A>());
+    }
+    match conditional_match::<A>(state, actor, pairs, "delete").await? {
+        Some(one) => delete::<A>(state, actor, headers, &one.row.id.to_string()).await,
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// A JSON Patch (RFC 6902) of the resource as it reads now, then an update with the
+/// result (the aggregate decides what the change is, as for a PUT).
+pub(super) async fn patch<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    id: &str,
+    ops: &Value,
+) -> Result<Response, FhirError>
+where
+    A::Command: Send,
+{
+    let current = find::<A>(state, actor, id)
+        .await?
+        .ok_or_else(|| not_found(A::FHIR_TYPE, id))?;
+    let mut doc = current
+        .state
+        .render(current.row.version, current.row.updated_at);
+    apply_json_patch(&mut doc, ops)?;
+    if let Some(o) = doc.as_object_mut() {
+        o.remove("meta");
+    }
+    update::<A>(state, actor, headers, id, &doc).await
+}
+
 /// A stale `If-Match`: (asked, current).
 struct ServiceError412(i64, i64);
 
@@ -850,20 +1047,17 @@ where
     let params: Vec<Value> = search_parameters()
         .of(t)
         .into_iter()
-        .filter(|p| fsearch::is_searchable(p.kind) && p.expression.is_some())
+        .filter(|p| fsearch::is_searchable(p))
         .filter_map(|p| {
-            let modifiers = fsearch::SUPPORTED_MODIFIERS
-                .iter()
-                .find(|(k, _)| *k == p.kind)
-                .map(|(_, ms)| ms.join(", :"))
-                .unwrap_or_default();
-            capability_param(t, &p.code, &format!("Modifiers :{modifiers}"))
+            let modifiers = fsearch::modifiers_doc(p.kind);
+            capability_param(t, &p.code, &modifiers)
         })
         .collect();
     let mut interactions = vec![
         json!({"code": "read"}),
         json!({"code": "vread"}),
         json!({"code": "update"}),
+        json!({"code": "patch"}),
         json!({"code": "history-instance"}),
         json!({"code": "create"}),
         json!({"code": "search-type"}),
@@ -880,8 +1074,8 @@ where
         "readHistory": true,
         "updateCreate": false,
         "conditionalCreate": true,
-        "conditionalUpdate": false,
-        "conditionalDelete": "not-supported",
+        "conditionalUpdate": true,
+        "conditionalDelete": if A::DELETES { "single" } else { "not-supported" },
         "searchParam": params
     })
 }
@@ -1090,6 +1284,25 @@ impl DomainType {
         limit: u32,
     ) -> Result<Vec<String>, FhirError> {
         with_type!(self, A => matching_refs::<A>(state, actor, pairs, limit).await)
+    }
+
+    /// The FHIR form of what matches `pairs` (at most `limit`, the actor's to see): the
+    /// sources a `_has` follows (not answered, so not logged as read).
+    pub(super) async fn matching_resources(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        pairs: &[(String, String)],
+        limit: u32,
+    ) -> Result<Vec<Value>, FhirError> {
+        with_type!(self, A => {
+            let s = Box::pin(ClinicalSearch::parse::<A>(state, actor, pairs, true)).await?;
+            let found = s.run::<A>(state, actor, None, limit).await?;
+            Ok(found
+                .iter()
+                .map(|c| c.state.render(c.row.version, c.row.updated_at))
+                .collect())
+        })
     }
 
     /// The FHIR form of a committed write of this type.

@@ -89,7 +89,7 @@ impl ResultParams {
                     };
                     let sortable = search_parameters()
                         .get(t, code)
-                        .is_some_and(|p| fsearch::is_searchable(p.kind) && p.expression.is_some());
+                        .is_some_and(fsearch::is_sortable);
                     if !sortable {
                         return Err(invalid(format!(
                             "_sort: '{code}' is not a search parameter of {t} that can order results"

@@ -8,6 +8,7 @@
 //! entry's own rows. Without a viewer an entry has its own rows only; `salus reindex`
 //! derives the rows again after the viewer changes.
 
+use chrono::{DateTime, Utc};
 use salus_store::SearchRow;
 use serde::Serialize;
 use serde_json::Value;
@@ -32,4 +33,24 @@ pub fn rows<T: Serialize>(stream_type: &str, entry: &T) -> Vec<SearchRow> {
         Ok(doc) => view(stream_type, &doc),
         Err(_) => Vec::new(),
     }
+}
+
+/// `(stream type, when the entry last changed) → rows`: the FHIR `meta` parameters
+/// (`_lastUpdated`) of an entry, which its state alone does not hold.
+pub type MetaViewer = fn(&str, DateTime<Utc>) -> Vec<SearchRow>;
+
+static META_VIEWER: OnceLock<MetaViewer> = OnceLock::new();
+
+/// Register how an entry's last change is indexed for FHIR (once; later calls are ignored).
+pub fn set_meta_viewer(f: MetaViewer) {
+    let _ = META_VIEWER.set(f);
+}
+
+/// The FHIR `meta` rows of an entry of `stream_type` last changed at `updated` (none
+/// without a viewer, or for a type without a FHIR view).
+pub fn meta_rows(stream_type: &str, updated: DateTime<Utc>) -> Vec<SearchRow> {
+    META_VIEWER
+        .get()
+        .map(|view| view(stream_type, updated))
+        .unwrap_or_default()
 }

@@ -137,6 +137,11 @@ pub enum ObservationValue {
         /// A UCUM unit (case-sensitive c/s form).
         unit: String,
     },
+    /// No value of a type above: a panel whose components or members carry the values
+    /// (a blood pressure), a value that is absent (FHIR `dataAbsentReason`), or a FHIR
+    /// value of a type Salus keeps as sent in the FHIR elements (`valueInteger`,
+    /// `valueRatio`, `valueSampledData`, `valueTime`, `valueDateTime`, `valuePeriod`).
+    Untyped,
 }
 
 impl ObservationValue {
@@ -181,7 +186,7 @@ impl ObservationValue {
                     value: v.to_owned(),
                 }
             }
-            b @ ObservationValue::Boolean { .. } => b,
+            v @ (ObservationValue::Boolean { .. } | ObservationValue::Untyped) => v,
         })
     }
 }

@@ -614,6 +614,8 @@ impl Projected for Patient {
         if let Some(into) = self.merged_into {
             rows.push(SearchRow::new("merged_into", into.to_string()));
         }
+        // Every R4 Patient search parameter, over the FHIR rendering (`Patient.<code>`).
+        rows.extend(crate::clinical::fhir_view::rows(Self::RESOURCE_TYPE, self));
         rows
     }
 

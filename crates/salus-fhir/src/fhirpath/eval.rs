@@ -7,6 +7,7 @@
 use super::parse::{BinOp, Expr};
 use crate::definitions::{Structures, structures};
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// What a node is, as far as the definitions tell.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,17 +22,18 @@ pub enum NodeType {
     System,
 }
 
-/// One item of a collection.
+/// One item of a collection: a part of the resource evaluated (borrowed, never copied) or
+/// a value the expression computed.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub value: Value,
+pub struct Node<'r> {
+    pub value: Cow<'r, Value>,
     pub ty: NodeType,
 }
 
-impl Node {
+impl<'r> Node<'r> {
     pub fn system(value: Value) -> Self {
         Node {
-            value,
+            value: Cow::Owned(value),
             ty: NodeType::System,
         }
     }
@@ -63,7 +65,7 @@ pub enum EvalError {
 }
 
 /// Evaluate `expr` with `resource` as the focus (and `%resource`, `%context`).
-pub fn evaluate(expr: &Expr, resource: &Value) -> Result<Vec<Node>, EvalError> {
+pub fn evaluate<'r>(expr: &Expr, resource: &'r Value) -> Result<Vec<Node<'r>>, EvalError> {
     let root = root_node(resource);
     let cx = Cx {
         st: structures(),
@@ -73,21 +75,36 @@ pub fn evaluate(expr: &Expr, resource: &Value) -> Result<Vec<Node>, EvalError> {
     cx.eval(expr, &[root], None)
 }
 
-fn root_node(resource: &Value) -> Node {
+/// Evaluate `expr` with `focus` (a node found in `resource`) as the focus, `resource` being
+/// `%resource`: the components of a composite search parameter.
+pub fn evaluate_at<'r>(
+    expr: &Expr,
+    resource: &'r Value,
+    focus: &Node<'r>,
+) -> Result<Vec<Node<'r>>, EvalError> {
+    let cx = Cx {
+        st: structures(),
+        root: root_node(resource),
+        depth: std::cell::Cell::new(0),
+    };
+    cx.eval(expr, std::slice::from_ref(focus), None)
+}
+
+fn root_node(resource: &Value) -> Node<'_> {
     let ty = resource
         .get("resourceType")
         .and_then(Value::as_str)
         .map(|t| NodeType::Named(t.to_owned()))
         .unwrap_or(NodeType::System);
     Node {
-        value: resource.clone(),
+        value: Cow::Borrowed(resource),
         ty,
     }
 }
 
-struct Cx<'a> {
+struct Cx<'a, 'r> {
     st: &'a Structures,
-    root: Node,
+    root: Node<'r>,
     depth: std::cell::Cell<usize>,
 }
 
@@ -139,20 +156,20 @@ pub fn child(st: &Structures, ty: &NodeType, name: &str) -> Option<Child> {
 
 /// `$this` and `$index` inside a function argument.
 #[derive(Clone, Copy)]
-struct Iter<'n> {
-    this: &'n Node,
+struct Iter<'n, 'r> {
+    this: &'n Node<'r>,
     index: usize,
 }
 
-fn boolean(b: bool) -> Vec<Node> {
+fn boolean<'r>(b: bool) -> Vec<Node<'r>> {
     vec![Node::system(Value::Bool(b))]
 }
 
 /// The singleton boolean of a collection (FHIRPath's singleton evaluation of collections).
-fn as_bool(c: &[Node]) -> Result<Option<bool>, EvalError> {
+fn as_bool(c: &[Node<'_>]) -> Result<Option<bool>, EvalError> {
     match c {
         [] => Ok(None),
-        [n] => Ok(Some(match &n.value {
+        [n] => Ok(Some(match n.value.as_ref() {
             Value::Bool(b) => *b,
             _ => true,
         })),
@@ -177,8 +194,13 @@ fn type_of_code(code: &str) -> String {
         .unwrap_or_else(|| code.to_owned())
 }
 
-impl<'a> Cx<'a> {
-    fn eval(&self, e: &Expr, focus: &[Node], it: Option<Iter<'_>>) -> Result<Vec<Node>, EvalError> {
+impl<'a, 'r> Cx<'a, 'r> {
+    fn eval(
+        &self,
+        e: &Expr,
+        focus: &[Node<'r>],
+        it: Option<Iter<'_, 'r>>,
+    ) -> Result<Vec<Node<'r>>, EvalError> {
         let d = self.depth.get() + 1;
         if d > 256 {
             return Err(EvalError::TooDeep);
@@ -192,9 +214,9 @@ impl<'a> Cx<'a> {
     fn eval_inner(
         &self,
         e: &Expr,
-        focus: &[Node],
-        it: Option<Iter<'_>>,
-    ) -> Result<Vec<Node>, EvalError> {
+        focus: &[Node<'r>],
+        it: Option<Iter<'_, 'r>>,
+    ) -> Result<Vec<Node<'r>>, EvalError> {
         Ok(match e {
             Expr::Empty => vec![],
             Expr::Bool(b) => boolean(*b),
@@ -203,7 +225,7 @@ impl<'a> Cx<'a> {
                 serde_json::from_str::<Value>(n).unwrap_or(Value::Null),
             )],
             Expr::DateTime(d) => vec![Node {
-                value: Value::String(d.trim_start_matches('T').to_owned()),
+                value: Cow::Owned(Value::String(d.trim_start_matches('T').to_owned())),
                 ty: NodeType::Named(if d.starts_with('T') {
                     "time".into()
                 } else if d.contains('T') {
@@ -234,7 +256,7 @@ impl<'a> Cx<'a> {
                     None => focus,
                 };
                 if name.starts_with(|c: char| c.is_ascii_uppercase()) {
-                    let typed: Vec<Node> = base
+                    let typed: Vec<Node<'r>> = base
                         .iter()
                         .filter(|n| self.is_type(n, name))
                         .cloned()
@@ -303,10 +325,16 @@ impl<'a> Cx<'a> {
     }
 
     /// Whether `n` is of type `ty` (`Patient`, `FHIR.Quantity`, `System.String`).
-    fn is_type(&self, n: &Node, ty: &str) -> bool {
+    fn is_type(&self, n: &Node<'_>, ty: &str) -> bool {
         let ty = ty.strip_prefix("FHIR.").unwrap_or(ty);
         match &n.ty {
-            NodeType::Named(t) => self.st.derives(t, ty) || self.st.derives(t, &type_of_code(ty)),
+            NodeType::Named(t) => {
+                self.st.derives(t, ty)
+                    || self.st.derives(t, &type_of_code(ty))
+                    // A FHIR primitive named by its System type (`value.as(DateTime)`, as
+                    // R4's composite components write it).
+                    || (t.starts_with(char::is_lowercase) && *t == lower_first(ty))
+            }
             NodeType::Resolved(target) => target.as_deref().is_some_and(|t| self.st.derives(t, ty)),
             NodeType::Backbone { .. } => ty == "BackboneElement" || ty == "Element",
             NodeType::System => match ty {
@@ -320,21 +348,21 @@ impl<'a> Cx<'a> {
     }
 
     /// The children named `name` of every node, typed.
-    fn members(&self, nodes: &[Node], name: &str) -> Vec<Node> {
+    fn members(&self, nodes: &[Node<'r>], name: &str) -> Vec<Node<'r>> {
         let mut out = Vec::new();
         for n in nodes {
-            let Value::Object(obj) = &n.value else {
+            if !n.value.is_object() {
                 continue;
-            };
+            }
             match child(self.st, &n.ty, name) {
                 Some(Child::Choice(types)) => {
                     for t in types {
                         let key = format!("{name}{}", upper_first(&t));
-                        push_values(&mut out, obj.get(&key), NodeType::Named(t));
+                        push_values(&mut out, n, &key, NodeType::Named(t));
                     }
                 }
                 Some(Child::Plain(ty)) => {
-                    for v in values_of(obj.get(name)) {
+                    for v in member_values(n, name) {
                         // A contained or nested resource is typed by its own resourceType.
                         let ty = match (&ty, v.get("resourceType").and_then(Value::as_str)) {
                             (NodeType::Named(r), Some(rt)) if r == "Resource" => {
@@ -342,14 +370,11 @@ impl<'a> Cx<'a> {
                             }
                             _ => ty.clone(),
                         };
-                        out.push(Node {
-                            value: v.clone(),
-                            ty,
-                        });
+                        out.push(Node { value: v, ty });
                     }
                 }
                 None if matches!(n.ty, NodeType::System | NodeType::Resolved(_)) => {
-                    push_values(&mut out, obj.get(name), NodeType::System);
+                    push_values(&mut out, n, name, NodeType::System);
                 }
                 None => {}
             }
@@ -362,9 +387,9 @@ impl<'a> Cx<'a> {
         op: BinOp,
         a: &Expr,
         b: &Expr,
-        focus: &[Node],
-        it: Option<Iter<'_>>,
-    ) -> Result<Vec<Node>, EvalError> {
+        focus: &[Node<'r>],
+        it: Option<Iter<'_, 'r>>,
+    ) -> Result<Vec<Node<'r>>, EvalError> {
         let l = self.eval(a, focus, it)?;
         // `and`/`or`/`implies` short-circuit where the left side decides.
         match op {
@@ -453,7 +478,7 @@ impl<'a> Cx<'a> {
                 }
             }
             BinOp::Concat => {
-                let s = |c: &[Node]| {
+                let s = |c: &[Node<'_>]| {
                     c.first()
                         .and_then(|n| n.value.as_str())
                         .unwrap_or("")
@@ -492,11 +517,11 @@ impl<'a> Cx<'a> {
     fn call(
         &self,
         name: &str,
-        input: Vec<Node>,
+        input: Vec<Node<'r>>,
         args: &[Expr],
-        focus: &[Node],
-        it: Option<Iter<'_>>,
-    ) -> Result<Vec<Node>, EvalError> {
+        focus: &[Node<'r>],
+        it: Option<Iter<'_, 'r>>,
+    ) -> Result<Vec<Node<'r>>, EvalError> {
         let arity = |n: usize, what: &'static str| {
             if args.len() == n {
                 Ok(())
@@ -505,7 +530,7 @@ impl<'a> Cx<'a> {
             }
         };
         // An argument evaluated once against the outer focus (not per item).
-        let arg_value = |i: usize| -> Result<Vec<Node>, EvalError> {
+        let arg_value = |i: usize| -> Result<Vec<Node<'r>>, EvalError> {
             match args.get(i) {
                 Some(a) => self.eval(a, focus, it),
                 None => Ok(vec![]),
@@ -562,7 +587,7 @@ impl<'a> Cx<'a> {
                 n => return Err(EvalError::NotSingleton("single()", n)),
             },
             "distinct" => {
-                let mut out: Vec<Node> = Vec::new();
+                let mut out: Vec<Node<'r>> = Vec::new();
                 for n in input {
                     if !out.iter().any(|x| x.value == n.value) {
                         out.push(n);
@@ -577,7 +602,7 @@ impl<'a> Cx<'a> {
             "hasValue" => boolean(
                 input.len() == 1
                     && matches!(
-                        input[0].value,
+                        *input[0].value,
                         Value::String(_) | Value::Bool(_) | Value::Number(_)
                     ),
             ),
@@ -611,7 +636,7 @@ impl<'a> Cx<'a> {
             }
             "children" => input
                 .iter()
-                .flat_map(|n| match &n.value {
+                .flat_map(|n| match n.value.as_ref() {
                     Value::Object(m) => m
                         .keys()
                         .filter(|k| !k.starts_with('_') && *k != "resourceType")
@@ -669,17 +694,17 @@ impl<'a> Cx<'a> {
             "now" | "today" => {
                 let now = chrono::Utc::now();
                 vec![Node {
-                    value: Value::String(if name == "now" {
+                    value: Cow::Owned(Value::String(if name == "now" {
                         now.to_rfc3339()
                     } else {
                         now.format("%Y-%m-%d").to_string()
-                    }),
+                    })),
                     ty: NodeType::Named(if name == "now" { "dateTime" } else { "date" }.into()),
                 }]
             }
             "toString" => input
                 .into_iter()
-                .map(|n| match n.value {
+                .map(|n| match n.value.into_owned() {
                     Value::String(s) => Node::system(Value::String(s)),
                     other => Node::system(Value::String(other.to_string())),
                 })
@@ -691,8 +716,8 @@ impl<'a> Cx<'a> {
 
 /// The resource type a reference node names: `Patient/1`, `http://x/fhir/Patient/1`,
 /// `Patient/1/_history/2`, or its `type`.
-fn resolved(n: &Node) -> Node {
-    let target = match &n.value {
+fn resolved<'r>(n: &Node<'r>) -> Node<'r> {
+    let target = match n.value.as_ref() {
         Value::Object(m) => m
             .get("reference")
             .and_then(Value::as_str)
@@ -731,10 +756,25 @@ fn values_of(v: Option<&Value>) -> Vec<&Value> {
     }
 }
 
-fn push_values(out: &mut Vec<Node>, v: Option<&Value>, ty: NodeType) {
-    for x in values_of(v) {
+/// The values of member `key` of `n`: borrowed from the resource when `n` is, copied only
+/// out of a computed value.
+fn member_values<'r>(n: &Node<'r>, key: &str) -> Vec<Cow<'r, Value>> {
+    match &n.value {
+        Cow::Borrowed(v) => values_of(v.get(key))
+            .into_iter()
+            .map(Cow::Borrowed)
+            .collect(),
+        Cow::Owned(v) => values_of(v.get(key))
+            .into_iter()
+            .map(|x| Cow::Owned(x.clone()))
+            .collect(),
+    }
+}
+
+fn push_values<'r>(out: &mut Vec<Node<'r>>, n: &Node<'r>, key: &str, ty: NodeType) {
+    for value in member_values(n, key) {
         out.push(Node {
-            value: x.clone(),
+            value,
             ty: ty.clone(),
         });
     }
@@ -780,6 +820,15 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
+/// `DateTime` → `dateTime`.
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::parse::parse;
@@ -790,7 +839,7 @@ mod tests {
         evaluate(&parse(src).unwrap(), r)
             .unwrap()
             .into_iter()
-            .map(|n| n.value)
+            .map(|n| n.value.into_owned())
             .collect()
     }
 

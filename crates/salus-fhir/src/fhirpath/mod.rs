@@ -7,5 +7,5 @@
 mod eval;
 mod parse;
 
-pub use eval::{Child, EvalError, Node, NodeType, child, evaluate, reference_type};
+pub use eval::{Child, EvalError, Node, NodeType, child, evaluate, evaluate_at, reference_type};
 pub use parse::{BinOp, Expr, ParseError, parse};

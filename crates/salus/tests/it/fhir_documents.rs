@@ -405,6 +405,91 @@ async fn documents_are_found_by_every_parameter_type(backend: &str) {
     fhir.get("/Immunization?status:fuzzy=x").await.outcome(400);
     fhir.get("/Immunization?date=yesterday").await.outcome(400);
     fhir.get("/Immunization?_count=0").await.outcome(400);
+
+    // composite: a Group's characteristic is found by its code and value together, never
+    // by the code of one characteristic and the value of another.
+    let group = |code: &str, value: &str| {
+        json!({"resourceType": "Group", "type": "person", "actual": false,
+        "characteristic": [
+            {"code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": value}]},
+             "exclude": false},
+            {"code": {"coding": [{"system": "http://snomed.info/sct", "code": "263495000"}]},
+             "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "248152002"}]},
+             "exclude": false}
+        ]})
+    };
+    let g1 = fhir
+        .post("/Group", &group("73211009", "373066001"), &[])
+        .await;
+    assert_eq!(g1.status, 201, "{}", g1.body);
+    let g2 = fhir
+        .post("/Group", &group("38341003", "373067005"), &[])
+        .await;
+    assert_eq!(g2.status, 201, "{}", g2.body);
+    let groups = |query: &str| {
+        let fhir = &fhir;
+        let query = query.to_owned();
+        async move {
+            let r = fhir.get(&format!("/Group?{query}")).await;
+            assert_eq!(r.status, 200, "{query}: {}", r.body);
+            let mut got = ids(&r.body);
+            got.sort();
+            got
+        }
+    };
+    let (g1, g2) = (
+        g1.body["id"].as_str().unwrap().to_owned(),
+        g2.body["id"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        groups("characteristic-value=http://snomed.info/sct|73211009$373066001").await,
+        vec![g1.clone()]
+    );
+    assert_eq!(
+        groups("characteristic-value=73211009$373067005").await,
+        Vec::<String>::new()
+    );
+    let mut both = vec![g1.clone(), g2.clone()];
+    both.sort();
+    assert_eq!(
+        groups("characteristic-value=263495000$248152002").await,
+        both
+    );
+    assert_eq!(
+        groups("characteristic-value=73211009$373066001,38341003$373067005").await,
+        both
+    );
+    fhir.get("/Group?characteristic-value=73211009")
+        .await
+        .outcome(400);
+
+    // :text, :of-type, :identifier.
+    assert_eq!(q("vaccine-code:text=Vaccine 20").await, want(&[0, 2]));
+    assert_eq!(q("vaccine-code:text=207").await, Vec::<String>::new());
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    let mut logical = immunization(&ada, "33", "2024-04-01");
+    logical["patient"] = json!({"identifier": {"system": "urn:mrn", "value": "S-1"}});
+    logical["identifier"] = json!([{"type": {"coding": [{"system": v2, "code": "FILL"}]}, "system": "urn:fills", "value": "F-1"}]);
+    let r = fhir.post("/Immunization", &logical, &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let logical = vec![r.body["id"].as_str().unwrap().to_owned()];
+    assert_eq!(q("patient:identifier=urn:mrn|S-1").await, logical);
+    assert_eq!(
+        q("patient:identifier=urn:mrn|S-2").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q(&format!("identifier:of-type={v2}|FILL|F-1")).await,
+        logical
+    );
+    assert_eq!(
+        q(&format!("identifier:of-type={v2}|PLAC|F-1")).await,
+        Vec::<String>::new()
+    );
+    fhir.get("/Immunization?identifier:of-type=F-1")
+        .await
+        .outcome(400);
     fhir.validate_all();
 }
 

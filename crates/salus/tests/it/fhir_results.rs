@@ -348,13 +348,43 @@ async fn includes_and_revincludes_follow_references(backend: &str) {
         .get(&format!("/Patient?_id={a}&_revinclude=Observation:subject"))
         .await;
     assert!(has(&entries(&r.body), "include", &obs), "{}", r.body);
-    let r = fhir
-        .get("/Patient?_has:Observation:subject:code=8867-4")
-        .await;
+    // _has from the aggregate: the patients an Observation of that code is about.
+    let has_patients = |q: &str| {
+        let fhir = &fhir;
+        let q = q.to_owned();
+        async move {
+            let r = fhir.get(&q).await;
+            assert_eq!(r.status, 200, "{q}: {}", r.body);
+            crate::fhir::ids(&r.body)
+                .into_iter()
+                .map(|id| format!("Patient/{id}"))
+                .collect::<Vec<_>>()
+        }
+    };
     assert_eq!(
-        r.status, 400,
-        "_has from the aggregate is not served: {}",
-        r.body
+        has_patients("/Patient?_has:Observation:subject:code=8867-4").await,
+        vec![pa.clone()]
+    );
+    assert_eq!(
+        has_patients("/Patient?_has:Observation:subject:code=8310-5").await,
+        Vec::<String>::new()
+    );
+    // The CapabilityStatement offers the aggregate's reverse includes.
+    let cap = fhir.get("/metadata").await;
+    let patient = cap.body["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap()
+        .clone();
+    assert!(
+        patient["searchRevInclude"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "Observation:subject"),
+        "{patient}"
     );
     fhir.validate_all();
 }
