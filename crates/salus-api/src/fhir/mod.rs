@@ -1,8 +1,10 @@
 //! `/fhir/R4`: the FHIR R4 REST API over the same aggregates as `/api/v1` (DESIGN.md §4).
 //!
-//! What is served is exactly what [`capability_statement`] lists: `metadata`, and for
-//! Patient `create` (with `If-None-Exist`), `read`, `vread`, `update` (with `If-Match`),
-//! `history-instance` and `search-type`. Each route declares the same permission as its `/api/v1` twin, so bearer
+//! What is served is exactly what [`capability_statement`] lists: `metadata`; Patient
+//! (the registry, [`patient`]); the types Salus aggregates serve ([`rest`] over
+//! [`rest::Mapped`]: Observation, Condition, AllergyIntolerance, …); AuditEvent, read-only
+//! from the log; every other R4 type as a versioned document ([`documents`]); Bundles
+//! ([`bundle`]), history ([`history`]) and Bulk Data ([`export`]). Each route declares the same permission as its `/api/v1` twin, so bearer
 //! tokens, roles and SMART scopes work alike; every read of patient data goes through
 //! [`access_log::record`] before it is answered. Errors are OperationOutcome: handlers
 //! return [`FhirError`], and [`outcomes`] turns any problem+json answered under `/fhir/`
