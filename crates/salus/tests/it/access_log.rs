@@ -134,6 +134,8 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
                     // FHIR names the collection by its resource type.
                     "Patient" => "patients",
                     "Observation" => "observations",
+                    "Condition" => "conditions",
+                    "AllergyIntolerance" => "allergies",
                     other => other,
                 })
                 .cloned()
