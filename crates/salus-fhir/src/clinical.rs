@@ -15,6 +15,7 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "condition" => "Condition",
         "allergy" => "AllergyIntolerance",
         "patient" => "Patient",
+        "clinical_note" => "DocumentReference",
         _ => return None,
     })
 }
@@ -31,6 +32,9 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "allergy" => serde_json::from_value(doc.clone())
             .ok()
             .map(|a: Allergy| crate::statement::to_fhir(&a, None)),
+        "clinical_note" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|n| crate::note::to_fhir(&n, None)),
         "patient" => serde_json::from_value(doc.clone()).ok().map(|p| {
             // Indexed without its meta (a version the index does not have).
             let mut r = crate::patient::to_fhir(&p, 1, chrono::DateTime::UNIX_EPOCH);

@@ -12,6 +12,7 @@ pub mod datatypes;
 pub mod definitions;
 pub mod fhirpath;
 pub mod index;
+pub mod note;
 pub mod observation;
 pub mod outcome;
 pub mod patient;

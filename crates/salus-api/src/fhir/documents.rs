@@ -23,6 +23,7 @@ pub const DOMAIN_TYPES: &[&str] = &[
     "Observation",
     "Condition",
     "AllergyIntolerance",
+    "DocumentReference",
 ];
 
 /// The stored resource type of documents.

@@ -115,6 +115,12 @@ pub(super) const MODULES: &[Module] = &[
         source: Source::Clinical(super::rest::DomainType::AllergyIntolerance),
     },
     Module {
+        name: "notes",
+        serves: is_note,
+        permission: "notes:read",
+        source: Source::Clinical(super::rest::DomainType::DocumentReference),
+    },
+    Module {
         name: "audit",
         serves: is_audit_event,
         permission: "audit:read",
@@ -132,6 +138,10 @@ fn is_condition(t: &str) -> bool {
 
 fn is_allergy(t: &str) -> bool {
     t == "AllergyIntolerance"
+}
+
+fn is_note(t: &str) -> bool {
+    t == "DocumentReference"
 }
 
 fn is_audit_event(t: &str) -> bool {

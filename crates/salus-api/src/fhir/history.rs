@@ -352,6 +352,29 @@ pub async fn allergies(
     .await
 }
 
+/// Every version of every DocumentReference, newest first.
+#[utoipa::path(get, path = "/fhir/R4/DocumentReference/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["notes:read"])))]
+pub async fn notes(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::DocumentReference);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/DocumentReference/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
 /// Every version of every resource of a type kept as a document, newest first.
 #[utoipa::path(get, path = "/fhir/R4/{type}/_history", tag = "fhir",
     params(("type" = String, Path, description = "Resource type"), ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),

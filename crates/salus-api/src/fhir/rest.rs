@@ -36,6 +36,10 @@ macro_rules! with_type {
                 type $A = salus_domain::clinical::statement::Allergy;
                 $e
             }
+            DomainType::DocumentReference => {
+                type $A = salus_domain::clinical::record::ClinicalNote;
+                $e
+            }
         }
     };
 }
@@ -314,6 +318,39 @@ where
 
     /// The withdrawal a FHIR delete is (entered in error); `None`: no delete (405).
     fn delete_command(current: &Self) -> Option<Self::Command>;
+
+    /// Whether the stored state passes its integrity check (a note's text against its
+    /// SHA-256); one that fails is withheld, logged and counted.
+    fn intact(&self) -> bool {
+        true
+    }
+}
+
+/// `c`, unless it fails its integrity check: then a loud error (logged, counted) and
+/// nothing of it is served.
+pub(super) fn checked<A: Mapped>(state: &AppState, c: Current<A>) -> Result<Current<A>, FhirError>
+where
+    A::Command: Send,
+{
+    if c.state.intact() {
+        return Ok(c);
+    }
+    state.metrics.integrity_failures.inc();
+    tracing::error!(
+        resource = A::FHIR_TYPE,
+        id = %c.row.id,
+        version = c.row.version,
+        "stored content does not match its hash: refusing to serve it"
+    );
+    Err(FhirError::new(
+        500,
+        "exception",
+        format!(
+            "{}/{} failed its integrity check and is withheld; the incident is logged",
+            A::FHIR_TYPE,
+            c.row.id
+        ),
+    ))
 }
 
 /// A domain failure as an OperationOutcome naming the FHIR element at fault.
@@ -377,7 +414,7 @@ where
     let row = http::read_current::<A>(state, actor, A::FHIR_TYPE, id).await?;
     let row = http::parse_text_row::<A>(row)?;
     let st: A = serde_json::from_value(row.doc.clone()).map_err(ApiError::internal)?;
-    Ok(Current { state: st, row })
+    checked(state, Current { state: st, row })
 }
 
 fn answer<A: Mapped>(status: StatusCode, c: &Current<A>, location: bool) -> Response
@@ -436,6 +473,7 @@ where
         .at_version::<A>(&actor.ctx, current.row.id, version)
         .await?
         .ok_or_else(missing)?;
+    let c = checked(state, c)?;
     Ok(answer(StatusCode::OK, &c, false))
 }
 
@@ -453,7 +491,10 @@ where
     let versions = state
         .services
         .versions::<A>(&actor.ctx, current.row.id)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|c| checked(state, c))
+        .collect::<Result<Vec<_>, _>>()?;
     let base = base_url(headers);
     let entries: Vec<Value> = versions
         .iter()
@@ -913,10 +954,11 @@ impl ClinicalSearch {
             order_by: None,
         };
         let found = state.services.search::<A>(&actor.ctx, &q).await?;
-        Ok(found
+        found
             .into_iter()
             .filter(|c| actor.sees(A::RESOURCE_TYPE, &c.row.doc))
-            .collect())
+            .map(|c| checked(state, c))
+            .collect()
     }
 }
 
@@ -1182,6 +1224,7 @@ pub(super) enum DomainType {
     Observation,
     Condition,
     AllergyIntolerance,
+    DocumentReference,
 }
 
 impl DomainType {
@@ -1189,6 +1232,7 @@ impl DomainType {
         DomainType::Observation,
         DomainType::Condition,
         DomainType::AllergyIntolerance,
+        DomainType::DocumentReference,
     ];
 
     pub(super) fn of(t: &str) -> Option<Self> {
@@ -1396,6 +1440,7 @@ impl DomainType {
                 DomainType::Observation => super::observation::capability(),
                 DomainType::Condition => super::statement::condition_capability(),
                 DomainType::AllergyIntolerance => super::statement::allergy_capability(),
+                DomainType::DocumentReference => super::note::capability(),
             })
             .collect()
     }

@@ -136,6 +136,7 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
                     "Observation" => "observations",
                     "Condition" => "conditions",
                     "AllergyIntolerance" => "allergies",
+                    "DocumentReference" => "notes",
                     other => other,
                 })
                 .cloned()

@@ -208,6 +208,18 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("put", "/fhir/R4/AllergyIntolerance"),
         ("delete", "/fhir/R4/AllergyIntolerance"),
         ("patch", "/fhir/R4/AllergyIntolerance/{id}"),
+        ("post", "/fhir/R4/DocumentReference"),
+        ("get", "/fhir/R4/DocumentReference"),
+        ("post", "/fhir/R4/DocumentReference/_search"),
+        ("get", "/fhir/R4/DocumentReference/{id}"),
+        ("put", "/fhir/R4/DocumentReference/{id}"),
+        ("delete", "/fhir/R4/DocumentReference/{id}"),
+        ("get", "/fhir/R4/DocumentReference/{id}/_history"),
+        ("get", "/fhir/R4/DocumentReference/_history"),
+        ("get", "/fhir/R4/DocumentReference/{id}/_history/{vid}"),
+        ("put", "/fhir/R4/DocumentReference"),
+        ("delete", "/fhir/R4/DocumentReference"),
+        ("patch", "/fhir/R4/DocumentReference/{id}"),
         // Every other resource type, kept as a document (see crate::fhir::documents).
         ("get", "/fhir/R4/{type}"),
         ("post", "/fhir/R4/{type}"),
@@ -266,7 +278,8 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         let status = r.status().as_u16();
         let body = r.text().await.unwrap();
         assert!(
-            !body.contains("no such route") && status != 405,
+            // A type without a FHIR delete answers its documented 405.
+            !body.contains("no such route") && (status != 405 || body.contains("never deleted")),
             "{method} {path} is documented but not routed: {status} {body}"
         );
         if path.contains("patients") && method != "get" {
