@@ -59,6 +59,9 @@ pub struct ClinicianInput {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub fhir_elements: Option<Value>,
+    /// Registered active unless `false` (a FHIR Practitioner sent with `active: false`).
+    #[serde(default)]
+    pub active: Option<bool>,
 }
 
 /// What a revision changes; `None`: unchanged (for `fhir_elements`, an empty object: none
@@ -146,7 +149,11 @@ impl Aggregate for Clinician {
                     credential: text("credential", &input.credential)?,
                     specialty: text("specialty", &input.specialty)?,
                     org_unit: text("org_unit", &input.org_unit)?,
-                    status: ClinicianStatus::Active,
+                    status: if input.active == Some(false) {
+                        ClinicianStatus::Inactive
+                    } else {
+                        ClinicianStatus::Active
+                    },
                     user_id: input.user_id,
                     fhir_elements: crate::clinical::fhir_elements(input.fhir_elements.as_ref())?,
                 })])
@@ -331,6 +338,7 @@ mod tests {
             org_unit: "Internal medicine".into(),
             user_id: None,
             fhir_elements: None,
+            active: None,
         };
         let evs = Clinician::decide(
             None,

@@ -85,6 +85,9 @@ pub struct DepartmentInput {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub fhir_elements: Option<Value>,
+    /// Created active unless `false` (a FHIR Organization sent with `active: false`).
+    #[serde(default)]
+    pub active: Option<bool>,
 }
 
 /// What a revision of a department or a location changes; `None`: unchanged (for
@@ -234,7 +237,7 @@ impl Aggregate for Department {
                     id: *id,
                     code: department_code(&input.code)?,
                     name: text("name", &input.name, 200)?,
-                    active: true,
+                    active: input.active != Some(false),
                     fhir_elements: crate::clinical::fhir_elements(input.fhir_elements.as_ref())?,
                 })])
             }
@@ -337,6 +340,9 @@ pub struct LocationInput {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub fhir_elements: Option<Value>,
+    /// Created active unless `false` (a FHIR Location sent with status `inactive`).
+    #[serde(default)]
+    pub active: Option<bool>,
 }
 
 domain_events! {
@@ -380,7 +386,7 @@ impl Aggregate for Location {
                     department_id: input.department_id,
                     name: text("name", &input.name, 200)?,
                     kind: location_kind(&input.kind)?,
-                    active: true,
+                    active: input.active != Some(false),
                     fhir_elements: crate::clinical::fhir_elements(input.fhir_elements.as_ref())?,
                 })])
             }
