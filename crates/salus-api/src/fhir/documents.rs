@@ -23,6 +23,9 @@ pub const DOMAIN_TYPES: &[&str] = &[
     "Observation",
     "Condition",
     "AllergyIntolerance",
+    "Practitioner",
+    "Organization",
+    "Location",
 ];
 
 /// The stored resource type of documents.

@@ -20,6 +20,7 @@ mod fhir_clinical;
 mod fhir_documents;
 mod fhir_export;
 mod fhir_results;
+mod fhir_staff;
 mod fhir_statements;
 mod interactions;
 mod merges;
