@@ -1,7 +1,7 @@
 //! FHIR R4 knowledge with no HTTP: the official definitions bundled as data
 //! ([`definitions`]), a FHIRPath subset ([`fhirpath`]), index values per search parameter
 //! ([`index`]), structural validation ([`validate`]), the mapping between Salus aggregates
-//! and FHIR resources ([`patient`]), OperationOutcome and Bundle shapes ([`outcome`]).
+//! and FHIR resources ([`patient`], [`statement`], [`observation`], [`staff`]), OperationOutcome and Bundle shapes ([`outcome`]).
 //!
 //! It never does I/O beyond reading its bundled files, and never decides a domain rule: a
 //! FHIR resource becomes a domain command's input, and the domain decides.
@@ -17,6 +17,7 @@ pub mod observation;
 pub mod outcome;
 pub mod patient;
 pub mod search;
+pub mod staff;
 pub mod statement;
 pub mod synth;
 pub mod validate;

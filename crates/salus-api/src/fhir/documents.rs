@@ -24,6 +24,9 @@ pub const DOMAIN_TYPES: &[&str] = &[
     "Condition",
     "AllergyIntolerance",
     "DocumentReference",
+    "Practitioner",
+    "Organization",
+    "Location",
 ];
 
 /// The stored resource type of documents.

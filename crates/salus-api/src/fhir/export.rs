@@ -115,6 +115,24 @@ pub(super) const MODULES: &[Module] = &[
         source: Source::Clinical(super::rest::DomainType::AllergyIntolerance),
     },
     Module {
+        name: "clinicians",
+        serves: is_practitioner,
+        permission: "clinicians:read",
+        source: Source::Clinical(super::rest::DomainType::Practitioner),
+    },
+    Module {
+        name: "departments",
+        serves: is_organization,
+        permission: "places:read",
+        source: Source::Clinical(super::rest::DomainType::Organization),
+    },
+    Module {
+        name: "locations",
+        serves: is_location,
+        permission: "places:read",
+        source: Source::Clinical(super::rest::DomainType::Location),
+    },
+    Module {
         name: "notes",
         serves: is_note,
         permission: "notes:read",
@@ -138,6 +156,18 @@ fn is_condition(t: &str) -> bool {
 
 fn is_allergy(t: &str) -> bool {
     t == "AllergyIntolerance"
+}
+
+fn is_practitioner(t: &str) -> bool {
+    t == "Practitioner"
+}
+
+fn is_organization(t: &str) -> bool {
+    t == "Organization"
+}
+
+fn is_location(t: &str) -> bool {
+    t == "Location"
 }
 
 fn is_note(t: &str) -> bool {

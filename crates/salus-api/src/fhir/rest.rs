@@ -1,5 +1,6 @@
 //! The REST interactions of the FHIR types that Salus aggregates serve (Observation,
-//! Condition, AllergyIntolerance),
+//! Condition, AllergyIntolerance; Practitioner, Organization, Location, which are not
+//! patient data),
 //! written once over [`Mapped`]: read, vread, history-instance, create (with
 //! `If-None-Exist`), update (with `If-Match`), delete (the aggregate's withdrawal, or 405),
 //! and search by GET and `POST _search` on every R4 search parameter of the type. Each type's
@@ -34,6 +35,18 @@ macro_rules! with_type {
             }
             DomainType::AllergyIntolerance => {
                 type $A = salus_domain::clinical::statement::Allergy;
+                $e
+            }
+            DomainType::Practitioner => {
+                type $A = salus_domain::staff::clinician::Clinician;
+                $e
+            }
+            DomainType::Organization => {
+                type $A = salus_domain::staff::place::Department;
+                $e
+            }
+            DomainType::Location => {
+                type $A = salus_domain::staff::place::Location;
                 $e
             }
             DomainType::DocumentReference => {
@@ -262,6 +275,8 @@ pub(super) use mapped_routes;
 #[derive(Debug, Default, Clone)]
 pub(super) struct Pending {
     pub patients: HashSet<Uuid>,
+    /// The departments (Organizations) this transaction creates, active.
+    pub departments: HashSet<Uuid>,
 }
 
 impl Pending {
@@ -1225,6 +1240,9 @@ pub(super) enum DomainType {
     Condition,
     AllergyIntolerance,
     DocumentReference,
+    Practitioner,
+    Organization,
+    Location,
 }
 
 impl DomainType {
@@ -1233,6 +1251,9 @@ impl DomainType {
         DomainType::Condition,
         DomainType::AllergyIntolerance,
         DomainType::DocumentReference,
+        DomainType::Practitioner,
+        DomainType::Organization,
+        DomainType::Location,
     ];
 
     pub(super) fn of(t: &str) -> Option<Self> {
@@ -1441,6 +1462,9 @@ impl DomainType {
                 DomainType::Condition => super::statement::condition_capability(),
                 DomainType::AllergyIntolerance => super::statement::allergy_capability(),
                 DomainType::DocumentReference => super::note::capability(),
+                DomainType::Practitioner => super::staff::practitioner_capability(),
+                DomainType::Organization => super::staff::organization_capability(),
+                DomainType::Location => super::staff::location_capability(),
             })
             .collect()
     }

@@ -137,7 +137,8 @@ async fn a_system_export_is_kicked_off_polled_and_downloaded(backend: &str) {
     let org = created(
         &fhir,
         "/Organization",
-        &json!({"resourceType": "Organization", "name": "St Elsewhere"}),
+        &json!({"resourceType": "Organization", "name": "St Elsewhere",
+                "identifier": [{"system": "urn:salus:department-code", "value": "STE"}]}),
     )
     .await;
     // An Observation: the clinical aggregate, exported as its FHIR form.
@@ -199,7 +200,7 @@ async fn a_system_export_is_kicked_off_polled_and_downloaded(backend: &str) {
     assert_eq!(ids_of(&got["Immunization"]), BTreeSet::from([i1, i2]));
     assert_eq!(ids_of(&got["Organization"]), BTreeSet::from([org]));
     // Each line is the resource as a read renders it.
-    for t in ["Patient", "Immunization", "Observation"] {
+    for t in ["Patient", "Immunization", "Observation", "Organization"] {
         for r in &got[t] {
             let read = fhir
                 .get(&format!("/{t}/{}", r["id"].as_str().unwrap()))
@@ -249,7 +250,8 @@ async fn exports_follow_type_since_patient_and_group(backend: &str) {
     created(
         &fhir,
         "/Organization",
-        &json!({"resourceType": "Organization", "name": "Nobody's"}),
+        &json!({"resourceType": "Organization", "name": "Nobody's",
+                "identifier": [{"system": "urn:salus:department-code", "value": "NOB"}]}),
     )
     .await;
     let group = created(

@@ -21,6 +21,7 @@ mod fhir_documents;
 mod fhir_export;
 mod fhir_notes;
 mod fhir_results;
+mod fhir_staff;
 mod fhir_statements;
 mod interactions;
 mod merges;
