@@ -17,6 +17,7 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "allergy" => "AllergyIntolerance",
         "patient" => "Patient",
         "clinical_note" => "DocumentReference",
+        "consent" => "Consent",
         "clinician" => "Practitioner",
         "department" => "Organization",
         "location" => "Location",
@@ -36,6 +37,9 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "allergy" => serde_json::from_value(doc.clone())
             .ok()
             .map(|a: Allergy| crate::statement::to_fhir(&a, None)),
+        "consent" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|c| crate::consent::to_fhir(&c, None)),
         "clinical_note" => serde_json::from_value(doc.clone())
             .ok()
             .map(|n| crate::note::to_fhir(&n, None)),

@@ -24,6 +24,7 @@ pub const DOMAIN_TYPES: &[&str] = &[
     "Condition",
     "AllergyIntolerance",
     "DocumentReference",
+    "Consent",
     "Practitioner",
     "Organization",
     "Location",

@@ -53,6 +53,10 @@ macro_rules! with_type {
                 type $A = salus_domain::clinical::record::ClinicalNote;
                 $e
             }
+            DomainType::Consent => {
+                type $A = salus_domain::clinical::consent::Consent;
+                $e
+            }
         }
     };
 }
@@ -1240,6 +1244,7 @@ pub(super) enum DomainType {
     Condition,
     AllergyIntolerance,
     DocumentReference,
+    Consent,
     Practitioner,
     Organization,
     Location,
@@ -1251,6 +1256,7 @@ impl DomainType {
         DomainType::Condition,
         DomainType::AllergyIntolerance,
         DomainType::DocumentReference,
+        DomainType::Consent,
         DomainType::Practitioner,
         DomainType::Organization,
         DomainType::Location,
@@ -1462,6 +1468,7 @@ impl DomainType {
                 DomainType::Condition => super::statement::condition_capability(),
                 DomainType::AllergyIntolerance => super::statement::allergy_capability(),
                 DomainType::DocumentReference => super::note::capability(),
+                DomainType::Consent => super::consent::capability(),
                 DomainType::Practitioner => super::staff::practitioner_capability(),
                 DomainType::Organization => super::staff::organization_capability(),
                 DomainType::Location => super::staff::location_capability(),

@@ -137,6 +137,7 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
                     "Condition" => "conditions",
                     "AllergyIntolerance" => "allergies",
                     "DocumentReference" => "notes",
+                    "Consent" => "consents",
                     other => other,
                 })
                 .cloned()
