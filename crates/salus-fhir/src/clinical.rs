@@ -16,7 +16,7 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "condition" => "Condition",
         "allergy" => "AllergyIntolerance",
         "patient" => "Patient",
-        "clinical_note" => "DocumentReference",
+        "clinical_note" | "attachment" => "DocumentReference",
         "consent" => "Consent",
         "clinician" => "Practitioner",
         "department" => "Organization",
@@ -40,6 +40,9 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "consent" => serde_json::from_value(doc.clone())
             .ok()
             .map(|c| crate::consent::to_fhir(&c, None)),
+        "attachment" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|a| crate::note::file_to_fhir(&a, None)),
         "clinical_note" => serde_json::from_value(doc.clone())
             .ok()
             .map(|n| crate::note::to_fhir(&n, None)),

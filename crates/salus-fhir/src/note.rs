@@ -22,6 +22,7 @@
 use crate::datatypes::*;
 use crate::outcome::Issue;
 use base64::Engine as _;
+use salus_domain::clinical::attachment::Attachment;
 use salus_domain::clinical::record::ClinicalNote;
 use serde_json::{Map, Value, json};
 use sha1::Digest as _;
@@ -172,6 +173,33 @@ pub fn to_fhir(n: &ClinicalNote, version: Option<(i64, chrono::DateTime<chrono::
             rest.remove("relatesTo");
         }
         merge(&mut r, &Value::Object(rest));
+    }
+    r
+}
+
+/// The DocumentReference an attachment of a medical record is (read-only): its file by
+/// download path (`/api/v1/attachments/<id>/content`, hash-checked there), content type,
+/// size and file name, the patient and the uploading user; `final` and `current`.
+pub fn file_to_fhir(
+    a: &Attachment,
+    version: Option<(i64, chrono::DateTime<chrono::Utc>)>,
+) -> Value {
+    let mut r = json!({
+        "resourceType": T,
+        "id": a.id.to_string(),
+        "status": "current",
+        "docStatus": "final",
+        "subject": reference("Patient", a.patient_id, None),
+        "author": [user(a.uploaded_by)],
+        "content": [{ "attachment": {
+            "contentType": a.content_type,
+            "url": format!("/api/v1/attachments/{}/content", a.id),
+            "size": a.size,
+            "title": a.filename,
+        }}],
+    });
+    if let Some((v, at)) = version {
+        r["meta"] = meta(v, at);
     }
     r
 }

@@ -4,10 +4,12 @@
 //! only open record when no custodian is named); a DocumentReference that arrives `final`
 //! is signed by its writer as it is written. An update may only sign it; there is no
 //! delete (a note is append-only). Every read checks the note's text against its SHA-256
-//! and withholds a note that fails (a loud error and a metric).
+//! and withholds a note that fails (a loud error and a metric). The attachments of
+//! medical records read as DocumentReferences beside the notes ([`Mapped::ALSO`]).
 
 use super::rest::{self, Mapped, Pending};
 use super::*;
+use salus_domain::clinical::attachment::{Attachment, AttachmentCommand};
 use salus_domain::clinical::record::{
     ClinicalNote, MedicalRecord, NoteCommand, NoteFacts, NoteInput, RECORD_KEY_SCOPE, RecordStatus,
 };
@@ -18,6 +20,7 @@ impl Mapped for ClinicalNote {
     const READ: &'static str = "notes:read";
     const WRITE: &'static str = "notes:write";
     const DELETES: bool = false;
+    const ALSO: Option<rest::DomainType> = Some(rest::DomainType::DocumentFile);
 
     fn render(&self, version: i64, updated: DateTime<Utc>) -> Value {
         fnote::to_fhir(self, Some((version, updated)))
@@ -86,6 +89,55 @@ impl Mapped for ClinicalNote {
     fn delete_command(_current: &ClinicalNote) -> Option<NoteCommand> {
         None
     }
+}
+
+/// An attachment of a medical record, read as a DocumentReference beside the notes (its
+/// routes are the notes'; it is never written through FHIR).
+impl Mapped for Attachment {
+    const FHIR_TYPE: &'static str = "DocumentReference";
+    const READ: &'static str = "attachments:read";
+    const WRITE: &'static str = "attachments:write";
+    const DELETES: bool = false;
+
+    fn render(&self, version: i64, updated: DateTime<Utc>) -> Value {
+        fnote::file_to_fhir(self, Some((version, updated)))
+    }
+
+    fn path_of_field(field: &str) -> String {
+        fnote::path_of_field(field)
+    }
+
+    async fn create_command(
+        _state: &AppState,
+        _actor: &Actor,
+        _id: Uuid,
+        _body: &Value,
+        _pending: &Pending,
+    ) -> Result<AttachmentCommand, FhirError> {
+        Err(file_unchangeable())
+    }
+
+    async fn update_command(
+        _state: &AppState,
+        _actor: &Actor,
+        _current: &Attachment,
+        _body: &Value,
+        _pending: &Pending,
+    ) -> Result<Option<AttachmentCommand>, FhirError> {
+        Err(file_unchangeable())
+    }
+
+    fn delete_command(_current: &Attachment) -> Option<AttachmentCommand> {
+        None
+    }
+}
+
+fn file_unchangeable() -> FhirError {
+    FhirError::new(
+        422,
+        "not-supported",
+        "an attachment is uploaded through POST /api/v1/medical-records/{id}/attachments and never changes",
+    )
 }
 
 /// The open medical record a new note of `patient` goes in: the one of `department` when
@@ -173,7 +225,7 @@ async fn record_of(
 /// What this module serves of DocumentReference (its CapabilityStatement entry).
 pub(super) fn capability() -> Value {
     rest::capability::<ClinicalNote>(
-        "The DocumentReference is a Salus clinical note (also /api/v1/medical-records/{id}/notes and /api/v1/notes/{id}). The note keeps its text (the one content entry: a text/plain UTF-8 attachment with base64 data; size and hash, the SHA-1 of the data, computed on read; the text is checked against its SHA-256 on every read), type (the LOINC document codes of progress 11506-3, operative 11504-8, discharge 18842-5, admission 47039-3, consult 11488-4, procedure 28570-0, nursing 34746-8, other 34109-9), subject (Patient/<id>), custodian (Organization/<department id>: the department of the medical record; a create without one uses the patient's only open record), docStatus (preliminary, final once its author signed), the note it amends (relatesTo appends or replaces DocumentReference/<id>), its writer (author and, once signed, authenticator, by identifier of system urn:salus:user, unless the resource names its own). Every other element is kept as sent. status is current. A note is append-only: an update may only sign it (docStatus final, by its author); amend it with a new DocumentReference. No delete. Files are attachments of the medical record (/api/v1/medical-records/{id}/attachments), not DocumentReferences.",
+        "The DocumentReference is a Salus clinical note (also /api/v1/medical-records/{id}/notes and /api/v1/notes/{id}). The note keeps its text (the one content entry: a text/plain UTF-8 attachment with base64 data; size and hash, the SHA-1 of the data, computed on read; the text is checked against its SHA-256 on every read), type (the LOINC document codes of progress 11506-3, operative 11504-8, discharge 18842-5, admission 47039-3, consult 11488-4, procedure 28570-0, nursing 34746-8, other 34109-9), subject (Patient/<id>), custodian (Organization/<department id>: the department of the medical record; a create without one uses the patient's only open record), docStatus (preliminary, final once its author signed), the note it amends (relatesTo appends or replaces DocumentReference/<id>), its writer (author and, once signed, authenticator, by identifier of system urn:salus:user, unless the resource names its own). Every other element is kept as sent. status is current. A note is append-only: an update may only sign it (docStatus final, by its author); amend it with a new DocumentReference. No delete. The attachments of medical records read as DocumentReferences too (by id, and in every search beside the notes: content type, size, file name and the download path /api/v1/attachments/{id}/content); they are uploaded through /api/v1/medical-records/{id}/attachments and never change through FHIR.",
     )
 }
 

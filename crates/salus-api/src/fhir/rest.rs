@@ -57,6 +57,10 @@ macro_rules! with_type {
                 type $A = salus_domain::clinical::consent::Consent;
                 $e
             }
+            DomainType::DocumentFile => {
+                type $A = salus_domain::clinical::attachment::Attachment;
+                $e
+            }
         }
     };
 }
@@ -338,6 +342,10 @@ where
     /// The withdrawal a FHIR delete is (entered in error); `None`: no delete (405).
     fn delete_command(current: &Self) -> Option<Self::Command>;
 
+    /// Another aggregate served under the same FHIR type, read by id where this one has
+    /// none (attachments beside notes as DocumentReference).
+    const ALSO: Option<DomainType> = None;
+
     /// Whether the stored state passes its integrity check (a note's text against its
     /// SHA-256); one that fails is withheld, logged and counted.
     fn intact(&self) -> bool {
@@ -452,6 +460,16 @@ where
     resource_response(status, &body, c.row.version, c.row.updated_at, loc)
 }
 
+/// The aggregate that may hold `id` when `A` answered `e` for it: [`Mapped::ALSO`] on a
+/// 404, when the actor may read it.
+fn also_for<A: Mapped>(actor: &Actor, e: &FhirError) -> Option<DomainType>
+where
+    A::Command: Send,
+{
+    let k = A::ALSO.filter(|_| e.status == StatusCode::NOT_FOUND)?;
+    actor.require(k.permission(true)).is_ok().then_some(k)
+}
+
 pub(super) async fn read<A: Mapped>(
     state: &AppState,
     actor: &Actor,
@@ -460,8 +478,13 @@ pub(super) async fn read<A: Mapped>(
 where
     A::Command: Send,
 {
-    let c = load::<A>(state, actor, id).await?;
-    Ok(answer(StatusCode::OK, &c, false))
+    match load::<A>(state, actor, id).await {
+        Ok(c) => Ok(answer(StatusCode::OK, &c, false)),
+        Err(e) => match also_for::<A>(actor, &e) {
+            Some(k) => Box::pin(k.read(state, actor, id)).await,
+            None => Err(e),
+        },
+    }
 }
 
 pub(super) async fn vread<A: Mapped>(
@@ -486,7 +509,15 @@ where
         .filter(|v| *v >= 1)
         .ok_or_else(missing)?;
     // The current record decides who may see it; the read is logged there.
-    let current = load::<A>(state, actor, id).await?;
+    let current = match load::<A>(state, actor, id).await {
+        Ok(c) => c,
+        Err(e) => {
+            return match also_for::<A>(actor, &e) {
+                Some(k) => Box::pin(k.vread(state, actor, id, vid)).await,
+                None => Err(e),
+            };
+        }
+    };
     let c = state
         .services
         .at_version::<A>(&actor.ctx, current.row.id, version)
@@ -506,7 +537,15 @@ where
     A::Command: Send,
 {
     let t = A::FHIR_TYPE;
-    let current = load::<A>(state, actor, id).await?;
+    let current = match load::<A>(state, actor, id).await {
+        Ok(c) => c,
+        Err(e) => {
+            return match also_for::<A>(actor, &e) {
+                Some(k) => Box::pin(k.history(state, actor, headers, id)).await,
+                None => Err(e),
+            };
+        }
+    };
     let versions = state
         .services
         .versions::<A>(&actor.ctx, current.row.id)
@@ -1025,10 +1064,21 @@ impl ClinicalSearch {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Hit>, FhirError> {
-        with_type!(self.kind, A => {
+        let mut hits = with_type!(self.kind, A => {
             let found = self.run::<A>(state, actor, after, limit).await?;
-            Ok(found.iter().map(hit_of::<A>).collect())
-        })
+            found.iter().map(hit_of::<A>).collect::<Vec<_>>()
+        });
+        if let Some(k) = self.kind.also(actor) {
+            // The other aggregate's rows carry the same parameter names: the same filters,
+            // merged in id order.
+            with_type!(k, B => {
+                let found = self.run::<B>(state, actor, after, limit).await?;
+                hits.extend(found.iter().map(hit_of::<B>));
+            });
+            hits.sort_by_key(|h| h.row_id);
+            hits.truncate(limit as usize);
+        }
+        Ok(hits)
     }
 
     /// How many match; `None` when the store cannot say (a patient-context actor).
@@ -1040,16 +1090,20 @@ impl ClinicalSearch {
         if actor.patient.is_some() {
             return Ok(None);
         }
-        let rt = with_type!(self.kind, A => A::RESOURCE_TYPE);
-        let q = SearchQuery {
-            resource_type: rt.into(),
-            filters: self.q.filters.clone(),
-            after: None,
-            limit: 1,
-            newest_first: false,
-            order_by: None,
-        };
-        Ok(Some(state.services.count(&actor.ctx, &q).await?))
+        let mut total = 0;
+        for kind in std::iter::once(self.kind).chain(self.kind.also(actor)) {
+            let rt = with_type!(kind, A => A::RESOURCE_TYPE);
+            let q = SearchQuery {
+                resource_type: rt.into(),
+                filters: self.q.filters.clone(),
+                after: None,
+                limit: 1,
+                newest_first: false,
+                order_by: None,
+            };
+            total += state.services.count(&actor.ctx, &q).await?;
+        }
+        Ok(Some(total))
     }
 }
 
@@ -1244,6 +1298,9 @@ pub(super) enum DomainType {
     Condition,
     AllergyIntolerance,
     DocumentReference,
+    /// The attachments of medical records, also served as DocumentReference (beside the
+    /// notes: [`DomainType::also`]); not in [`DomainType::ALL`].
+    DocumentFile,
     Consent,
     Practitioner,
     Organization,
@@ -1261,6 +1318,18 @@ impl DomainType {
         DomainType::Organization,
         DomainType::Location,
     ];
+
+    /// The other aggregate served under the same FHIR type, when the actor may read it:
+    /// attachments beside notes as DocumentReference.
+    pub(super) fn also(self, actor: &Actor) -> Option<Self> {
+        match self {
+            DomainType::DocumentReference => {
+                let k = DomainType::DocumentFile;
+                actor.require(k.permission(true)).is_ok().then_some(k)
+            }
+            _ => None,
+        }
+    }
 
     pub(super) fn of(t: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|d| d.name() == t)
@@ -1282,6 +1351,16 @@ impl DomainType {
         id: &str,
     ) -> Result<Response, FhirError> {
         with_type!(self, A => read::<A>(state, actor, id).await)
+    }
+
+    pub(super) async fn history(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        headers: &HeaderMap,
+        id: &str,
+    ) -> Result<Response, FhirError> {
+        with_type!(self, A => history::<A>(state, actor, headers, id).await)
     }
 
     pub(super) async fn vread(
@@ -1391,7 +1470,12 @@ impl DomainType {
         actor: &Actor,
         id: &str,
     ) -> Result<Option<Hit>, FhirError> {
-        with_type!(self, A => Ok(find::<A>(state, actor, id).await?.as_ref().map(hit_of::<A>)))
+        let found =
+            with_type!(self, A => find::<A>(state, actor, id).await?.as_ref().map(hit_of::<A>));
+        match (found, self.also(actor)) {
+            (None, Some(k)) => Box::pin(k.hit(state, actor, id)).await,
+            (found, _) => Ok(found),
+        }
     }
 
     /// One page of every resource of this type for `$export`, in id order after `after`:
@@ -1467,7 +1551,9 @@ impl DomainType {
                 DomainType::Observation => super::observation::capability(),
                 DomainType::Condition => super::statement::condition_capability(),
                 DomainType::AllergyIntolerance => super::statement::allergy_capability(),
-                DomainType::DocumentReference => super::note::capability(),
+                DomainType::DocumentReference | DomainType::DocumentFile => {
+                    super::note::capability()
+                }
                 DomainType::Consent => super::consent::capability(),
                 DomainType::Practitioner => super::staff::practitioner_capability(),
                 DomainType::Organization => super::staff::organization_capability(),

@@ -163,10 +163,12 @@ impl Projected for Attachment {
     const RESOURCE_TYPE: &'static str = "attachment";
 
     fn search_rows(&self) -> Vec<SearchRow> {
-        vec![
+        let mut rows = vec![
             SearchRow::new("record", self.record_id.to_string()),
             SearchRow::new("patient", self.patient_id.to_string()),
-        ]
+        ];
+        rows.extend(super::fhir_view::rows(Self::STREAM_TYPE, self));
+        rows
     }
 }
 

@@ -15,6 +15,7 @@ on_both_backends!(
     notes_map_both_ways_with_the_same_versions,
     notes_are_found_by_their_r4_parameters_and_amended,
     a_tampered_note_is_withheld_from_fhir,
+    attachments_read_as_document_references_beside_the_notes,
 );
 
 const LOINC: &str = "http://loinc.org";
@@ -381,5 +382,94 @@ async fn a_tampered_note_is_withheld_from_fhir(backend: &str) {
         assert!(!r.body.to_string().contains(&b64("Stable. BP 90/60.")));
         assert!(r.body.to_string().contains("integrity"), "{}", r.body);
     }
+    app.stop().await;
+}
+
+async fn attachments_read_as_document_references_beside_the_notes(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let (pid, did, rid) = a_record(&app, "N-6", "NOTEF").await;
+    let note = fhir
+        .post(
+            "/DocumentReference",
+            &discharge(&pid, Some(&did), "Home."),
+            &[],
+        )
+        .await;
+    assert_eq!(note.status, 201, "{}", note.body);
+    let nid = note.body["id"].as_str().unwrap().to_owned();
+    let pdf = b"%PDF-1.4\n1 0 obj << >> endobj\n%%EOF\n".to_vec();
+    let r = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/medical-records/{rid}/attachments?filename=ecg.pdf"
+        )))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/pdf")
+        .body(pdf.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let a: Value = r.json().await.unwrap();
+    let aid = a["id"].as_str().unwrap().to_owned();
+
+    let read = fhir.get(&format!("/DocumentReference/{aid}")).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.header("etag"), "W/\"1\"");
+    let att = &read.body["content"][0]["attachment"];
+    assert_eq!(att["contentType"], "application/pdf");
+    assert_eq!(att["title"], "ecg.pdf");
+    assert_eq!(att["size"], pdf.len());
+    assert_eq!(read.body["subject"]["reference"], format!("Patient/{pid}"));
+    // The download path serves the bytes.
+    let got = app
+        .get(att["url"].as_str().unwrap(), &app.token)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), pdf);
+    let v = fhir
+        .get(&format!("/DocumentReference/{aid}/_history/1"))
+        .await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    let h = fhir
+        .get(&format!("/DocumentReference/{aid}/_history"))
+        .await;
+    assert_eq!(h.body["total"], 1);
+
+    // Searches find notes and files together, in id order, and count both.
+    let b = fhir
+        .get(&format!("/DocumentReference?patient={pid}&_total=accurate"))
+        .await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert_eq!(ids(&b.body), vec![nid.clone(), aid.clone()]);
+    assert_eq!(b.body["total"], 2);
+    let b = fhir
+        .get("/DocumentReference?contenttype=application/pdf")
+        .await;
+    assert_eq!(ids(&b.body), vec![aid.clone()]);
+    let b = fhir
+        .get(&format!("/DocumentReference?patient={pid}&_count=1"))
+        .await;
+    assert_eq!(ids(&b.body), vec![nid.clone()]);
+    let next = b.body["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = fhir.get(&next).await;
+    assert_eq!(ids(&b.body), vec![aid.clone()]);
+    // A file never changes through FHIR.
+    let r = fhir
+        .put(&format!("/DocumentReference/{aid}"), &read.body, &[])
+        .await;
+    assert!(r.status == 404 || r.status == 422, "{}", r.body);
+    fhir.validate_all();
     app.stop().await;
 }
