@@ -15,6 +15,8 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "condition" => "Condition",
         "allergy" => "AllergyIntolerance",
         "patient" => "Patient",
+        "encounter" => "Encounter",
+        "procedure" => "Procedure",
         _ => return None,
     })
 }
@@ -31,6 +33,12 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "allergy" => serde_json::from_value(doc.clone())
             .ok()
             .map(|a: Allergy| crate::statement::to_fhir(&a, None)),
+        "encounter" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|e| crate::encounter::to_fhir(&e, None)),
+        "procedure" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|p| crate::procedure::to_fhir(&p, None)),
         "patient" => serde_json::from_value(doc.clone()).ok().map(|p| {
             // Indexed without its meta (a version the index does not have).
             let mut r = crate::patient::to_fhir(&p, 1, chrono::DateTime::UNIX_EPOCH);
