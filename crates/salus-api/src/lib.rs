@@ -320,6 +320,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::history::observations))
         .routes(routes!(fhir::history::conditions))
         .routes(routes!(fhir::history::allergies))
+        .routes(routes!(fhir::history::encounters))
+        .routes(routes!(fhir::history::procedures))
         .routes(routes!(fhir::history::of_type))
         .routes(routes!(fhir::history::system))
         .routes(routes!(fhir::patient::vread))
@@ -333,6 +335,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(fhir::observation::routes())
         .merge(fhir::statement::condition::routes())
         .merge(fhir::statement::allergy::routes())
+        .merge(fhir::encounter::encounters::routes())
+        .merge(fhir::encounter::procedures::routes())
         .routes(routes!(
             fhir::documents::search,
             fhir::documents::create,

@@ -768,6 +768,19 @@ async fn transaction(
         let p = prepare(state, actor, e, plan, &pending)
             .await
             .map_err(|x| entry_error(i, x))?;
+        // An encounter this transaction creates: what follows may be recorded in it.
+        if let (Plan::Create { id }, Some(_)) = (plan, &p)
+            && e.resource_type == "Encounter"
+            && let Ok(enc) = Uuid::parse_str(id)
+            && let Some(patient) = e
+                .resource
+                .as_ref()
+                .and_then(|r| r["subject"]["reference"].as_str())
+                .and_then(|r| r.strip_prefix("Patient/"))
+                .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            pending.encounters.insert(enc, patient);
+        }
         if let Some(p) = p {
             prepared.push(p);
             writer_of.push(i);

@@ -17,6 +17,7 @@
 pub mod audit_event;
 pub mod bundle;
 pub mod documents;
+pub mod encounter;
 pub mod export;
 pub mod history;
 pub mod observation;

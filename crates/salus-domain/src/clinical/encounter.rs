@@ -676,6 +676,25 @@ pub async fn schedule(
     input: EncounterInput,
     idempotency: Option<crate::service::Idempotency<'_>>,
 ) -> Result<crate::service::Current<Encounter>, crate::service::ServiceError> {
+    let facts = schedule_facts(services, ctx, &input).await?;
+    let id = Uuid::now_v7();
+    services
+        .create::<Encounter, _>(
+            ctx,
+            id,
+            move |_, _| Ok(EncounterCommand::Schedule { id, input, facts }),
+            idempotency,
+        )
+        .await
+}
+
+/// The facts a schedule (or a record) of `input` checks: the patient open (exists, not
+/// retired, not deceased), the clinician active, the department, when named, active.
+pub async fn schedule_facts(
+    services: &crate::service::Services,
+    ctx: &salus_kernel::TenantContext,
+    input: &EncounterInput,
+) -> Result<ScheduleFacts, crate::service::ServiceError> {
     use crate::registry::{Patient, PatientStatus};
     use crate::staff::{Clinician, ClinicianStatus};
     let patient_open = services
@@ -688,20 +707,11 @@ pub async fn schedule(
         .is_some_and(|c| c.state.status == ClinicianStatus::Active);
     let department_active =
         crate::staff::place::department_active(services, ctx, input.department_id).await?;
-    let id = Uuid::now_v7();
-    let facts = ScheduleFacts {
+    Ok(ScheduleFacts {
         patient_open,
         clinician_active,
         department_active,
-    };
-    services
-        .create::<Encounter, _>(
-            ctx,
-            id,
-            move |_, _| Ok(EncounterCommand::Schedule { id, input, facts }),
-            idempotency,
-        )
-        .await
+    })
 }
 
 #[cfg(test)]

@@ -135,6 +135,8 @@ pub(crate) struct Builder<'a> {
     heart_rate: i64,
     last_vaccine_month: i64,
     adult_vaccines: (bool, bool, Option<NaiveDate>),
+    /// The clinician who sees the patient (Encounter.participant, Procedure.performer).
+    practitioner: Option<Uuid>,
 }
 
 const CLINIC: &str = "Salus Synthetic Health Centre";
@@ -180,6 +182,7 @@ impl<'a> Builder<'a> {
             heart_rate: 0,
             last_vaccine_month: -1,
             adult_vaccines: (false, false, None),
+            practitioner: None,
         };
         b.bmi = b.rng.normal(262, 40, 180, 420);
         b.systolic = b.rng.normal(118, 9, 95, 139);
@@ -187,6 +190,12 @@ impl<'a> Builder<'a> {
         b.heart_rate = b.rng.normal(72, 8, 52, 98);
         b.patient_entry(index, seed);
         b
+    }
+
+    /// The clinician who sees the patient at every visit and performs its procedures.
+    pub(crate) fn with_practitioner(mut self, practitioner: Option<Uuid>) -> Self {
+        self.practitioner = practitioner;
+        self
     }
 
     fn push(&mut self, id: Uuid, resource_type: &'static str, resource: Value) -> usize {
@@ -797,6 +806,12 @@ impl<'a> Builder<'a> {
         if let Some(c) = reason {
             r["reasonCode"] = json!([concept(&c)]);
         }
+        if let Some(p) = self.practitioner {
+            r["participant"] = json!([{
+                "type": [status_concept(codes::PARTICIPATION_TYPE, "PPRF")],
+                "individual": { "reference": format!("Practitioner/{p}") },
+            }]);
+        }
         self.push(id, "Encounter", r);
         Visit {
             id,
@@ -869,6 +884,9 @@ impl<'a> Builder<'a> {
         });
         if let Some(c) = reason {
             r["reasonReference"] = json!([reference(c)]);
+        }
+        if let Some(p) = self.practitioner {
+            r["performer"] = json!([{ "actor": { "reference": format!("Practitioner/{p}") } }]);
         }
         self.push(id, "Procedure", r);
         v.procedures.push(code);

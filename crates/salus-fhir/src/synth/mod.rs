@@ -37,6 +37,11 @@ pub struct Config {
     pub patients: u64,
     /// The population's "today": no event lies after it, every age is counted to it.
     pub as_of: NaiveDate,
+    /// The clinician (a Salus clinician's id) who sees every patient: each Encounter's
+    /// participant and each Procedure's performer. Salus keeps no encounter without its
+    /// clinician (requirements/000), so a population to import into Salus names one;
+    /// without it the Encounters have no participant.
+    pub practitioner: Option<Uuid>,
 }
 
 /// The default "today" of a population, fixed so that a seed alone names one.
@@ -50,7 +55,14 @@ impl Config {
             seed,
             patients,
             as_of: default_as_of(),
+            practitioner: None,
         }
+    }
+
+    /// The same population, its patients seen by `practitioner`.
+    pub fn with_practitioner(mut self, practitioner: Uuid) -> Self {
+        self.practitioner = Some(practitioner);
+        self
     }
 }
 
@@ -159,7 +171,9 @@ fn rewrite_references(v: &mut Value, types: &HashMap<Uuid, &'static str>) {
 /// Patient `index` of the population `config` names.
 pub fn patient(config: &Config, index: u64) -> PatientRecord {
     let mut rng = rng::Rng::for_patient(config.seed, index);
-    let entries = history::Builder::new(&mut rng, config.as_of, index, config.seed).build();
+    let entries = history::Builder::new(&mut rng, config.as_of, index, config.seed)
+        .with_practitioner(config.practitioner)
+        .build();
     PatientRecord { index, entries }
 }
 

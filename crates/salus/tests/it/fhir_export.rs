@@ -515,6 +515,14 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
         args.push("--database-url".into());
         args.push(url.clone());
     }
+    // The clinician who sees the synthetic patients (Salus keeps no encounter without one).
+    let clin = json!({"family": "Synth", "given": ["Gale"], "credential": "SYN-2", "specialty": "General practice", "org_unit": "Clinic"});
+    let r = app.post("/api/v1/clinicians", &app.token, &clin).await;
+    assert_eq!(r.status(), 201);
+    let cid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let _data = app.stop().await;
     let work = tempfile::tempdir().unwrap();
     let nd = work.path().join("nd");
@@ -531,6 +539,8 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
             &nd_arg,
             "--format",
             "ndjson",
+            "--practitioner",
+            &cid,
             "--quiet",
         ],
     );
@@ -586,6 +596,8 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
             "6",
             "--out",
             &b_arg,
+            "--practitioner",
+            &cid,
             "--quiet",
         ],
     );
@@ -643,8 +655,9 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
         obs["total"].as_u64().is_some_and(|n| n > from_ndjson),
         "the NDJSON's {from_ndjson} and the Bundle's: {obs}"
     );
-    // So are the Conditions and AllergyIntolerances (the Statement aggregate's).
-    for t in ["Condition", "AllergyIntolerance"] {
+    // So are the Conditions and AllergyIntolerances (the Statement aggregate's), the
+    // Encounters and the Procedures.
+    for t in ["Condition", "AllergyIntolerance", "Encounter", "Procedure"] {
         let (_, found) = get(format!("{base}/{t}?_summary=count")).await;
         let from_ndjson = lines_by_type.get(t).map_or(0, Vec::len) as u64;
         assert!(from_ndjson > 0, "the population has {t}s");
@@ -657,7 +670,16 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
     // the patient it became.
     let mut seen = Vec::new();
     for (t, rs) in &lines_by_type {
-        if ["Patient", "Observation", "Condition", "AllergyIntolerance"].contains(&t.as_str()) {
+        if [
+            "Patient",
+            "Observation",
+            "Condition",
+            "AllergyIntolerance",
+            "Encounter",
+            "Procedure",
+        ]
+        .contains(&t.as_str())
+        {
             continue;
         }
         for r in rs.iter().take(5) {

@@ -18,6 +18,7 @@ mod fhir;
 mod fhir_bundles;
 mod fhir_clinical;
 mod fhir_documents;
+mod fhir_encounters;
 mod fhir_export;
 mod fhir_results;
 mod fhir_statements;
