@@ -872,7 +872,7 @@ where
         405,
         "not-supported",
         format!(
-            "a {} is never deleted in Salus; change its status instead",
+            "Salus never deletes a resource of type {}; change its status instead",
             A::FHIR_TYPE
         ),
     )

@@ -289,8 +289,11 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         let r = req.bearer_auth(&app.token).send().await.unwrap();
         let status = r.status().as_u16();
         let body = r.text().await.unwrap();
+        // A 405 with an OperationOutcome is the type's documented refusal (an Encounter is
+        // never deleted), not the router's.
+        let refusal = status == 405 && body.contains("OperationOutcome");
         assert!(
-            !body.contains("no such route") && status != 405,
+            !body.contains("no such route") && (status != 405 || refusal),
             "{method} {path} is documented but not routed: {status} {body}"
         );
         if path.contains("patients") && method != "get" {
