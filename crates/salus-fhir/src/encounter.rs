@@ -135,9 +135,26 @@ pub fn to_fhir(e: &Encounter, version: Option<(i64, DateTime<Utc>)>) -> Value {
     if let Some(end) = e.end_time.filter(|_| ended(e.status)) {
         period.insert("end".into(), json!(date_time(end)));
     }
+    let end = e.end_time.filter(|_| ended(e.status));
     let mut period = Value::Object(period);
-    if let Some(rest) = part("period") {
-        merge(&mut period, rest);
+    if let Some(mut rest) = part("period").cloned() {
+        // A start or end kept as it was spelled (`+02:00`, a fraction) while it is still
+        // the instant the aggregate holds.
+        if let Some(m) = rest.as_object_mut() {
+            for (k, held) in [("start", start), ("end", end)] {
+                let sent = m.get(k).and_then(Value::as_str).map(|s| {
+                    DateTime::parse_from_rfc3339(s)
+                        .ok()
+                        .map(|t| t.with_timezone(&Utc))
+                });
+                if let (Some(sent), Some(held)) = (sent, held)
+                    && sent != Some(held)
+                {
+                    m.remove(k);
+                }
+            }
+        }
+        merge(&mut period, &rest);
     }
     if period.as_object().is_some_and(|m| !m.is_empty()) {
         r["period"] = period;
@@ -206,8 +223,17 @@ impl EncounterWrite {
     fn kept_now(&self) -> Map<String, Value> {
         let mut kept = self.kept.clone();
         let mut period = self.period_sent.clone();
-        period.remove("start");
-        if ended(self.status) {
+        // What the aggregate holds is rendered from it; a spelling it would not render
+        // (`+02:00`, a fraction) is kept beside it.
+        let rendered = |k: &str, t: Option<DateTime<Utc>>| {
+            t.is_some_and(|t| period.get(k).and_then(Value::as_str) == Some(&date_time(t)))
+        };
+        let (start_as_rendered, end_as_rendered) =
+            (rendered("start", self.start), rendered("end", self.end));
+        if start_as_rendered {
+            period.remove("start");
+        }
+        if ended(self.status) && end_as_rendered {
             period.remove("end");
         }
         if let Some(p) = nonempty(period) {
@@ -646,6 +672,17 @@ mod tests {
         assert_eq!(e.clinician_id.to_string(), DOCTOR[13..]);
         assert!(e.start_time.is_some() && e.end_time.is_some());
         assert_eq!(back(&e), finished());
+        assert!(update_command(&e, &w, now()).unwrap().is_none());
+        // A start spelled with an offset reads back so.
+        let mut r = finished();
+        r["period"]["start"] = json!("2024-05-01T12:00:00+02:00");
+        let w = from_fhir(&r).unwrap();
+        let e = recorded(&w);
+        assert_eq!(
+            e.start_time.map(date_time).as_deref(),
+            Some("2024-05-01T10:00:00Z")
+        );
+        assert_eq!(back(&e), r);
         assert!(update_command(&e, &w, now()).unwrap().is_none());
         // The clinician second among the participants, and a planned encounter's end.
         let mut r = finished();

@@ -806,4 +806,83 @@ mod tests {
                 .contains(&SearchRow::new("department", department.to_string()))
         );
     }
+
+    #[test]
+    fn version_1_events_read_as_ones_without_kept_elements() {
+        let e = scheduled();
+        let payload = serde_json::to_value(&e).unwrap();
+        let ev = Encounter::decode_stored("encounter.scheduled", 1, &payload).unwrap();
+        assert_eq!(ev, EncounterEvent::Scheduled(e));
+        let moved = serde_json::json!({"to": "in_progress", "at": "2024-01-01T00:00:00Z"});
+        assert!(matches!(
+            Encounter::decode_stored("encounter.started", 1, &moved).unwrap(),
+            EncounterEvent::Started(Moved {
+                fhir_elements: None,
+                ..
+            })
+        ));
+        assert!(Encounter::decode_stored("encounter.started", 3, &moved).is_err());
+    }
+
+    #[test]
+    fn a_revision_walks_the_table_and_carries_the_kept_elements_on_its_last_step() {
+        let e = scheduled();
+        let now = Utc::now();
+        let kept = serde_json::json!({"reasonCode": [{"text": "x"}]});
+        let cmd = |to, fhir_elements: Option<Value>| EncounterCommand::Revise {
+            to,
+            start: None,
+            end: None,
+            reason: None,
+            fhir_elements,
+            now,
+        };
+        let events = Encounter::decide(
+            Some(&e),
+            &cmd(EncounterStatus::Completed, Some(kept.clone())),
+        )
+        .unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            &events[1],
+            EncounterEvent::Completed(Moved {
+                fhir_elements: Some(_),
+                ..
+            })
+        ));
+        let done = events
+            .iter()
+            .fold(Some(e.clone()), Encounter::evolve)
+            .unwrap();
+        assert_eq!(done.fhir_elements, Some(kept.clone()));
+        // Kept elements alone: one encounter.revised; nothing at all: no event.
+        let only = Encounter::decide(
+            Some(&done),
+            &cmd(EncounterStatus::Completed, Some(serde_json::json!({}))),
+        )
+        .unwrap();
+        assert!(matches!(&only[..], [EncounterEvent::Revised(_)]));
+        assert!(
+            Encounter::decide(Some(&done), &cmd(EncounterStatus::Completed, Some(kept)))
+                .unwrap()
+                .is_empty()
+        );
+        // No way back, naming what is allowed.
+        match Encounter::decide(Some(&done), &cmd(EncounterStatus::Scheduled, None)) {
+            Err(DomainError::IllegalTransition { from, allowed, .. }) => {
+                assert_eq!((from.as_str(), allowed.as_str()), ("completed", "archived"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A start in the future is refused.
+        let future = EncounterCommand::Revise {
+            to: EncounterStatus::InProgress,
+            start: Some(now + chrono::Duration::hours(1)),
+            end: None,
+            reason: None,
+            fhir_elements: None,
+            now,
+        };
+        assert!(Encounter::decide(Some(&e), &future).is_err());
+    }
 }

@@ -437,4 +437,34 @@ mod tests {
             assert!(parse_sctid(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn version_1_events_read_and_a_revision_keeps_or_withdraws_in_one_event() {
+        let v1 = serde_json::json!({
+            "id": Uuid::nil(), "patient_id": Uuid::nil(),
+            "code": {"system": SNOMED, "code": "80146002"},
+            "performer_id": Uuid::nil(), "performed_at": "2024-01-01T00:00:00Z",
+            "status": "completed",
+        });
+        let ev = Procedure::decode_stored("procedure.recorded", 1, &v1).unwrap();
+        let p = Procedure::evolve(None, &ev).unwrap();
+        assert_eq!(p.performer_id, Some(Uuid::nil()));
+        assert_eq!(p.fhir_elements, None);
+        let kept = serde_json::json!({"note": [{"text": "ok"}]});
+        let cmd = ProcedureCommand::Revise {
+            fhir_elements: Some(kept.clone()),
+            enter_in_error: Some("wrong patient".into()),
+        };
+        let events = Procedure::decide(Some(&p), &cmd).unwrap();
+        assert_eq!(events.len(), 1);
+        let after = Procedure::evolve(Some(p.clone()), &events[0]).unwrap();
+        assert_eq!(after.status, ProcedureStatus::EnteredInError);
+        assert_eq!(after.fhir_elements, Some(kept));
+        assert!(Procedure::decide(Some(&after), &cmd).is_err());
+        let same = ProcedureCommand::Revise {
+            fhir_elements: None,
+            enter_in_error: None,
+        };
+        assert!(Procedure::decide(Some(&p), &same).unwrap().is_empty());
+    }
 }

@@ -479,6 +479,24 @@ async fn encounters_and_procedures_are_found_by_their_r4_parameters(backend: &st
         all.contains(&p1.as_str()) && all.contains(&e1.as_str()),
         "{all:?}"
     );
+    // Reverse: the procedures recorded in an encounter, the patients with an emergency.
+    let r = fhir
+        .get(&format!(
+            "/Encounter?_id={e1}&_revinclude=Procedure:encounter"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let all: Vec<&str> = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(all, [e1.as_str(), p1.as_str()]);
+    assert_eq!(
+        find(&fhir, "/Patient?_has:Encounter:subject:class=EMER").await,
+        one(&bob)
+    );
     // The type history names both encounters.
     let h = fhir.get("/Encounter/_history").await;
     assert_eq!(h.status, 200, "{}", h.body);
