@@ -562,6 +562,15 @@ pub fn update_command(
             format!("the end ({}) {fixed}", date_time(held)),
         ));
     }
+    if current.status == EncounterStatus::Cancelled
+        && w.status == EncounterStatus::Cancelled
+        && w.reason != current.cancel_reason
+    {
+        issues.push(refused(
+            format!("Encounter.extension('{STATUS_REASON}')"),
+            format!("the reason of the cancellation {fixed}"),
+        ));
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -804,5 +813,7 @@ mod tests {
         let cancelled = apply(&e, &cmd).unwrap();
         assert_eq!(cancelled.cancel_reason.as_deref(), Some("patient unwell"));
         assert_eq!(back(&cancelled), p);
+        p["extension"] = json!([status_reason_extension("another reason")]);
+        assert!(update_command(&cancelled, &from_fhir(&p).unwrap(), now()).is_err());
     }
 }
