@@ -322,6 +322,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::history::allergies))
         .routes(routes!(fhir::history::encounters))
         .routes(routes!(fhir::history::procedures))
+        .routes(routes!(fhir::history::notes))
+        .routes(routes!(fhir::history::practitioners))
+        .routes(routes!(fhir::history::organizations))
+        .routes(routes!(fhir::history::locations))
         .routes(routes!(fhir::history::of_type))
         .routes(routes!(fhir::history::system))
         .routes(routes!(fhir::patient::vread))
@@ -337,6 +341,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(fhir::statement::allergy::routes())
         .merge(fhir::encounter::encounters::routes())
         .merge(fhir::encounter::procedures::routes())
+        .merge(fhir::note::document_reference::routes())
+        .merge(fhir::staff::practitioner::routes())
+        .merge(fhir::staff::organization::routes())
+        .merge(fhir::staff::location::routes())
         .routes(routes!(
             fhir::documents::search,
             fhir::documents::create,

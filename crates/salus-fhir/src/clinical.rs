@@ -1,4 +1,5 @@
-//! The FHIR view of clinical aggregates (and the registry's Patient) for search: each entry rendered as its FHIR
+//! The FHIR view of clinical aggregates (and the registry's Patient, the staff's
+//! Practitioner, Organization and Location) for search: each entry rendered as its FHIR
 //! resource and indexed on every R4 search parameter of its type
 //! ([`crate::search::rows_of`]), rows named `Type.code`. Registered with the domain by
 //! the API at start ([`salus_domain::clinical::fhir_view::set_viewer`]).
@@ -17,6 +18,10 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "patient" => "Patient",
         "encounter" => "Encounter",
         "procedure" => "Procedure",
+        "clinical_note" => "DocumentReference",
+        "clinician" => "Practitioner",
+        "department" => "Organization",
+        "location" => "Location",
         _ => return None,
     })
 }
@@ -39,6 +44,18 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "procedure" => serde_json::from_value(doc.clone())
             .ok()
             .map(|p| crate::procedure::to_fhir(&p, None)),
+        "clinical_note" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|n| crate::note::to_fhir(&n, None)),
+        "clinician" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|c| crate::staff::practitioner(&c, None)),
+        "department" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|d| crate::staff::organization(&d, None)),
+        "location" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|l| crate::staff::location(&l, None)),
         "patient" => serde_json::from_value(doc.clone()).ok().map(|p| {
             // Indexed without its meta (a version the index does not have).
             let mut r = crate::patient::to_fhir(&p, 1, chrono::DateTime::UNIX_EPOCH);

@@ -2,7 +2,7 @@
 //! ([`definitions`]), a FHIRPath subset ([`fhirpath`]), index values per search parameter
 //! ([`index`]), structural validation ([`validate`]), the mapping between Salus aggregates
 //! and FHIR resources ([`patient`], [`observation`], [`statement`], [`encounter`],
-//! [`procedure`]), OperationOutcome and Bundle shapes ([`outcome`]).
+//! [`procedure`], [`staff`], [`note`]), OperationOutcome and Bundle shapes ([`outcome`]).
 //!
 //! It never does I/O beyond reading its bundled files, and never decides a domain rule: a
 //! FHIR resource becomes a domain command's input, and the domain decides.
@@ -14,11 +14,13 @@ pub mod definitions;
 pub mod encounter;
 pub mod fhirpath;
 pub mod index;
+pub mod note;
 pub mod observation;
 pub mod outcome;
 pub mod patient;
 pub mod procedure;
 pub mod search;
+pub mod staff;
 pub mod statement;
 pub mod synth;
 pub mod validate;

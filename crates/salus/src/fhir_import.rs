@@ -13,6 +13,7 @@
 //!   id it got. A transaction that fails is sent again as a batch, so the good lines land
 //!   and each bad one is reported with its file and line.
 //! - A directory: its `.json` and `.ndjson` files, `Patient.ndjson` first, then
+//!   `Organization.ndjson`, then `Practitioner.ndjson` and `Location.ndjson`, then
 //!   `Encounter.ndjson`, then the other minted types' files, then the rest.
 //!
 //! Shows a progress bar (bytes) on stderr, ends with a summary (resources, per type, the
@@ -84,18 +85,21 @@ pub fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && matches!(extension(p).as_deref(), Some("json" | "ndjson")))
         .collect();
-    // Patients first, then Encounters (what is recorded in them names them), then the other
-    // types whose ids Salus mints, then the rest, so that references to minted ids can be
-    // rewritten as they follow.
+    // Patients and Organizations (which Locations name) first, then Practitioners and
+    // Locations, then Encounters (which name all of them, and which what is recorded in
+    // them names), then the other types whose ids Salus mints, then the rest, so that
+    // references to minted ids can be rewritten as they follow.
     files.sort_by_key(|p| {
         let stem = p.file_stem().map(|n| n.to_string_lossy().into_owned());
         let minted =
             p.extension().is_some_and(|e| e == "ndjson") && stem.as_deref().is_some_and(mints_ids);
         let rank = match stem.as_deref() {
             Some("Patient") if minted => 0,
-            Some("Encounter") if minted => 1,
-            _ if minted => 2,
-            _ => 3,
+            Some("Organization") if minted => 1,
+            Some("Practitioner" | "Location") if minted => 2,
+            Some("Encounter") if minted => 3,
+            _ if minted => 4,
+            _ => 5,
         };
         (rank, p.clone())
     });

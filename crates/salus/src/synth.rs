@@ -39,9 +39,9 @@ pub struct SynthArgs {
     /// The population's "today" (YYYY-MM-DD): no event lies after it [default: 2025-01-01].
     #[arg(long)]
     pub as_of: Option<NaiveDate>,
-    /// The id of the Salus clinician who sees every patient (each Encounter's participant,
-    /// each Procedure's performer). Salus keeps no encounter without its clinician, so a
-    /// population meant for `salus import` names one; without it Encounters have none.
+    /// The id of a Salus clinician who sees every patient (each Encounter's participant,
+    /// each Procedure's performer); without it each record holds its patient's own general
+    /// practitioner (a Practitioner entry).
     #[arg(long)]
     pub practitioner: Option<uuid::Uuid>,
     /// No progress bar.

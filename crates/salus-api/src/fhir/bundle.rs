@@ -741,14 +741,30 @@ async fn transaction(
         }
         plans.insert(i, plan);
     }
-    // The patients this transaction creates: the entries about them may name them.
+    // The patients (and departments and clinicians) this transaction creates: the entries
+    // about them may name them.
     let mut pending = Pending::default();
     for (i, plan) in &plans {
         if let Plan::Create { id } = plan
-            && entries[*i].resource_type == "Patient"
             && let Ok(u) = Uuid::parse_str(id)
         {
-            pending.patients.insert(u);
+            match entries[*i].resource_type.as_str() {
+                "Patient" => {
+                    pending.patients.insert(u);
+                }
+                "Organization" => {
+                    pending.departments.insert(u);
+                }
+                "Practitioner"
+                    if entries[*i]
+                        .resource
+                        .as_ref()
+                        .is_none_or(|r| r.get("active") != Some(&Value::Bool(false))) =>
+                {
+                    pending.clinicians.insert(u);
+                }
+                _ => {}
+            }
         }
     }
     // 2. References rewritten; every write decided on the stored state.

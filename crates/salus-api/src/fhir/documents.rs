@@ -25,6 +25,10 @@ pub const DOMAIN_TYPES: &[&str] = &[
     "AllergyIntolerance",
     "Encounter",
     "Procedure",
+    "DocumentReference",
+    "Practitioner",
+    "Organization",
+    "Location",
 ];
 
 /// The stored resource type of documents.

@@ -39,8 +39,18 @@ impl Mapped for Encounter {
         let w = fhir_enc::from_fhir(body).map_err(FhirError::invalid)?;
         let (input, documented) = w.input();
         let mut facts = encounter::schedule_facts(&state.services, &actor.ctx, &input).await?;
+        // What the same transaction creates counts as there.
         if pending.patients.contains(&input.patient_id) {
             facts.patient_open = true;
+        }
+        if pending.clinicians.contains(&input.clinician_id) {
+            facts.clinician_active = true;
+        }
+        if input
+            .department_id
+            .is_some_and(|d| pending.departments.contains(&d))
+        {
+            facts.department_active = true;
         }
         Ok(EncounterCommand::Record {
             id,
@@ -105,6 +115,7 @@ impl Mapped for Procedure {
             .await?;
         let performer_known = match w.performer_id {
             None => true,
+            Some(p) if pending.clinicians.contains(&p) => true,
             Some(p) => state
                 .services
                 .load::<salus_domain::staff::Clinician>(&actor.ctx, p)

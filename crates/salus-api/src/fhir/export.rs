@@ -127,6 +127,30 @@ pub(super) const MODULES: &[Module] = &[
         source: Source::Clinical(super::rest::DomainType::Procedure),
     },
     Module {
+        name: "clinicians",
+        serves: is_practitioner,
+        permission: "clinicians:read",
+        source: Source::Clinical(super::rest::DomainType::Practitioner),
+    },
+    Module {
+        name: "departments",
+        serves: is_organization,
+        permission: "places:read",
+        source: Source::Clinical(super::rest::DomainType::Organization),
+    },
+    Module {
+        name: "locations",
+        serves: is_location,
+        permission: "places:read",
+        source: Source::Clinical(super::rest::DomainType::Location),
+    },
+    Module {
+        name: "notes",
+        serves: is_note,
+        permission: "notes:read",
+        source: Source::Clinical(super::rest::DomainType::DocumentReference),
+    },
+    Module {
         name: "audit",
         serves: is_audit_event,
         permission: "audit:read",
@@ -152,6 +176,22 @@ fn is_encounter(t: &str) -> bool {
 
 fn is_procedure(t: &str) -> bool {
     t == "Procedure"
+}
+
+fn is_practitioner(t: &str) -> bool {
+    t == "Practitioner"
+}
+
+fn is_organization(t: &str) -> bool {
+    t == "Organization"
+}
+
+fn is_location(t: &str) -> bool {
+    t == "Location"
+}
+
+fn is_note(t: &str) -> bool {
+    t == "DocumentReference"
 }
 
 fn is_audit_event(t: &str) -> bool {

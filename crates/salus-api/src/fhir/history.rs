@@ -352,6 +352,98 @@ pub async fn allergies(
     .await
 }
 
+/// Every version of every DocumentReference, newest first.
+#[utoipa::path(get, path = "/fhir/R4/DocumentReference/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["notes:read"])))]
+pub async fn notes(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::DocumentReference);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/DocumentReference/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
+/// Every version of every Practitioner, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Practitioner/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["clinicians:read"])))]
+pub async fn practitioners(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Practitioner);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/Practitioner/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
+/// Every version of every Organization, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Organization/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["places:read"])))]
+pub async fn organizations(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Organization);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/Organization/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
+/// Every version of every Location, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Location/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["places:read"])))]
+pub async fn locations(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Location);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/Location/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
 /// Every version of every Encounter, newest first.
 #[utoipa::path(get, path = "/fhir/R4/Encounter/_history", tag = "fhir",
     params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),

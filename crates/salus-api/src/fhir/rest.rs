@@ -1,5 +1,6 @@
 //! The REST interactions of the FHIR types that Salus aggregates serve (Observation,
-//! Condition, AllergyIntolerance, Encounter, Procedure),
+//! Condition, AllergyIntolerance, Encounter, Procedure, DocumentReference; Practitioner,
+//! Organization, Location, which are not patient data),
 //! written once over [`Mapped`]: read, vread, history-instance, create (with
 //! `If-None-Exist`), update (with `If-Match`), delete (the aggregate's withdrawal, or 405),
 //! and search by GET and `POST _search` on every R4 search parameter of the type. Each type's
@@ -42,6 +43,22 @@ macro_rules! with_type {
             }
             DomainType::Procedure => {
                 type $A = salus_domain::clinical::procedure::Procedure;
+                $e
+            }
+            DomainType::Practitioner => {
+                type $A = salus_domain::staff::clinician::Clinician;
+                $e
+            }
+            DomainType::Organization => {
+                type $A = salus_domain::staff::place::Department;
+                $e
+            }
+            DomainType::Location => {
+                type $A = salus_domain::staff::place::Location;
+                $e
+            }
+            DomainType::DocumentReference => {
+                type $A = salus_domain::clinical::record::ClinicalNote;
                 $e
             }
         }
@@ -268,6 +285,10 @@ pub(super) struct Pending {
     pub patients: HashSet<Uuid>,
     /// The encounters created so far, with their patients.
     pub encounters: std::collections::HashMap<Uuid, Uuid>,
+    /// The departments (Organizations) this transaction creates, active.
+    pub departments: HashSet<Uuid>,
+    /// The clinicians (Practitioners) this transaction creates, active.
+    pub clinicians: HashSet<Uuid>,
 }
 
 impl Pending {
@@ -347,6 +368,39 @@ where
 
     /// The withdrawal a FHIR delete is (entered in error); `None`: no delete (405).
     fn delete_command(current: &Self) -> Option<Self::Command>;
+
+    /// Whether the stored state passes its integrity check (a note's text against its
+    /// SHA-256); one that fails is withheld, logged and counted.
+    fn intact(&self) -> bool {
+        true
+    }
+}
+
+/// `c`, unless it fails its integrity check: then a loud error (logged, counted) and
+/// nothing of it is served.
+pub(super) fn checked<A: Mapped>(state: &AppState, c: Current<A>) -> Result<Current<A>, FhirError>
+where
+    A::Command: Send,
+{
+    if c.state.intact() {
+        return Ok(c);
+    }
+    state.metrics.integrity_failures.inc();
+    tracing::error!(
+        resource = A::FHIR_TYPE,
+        id = %c.row.id,
+        version = c.row.version,
+        "stored content does not match its hash: refusing to serve it"
+    );
+    Err(FhirError::new(
+        500,
+        "exception",
+        format!(
+            "{}/{} failed its integrity check and is withheld; the incident is logged",
+            A::FHIR_TYPE,
+            c.row.id
+        ),
+    ))
 }
 
 /// A domain failure as an OperationOutcome naming the FHIR element at fault.
@@ -412,7 +466,7 @@ where
     let row = http::read_current::<A>(state, actor, A::FHIR_TYPE, id).await?;
     let row = http::parse_text_row::<A>(row)?;
     let st: A = serde_json::from_value(row.doc.clone()).map_err(ApiError::internal)?;
-    Ok(Current { state: st, row })
+    checked(state, Current { state: st, row })
 }
 
 fn answer<A: Mapped>(status: StatusCode, c: &Current<A>, location: bool) -> Response
@@ -471,6 +525,7 @@ where
         .at_version::<A>(&actor.ctx, current.row.id, version)
         .await?
         .ok_or_else(missing)?;
+    let c = checked(state, c)?;
     Ok(answer(StatusCode::OK, &c, false))
 }
 
@@ -488,7 +543,10 @@ where
     let versions = state
         .services
         .versions::<A>(&actor.ctx, current.row.id)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|c| checked(state, c))
+        .collect::<Result<Vec<_>, _>>()?;
     let base = base_url(headers);
     let entries: Vec<Value> = versions
         .iter()
@@ -948,10 +1006,11 @@ impl ClinicalSearch {
             order_by: None,
         };
         let found = state.services.search::<A>(&actor.ctx, &q).await?;
-        Ok(found
+        found
             .into_iter()
             .filter(|c| actor.sees(A::RESOURCE_TYPE, &c.row.doc))
-            .collect())
+            .map(|c| checked(state, c))
+            .collect()
     }
 }
 
@@ -1219,6 +1278,10 @@ pub(super) enum DomainType {
     AllergyIntolerance,
     Encounter,
     Procedure,
+    DocumentReference,
+    Practitioner,
+    Organization,
+    Location,
 }
 
 impl DomainType {
@@ -1228,6 +1291,10 @@ impl DomainType {
         DomainType::AllergyIntolerance,
         DomainType::Encounter,
         DomainType::Procedure,
+        DomainType::DocumentReference,
+        DomainType::Practitioner,
+        DomainType::Organization,
+        DomainType::Location,
     ];
 
     pub(super) fn of(t: &str) -> Option<Self> {
@@ -1437,6 +1504,10 @@ impl DomainType {
                 DomainType::AllergyIntolerance => super::statement::allergy_capability(),
                 DomainType::Encounter => super::encounter::encounter_capability(),
                 DomainType::Procedure => super::encounter::procedure_capability(),
+                DomainType::DocumentReference => super::note::capability(),
+                DomainType::Practitioner => super::staff::practitioner_capability(),
+                DomainType::Organization => super::staff::organization_capability(),
+                DomainType::Location => super::staff::location_capability(),
             })
             .collect()
     }

@@ -199,6 +199,14 @@ pub struct ClinicalNote {
     pub amends: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_at: Option<DateTime<Utc>>,
+    /// The department of the record (since schema version 2 of `clinical_note.written`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department_id: Option<Uuid>,
+    /// FHIR elements Salus does not model, kept as sent with the note (a JSON object; since
+    /// schema version 2). Fixed at write like the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 impl ClinicalNote {
@@ -217,6 +225,10 @@ pub struct NoteInput {
     /// The id of the note this one amends (same record).
     #[serde(default)]
     pub amends: Option<Uuid>,
+    /// FHIR elements Salus does not model, kept with the note (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +237,9 @@ pub struct NoteFacts {
     /// The amended note, when `amends` is given and it is in the same record.
     pub amended_in_record: bool,
     pub author_id: Uuid,
+    /// The author signs the note as it is written, at this time (a note that arrives
+    /// final, as a FHIR DocumentReference can).
+    pub sign_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +263,7 @@ pub struct Signed {
 
 domain_events! {
     pub enum NoteEvent {
-        Written(ClinicalNote) = "clinical_note.written",
+        Written(ClinicalNote) = "clinical_note.written" @ 2,
         Signed(Signed) = "clinical_note.signed",
     }
 }
@@ -298,7 +313,7 @@ impl Aggregate for ClinicalNote {
                         "the amended note does not exist in this medical record",
                     ));
                 }
-                Ok(vec![NoteEvent::Written(ClinicalNote {
+                let mut events = vec![NoteEvent::Written(ClinicalNote {
                     id: *id,
                     record_id: *record_id,
                     patient_id: record.patient_id,
@@ -308,7 +323,13 @@ impl Aggregate for ClinicalNote {
                     text: input.text.clone(),
                     amends: input.amends,
                     signed_at: None,
-                })])
+                    department_id: Some(record.department_id),
+                    fhir_elements: super::fhir_elements(input.fhir_elements.as_ref())?,
+                })];
+                if let Some(at) = facts.sign_at {
+                    events.push(NoteEvent::Signed(Signed { at }));
+                }
+                Ok(events)
             }
             (Some(_), NoteCommand::Write { .. }) => {
                 Err(DomainError::Rule("note already written".into()))
@@ -346,6 +367,17 @@ impl Aggregate for ClinicalNote {
     fn decode_event(event_type: &str, payload: &Value) -> Result<NoteEvent, serde_json::Error> {
         NoteEvent::decode(event_type, payload)
     }
+
+    /// Version 2 of `clinical_note.written` added the optional `department_id` and
+    /// `fhir_elements`: a version 1 payload reads as it is.
+    fn upcast(event_type: &str, from: i32, payload: Value) -> Result<Value, String> {
+        match (event_type, from) {
+            ("clinical_note.written", 1) => Ok(payload),
+            _ => Err(format!(
+                "no upcaster from schema version {from} of '{event_type}'"
+            )),
+        }
+    }
 }
 
 impl Projected for ClinicalNote {
@@ -365,6 +397,7 @@ impl Projected for ClinicalNote {
         if let Some(a) = self.amends {
             rows.push(SearchRow::new("amends", a.to_string()));
         }
+        rows.extend(super::fhir_view::rows(Self::STREAM_TYPE, self));
         rows
     }
 }
@@ -443,6 +476,7 @@ pub async fn write_note(
         record,
         amended_in_record,
         author_id: ctx.actor.0,
+        sign_at: None,
     });
     let id = Uuid::now_v7();
     services
@@ -479,11 +513,13 @@ mod tests {
             record: Some(record),
             amended_in_record: false,
             author_id: author,
+            sign_at: None,
         });
         let input = NoteInput {
             note_type: "progress".into(),
             text: "Stable. BP 120/80.".into(),
             amends: None,
+            fhir_elements: None,
         };
         let evs = ClinicalNote::decide(
             None,

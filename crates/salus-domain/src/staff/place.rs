@@ -1,6 +1,13 @@
 //! Departments and locations: where care happens. A department has a unique code; a
 //! location (ward, room, theatre, clinic, …) belongs to a department. Both are
 //! `active ⇄ inactive`, never deleted.
+//!
+//! Both keep beside them the FHIR elements Salus does not model (`fhir_elements`: an
+//! Organization's type, telecom, partOf, a Location's address, position, …) as a FHIR
+//! client sent them. A revision ([`PlaceCommand::Revise`], what a FHIR update becomes)
+//! changes the name (a department's code, a location's kind), the activity (through the
+//! same table as the actions) and those kept elements in one event; a location's
+//! department never changes.
 
 use crate::service::Projected;
 use salus_kernel::text::fold;
@@ -62,6 +69,11 @@ pub struct Department {
     pub code: String,
     pub name: String,
     pub active: bool,
+    /// The FHIR elements of the Organization that Salus does not model, kept as a FHIR
+    /// client sent them (since schema version 2 of `department.created`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -69,18 +81,144 @@ pub struct Department {
 pub struct DepartmentInput {
     pub code: String,
     pub name: String,
+    /// FHIR elements Salus does not model, kept with the department (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
+    /// Created active unless `false` (a FHIR Organization sent with `active: false`).
+    #[serde(default)]
+    pub active: Option<bool>,
+}
+
+/// What a revision of a department or a location changes; `None`: unchanged (for
+/// `fhir_elements`, an empty object: none any more). `code` is a department's, `kind` a
+/// location's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlaceRevision {
+    pub code: Option<String>,
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub active: Option<bool>,
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
 pub enum PlaceCommand<I> {
-    Create { id: Uuid, input: I, facts: bool },
+    Create {
+        id: Uuid,
+        input: I,
+        facts: bool,
+    },
     Toggle(String),
+    /// Several changes as one event; no change at all is no event.
+    Revise(PlaceRevision),
+}
+
+/// A department's or a location's revisable parts after a revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlaceRevised {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub active: bool,
+    /// The kept FHIR elements after the revision (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_elements: Option<Value>,
 }
 
 domain_events! {
     pub enum DepartmentEvent {
-        Created(Department) = "department.created",
+        Created(Department) = "department.created" @ 2,
         Toggled(Activity) = "department.status_set",
+        Revised(PlaceRevised) = "department.revised",
+    }
+}
+
+fn department_code(s: &str) -> Result<String, DomainError> {
+    let code = text("code", s, 32)?.to_ascii_uppercase();
+    if !code
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(DomainError::invalid(
+            "code",
+            "code is letters, digits, '-' or '_'",
+        ));
+    }
+    Ok(code)
+}
+
+fn location_kind(s: &str) -> Result<String, DomainError> {
+    let kind = s.trim();
+    if !LOCATION_KINDS.contains(&kind) {
+        return Err(DomainError::invalid(
+            "kind",
+            format!("kind '{kind}' is not one of {}", LOCATION_KINDS.join(", ")),
+        ));
+    }
+    Ok(kind.to_owned())
+}
+
+/// The revised parts of a place now `now`; `None`: the revision changes nothing. An
+/// activity change is checked against the same table as the actions.
+fn revise_place(now: PlaceRevised, r: &PlaceRevision) -> Result<Option<PlaceRevised>, DomainError> {
+    let next = PlaceRevised {
+        code: match (&r.code, &now.code) {
+            (Some(c), Some(_)) => Some(department_code(c)?),
+            (Some(_), None) => {
+                return Err(DomainError::invalid("code", "a location has no code"));
+            }
+            (None, c) => c.clone(),
+        },
+        name: match &r.name {
+            Some(n) => text("name", n, 200)?,
+            None => now.name.clone(),
+        },
+        kind: match (&r.kind, &now.kind) {
+            (Some(k), Some(_)) => Some(location_kind(k)?),
+            (Some(_), None) => {
+                return Err(DomainError::invalid("kind", "a department has no kind"));
+            }
+            (None, k) => k.clone(),
+        },
+        active: r.active.unwrap_or(now.active),
+        fhir_elements: match &r.fhir_elements {
+            None => now.fhir_elements.clone(),
+            Some(f) => crate::clinical::fhir_elements(Some(f))?,
+        },
+    };
+    if next == now {
+        return Ok(None);
+    }
+    if next.active != now.active {
+        toggle(
+            now.active,
+            if next.active {
+                "reactivate"
+            } else {
+                "deactivate"
+            },
+        )?;
+    }
+    Ok(Some(next))
+}
+
+/// Version 2 of a `*.created` event added the optional `fhir_elements`: a version 1
+/// payload is the same payload without it.
+fn upcast_created(
+    created: &str,
+    event_type: &str,
+    from: i32,
+    payload: Value,
+) -> Result<Value, String> {
+    if from == 1 && event_type == created {
+        Ok(payload)
+    } else {
+        Err(format!(
+            "no upcaster from schema version {from} of '{event_type}'"
+        ))
     }
 }
 
@@ -95,21 +233,12 @@ impl Aggregate for Department {
     ) -> Result<Vec<DepartmentEvent>, DomainError> {
         match (state, command) {
             (None, PlaceCommand::Create { id, input, .. }) => {
-                let code = text("code", &input.code, 32)?.to_ascii_uppercase();
-                if !code
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                {
-                    return Err(DomainError::invalid(
-                        "code",
-                        "code is letters, digits, '-' or '_'",
-                    ));
-                }
                 Ok(vec![DepartmentEvent::Created(Department {
                     id: *id,
-                    code,
+                    code: department_code(&input.code)?,
                     name: text("name", &input.name, 200)?,
-                    active: true,
+                    active: input.active != Some(false),
+                    fhir_elements: crate::clinical::fhir_elements(input.fhir_elements.as_ref())?,
                 })])
             }
             (Some(_), PlaceCommand::Create { .. }) => {
@@ -118,6 +247,19 @@ impl Aggregate for Department {
             (None, _) => Err(DomainError::NotFound("department".into())),
             (Some(d), PlaceCommand::Toggle(action)) => {
                 Ok(vec![DepartmentEvent::Toggled(toggle(d.active, action)?)])
+            }
+            (Some(d), PlaceCommand::Revise(r)) => {
+                let now = PlaceRevised {
+                    code: Some(d.code.clone()),
+                    name: d.name.clone(),
+                    kind: None,
+                    active: d.active,
+                    fhir_elements: d.fhir_elements.clone(),
+                };
+                Ok(revise_place(now, r)?
+                    .map(DepartmentEvent::Revised)
+                    .into_iter()
+                    .collect())
             }
         }
     }
@@ -129,8 +271,21 @@ impl Aggregate for Department {
                 d.active = a.active;
                 Some(d)
             }
+            (Some(mut d), DepartmentEvent::Revised(r)) => {
+                if let Some(c) = &r.code {
+                    d.code = c.clone();
+                }
+                d.name = r.name.clone();
+                d.active = r.active;
+                d.fhir_elements = r.fhir_elements.clone();
+                Some(d)
+            }
             (None, _) => None,
         }
+    }
+
+    fn upcast(event_type: &str, from: i32, payload: Value) -> Result<Value, String> {
+        upcast_created("department.created", event_type, from, payload)
     }
 
     fn decode_event(
@@ -150,6 +305,9 @@ impl Projected for Department {
             SearchRow::new("name", fold(&self.name)),
             SearchRow::new("active", if self.active { "true" } else { "false" }),
         ]
+        .into_iter()
+        .chain(crate::clinical::fhir_view::rows(Self::STREAM_TYPE, self))
+        .collect()
     }
 
     fn unique_keys(&self) -> Vec<UniqueKey> {
@@ -165,6 +323,11 @@ pub struct Location {
     /// ward | room | bed | theatre | clinic | other
     pub kind: String,
     pub active: bool,
+    /// The FHIR elements of the Location that Salus does not model, kept as a FHIR client
+    /// sent them (since schema version 2 of `location.created`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -173,12 +336,20 @@ pub struct LocationInput {
     pub department_id: Uuid,
     pub name: String,
     pub kind: String,
+    /// FHIR elements Salus does not model, kept with the location (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
+    /// Created active unless `false` (a FHIR Location sent with status `inactive`).
+    #[serde(default)]
+    pub active: Option<bool>,
 }
 
 domain_events! {
     pub enum LocationEvent {
-        Created(Location) = "location.created",
+        Created(Location) = "location.created" @ 2,
         Toggled(Activity) = "location.status_set",
+        Revised(PlaceRevised) = "location.revised",
     }
 }
 
@@ -210,19 +381,13 @@ impl Aggregate for Location {
                         ),
                     ));
                 }
-                let kind = input.kind.trim();
-                if !LOCATION_KINDS.contains(&kind) {
-                    return Err(DomainError::invalid(
-                        "kind",
-                        format!("kind '{kind}' is not one of {}", LOCATION_KINDS.join(", ")),
-                    ));
-                }
                 Ok(vec![LocationEvent::Created(Location {
                     id: *id,
                     department_id: input.department_id,
                     name: text("name", &input.name, 200)?,
-                    kind: kind.to_owned(),
-                    active: true,
+                    kind: location_kind(&input.kind)?,
+                    active: input.active != Some(false),
+                    fhir_elements: crate::clinical::fhir_elements(input.fhir_elements.as_ref())?,
                 })])
             }
             (Some(_), PlaceCommand::Create { .. }) => {
@@ -231,6 +396,19 @@ impl Aggregate for Location {
             (None, _) => Err(DomainError::NotFound("location".into())),
             (Some(l), PlaceCommand::Toggle(action)) => {
                 Ok(vec![LocationEvent::Toggled(toggle(l.active, action)?)])
+            }
+            (Some(l), PlaceCommand::Revise(r)) => {
+                let now = PlaceRevised {
+                    code: None,
+                    name: l.name.clone(),
+                    kind: Some(l.kind.clone()),
+                    active: l.active,
+                    fhir_elements: l.fhir_elements.clone(),
+                };
+                Ok(revise_place(now, r)?
+                    .map(LocationEvent::Revised)
+                    .into_iter()
+                    .collect())
             }
         }
     }
@@ -242,8 +420,21 @@ impl Aggregate for Location {
                 l.active = a.active;
                 Some(l)
             }
+            (Some(mut l), LocationEvent::Revised(r)) => {
+                if let Some(k) = &r.kind {
+                    l.kind = k.clone();
+                }
+                l.name = r.name.clone();
+                l.active = r.active;
+                l.fhir_elements = r.fhir_elements.clone();
+                Some(l)
+            }
             (None, _) => None,
         }
+    }
+
+    fn upcast(event_type: &str, from: i32, payload: Value) -> Result<Value, String> {
+        upcast_created("location.created", event_type, from, payload)
     }
 
     fn decode_event(event_type: &str, payload: &Value) -> Result<LocationEvent, serde_json::Error> {
@@ -261,6 +452,9 @@ impl Projected for Location {
             SearchRow::new("name", fold(&self.name)),
             SearchRow::new("active", if self.active { "true" } else { "false" }),
         ]
+        .into_iter()
+        .chain(crate::clinical::fhir_view::rows(Self::STREAM_TYPE, self))
+        .collect()
     }
 }
 
@@ -314,4 +508,73 @@ pub fn unknown_department(field: &str, id: Uuid) -> DomainError {
         field,
         format!("department {id} does not exist in this tenant or is inactive"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn created() -> Location {
+        let input: LocationInput = serde_json::from_value(json!({
+            "department_id": Uuid::nil(), "name": "Ward 7", "kind": "ward",
+            "fhir_elements": {"alias": ["Seven"]},
+        }))
+        .unwrap();
+        let cmd = PlaceCommand::Create {
+            id: Uuid::nil(),
+            input,
+            facts: true,
+        };
+        let e = Location::decide(None, &cmd).unwrap();
+        Location::evolve(None, &e[0]).unwrap()
+    }
+
+    #[test]
+    fn version_1_places_decode_without_kept_elements() {
+        let mut l = created();
+        l.fhir_elements = None;
+        let payload = serde_json::to_value(&l).unwrap();
+        let e = Location::decode_stored("location.created", 1, &payload).unwrap();
+        assert_eq!(e, LocationEvent::Created(l));
+        let d = json!({"id": Uuid::nil(), "code": "CARD", "name": "Cardiology", "active": true});
+        assert!(Department::decode_stored("department.created", 1, &d).is_ok());
+    }
+
+    #[test]
+    fn a_place_revision_is_one_event_checked_by_the_lifecycle() {
+        let l = created();
+        let same = PlaceRevision {
+            name: Some("Ward 7".into()),
+            active: Some(true),
+            ..Default::default()
+        };
+        assert!(
+            Location::decide(Some(&l), &PlaceCommand::Revise(same))
+                .unwrap()
+                .is_empty()
+        );
+        let change = PlaceRevision {
+            kind: Some("room".into()),
+            active: Some(false),
+            fhir_elements: Some(json!({})),
+            ..Default::default()
+        };
+        let e = Location::decide(Some(&l), &PlaceCommand::Revise(change)).unwrap();
+        let after = Location::evolve(Some(l.clone()), &e[0]).unwrap();
+        assert_eq!((after.kind.as_str(), after.active), ("room", false));
+        assert_eq!(after.fhir_elements, None);
+        for bad in [
+            PlaceRevision {
+                kind: Some("garage".into()),
+                ..Default::default()
+            },
+            PlaceRevision {
+                code: Some("X".into()),
+                ..Default::default()
+            },
+        ] {
+            assert!(Location::decide(Some(&l), &PlaceCommand::Revise(bad)).is_err());
+        }
+    }
 }

@@ -355,30 +355,6 @@ struct Bundle {
     patients: Vec<usize>,
 }
 
-/// The clinician who sees the bench's patients: Salus keeps no encounter without one.
-async fn register_clinician(endpoint: &Endpoint) -> anyhow::Result<uuid::Uuid> {
-    let mut conn = Conn::new(endpoint.clone());
-    let body = serde_json::json!({
-        "family": "Bench", "given": ["Ada"], "credential": "MD",
-        "specialty": "general practice", "org_unit": "bench",
-    });
-    let a = conn
-        .send("/api/v1/clinicians", Some(body.to_string()))
-        .await
-        .context("registering the bench's clinician")?;
-    anyhow::ensure!(
-        a.status == 201,
-        "registering the bench's clinician answered {}: {}",
-        a.status,
-        String::from_utf8_lossy(&a.body)
-    );
-    let v: Value = serde_json::from_slice(&a.body).context("the clinician is not JSON")?;
-    v["id"]
-        .as_str()
-        .and_then(|s| uuid::Uuid::parse_str(s).ok())
-        .context("the clinician has no id")
-}
-
 /// A patient's whole record as `salus synth` writes it.
 fn import_bundle(config: &Config, index: u64) -> anyhow::Result<Bundle> {
     let record = synth::patient(config, index);
@@ -471,8 +447,7 @@ async fn drive(
         .context("the token is not a valid header value")?;
     auth.set_sensitive(true);
     let endpoint = Endpoint::new(base, auth).await?;
-    let clinician = register_clinician(&endpoint).await?;
-    let config = Config::new(args.seed, 0).with_practitioner(clinician);
+    let config = Config::new(args.seed, 0);
     let mut steps = Vec::new();
     let mut rss_loaded_kb: Option<u64> = None;
     let mut observations = 0u64;

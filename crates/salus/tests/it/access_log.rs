@@ -138,6 +138,7 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
                     "AllergyIntolerance" => "allergies",
                     "Encounter" => "encounters",
                     "Procedure" => "procedures",
+                    "DocumentReference" => "notes",
                     other => other,
                 })
                 .cloned()

@@ -16,6 +16,7 @@ on_both_backends!(
     procedures_map_both_ways_and_a_delete_enters_them_in_error,
     encounters_and_procedures_are_found_by_their_r4_parameters,
     a_transaction_records_a_patient_with_an_encounter_and_a_procedure,
+    a_transaction_names_the_practitioner_and_organization_it_creates,
     a_patient_context_token_sees_only_its_patients_encounters,
 );
 
@@ -558,6 +559,75 @@ async fn a_transaction_records_a_patient_with_an_encounter_and_a_procedure(backe
     assert_eq!(at, "Encounter.participant");
     let found = fhir.get("/Patient?identifier=urn:mrn|T-2").await;
     assert!(ids(&found.body).is_empty());
+    fhir.validate_all();
+}
+
+async fn a_transaction_names_the_practitioner_and_organization_it_creates(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let urn = |n: u32| format!("urn:uuid:8b1c6b2e-0c39-4c3e-9a51-4d1f7c1e{n:04}");
+    let (pat, doc, org, enc, proc) = (urn(1), urn(2), urn(3), urn(4), urn(5));
+    let mut e = visit("x", "x");
+    e["subject"] = json!({"reference": pat});
+    e["participant"][0]["individual"] = json!({"reference": doc});
+    e["serviceProvider"] = json!({"reference": org});
+    let mut p = appendectomy("x", "x", None);
+    p["subject"] = json!({"reference": pat});
+    p["performer"][0]["actor"] = json!({"reference": doc});
+    p["encounter"] = json!({"reference": enc});
+    let tx = json!({
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [
+            {"fullUrl": pat, "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "T-9"}],
+                                          "name": [{"family": "Bundled", "given": ["Tess"]}], "gender": "female", "birthDate": "1970-02-03"},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": doc, "resource": {"resourceType": "Practitioner",
+                "identifier": [{"system": "urn:salus:credential", "value": "GMC-TX9"}],
+                "name": [{"family": "House", "given": ["Greg"]}],
+                "extension": [{"url": "urn:salus:fhir:extension:specialty", "valueString": "Diagnostics"},
+                              {"url": "urn:salus:fhir:extension:org-unit", "valueString": "Medicine"}]},
+             "request": {"method": "POST", "url": "Practitioner"}},
+            {"fullUrl": org, "resource": {"resourceType": "Organization",
+                "identifier": [{"system": "urn:salus:department-code", "value": "DIAG"}], "name": "Diagnostics"},
+             "request": {"method": "POST", "url": "Organization"}},
+            {"fullUrl": enc, "resource": e, "request": {"method": "POST", "url": "Encounter"}},
+            {"fullUrl": proc, "resource": p, "request": {"method": "POST", "url": "Procedure"}},
+        ]
+    });
+    let r = fhir.post("", &tx, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let loc = |i: usize| {
+        r.body["entry"][i]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let (cid, did, eid, prid) = (loc(1), loc(2), loc(3), loc(4));
+    let (_, _, api) = api_get(&app, &format!("/api/v1/encounters/{eid}")).await;
+    assert_eq!(api["clinician_id"], cid.as_str());
+    assert_eq!(api["department_id"], did.as_str());
+    let (_, _, api) = api_get(&app, &format!("/api/v1/procedures/{prid}")).await;
+    assert_eq!(api["performer_id"], cid.as_str());
+    assert_eq!(api["encounter_id"], eid.as_str());
+    let read = fhir.get(&format!("/Encounter/{eid}")).await;
+    assert_eq!(
+        read.body["serviceProvider"]["reference"],
+        format!("Organization/{did}")
+    );
+    // The Practitioner the encounter names is the clinician, through FHIR too.
+    let doc = fhir.get(&format!("/Practitioner/{cid}")).await;
+    assert_eq!(doc.status, 200, "{}", doc.body);
+    assert_eq!(
+        find(
+            &fhir,
+            "/Encounter?practitioner.identifier=urn:salus:credential|GMC-TX9"
+        )
+        .await,
+        vec![eid]
+    );
     fhir.validate_all();
 }
 

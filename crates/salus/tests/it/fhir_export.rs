@@ -137,7 +137,8 @@ async fn a_system_export_is_kicked_off_polled_and_downloaded(backend: &str) {
     let org = created(
         &fhir,
         "/Organization",
-        &json!({"resourceType": "Organization", "name": "St Elsewhere"}),
+        &json!({"resourceType": "Organization", "name": "St Elsewhere",
+                "identifier": [{"system": "urn:salus:department-code", "value": "STE"}]}),
     )
     .await;
     // An Observation: the clinical aggregate, exported as its FHIR form.
@@ -199,7 +200,7 @@ async fn a_system_export_is_kicked_off_polled_and_downloaded(backend: &str) {
     assert_eq!(ids_of(&got["Immunization"]), BTreeSet::from([i1, i2]));
     assert_eq!(ids_of(&got["Organization"]), BTreeSet::from([org]));
     // Each line is the resource as a read renders it.
-    for t in ["Patient", "Immunization", "Observation"] {
+    for t in ["Patient", "Immunization", "Observation", "Organization"] {
         for r in &got[t] {
             let read = fhir
                 .get(&format!("/{t}/{}", r["id"].as_str().unwrap()))
@@ -249,7 +250,8 @@ async fn exports_follow_type_since_patient_and_group(backend: &str) {
     created(
         &fhir,
         "/Organization",
-        &json!({"resourceType": "Organization", "name": "Nobody's"}),
+        &json!({"resourceType": "Organization", "name": "Nobody's",
+                "identifier": [{"system": "urn:salus:department-code", "value": "NOB"}]}),
     )
     .await;
     let group = created(
@@ -515,14 +517,6 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
         args.push("--database-url".into());
         args.push(url.clone());
     }
-    // The clinician who sees the synthetic patients (Salus keeps no encounter without one).
-    let clin = json!({"family": "Synth", "given": ["Gale"], "credential": "SYN-2", "specialty": "General practice", "org_unit": "Clinic"});
-    let r = app.post("/api/v1/clinicians", &app.token, &clin).await;
-    assert_eq!(r.status(), 201);
-    let cid = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let _data = app.stop().await;
     let work = tempfile::tempdir().unwrap();
     let nd = work.path().join("nd");
@@ -539,8 +533,6 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
             &nd_arg,
             "--format",
             "ndjson",
-            "--practitioner",
-            &cid,
             "--quiet",
         ],
     );
@@ -596,8 +588,6 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
             "6",
             "--out",
             &b_arg,
-            "--practitioner",
-            &cid,
             "--quiet",
         ],
     );
@@ -656,8 +646,14 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
         "the NDJSON's {from_ndjson} and the Bundle's: {obs}"
     );
     // So are the Conditions and AllergyIntolerances (the Statement aggregate's), the
-    // Encounters and the Procedures.
-    for t in ["Condition", "AllergyIntolerance", "Encounter", "Procedure"] {
+    // Encounters, the Procedures and the practitioners who saw the patients.
+    for t in [
+        "Condition",
+        "AllergyIntolerance",
+        "Encounter",
+        "Procedure",
+        "Practitioner",
+    ] {
         let (_, found) = get(format!("{base}/{t}?_summary=count")).await;
         let from_ndjson = lines_by_type.get(t).map_or(0, Vec::len) as u64;
         assert!(from_ndjson > 0, "the population has {t}s");
@@ -677,6 +673,7 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
             "AllergyIntolerance",
             "Encounter",
             "Procedure",
+            "Practitioner",
         ]
         .contains(&t.as_str())
         {

@@ -1,0 +1,196 @@
+//! FHIR DocumentReference: the clinical note (`/api/v1/medical-records/{id}/notes`,
+//! `/api/v1/notes/{id}`), both ways; the mapping is `salus_fhir::note`. A create writes a
+//! note in the patient's medical record of the `custodian` department (or the patient's
+//! only open record when no custodian is named); a DocumentReference that arrives `final`
+//! is signed by its writer as it is written. An update may only sign it; there is no
+//! delete (a note is append-only). Every read checks the note's text against its SHA-256
+//! and withholds a note that fails (a loud error and a metric).
+
+use super::rest::{self, Mapped, Pending};
+use super::*;
+use salus_domain::clinical::record::{
+    ClinicalNote, MedicalRecord, NoteCommand, NoteFacts, NoteInput, RECORD_KEY_SCOPE, RecordStatus,
+};
+use salus_fhir::note as fnote;
+
+impl Mapped for ClinicalNote {
+    const FHIR_TYPE: &'static str = "DocumentReference";
+    const READ: &'static str = "notes:read";
+    const WRITE: &'static str = "notes:write";
+    const DELETES: bool = false;
+
+    fn render(&self, version: i64, updated: DateTime<Utc>) -> Value {
+        fnote::to_fhir(self, Some((version, updated)))
+    }
+
+    fn path_of_field(field: &str) -> String {
+        fnote::path_of_field(field)
+    }
+
+    fn intact(&self) -> bool {
+        self.verify()
+    }
+
+    async fn create_command(
+        state: &AppState,
+        actor: &Actor,
+        id: Uuid,
+        body: &Value,
+        _pending: &Pending,
+    ) -> Result<NoteCommand, FhirError> {
+        let mut w = fnote::from_fhir(body).map_err(FhirError::invalid)?;
+        w.settle(actor.ctx.actor.0, &serde_json::Map::new());
+        let record = record_of(state, actor, w.patient_id, w.department_id).await?;
+        let amended_in_record = match w.amends {
+            Some(a) => state
+                .services
+                .load::<ClinicalNote>(&actor.ctx, a)
+                .await?
+                .is_some_and(|n| n.state.record_id == record.id),
+            None => false,
+        };
+        let now = state.services.now();
+        Ok(NoteCommand::Write {
+            id,
+            record_id: record.id,
+            input: NoteInput {
+                note_type: w.note_type,
+                text: w.text,
+                amends: w.amends,
+                fhir_elements: Some(Value::Object(w.kept)),
+            },
+            facts: Box::new(NoteFacts {
+                record: Some(record),
+                amended_in_record,
+                author_id: actor.ctx.actor.0,
+                sign_at: w.signed.then_some(now),
+            }),
+        })
+    }
+
+    async fn update_command(
+        state: &AppState,
+        actor: &Actor,
+        current: &ClinicalNote,
+        body: &Value,
+        _pending: &Pending,
+    ) -> Result<Option<NoteCommand>, FhirError> {
+        let w = fnote::from_fhir(body).map_err(FhirError::invalid)?;
+        let signs = fnote::update_signs(current, &w).map_err(FhirError::invalid)?;
+        Ok(signs.then(|| NoteCommand::Sign {
+            by: actor.ctx.actor.0,
+            at: state.services.now(),
+        }))
+    }
+
+    fn delete_command(_current: &ClinicalNote) -> Option<NoteCommand> {
+        None
+    }
+}
+
+/// The open medical record a new note of `patient` goes in: the one of `department` when
+/// named, else the patient's only open record.
+async fn record_of(
+    state: &AppState,
+    actor: &Actor,
+    patient: Uuid,
+    department: Option<Uuid>,
+) -> Result<MedicalRecord, FhirError> {
+    let unprocessable = |path: &str, msg: String| {
+        FhirError::invalid(vec![
+            salus_fhir::outcome::Issue::error("processing", msg).at(path),
+        ])
+    };
+    let open = |r: &MedicalRecord| r.status == RecordStatus::Open && r.patient_id == patient;
+    if let Some(d) = department {
+        let key = format!("{patient}|{d}");
+        let owner = state
+            .services
+            .store
+            .unique_owner(&actor.ctx, RECORD_KEY_SCOPE, &key)
+            .await
+            .map_err(ApiError::internal)?;
+        let record = match owner {
+            Some(id) => state
+                .services
+                .load::<MedicalRecord>(&actor.ctx, id)
+                .await?
+                .map(|c| c.state)
+                .filter(open),
+            None => None,
+        };
+        return record.ok_or_else(|| {
+            unprocessable(
+                "DocumentReference.custodian",
+                format!(
+                    "Patient/{patient} has no open medical record in Organization/{d}: open one (POST /api/v1/medical-records)"
+                ),
+            )
+        });
+    }
+    let q = salus_store::SearchQuery {
+        resource_type: <MedicalRecord as salus_domain::service::Projected>::RESOURCE_TYPE.into(),
+        filters: vec![
+            salus_store::Filter {
+                param: "patient".into(),
+                system: None,
+                op: salus_store::FilterOp::Eq,
+                value: patient.to_string(),
+            },
+            salus_store::Filter {
+                param: "status".into(),
+                system: None,
+                op: salus_store::FilterOp::Eq,
+                value: "open".into(),
+            },
+        ],
+        after: None,
+        limit: 2,
+        newest_first: false,
+        order_by: None,
+    };
+    let mut found = state
+        .services
+        .search::<MedicalRecord>(&actor.ctx, &q)
+        .await?;
+    match found.len() {
+        1 => Ok(found.remove(0).state),
+        0 => Err(unprocessable(
+            "DocumentReference.subject",
+            format!(
+                "Patient/{patient} has no open medical record: open one (POST /api/v1/medical-records)"
+            ),
+        )),
+        _ => Err(unprocessable(
+            "DocumentReference.custodian",
+            format!(
+                "Patient/{patient} has medical records in several departments: name one as custodian (Organization/<department id>)"
+            ),
+        )),
+    }
+}
+
+/// What this module serves of DocumentReference (its CapabilityStatement entry).
+pub(super) fn capability() -> Value {
+    rest::capability::<ClinicalNote>(
+        "The DocumentReference is a Salus clinical note (also /api/v1/medical-records/{id}/notes and /api/v1/notes/{id}). The note keeps its text (the one content entry: a text/plain UTF-8 attachment with base64 data; size and hash, the SHA-1 of the data, computed on read; the text is checked against its SHA-256 on every read), type (the LOINC document codes of progress 11506-3, operative 11504-8, discharge 18842-5, admission 47039-3, consult 11488-4, procedure 28570-0, nursing 34746-8, other 34109-9), subject (Patient/<id>), custodian (Organization/<department id>: the department of the medical record; a create without one uses the patient's only open record), docStatus (preliminary, final once its author signed), the note it amends (relatesTo appends or replaces DocumentReference/<id>), its writer (author and, once signed, authenticator, by identifier of system urn:salus:user, unless the resource names its own). Every other element is kept as sent. status is current. A note is append-only: an update may only sign it (docStatus final, by its author); amend it with a new DocumentReference. No delete. Files are attachments of the medical record (/api/v1/medical-records/{id}/attachments), not DocumentReferences.",
+    )
+}
+
+/// The routes of FHIR DocumentReference.
+pub mod document_reference {
+    use super::super::*;
+    use super::rest;
+    use salus_domain::clinical::record::ClinicalNote;
+
+    rest::mapped_routes!(
+        patient ClinicalNote,
+        read: "notes:read",
+        write: "notes:write",
+        type: "/fhir/R4/DocumentReference",
+        search: "/fhir/R4/DocumentReference/_search",
+        instance: "/fhir/R4/DocumentReference/{id}",
+        history: "/fhir/R4/DocumentReference/{id}/_history",
+        version: "/fhir/R4/DocumentReference/{id}/_history/{vid}",
+    );
+}
