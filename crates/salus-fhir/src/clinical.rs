@@ -19,6 +19,7 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "encounter" => "Encounter",
         "procedure" => "Procedure",
         "clinical_note" => "DocumentReference",
+        "consent" => "Consent",
         "clinician" => "Practitioner",
         "department" => "Organization",
         "location" => "Location",
@@ -44,6 +45,9 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "procedure" => serde_json::from_value(doc.clone())
             .ok()
             .map(|p| crate::procedure::to_fhir(&p, None)),
+        "consent" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|c| crate::consent::to_fhir(&c, None)),
         "clinical_note" => serde_json::from_value(doc.clone())
             .ok()
             .map(|n| crate::note::to_fhir(&n, None)),

@@ -8,6 +8,7 @@
 //! FHIR resource becomes a domain command's input, and the domain decides.
 
 pub mod clinical;
+pub mod consent;
 pub mod coverage;
 pub mod datatypes;
 pub mod definitions;

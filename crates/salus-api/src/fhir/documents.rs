@@ -26,6 +26,7 @@ pub const DOMAIN_TYPES: &[&str] = &[
     "Encounter",
     "Procedure",
     "DocumentReference",
+    "Consent",
     "Practitioner",
     "Organization",
     "Location",

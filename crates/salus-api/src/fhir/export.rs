@@ -151,6 +151,12 @@ pub(super) const MODULES: &[Module] = &[
         source: Source::Clinical(super::rest::DomainType::DocumentReference),
     },
     Module {
+        name: "consents",
+        serves: is_consent,
+        permission: "consents:read",
+        source: Source::Clinical(super::rest::DomainType::Consent),
+    },
+    Module {
         name: "audit",
         serves: is_audit_event,
         permission: "audit:read",
@@ -192,6 +198,10 @@ fn is_location(t: &str) -> bool {
 
 fn is_note(t: &str) -> bool {
     t == "DocumentReference"
+}
+
+fn is_consent(t: &str) -> bool {
+    t == "Consent"
 }
 
 fn is_audit_event(t: &str) -> bool {

@@ -352,6 +352,21 @@ pub async fn allergies(
     .await
 }
 
+/// Every version of every Consent, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Consent/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["consents:read"])))]
+pub async fn consents(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Consent);
+    answer(&state, &actor, &headers, "/Consent/_history", scope, &pairs).await
+}
+
 /// Every version of every DocumentReference, newest first.
 #[utoipa::path(get, path = "/fhir/R4/DocumentReference/_history", tag = "fhir",
     params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),

@@ -61,6 +61,10 @@ macro_rules! with_type {
                 type $A = salus_domain::clinical::record::ClinicalNote;
                 $e
             }
+            DomainType::Consent => {
+                type $A = salus_domain::clinical::consent::Consent;
+                $e
+            }
         }
     };
 }
@@ -1279,6 +1283,7 @@ pub(super) enum DomainType {
     Encounter,
     Procedure,
     DocumentReference,
+    Consent,
     Practitioner,
     Organization,
     Location,
@@ -1292,6 +1297,7 @@ impl DomainType {
         DomainType::Encounter,
         DomainType::Procedure,
         DomainType::DocumentReference,
+        DomainType::Consent,
         DomainType::Practitioner,
         DomainType::Organization,
         DomainType::Location,
@@ -1505,6 +1511,7 @@ impl DomainType {
                 DomainType::Encounter => super::encounter::encounter_capability(),
                 DomainType::Procedure => super::encounter::procedure_capability(),
                 DomainType::DocumentReference => super::note::capability(),
+                DomainType::Consent => super::consent::capability(),
                 DomainType::Practitioner => super::staff::practitioner_capability(),
                 DomainType::Organization => super::staff::organization_capability(),
                 DomainType::Location => super::staff::location_capability(),

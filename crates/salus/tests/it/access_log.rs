@@ -139,6 +139,7 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
                     "Encounter" => "encounters",
                     "Procedure" => "procedures",
                     "DocumentReference" => "notes",
+                    "Consent" => "consents",
                     other => other,
                 })
                 .cloned()

@@ -43,7 +43,12 @@ fn template_body(kind: &str, clauses: &[(&str, bool)]) -> Value {
     json!({"kind": kind, "title": format!("{kind} consent"), "sections": sections})
 }
 
-async fn send(app: &TestApp, path: &str, if_match: Option<i64>, body: Option<&Value>) -> Response {
+pub(crate) async fn send(
+    app: &TestApp,
+    path: &str,
+    if_match: Option<i64>,
+    body: Option<&Value>,
+) -> Response {
     let mut req = app.client.post(app.url(path)).bearer_auth(&app.token);
     if let Some(v) = if_match {
         req = req.header("if-match", format!("\"{v}\""));
@@ -54,7 +59,7 @@ async fn send(app: &TestApp, path: &str, if_match: Option<i64>, body: Option<&Va
     req.send().await.unwrap()
 }
 
-async fn ok(r: Response, status: u16) -> Value {
+pub(crate) async fn ok(r: Response, status: u16) -> Value {
     let s = r.status().as_u16();
     let body = r.text().await.unwrap();
     assert_eq!(s, status, "{body}");
@@ -62,7 +67,7 @@ async fn ok(r: Response, status: u16) -> Value {
 }
 
 /// A published template of `kind` with [`RESEARCH_CLAUSES`]; returns it.
-async fn published_template(app: &TestApp, kind: &str) -> Value {
+pub(crate) async fn published_template(app: &TestApp, kind: &str) -> Value {
     let t = ok(
         app.post(
             "/api/v1/consent-templates",
@@ -88,7 +93,7 @@ async fn published_template(app: &TestApp, kind: &str) -> Value {
 }
 
 /// Every clause of a consent (or template version): (id, text, required).
-fn clauses(sections: &Value) -> Vec<(String, String, bool)> {
+pub(crate) fn clauses(sections: &Value) -> Vec<(String, String, bool)> {
     sections
         .as_array()
         .unwrap()
@@ -117,7 +122,7 @@ async fn new_consent(app: &TestApp, pid: &str, tid: &str) -> Value {
     .await
 }
 
-async fn acknowledge(app: &TestApp, c: &Value, clause: &str) -> Value {
+pub(crate) async fn acknowledge(app: &TestApp, c: &Value, clause: &str) -> Value {
     let id = c["id"].as_str().unwrap();
     ok(
         send(
@@ -132,7 +137,7 @@ async fn acknowledge(app: &TestApp, c: &Value, clause: &str) -> Value {
     .await
 }
 
-fn patient_signs() -> Value {
+pub(crate) fn patient_signs() -> Value {
     json!({"signatures": [{"signer_name": "Ada Patient", "role": "patient", "method": "electronic"}]})
 }
 

@@ -17,6 +17,7 @@ mod encounters;
 mod fhir;
 mod fhir_bundles;
 mod fhir_clinical;
+mod fhir_consents;
 mod fhir_documents;
 mod fhir_encounters;
 mod fhir_export;

@@ -160,6 +160,11 @@ pub struct Consent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<ConsentRevocation>,
     pub created_by: Uuid,
+    /// FHIR elements Salus does not model, kept as sent with the consent (a JSON object;
+    /// since schema version 2 of `consent.created`). Fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 /// A required clause not yet acknowledged.
@@ -306,6 +311,10 @@ pub struct ConsentInput {
     /// A published version of the template; the newest published one when left out.
     #[serde(default)]
     pub template_version: Option<u32>,
+    /// FHIR elements Salus does not model, kept with the consent (a JSON object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub fhir_elements: Option<Value>,
 }
 
 /// The body of `POST /consents/{id}/{action}`: `clause_id` (and optionally
@@ -421,7 +430,7 @@ pub struct Signed {
 
 domain_events! {
     pub enum ConsentEvent {
-        Created(Consent) = "consent.created",
+        Created(Consent) = "consent.created" @ 2,
         ClauseAcknowledged(ClauseAcknowledgement) = "consent.clause_acknowledged",
         Signed(Signed) = "consent.signed",
         Revoked(ConsentRevocation) = "consent.revoked",
@@ -496,6 +505,7 @@ impl Aggregate for Consent {
                     document: None,
                     revocation: None,
                     created_by: facts.created_by,
+                    fhir_elements: crate::clinical::fhir_elements(input.fhir_elements.as_ref())?,
                 })])
             }
             (Some(_), ConsentCommand::Create { .. }) => {
@@ -612,6 +622,17 @@ impl Aggregate for Consent {
     fn decode_event(event_type: &str, payload: &Value) -> Result<ConsentEvent, serde_json::Error> {
         ConsentEvent::decode(event_type, payload)
     }
+
+    /// Version 2 of `consent.created` added the optional `fhir_elements`: a version 1
+    /// payload reads as it is.
+    fn upcast(event_type: &str, from: i32, payload: Value) -> Result<Value, String> {
+        match (event_type, from) {
+            ("consent.created", 1) => Ok(payload),
+            _ => Err(format!(
+                "no upcaster from schema version {from} of '{event_type}'"
+            )),
+        }
+    }
 }
 
 /// The refusal of a signing with required clauses unacknowledged.
@@ -638,5 +659,8 @@ impl Projected for Consent {
             SearchRow::new("kind", self.kind.clone()),
             SearchRow::new("status", self.status.as_str()),
         ]
+        .into_iter()
+        .chain(crate::clinical::fhir_view::rows(Self::STREAM_TYPE, self))
+        .collect()
     }
 }

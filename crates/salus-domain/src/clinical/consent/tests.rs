@@ -67,6 +67,7 @@ fn create(t: &ConsentTemplate, version: Option<u32>) -> Result<Consent, DomainEr
             patient_id: Uuid::from_u128(3000),
             template_id: t.id,
             template_version: version,
+            fhir_elements: None,
         },
         facts: Box::new(instance::CreateFacts {
             patient_open: true,
