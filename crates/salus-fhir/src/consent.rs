@@ -216,24 +216,17 @@ pub fn from_fhir(r: &Value) -> Result<ConsentWrite, Vec<Issue>> {
         issues.push(e);
         None
     });
-    let patient_id = match o.remove("patient") {
-        Some(p) => match split_reference(&p, "Patient", &format!("{T}.patient")) {
-            Ok((id, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert("patient".into(), rest);
-                }
-                Some(id)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => {
+    let patient_id = match take_reference(&mut o, "patient", "Patient", T) {
+        Ok(Some(id)) => Some(id),
+        Ok(None) => {
             issues.push(required(
                 format!("{T}.patient"),
                 "a Salus consent is a patient's: patient is Patient/<id>",
             ));
+            None
+        }
+        Err(e) => {
+            issues.push(e);
             None
         }
     };

@@ -93,6 +93,25 @@ pub fn split_reference(
     Ok((id, nonempty(rest)))
 }
 
+/// Take the Reference `key` of `o` (of resource type `type_name`) naming a Salus `target`
+/// out of it: its id, the rest of the Reference left in `o`. `Ok(None)` when absent; a
+/// Reference that names no Salus `target` is an issue at `type_name.key`.
+pub fn take_reference(
+    o: &mut Map<String, Value>,
+    key: &str,
+    target: &str,
+    type_name: &str,
+) -> Result<Option<Uuid>, Issue> {
+    let Some(v) = o.remove(key) else {
+        return Ok(None);
+    };
+    let (id, rest) = split_reference(&v, target, &format!("{type_name}.{key}"))?;
+    if let Some(rest) = rest {
+        o.insert(key.into(), rest);
+    }
+    Ok(Some(id))
+}
+
 /// `{"reference": "Type/<id>"}` with what else the Reference held.
 pub fn reference(target: &str, id: Uuid, rest: Option<&Value>) -> Value {
     let mut v = json!({ "reference": format!("{target}/{id}") });

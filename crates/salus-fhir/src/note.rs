@@ -335,42 +335,25 @@ pub fn from_fhir(r: &Value) -> Result<NoteWrite, Vec<Issue>> {
     if o.get("type") == Some(&type_concept(&note_type)) {
         o.remove("type");
     }
-    let patient_id = match o.remove("subject") {
-        Some(s) => match split_reference(&s, "Patient", &format!("{T}.subject")) {
-            Ok((id, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert("subject".into(), rest);
-                }
-                Some(id)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => {
+    let patient_id = match take_reference(&mut o, "subject", "Patient", T) {
+        Ok(Some(id)) => Some(id),
+        Ok(None) => {
             issues.push(required(
                 format!("{T}.subject"),
                 "a note is about a patient: subject is Patient/<id>",
             ));
             None
         }
+        Err(e) => {
+            issues.push(e);
+            None
+        }
     };
-    let department_id = match o.remove("custodian") {
-        Some(c) => match split_reference(&c, "Organization", &format!("{T}.custodian")) {
-            Ok((id, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert("custodian".into(), rest);
-                }
-                Some(id)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => None,
-    };
+    let department_id =
+        take_reference(&mut o, "custodian", "Organization", T).unwrap_or_else(|e| {
+            issues.push(e);
+            None
+        });
     let amends = take_amends(&mut o).unwrap_or_else(|e| {
         issues.push(e);
         None
