@@ -16,6 +16,8 @@ pub fn fhir_type(stream_type: &str) -> Option<&'static str> {
         "condition" => "Condition",
         "allergy" => "AllergyIntolerance",
         "patient" => "Patient",
+        "encounter" => "Encounter",
+        "procedure" => "Procedure",
         "clinical_note" | "attachment" => "DocumentReference",
         "consent" => "Consent",
         "clinician" => "Practitioner",
@@ -37,6 +39,12 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
         "allergy" => serde_json::from_value(doc.clone())
             .ok()
             .map(|a: Allergy| crate::statement::to_fhir(&a, None)),
+        "encounter" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|e| crate::encounter::to_fhir(&e, None)),
+        "procedure" => serde_json::from_value(doc.clone())
+            .ok()
+            .map(|p| crate::procedure::to_fhir(&p, None)),
         "consent" => serde_json::from_value(doc.clone())
             .ok()
             .map(|c| crate::consent::to_fhir(&c, None)),

@@ -7,12 +7,14 @@
 //! - A `.ndjson` file is one resource a line (the Bulk Data form), read as a stream and
 //!   sent `--batch` lines (500) at a time as one transaction: a resource with an `id` is a
 //!   `PUT Type/id` (kept under its id), except for the types whose ids Salus mints (its
-//!   aggregates': Patient, Observation): those are creates (a Patient's conditional on
+//!   aggregates': Patient, Observation, Condition, AllergyIntolerance, Encounter,
+//!   Procedure): those are creates (a Patient's conditional on
 //!   its first identifier), and later references to `Type/<old id>` are rewritten to the
 //!   id it got. A transaction that fails is sent again as a batch, so the good lines land
 //!   and each bad one is reported with its file and line.
 //! - A directory: its `.json` and `.ndjson` files, `Patient.ndjson` first, then
-//!   `Organization.ndjson`, then the other minted types' files, then the rest.
+//!   `Organization.ndjson`, then `Practitioner.ndjson` and `Location.ndjson`, then
+//!   `Encounter.ndjson`, then the other minted types' files, then the rest.
 //!
 //! Shows a progress bar (bytes) on stderr, ends with a summary (resources, per type, the
 //! errors as `file:line: reason`); exits 0 when every resource was imported, 1 when any
@@ -83,9 +85,10 @@ pub fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && matches!(extension(p).as_deref(), Some("json" | "ndjson")))
         .collect();
-    // Patients and Organizations (which Locations name) first, then the other types whose
-    // ids Salus mints, then the rest, so that references to minted ids can be rewritten as
-    // they follow.
+    // Patients and Organizations (which Locations name) first, then Practitioners and
+    // Locations, then Encounters (which name all of them, and which what is recorded in
+    // them names), then the other types whose ids Salus mints, then the rest, so that
+    // references to minted ids can be rewritten as they follow.
     files.sort_by_key(|p| {
         let stem = p.file_stem().map(|n| n.to_string_lossy().into_owned());
         let minted =
@@ -93,8 +96,10 @@ pub fn files_of(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let rank = match stem.as_deref() {
             Some("Patient") if minted => 0,
             Some("Organization") if minted => 1,
-            _ if minted => 2,
-            _ => 3,
+            Some("Practitioner" | "Location") if minted => 2,
+            Some("Encounter") if minted => 3,
+            _ if minted => 4,
+            _ => 5,
         };
         (rank, p.clone())
     });

@@ -39,6 +39,11 @@ pub struct SynthArgs {
     /// The population's "today" (YYYY-MM-DD): no event lies after it [default: 2025-01-01].
     #[arg(long)]
     pub as_of: Option<NaiveDate>,
+    /// The id of a Salus clinician who sees every patient (each Encounter's participant,
+    /// each Procedure's performer); without it each record holds its patient's own general
+    /// practitioner (a Practitioner entry).
+    #[arg(long)]
+    pub practitioner: Option<uuid::Uuid>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -55,6 +60,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         patients: args.patients,
         as_of: args.as_of.unwrap_or_else(synth::default_as_of),
+        practitioner: args.practitioner,
     };
     prepare(&args.out)?;
     let bar = if args.quiet {

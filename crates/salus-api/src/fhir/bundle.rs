@@ -741,8 +741,8 @@ async fn transaction(
         }
         plans.insert(i, plan);
     }
-    // The patients (and departments) this transaction creates: the entries about them
-    // may name them.
+    // The patients (and departments and clinicians) this transaction creates: the entries
+    // about them may name them.
     let mut pending = Pending::default();
     for (i, plan) in &plans {
         if let Plan::Create { id } = plan
@@ -754,6 +754,14 @@ async fn transaction(
                 }
                 "Organization" => {
                     pending.departments.insert(u);
+                }
+                "Practitioner"
+                    if entries[*i]
+                        .resource
+                        .as_ref()
+                        .is_none_or(|r| r.get("active") != Some(&Value::Bool(false))) =>
+                {
+                    pending.clinicians.insert(u);
                 }
                 _ => {}
             }
@@ -776,6 +784,19 @@ async fn transaction(
         let p = prepare(state, actor, e, plan, &pending)
             .await
             .map_err(|x| entry_error(i, x))?;
+        // An encounter this transaction creates: what follows may be recorded in it.
+        if let (Plan::Create { id }, Some(_)) = (plan, &p)
+            && e.resource_type == "Encounter"
+            && let Ok(enc) = Uuid::parse_str(id)
+            && let Some(patient) = e
+                .resource
+                .as_ref()
+                .and_then(|r| r["subject"]["reference"].as_str())
+                .and_then(|r| r.strip_prefix("Patient/"))
+                .and_then(|id| Uuid::parse_str(id).ok())
+        {
+            pending.encounters.insert(enc, patient);
+        }
         if let Some(p) = p {
             prepared.push(p);
             writer_of.push(i);

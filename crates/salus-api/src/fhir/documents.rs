@@ -23,6 +23,8 @@ pub const DOMAIN_TYPES: &[&str] = &[
     "Observation",
     "Condition",
     "AllergyIntolerance",
+    "Encounter",
+    "Procedure",
     "DocumentReference",
     "Consent",
     "Practitioner",

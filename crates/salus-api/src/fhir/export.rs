@@ -115,6 +115,18 @@ pub(super) const MODULES: &[Module] = &[
         source: Source::Clinical(super::rest::DomainType::AllergyIntolerance),
     },
     Module {
+        name: "encounters",
+        serves: is_encounter,
+        permission: "encounters:read",
+        source: Source::Clinical(super::rest::DomainType::Encounter),
+    },
+    Module {
+        name: "procedures",
+        serves: is_procedure,
+        permission: "procedures:read",
+        source: Source::Clinical(super::rest::DomainType::Procedure),
+    },
+    Module {
         name: "clinicians",
         serves: is_practitioner,
         permission: "clinicians:read",
@@ -162,6 +174,14 @@ fn is_condition(t: &str) -> bool {
 
 fn is_allergy(t: &str) -> bool {
     t == "AllergyIntolerance"
+}
+
+fn is_encounter(t: &str) -> bool {
+    t == "Encounter"
+}
+
+fn is_procedure(t: &str) -> bool {
+    t == "Procedure"
 }
 
 fn is_practitioner(t: &str) -> bool {

@@ -459,6 +459,52 @@ pub async fn locations(
     .await
 }
 
+/// Every version of every Encounter, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Encounter/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["encounters:read"])))]
+pub async fn encounters(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Encounter);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/Encounter/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
+/// Every version of every Procedure, newest first.
+#[utoipa::path(get, path = "/fhir/R4/Procedure/_history", tag = "fhir",
+    params(("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),
+    responses((status = 200, description = "A history Bundle, newest version first", content_type = "application/fhir+json")),
+    security(("bearer" = ["procedures:read"])))]
+pub async fn procedures(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, FhirError> {
+    let scope = Scope::Clinical(DomainType::Procedure);
+    answer(
+        &state,
+        &actor,
+        &headers,
+        "/Procedure/_history",
+        scope,
+        &pairs,
+    )
+    .await
+}
+
 /// Every version of every resource of a type kept as a document, newest first.
 #[utoipa::path(get, path = "/fhir/R4/{type}/_history", tag = "fhir",
     params(("type" = String, Path, description = "Resource type"), ("_count" = Option<u32>, Query, description = "Page size (1-200, default 50)"), ("_since" = Option<String>, Query, description = "Only versions recorded at or after this instant")),

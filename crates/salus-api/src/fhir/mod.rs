@@ -2,8 +2,8 @@
 //!
 //! What is served is exactly what [`capability_statement`] lists: `metadata`; Patient
 //! (the registry, [`patient`]); the types Salus aggregates serve ([`rest`] over
-//! [`rest::Mapped`]: Observation, Condition, AllergyIntolerance, DocumentReference,
-//! Consent, Practitioner, Organization, Location); AuditEvent, read-only
+//! [`rest::Mapped`]: Observation, Condition, AllergyIntolerance, Encounter, Procedure,
+//! DocumentReference, Consent, Practitioner, Organization, Location); AuditEvent, read-only
 //! from the log; every other R4 type as a versioned document ([`documents`]); Bundles
 //! ([`bundle`]), history ([`history`]) and Bulk Data ([`export`]). Each route declares the same permission as its `/api/v1` twin, so bearer
 //! tokens, roles and SMART scopes work alike; every read of patient data goes through
@@ -12,13 +12,15 @@
 //! (the guard's 401/403, an unknown route) into one with the same status.
 //!
 //! The mappings themselves (FHIR Patient, Observation, Condition, AllergyIntolerance,
-//! DocumentReference, Consent, Practitioner, Organization, Location ⇄ their aggregates) live in `salus-fhir`; handlers only
+//! Encounter, Procedure, DocumentReference, Consent, Practitioner, Organization, Location ⇄
+//! their aggregates) live in `salus-fhir`; handlers only
 //! parse, call the service and map.
 
 pub mod audit_event;
 pub mod bundle;
 pub mod consent;
 pub mod documents;
+pub mod encounter;
 pub mod export;
 pub mod history;
 pub mod note;

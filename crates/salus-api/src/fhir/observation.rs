@@ -39,7 +39,7 @@ impl Mapped for Observation {
             ]));
         }
         let patient_open = pending.patient_open(state, actor, w.patient_id).await?;
-        let encounter_known = encounter_known(state, actor, &w).await?;
+        let encounter_known = encounter_known(state, actor, &w, pending).await?;
         Ok(ObservationCommand::Record {
             id,
             input: w.input(encounter_known),
@@ -56,10 +56,10 @@ impl Mapped for Observation {
         actor: &Actor,
         current: &Observation,
         body: &Value,
-        _pending: &Pending,
+        pending: &Pending,
     ) -> Result<Option<ObservationCommand>, FhirError> {
         let w = fhir_obs::from_fhir(body).map_err(FhirError::invalid)?;
-        let encounter_known = encounter_known(state, actor, &w).await?;
+        let encounter_known = encounter_known(state, actor, &w, pending).await?;
         fhir_obs::update_command(current, &w, encounter_known).map_err(FhirError::invalid)
     }
 
@@ -71,22 +71,21 @@ impl Mapped for Observation {
     }
 }
 
-/// Whether the encounter the observation names is a Salus encounter of its patient (else
-/// the reference is kept as sent).
+/// Whether the encounter the observation names is a Salus encounter of its patient, stored
+/// or created by the same transaction (else the reference is kept as sent).
 async fn encounter_known(
     state: &AppState,
     actor: &Actor,
     w: &fhir_obs::ObservationWrite,
+    pending: &Pending,
 ) -> Result<bool, FhirError> {
     match w.encounter {
         None => Ok(false),
-        Some(e) => Ok(salus_domain::clinical::encounter_of_patient(
-            &state.services,
-            &actor.ctx,
-            Some(e),
-            w.patient_id,
-        )
-        .await?),
+        Some(e) => {
+            pending
+                .encounter_of_patient(state, actor, Some(e), w.patient_id)
+                .await
+        }
     }
 }
 

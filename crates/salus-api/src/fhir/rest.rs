@@ -1,6 +1,6 @@
 //! The REST interactions of the FHIR types that Salus aggregates serve (Observation,
-//! Condition, AllergyIntolerance; Practitioner, Organization, Location, which are not
-//! patient data),
+//! Condition, AllergyIntolerance, Encounter, Procedure, DocumentReference; Practitioner,
+//! Organization, Location, which are not patient data),
 //! written once over [`Mapped`]: read, vread, history-instance, create (with
 //! `If-None-Exist`), update (with `If-Match`), delete (the aggregate's withdrawal, or 405),
 //! and search by GET and `POST _search` on every R4 search parameter of the type. Each type's
@@ -35,6 +35,14 @@ macro_rules! with_type {
             }
             DomainType::AllergyIntolerance => {
                 type $A = salus_domain::clinical::statement::Allergy;
+                $e
+            }
+            DomainType::Encounter => {
+                type $A = salus_domain::clinical::encounter::Encounter;
+                $e
+            }
+            DomainType::Procedure => {
+                type $A = salus_domain::clinical::procedure::Procedure;
                 $e
             }
             DomainType::Practitioner => {
@@ -283,8 +291,12 @@ pub(super) use mapped_routes;
 #[derive(Debug, Default, Clone)]
 pub(super) struct Pending {
     pub patients: HashSet<Uuid>,
+    /// The encounters created so far, with their patients.
+    pub encounters: std::collections::HashMap<Uuid, Uuid>,
     /// The departments (Organizations) this transaction creates, active.
     pub departments: HashSet<Uuid>,
+    /// The clinicians (Practitioners) this transaction creates, active.
+    pub clinicians: HashSet<Uuid>,
 }
 
 impl Pending {
@@ -299,6 +311,29 @@ impl Pending {
             return Ok(true);
         }
         Ok(salus_domain::clinical::patient_open(&state.services, &actor.ctx, patient).await?)
+    }
+
+    /// Whether `encounter`, when given, is an encounter of `patient`: stored, or created by
+    /// this transaction (true when none is given).
+    pub(super) async fn encounter_of_patient(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        encounter: Option<Uuid>,
+        patient: Uuid,
+    ) -> Result<bool, FhirError> {
+        if let Some(e) = encounter
+            && let Some(p) = self.encounters.get(&e)
+        {
+            return Ok(*p == patient);
+        }
+        Ok(salus_domain::clinical::encounter_of_patient(
+            &state.services,
+            &actor.ctx,
+            encounter,
+            patient,
+        )
+        .await?)
     }
 }
 
@@ -386,11 +421,13 @@ where
     A::Command: Send,
 {
     let api = ApiError::from(e);
+    // A field the domain names, or the status an illegal transition is about.
     let field = api
         .extra
         .get("field")
         .and_then(Value::as_str)
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .or_else(|| api.extra.get("action").map(|_| "action".to_owned()));
     let mut f = FhirError::from(api);
     if let Some(field) = field {
         for i in &mut f.issues {
@@ -936,7 +973,7 @@ where
         405,
         "not-supported",
         format!(
-            "a {} is never deleted in Salus; change its status instead",
+            "Salus never deletes a resource of type {}; change its status instead",
             A::FHIR_TYPE
         ),
     )
@@ -1297,6 +1334,8 @@ pub(super) enum DomainType {
     Observation,
     Condition,
     AllergyIntolerance,
+    Encounter,
+    Procedure,
     DocumentReference,
     /// The attachments of medical records, also served as DocumentReference (beside the
     /// notes: [`DomainType::also`]); not in [`DomainType::ALL`].
@@ -1312,6 +1351,8 @@ impl DomainType {
         DomainType::Observation,
         DomainType::Condition,
         DomainType::AllergyIntolerance,
+        DomainType::Encounter,
+        DomainType::Procedure,
         DomainType::DocumentReference,
         DomainType::Consent,
         DomainType::Practitioner,
@@ -1551,6 +1592,8 @@ impl DomainType {
                 DomainType::Observation => super::observation::capability(),
                 DomainType::Condition => super::statement::condition_capability(),
                 DomainType::AllergyIntolerance => super::statement::allergy_capability(),
+                DomainType::Encounter => super::encounter::encounter_capability(),
+                DomainType::Procedure => super::encounter::procedure_capability(),
                 DomainType::DocumentReference | DomainType::DocumentFile => {
                     super::note::capability()
                 }

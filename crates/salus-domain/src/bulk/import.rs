@@ -1006,6 +1006,7 @@ impl Importer {
                         clinician_id,
                         encounter_type: r.encounter_type.clone(),
                         department_id: department.map(|d| d.0),
+                        fhir_elements: None,
                         scheduled_for: r.scheduled_for.clone(),
                     },
                     facts: ScheduleFacts {

@@ -74,6 +74,9 @@ const fn act(code: &'static str, display: &'static str) -> Code {
     }
 }
 
+/// The participation types of an encounter's participants (v3 ParticipationType).
+pub const PARTICIPATION_TYPE: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+
 // Encounter classes (v3 ActCode, the R4 binding of Encounter.class).
 pub const AMBULATORY: Code = act("AMB", "ambulatory");
 pub const INPATIENT: Code = act("IMP", "inpatient encounter");

@@ -135,9 +135,15 @@ pub(crate) struct Builder<'a> {
     heart_rate: i64,
     last_vaccine_month: i64,
     adult_vaccines: (bool, bool, Option<NaiveDate>),
+    /// A Salus clinician who sees the patient (Encounter.participant, Procedure.performer);
+    /// without one, the patient's own general practitioner, an entry of the record.
+    practitioner: Option<Uuid>,
+    /// The general practitioner's entry id and credential.
+    gp: (Uuid, String),
 }
 
 const CLINIC: &str = "Salus Synthetic Health Centre";
+use super::PRACTITIONER_IDENTIFIER_SYSTEM;
 const PLANS: &[&str] = &[
     "Meridian Mutual Health Plan",
     "Northwind Health Cooperative",
@@ -180,13 +186,57 @@ impl<'a> Builder<'a> {
             heart_rate: 0,
             last_vaccine_month: -1,
             adult_vaccines: (false, false, None),
+            practitioner: None,
+            gp: (Uuid::nil(), format!("S{seed}-GP{:07}", index + 1)),
         };
+        // Not drawn from the generator, so the rest of the record is the same with or
+        // without the practitioner's entry.
+        let mut bytes = *b.patient.as_bytes();
+        for (x, k) in bytes.iter_mut().zip(b"salus-synth-gp!!") {
+            *x ^= k;
+        }
+        b.gp.0 = uuid::Builder::from_random_bytes(bytes).into_uuid();
         b.bmi = b.rng.normal(262, 40, 180, 420);
         b.systolic = b.rng.normal(118, 9, 95, 139);
         b.diastolic = b.rng.normal(76, 6, 60, 89);
         b.heart_rate = b.rng.normal(72, 8, 52, 98);
         b.patient_entry(index, seed);
         b
+    }
+
+    /// The clinician who sees the patient at every visit and performs its procedures.
+    pub(crate) fn with_practitioner(mut self, practitioner: Option<Uuid>) -> Self {
+        self.practitioner = practitioner;
+        self
+    }
+
+    /// The Reference of the clinician who sees the patient.
+    fn clinician(&self) -> Value {
+        match self.practitioner {
+            Some(p) => json!({ "reference": format!("Practitioner/{p}") }),
+            None => reference(self.gp.0),
+        }
+    }
+
+    /// The patient's general practitioner (unless a Salus clinician sees the patient): a
+    /// Practitioner as Salus keeps a clinician (its credential as identifier, specialty and
+    /// org unit as extensions).
+    fn practitioner_entry(&mut self) {
+        if self.practitioner.is_some() {
+            return;
+        }
+        let (id, credential) = self.gp.clone();
+        let resource = json!({
+            "resourceType": "Practitioner",
+            "identifier": [{ "system": PRACTITIONER_IDENTIFIER_SYSTEM, "value": credential }],
+            "active": true,
+            "name": [{ "family": "Okafor", "given": ["Adaeze"] }],
+            "extension": [
+                { "url": "urn:salus:fhir:extension:specialty", "valueString": "General practice" },
+                { "url": "urn:salus:fhir:extension:org-unit", "valueString": CLINIC },
+            ],
+        });
+        self.push(id, "Practitioner", resource);
     }
 
     fn push(&mut self, id: Uuid, resource_type: &'static str, resource: Value) -> usize {
@@ -251,6 +301,7 @@ impl<'a> Builder<'a> {
         };
         let start = (as_of - Duration::days(span_years * 365)).max(birth);
         self.coverage_entry(start);
+        self.practitioner_entry();
         self.plan_conditions(age);
         if self.rng.chance(220) {
             let n = if self.rng.chance(250) { 2 } else { 1 };
@@ -797,6 +848,10 @@ impl<'a> Builder<'a> {
         if let Some(c) = reason {
             r["reasonCode"] = json!([concept(&c)]);
         }
+        r["participant"] = json!([{
+            "type": [status_concept(codes::PARTICIPATION_TYPE, "PPRF")],
+            "individual": self.clinician(),
+        }]);
         self.push(id, "Encounter", r);
         Visit {
             id,
@@ -870,6 +925,7 @@ impl<'a> Builder<'a> {
         if let Some(c) = reason {
             r["reasonReference"] = json!([reference(c)]);
         }
+        r["performer"] = json!([{ "actor": self.clinician() }]);
         self.push(id, "Procedure", r);
         v.procedures.push(code);
     }

@@ -10,8 +10,8 @@
 //! iterator), so a population of millions of resources never sits in memory.
 //!
 //! Two shapes: a FHIR `transaction` Bundle per patient ([`PatientRecord::transaction`],
-//! references as `urn:uuid:` for the server to resolve, the Patient created only if its
-//! identifier is new), and the Bulk Data form ([`PatientRecord::bulk_resources`]: ids
+//! references as `urn:uuid:` for the server to resolve, the Patient and its general
+//! practitioner created only if their identifiers are new), and the Bulk Data form ([`PatientRecord::bulk_resources`]: ids
 //! assigned, references as `Type/id`, one NDJSON line per resource).
 //!
 //! It never decides what Salus keeps: every resource is valid R4 ([`crate::validate`]),
@@ -30,6 +30,9 @@ use uuid::Uuid;
 /// The system of the synthetic patients' medical record numbers.
 pub const PATIENT_IDENTIFIER_SYSTEM: &str = "https://synth.salus.example/mrn";
 
+/// The system of the general practitioners' credentials (Salus's clinician credential).
+pub const PRACTITIONER_IDENTIFIER_SYSTEM: &str = "urn:salus:credential";
+
 /// What names one population.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -37,6 +40,11 @@ pub struct Config {
     pub patients: u64,
     /// The population's "today": no event lies after it, every age is counted to it.
     pub as_of: NaiveDate,
+    /// A Salus clinician (its id) who sees every patient: each Encounter's participant and
+    /// each Procedure's performer (Salus keeps no encounter without its clinician,
+    /// requirements/000). Without one, each record holds its patient's own general
+    /// practitioner, a Practitioner entry the Encounters and Procedures name.
+    pub practitioner: Option<Uuid>,
 }
 
 /// The default "today" of a population, fixed so that a seed alone names one.
@@ -50,7 +58,14 @@ impl Config {
             seed,
             patients,
             as_of: default_as_of(),
+            practitioner: None,
         }
+    }
+
+    /// The same population, its patients seen by `practitioner`.
+    pub fn with_practitioner(mut self, practitioner: Uuid) -> Self {
+        self.practitioner = Some(practitioner);
+        self
     }
 }
 
@@ -68,7 +83,8 @@ pub struct Entry {
     pub resource: Value,
 }
 
-/// One patient's whole record: the Patient first, then its Coverage, then the history in
+/// One patient's whole record: the Patient first, then its Coverage, its general
+/// practitioner (unless [`Config::practitioner`] names a Salus clinician), then the history in
 /// date order (each visit's Encounter before what was recorded in it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatientRecord {
@@ -84,19 +100,23 @@ impl PatientRecord {
     }
 
     /// The record as one FHIR `transaction` Bundle: every entry's `fullUrl` is
-    /// `urn:uuid:<id>`, its request a POST; the Patient's is conditional on its
-    /// identifier (`ifNoneExist`), so a second import finds the patient again.
+    /// `urn:uuid:<id>`, its request a POST; the Patient's and the Practitioner's are
+    /// conditional on their identifiers (`ifNoneExist`), so a second import finds them again.
     pub fn transaction(&self) -> Value {
         let entry: Vec<Value> = self
             .entries
             .iter()
             .map(|e| {
                 let mut request = json!({ "method": "POST", "url": e.resource_type });
-                if e.resource_type == "Patient"
+                let system = match e.resource_type {
+                    "Patient" => Some(PATIENT_IDENTIFIER_SYSTEM),
+                    "Practitioner" => Some(PRACTITIONER_IDENTIFIER_SYSTEM),
+                    _ => None,
+                };
+                if let Some(system) = system
                     && let Some(value) = e.resource["identifier"][0]["value"].as_str()
                 {
-                    request["ifNoneExist"] =
-                        json!(format!("identifier={PATIENT_IDENTIFIER_SYSTEM}|{value}"));
+                    request["ifNoneExist"] = json!(format!("identifier={system}|{value}"));
                 }
                 json!({
                     "fullUrl": format!("urn:uuid:{}", e.id),
@@ -159,7 +179,9 @@ fn rewrite_references(v: &mut Value, types: &HashMap<Uuid, &'static str>) {
 /// Patient `index` of the population `config` names.
 pub fn patient(config: &Config, index: u64) -> PatientRecord {
     let mut rng = rng::Rng::for_patient(config.seed, index);
-    let entries = history::Builder::new(&mut rng, config.as_of, index, config.seed).build();
+    let entries = history::Builder::new(&mut rng, config.as_of, index, config.seed)
+        .with_practitioner(config.practitioner)
+        .build();
     PatientRecord { index, entries }
 }
 

@@ -136,6 +136,8 @@ fn concrete(path: &str, ids: &HashMap<&'static str, String>) -> String {
                     "Observation" => "observations",
                     "Condition" => "conditions",
                     "AllergyIntolerance" => "allergies",
+                    "Encounter" => "encounters",
+                    "Procedure" => "procedures",
                     "DocumentReference" => "notes",
                     "Consent" => "consents",
                     other => other,

@@ -242,6 +242,8 @@ async fn a_synthetic_population_is_imported_by_transactions_and_read_back(backen
     use salus_fhir::synth;
     let app = TestApp::spawn(backend).await;
     let fhir = Fhir::new(&app);
+    // Each record holds its patient's general practitioner, whom its Encounters and
+    // Procedures name (Salus keeps no encounter without its clinician).
     let config = synth::Config::new(2026, 64);
     // What was sent, by the `Type/id` it became, with its references rewritten likewise.
     let mut sent: Vec<(String, String, Value)> = Vec::new();

@@ -645,8 +645,15 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
         obs["total"].as_u64().is_some_and(|n| n > from_ndjson),
         "the NDJSON's {from_ndjson} and the Bundle's: {obs}"
     );
-    // So are the Conditions and AllergyIntolerances (the Statement aggregate's).
-    for t in ["Condition", "AllergyIntolerance"] {
+    // So are the Conditions and AllergyIntolerances (the Statement aggregate's), the
+    // Encounters, the Procedures and the practitioners who saw the patients.
+    for t in [
+        "Condition",
+        "AllergyIntolerance",
+        "Encounter",
+        "Procedure",
+        "Practitioner",
+    ] {
         let (_, found) = get(format!("{base}/{t}?_summary=count")).await;
         let from_ndjson = lines_by_type.get(t).map_or(0, Vec::len) as u64;
         assert!(from_ndjson > 0, "the population has {t}s");
@@ -659,7 +666,17 @@ async fn salus_import_reads_back_what_salus_synth_wrote(backend: &str) {
     // the patient it became.
     let mut seen = Vec::new();
     for (t, rs) in &lines_by_type {
-        if ["Patient", "Observation", "Condition", "AllergyIntolerance"].contains(&t.as_str()) {
+        if [
+            "Patient",
+            "Observation",
+            "Condition",
+            "AllergyIntolerance",
+            "Encounter",
+            "Procedure",
+            "Practitioner",
+        ]
+        .contains(&t.as_str())
+        {
             continue;
         }
         for r in rs.iter().take(5) {

@@ -19,6 +19,7 @@ mod fhir_bundles;
 mod fhir_clinical;
 mod fhir_consents;
 mod fhir_documents;
+mod fhir_encounters;
 mod fhir_export;
 mod fhir_notes;
 mod fhir_results;
