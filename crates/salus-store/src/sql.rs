@@ -25,7 +25,7 @@ pub const RESOURCE_COLUMNS: &str = "r.id, r.version, r.doc, r.created_at, r.upda
 
 /// Build the search statement for `q` in tenant `tenant`.
 pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<Arg>) {
-    let (mut sql, mut args) = select(dialect, tenant, q, RESOURCE_COLUMNS);
+    let (mut sql, mut args, driven) = select(dialect, tenant, q, RESOURCE_COLUMNS, true);
     let l = bind(dialect, &mut args, Arg::Int(i64::from(q.limit)));
     let dir = if q.newest_first { "DESC" } else { "ASC" };
     let order_id = match dialect {
@@ -36,6 +36,8 @@ pub fn search(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<A
         sql.push_str(&format!(
             " ORDER BY o.value {dir}, {order_id} {dir} LIMIT {l}"
         ));
+    } else if let Some(driven) = driven {
+        sql.push_str(&format!("{driven} ORDER BY d.resource_id {dir} LIMIT {l}"));
     } else {
         sql.push_str(&format!(" ORDER BY r.id {dir} LIMIT {l}"));
     }
@@ -50,11 +52,21 @@ pub fn count(dialect: Dialect, tenant: Uuid, q: &SearchQuery) -> (String, Vec<Ar
         order_by: None,
         ..q.clone()
     };
-    select(dialect, tenant, &q, "count(*)")
+    let (sql, args, _) = select(dialect, tenant, &q, "count(*)", false);
+    (sql, args)
 }
 
-/// `SELECT columns` of the resources matching `q` (with its cursor), unordered.
-fn select(dialect: Dialect, tenant: Uuid, q: &SearchQuery, columns: &str) -> (String, Vec<Arg>) {
+/// `SELECT columns` of the resources matching `q` (with its cursor), unordered. For a
+/// `page` in id order on SQLite whose rows drive it (alias `d`), also what goes before its
+/// `ORDER BY d.resource_id` (a `GROUP BY` when one resource may have several such rows).
+fn select(
+    dialect: Dialect,
+    tenant: Uuid,
+    q: &SearchQuery,
+    columns: &str,
+    page: bool,
+) -> (String, Vec<Arg>, Option<String>) {
+    let mut driven: Option<String> = None;
     let mut args: Vec<Arg> = Vec::new();
     let ph = |args: &mut Vec<Arg>, a: Arg| bind(dialect, args, a);
     let t = ph(&mut args, Arg::Uuid(tenant));
@@ -112,8 +124,14 @@ fn select(dialect: Dialect, tenant: Uuid, q: &SearchQuery, columns: &str) -> (St
     // their index ends in the resource id, so they come in id order and the scan stops
     // after the page, where `r.id IN (…)` fetched every match before sorting (a code that
     // a tenth of the observations have: every one of them, for a page of 50).
+    // On SQLite the same holds for the primary key of search_rows (pid, value, resource
+    // id, system): the page's rows are the outer loop (`d`), read in id order, and the
+    // scan stops after the page (a page, not a count).
     let driver = match (dialect, &q.order_by) {
         (Dialect::Postgres, None) => q.filters.iter().position(|f| matches!(f.op, FilterOp::Eq)),
+        (Dialect::Sqlite, None) if page => {
+            q.filters.iter().position(|f| matches!(f.op, FilterOp::Eq))
+        }
         _ => None,
     };
     for (i, f) in q.filters.iter().enumerate() {
@@ -151,6 +169,29 @@ fn select(dialect: Dialect, tenant: Uuid, q: &SearchQuery, columns: &str) -> (St
             }
         };
         cond.push_str(&format!(" AND ({test})"));
+        if driver == Some(i) && dialect == Dialect::Sqlite {
+            let on = cond
+                .replacen("SELECT s.resource_id FROM search_rows s WHERE ", "", 1)
+                .replace("s.pid", "d.pid")
+                .replace("s.value", "d.value")
+                .replace("s.system", "d.system");
+            let after = after_ph
+                .as_ref()
+                .map(|a| format!(" AND d.resource_id {cmp} {a}"))
+                .unwrap_or_default();
+            // The rows come first (CROSS JOIN keeps SQLite's join order), each resource
+            // once: with the system given its rows are one per resource.
+            let join = format!(
+                "FROM search_rows d CROSS JOIN resources r ON r.tenant_id = {t} AND r.resource_type = {rt} AND r.id = d.resource_id WHERE {on}{after} AND"
+            );
+            sql = sql.replacen("FROM resources r WHERE", &join, 1);
+            driven = Some(if f.system.is_some() {
+                String::new()
+            } else {
+                " GROUP BY d.resource_id".to_owned()
+            });
+            continue;
+        }
         if driver == Some(i) {
             let dir = if q.newest_first { "DESC" } else { "ASC" };
             let after = after_ph
@@ -167,7 +208,7 @@ fn select(dialect: Dialect, tenant: Uuid, q: &SearchQuery, columns: &str) -> (St
         let not = if negate { "NOT " } else { "" };
         sql.push_str(&format!(" AND r.id {not}IN ({cond})"));
     }
-    (sql, args)
+    (sql, args, driven)
 }
 
 /// A placeholder for `a`, pushed onto `args`.
@@ -256,7 +297,7 @@ mod tests {
     }
 
     #[test]
-    fn an_equality_filter_drives_a_postgres_page_in_id_order() {
+    fn an_equality_filter_drives_a_page_in_id_order() {
         let f = |op: FilterOp, v: &str| Filter {
             param: "code".into(),
             system: None,
@@ -283,9 +324,29 @@ mod tests {
         );
         assert_eq!(pg.matches(" IN (SELECT s.resource_id").count(), 1, "{pg}");
         assert_eq!(args.len(), 9);
-        // SQLite keeps its form; so does a page ordered by a value.
+        // On SQLite the equality rows are the outer loop, after the cursor, each resource
+        // once (no system: several rows of one resource may match); a count is unordered.
         let (lite, _) = search(Dialect::Sqlite, Uuid::nil(), &q);
-        assert!(!lite.contains("DISTINCT"));
+        assert!(
+            lite.contains("FROM search_rows d CROSS JOIN resources r"),
+            "{lite}"
+        );
+        assert!(lite.contains("AND d.resource_id > ?3"), "{lite}");
+        assert!(
+            lite.ends_with("GROUP BY d.resource_id ORDER BY d.resource_id ASC LIMIT ?9"),
+            "{lite}"
+        );
+        assert_eq!(
+            lite.matches(" IN (SELECT s.resource_id").count(),
+            1,
+            "{lite}"
+        );
+        let (counted, _) = count(Dialect::Sqlite, Uuid::nil(), &q);
+        assert!(!counted.contains("CROSS JOIN"), "{counted}");
+        q.filters[1].system = Some("http://loinc.org".into());
+        let (lite, _) = search(Dialect::Sqlite, Uuid::nil(), &q);
+        assert!(!lite.contains("GROUP BY"), "{lite}");
+        q.filters[1].system = None;
         q.order_by = Some(crate::model::OrderBy {
             param: "date".into(),
             after_value: None,
