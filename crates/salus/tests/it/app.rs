@@ -103,6 +103,32 @@ impl TestApp {
             .expect("issue")
     }
 
+    /// A patient-context token (SMART `scope`, confined to `patient`) for a new viewer.
+    pub async fn patient_token(&self, username: &str, scope: &str, patient: &str) -> String {
+        let running = self.running.as_ref().expect("running");
+        let id = server::create_user(
+            &running.services,
+            self.tenant,
+            username,
+            username,
+            vec!["viewer".to_owned()],
+        )
+        .await
+        .expect("create user");
+        running
+            .auth
+            .issue_limited(
+                id,
+                self.tenant,
+                Duration::from_secs(600),
+                salus_api::auth::TokenLimits {
+                    scope: Some(scope.into()),
+                    patient: Some(uuid::Uuid::parse_str(patient).expect("patient id")),
+                },
+            )
+            .expect("issue")
+    }
+
     /// A new tenant with its admin; returns the admin's token.
     pub async fn other_tenant(&self, name: &str) -> String {
         let running = self.running.as_ref().expect("running");

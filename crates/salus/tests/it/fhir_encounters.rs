@@ -643,33 +643,7 @@ async fn a_patient_context_token_sees_only_its_patients_encounters(backend: &str
         .post("/Procedure", &appendectomy(&bob, &cid, None), &[])
         .await;
     assert_eq!(their_proc.status, 201, "{}", their_proc.body);
-    let viewer = app.token_for("viewer-e", &["viewer"]).await;
-    let claims: Value = {
-        let payload = viewer.split('.').nth(1).unwrap();
-        use base64::Engine;
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    let uid = uuid::Uuid::parse_str(claims["sub"].as_str().unwrap()).unwrap();
-    let token = app
-        .running
-        .as_ref()
-        .unwrap()
-        .auth
-        .issue_limited(
-            uid,
-            app.tenant,
-            std::time::Duration::from_secs(600),
-            salus_api::auth::TokenLimits {
-                scope: Some("patient/*.read".into()),
-                patient: Some(uuid::Uuid::parse_str(&ada).unwrap()),
-            },
-        )
-        .unwrap();
+    let token = app.patient_token("viewer-e", "patient/*.read", &ada).await;
     let get = |path: String| {
         let fhir = &fhir;
         let token = token.clone();
