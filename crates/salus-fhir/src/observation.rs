@@ -3,7 +3,8 @@
 //! Modelled: `status` (preliminary, final, amended, entered-in-error; `corrected` is read
 //! as an amendment), `code` (its first coding), `subject` (`Patient/<id>`), `encounter`
 //! (`Encounter/<id>` of a Salus encounter; otherwise kept as sent), `effectiveDateTime` or
-//! `effectiveInstant` (an instant with a zone), and one value: `valueQuantity` (UCUM),
+//! `effectiveInstant` (an instant with a zone; an `effectivePeriod` or a partial date is
+//! held as its first instant and kept as sent while that instant stands), and one value: `valueQuantity` (UCUM),
 //! `valueCodeableConcept`, `valueString`, `valueBoolean` or `valueRange`; no value (a panel
 //! whose components carry the values, a `dataAbsentReason`) or a value of another type
 //! (`valueInteger`, `valueRatio`, `valueSampledData`, …) is the aggregate's untyped value,
@@ -11,7 +12,8 @@
 //! amendment or withdrawal is the extension [`STATUS_REASON`]. Every other element
 //! (category, issued, interpretation, referenceRange, note, component, …) is kept as sent
 //! in the aggregate's `fhir_elements` and merged back on read. What the aggregate cannot
-//! hold (an effective period or timing, a partial date) is refused, naming the element.
+//! hold (an effective timing, a period with neither start nor end) is refused, naming the
+//! element.
 
 use crate::datatypes::{self, *};
 use crate::outcome::Issue;
@@ -78,6 +80,19 @@ pub fn to_fhir(o: &Observation, version: Option<(i64, DateTime<Utc>)>) -> Value 
     }
     if let Some(m) = kept {
         let mut rest = m.clone();
+        // An effective time sent as a period or a partial date is kept as sent while it
+        // still says the instant held; the rendering's effectiveDateTime then gives way.
+        for k in ["effectivePeriod", "effectiveDateTime"] {
+            if let Some(v) = rest.get(k) {
+                if effective_of(k, v) == Some(o.effective_at) {
+                    if k == "effectivePeriod" {
+                        r.as_object_mut().map(|r| r.remove("effectiveDateTime"));
+                    }
+                } else {
+                    rest.remove(k);
+                }
+            }
+        }
         for k in ["code", "subject", "encounter"].into_iter().chain(TYPED) {
             // Merged above (an encounter that is no Salus encounter is kept whole; an
             // untyped value is kept as sent).
@@ -100,6 +115,35 @@ pub fn to_fhir(o: &Observation, version: Option<(i64, DateTime<Utc>)>) -> Value 
         }
     }
     r
+}
+
+/// The instant the aggregate holds for an effective time sent as `key`: a period's start
+/// (else its end), a date-time with a zone, or a partial date (`2024`, `2024-05`,
+/// `2024-05-01`) as its first instant in UTC.
+fn effective_of(key: &str, v: &Value) -> Option<DateTime<Utc>> {
+    let at = |s: &str| -> Option<DateTime<Utc>> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Some(t.with_timezone(&Utc));
+        }
+        let full = match s.len() {
+            4 => format!("{s}-01-01"),
+            7 => format!("{s}-01"),
+            10 => s.to_owned(),
+            _ => return None,
+        };
+        let day = chrono::NaiveDate::parse_from_str(&full, "%Y-%m-%d").ok()?;
+        Some(day.and_hms_opt(0, 0, 0)?.and_utc())
+    };
+    match key {
+        "effectivePeriod" => {
+            let p = v.as_object()?;
+            p.get("start")
+                .or_else(|| p.get("end"))
+                .and_then(Value::as_str)
+                .and_then(at)
+        }
+        _ => v.as_str().and_then(at),
+    }
 }
 
 /// What a FHIR Observation says, in the aggregate's terms.
@@ -250,17 +294,31 @@ pub fn from_fhir(r: &Value) -> Result<ObservationWrite, Vec<Issue>> {
         if let Some(v) = o.remove(k) {
             match parse_date_time(v.as_str().unwrap_or(""), &format!("Observation.{k}")) {
                 Ok(t) => effective_at = Some(t),
-                Err(e) => issues.push(e),
+                Err(e) => match effective_of(k, &v) {
+                    // A partial date: held as its first instant, kept as sent.
+                    Some(t) => {
+                        effective_at = Some(t);
+                        o.insert(k.into(), v);
+                    }
+                    None => issues.push(e),
+                },
             }
         }
     }
-    for k in ["effectivePeriod", "effectiveTiming"] {
-        if o.contains_key(k) {
-            issues.push(refused(
-                format!("Observation.{k}"),
-                "Salus keeps when an observation held as one instant (effectiveDateTime)",
-            ));
+    if let Some(p) = o.get("effectivePeriod") {
+        match effective_of("effectivePeriod", p) {
+            Some(t) => effective_at = Some(t),
+            None => issues.push(invalid(
+                "Observation.effectivePeriod",
+                "Salus holds an observation's time as an instant: the period needs a start or an end (a date or a date-time with a zone)",
+            )),
         }
+    }
+    if o.contains_key("effectiveTiming") {
+        issues.push(refused(
+            "Observation.effectiveTiming",
+            "Salus keeps when an observation held as an instant (effectiveDateTime, or a period or partial date kept as sent)",
+        ));
     }
     let value = read_value(&mut o, &mut issues);
     match (issues.is_empty(), code, patient_id, value) {
@@ -505,10 +563,51 @@ mod tests {
     }
 
     #[test]
+    fn periods_and_partial_dates_are_held_as_their_first_instant_and_kept() {
+        for (k, v, at) in [
+            (
+                "effectivePeriod",
+                json!({"start": "2024-05-01T10:00:00+02:00", "end": "2024-05-02"}),
+                "2024-05-01T08:00:00Z",
+            ),
+            (
+                "effectivePeriod",
+                json!({"end": "2024-05-02"}),
+                "2024-05-02T00:00:00Z",
+            ),
+            (
+                "effectiveDateTime",
+                json!("2024-05"),
+                "2024-05-01T00:00:00Z",
+            ),
+            ("effectiveDateTime", json!("2024"), "2024-01-01T00:00:00Z"),
+        ] {
+            let mut r = sample();
+            r.as_object_mut().unwrap().remove("effectiveDateTime");
+            r[k] = v.clone();
+            let w = from_fhir(&r).unwrap();
+            let at: DateTime<Utc> = at.parse().unwrap();
+            assert_eq!(w.effective_at, Some(at), "{k} {v}");
+            let mut o = recorded(&w, true);
+            o.effective_at = at;
+            let back = to_fhir(&o, None);
+            assert_eq!(back[k], v, "{back}");
+            if k == "effectivePeriod" {
+                assert!(back.get("effectiveDateTime").is_none(), "{back}");
+            }
+            // Once the instant held changes, the kept form gives way.
+            o.effective_at = at + chrono::Duration::hours(1);
+            let back = to_fhir(&o, None);
+            assert!(back.get("effectivePeriod").is_none(), "{back}");
+            assert_eq!(back["effectiveDateTime"], json!(date_time(o.effective_at)));
+        }
+    }
+
+    #[test]
     fn what_the_aggregate_cannot_hold_is_refused_naming_the_element() {
         let mut r = sample();
         r.as_object_mut().unwrap().remove("valueQuantity");
-        r["effectivePeriod"] = json!({"start": "2024-05-01T10:00:00Z"});
+        r["effectivePeriod"] = json!({"id": "p"});
         r.as_object_mut().unwrap().remove("effectiveDateTime");
         let e = from_fhir(&r).unwrap_err();
         let at: Vec<_> = e.iter().filter_map(|i| i.expression.clone()).collect();

@@ -488,6 +488,43 @@ async fn panels_and_untyped_values_load_and_read_back_as_sent(backend: &str) {
         found("combo-code-value-quantity=8462-4$lt90").await,
         vec![ids_made[0].clone()]
     );
+    // An effective period and a partial date load, read back as sent, and are found by
+    // date; the JSON API holds their first instant.
+    let mut timed = Vec::new();
+    for (k, v, held) in [
+        (
+            "effectivePeriod",
+            json!({"start": "2023-03-01T08:00:00Z", "end": "2023-03-02T08:00:00Z"}),
+            "2023-03-01T08:00:00Z",
+        ),
+        (
+            "effectiveDateTime",
+            json!("2022-07"),
+            "2022-07-01T00:00:00Z",
+        ),
+    ] {
+        let mut sent = heart_rate(&pid, 71, "2024-05-01T10:00:00Z");
+        sent.as_object_mut().unwrap().remove("effectiveDateTime");
+        sent[k] = v;
+        let r = fhir.post("/Observation", &sent, &[]).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(content(&r.body), sent);
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        let (_, _, api) = api_get(&app, &format!("/api/v1/observations/{id}")).await;
+        let at: chrono::DateTime<chrono::Utc> =
+            api["effective_at"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            at,
+            held.parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+            "{api}"
+        );
+        timed.push(id);
+    }
+    assert_eq!(
+        found("date=ge2023-03-01&date=lt2023-04-01").await,
+        vec![timed[0].clone()]
+    );
+    assert_eq!(found("date=2022-07").await, vec![timed[1].clone()]);
     fhir.validate_all();
 }
 
@@ -638,7 +675,7 @@ async fn observation_errors_name_the_element(backend: &str) {
             "Observation.value[x]",
         ),
         (
-            with(&|v| v["effectiveDateTime"] = json!("2024-05")),
+            with(&|v| v["effectiveDateTime"] = json!("2024-05-01T10:00")),
             422,
             "Observation.effectiveDateTime",
         ),
