@@ -454,6 +454,38 @@ async fn conditional_create_makes_at_most_one(backend: &str) {
     app.stop().await;
 }
 
+/// A new patient (family name `family`, given Ada) of `mrn`: its id.
+pub(crate) async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
+    app.create_patient(&crate::app::patient(mrn, family, "Ada"))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A resource without what the server sets (`id`, `meta`): what was sent.
+pub(crate) fn content(r: &Value) -> Value {
+    let mut r = r.clone();
+    if let Some(o) = r.as_object_mut() {
+        o.remove("id");
+        o.remove("meta");
+    }
+    r
+}
+
+/// A `/api/v1` read as the admin: status, ETag and body.
+pub(crate) async fn api_get(app: &TestApp, path: &str) -> (u16, String, Value) {
+    let r = app.get(path, &app.token).await;
+    let status = r.status().as_u16();
+    let etag = r
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, etag, r.json().await.unwrap_or(Value::Null))
+}
+
 /// The ids of a searchset Bundle's entries.
 pub(crate) fn ids(b: &Value) -> Vec<String> {
     assert_eq!(b["resourceType"], "Bundle", "{b}");

@@ -5,8 +5,8 @@
 //! sees only its patient; transactions write them all or nothing; every resource answered
 //! validated by `fhir.resources`.
 
-use crate::app::{TestApp, on_both_backends, patient};
-use crate::fhir::{Fhir, ids};
+use crate::app::{TestApp, on_both_backends};
+use crate::fhir::{Fhir, a_patient, api_get, content, ids};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -23,13 +23,6 @@ on_both_backends!(
 const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";
 
-async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
-    app.create_patient(&patient(mrn, family, "Ada")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 fn heart_rate(patient: &str, bpm: i64, at: &str) -> Value {
     json!({
         "resourceType": "Observation",
@@ -42,28 +35,6 @@ fn heart_rate(patient: &str, bpm: i64, at: &str) -> Value {
         "valueQuantity": {"value": bpm, "unit": "beats/minute", "system": UCUM, "code": "/min"},
         "note": [{"text": "at rest"}]
     })
-}
-
-/// The resource without what the server manages.
-fn content(r: &Value) -> Value {
-    let mut r = r.clone();
-    if let Some(o) = r.as_object_mut() {
-        o.remove("id");
-        o.remove("meta");
-    }
-    r
-}
-
-async fn api_get(app: &TestApp, path: &str) -> (u16, String, Value) {
-    let r = app.get(path, &app.token).await;
-    let status = r.status().as_u16();
-    let etag = r
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (status, etag, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn observations_map_both_ways_with_the_same_versions(backend: &str) {

@@ -4,8 +4,8 @@
 //! POST `_search`; a patient-context token confined to its patient; every resource answered
 //! validated by `fhir.resources`.
 
-use crate::app::{TestApp, on_both_backends, patient};
-use crate::fhir::{Fhir, ids, next_link};
+use crate::app::{TestApp, on_both_backends};
+use crate::fhir::{Fhir, a_patient, ids, next_link};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -25,13 +25,6 @@ fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
         "occurrenceDateTime": date,
         "lotNumber": format!("LOT-{vaccine}")
     })
-}
-
-async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
-    app.create_patient(&patient(mrn, family, "Ada")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn documents_are_created_read_updated_patched_deleted_with_history(backend: &str) {

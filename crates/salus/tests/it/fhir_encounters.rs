@@ -6,8 +6,8 @@
 //! transaction creates a patient with an encounter and a procedure; a patient-context
 //! token sees only its patient's; every resource answered is validated by `fhir.resources`.
 
-use crate::app::{TestApp, on_both_backends, patient};
-use crate::fhir::{Fhir, ids};
+use crate::app::{TestApp, on_both_backends};
+use crate::fhir::{Fhir, a_patient, api_get, content, ids};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -23,13 +23,6 @@ on_both_backends!(
 const SCT: &str = "http://snomed.info/sct";
 const ACT: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 const ARCHIVED: &str = "urn:salus:fhir:extension:encounter-archived";
-
-async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
-    app.create_patient(&patient(mrn, family, "Ada")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 async fn a_clinician(app: &TestApp, credential: &str) -> String {
     let clin = json!({"family": "Quinn", "given": ["Mia"], "credential": credential, "specialty": "Family medicine", "org_unit": "Clinic A"});
@@ -82,27 +75,6 @@ async fn find(fhir: &Fhir<'_>, q: &str) -> Vec<String> {
     let mut found = ids(&r.body);
     found.sort();
     found
-}
-
-fn content(r: &Value) -> Value {
-    let mut r = r.clone();
-    if let Some(o) = r.as_object_mut() {
-        o.remove("id");
-        o.remove("meta");
-    }
-    r
-}
-
-async fn api_get(app: &TestApp, path: &str) -> (u16, String, Value) {
-    let r = app.get(path, &app.token).await;
-    let status = r.status().as_u16();
-    let etag = r
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (status, etag, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn act(app: &TestApp, path: &str, version: &str, body: &Value) -> u16 {

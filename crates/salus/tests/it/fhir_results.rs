@@ -5,8 +5,8 @@
 //! from the log; every resource answered
 //! validated by `fhir.resources`.
 
-use crate::app::{TestApp, on_both_backends, patient};
-use crate::fhir::{Fhir, next_link};
+use crate::app::{TestApp, on_both_backends};
+use crate::fhir::{Fhir, a_patient, next_link};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -27,13 +27,6 @@ fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
         "occurrenceDateTime": date,
         "lotNumber": format!("LOT-{vaccine}")
     })
-}
-
-async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
-    app.create_patient(&patient(mrn, family, "Ada")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// `(mode, Type/id)` of every entry but outcomes.

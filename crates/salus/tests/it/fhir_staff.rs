@@ -6,7 +6,7 @@
 //! answered is validated by `fhir.resources`.
 
 use crate::app::{TestApp, on_both_backends};
-use crate::fhir::{Fhir, ids};
+use crate::fhir::{Fhir, api_get, content, ids};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -69,27 +69,6 @@ fn ward(org: &str) -> Value {
         "position": {"longitude": -0.1, "latitude": 51.5},
         "address": {"city": "London"},
     })
-}
-
-fn content(r: &Value) -> Value {
-    let mut r = r.clone();
-    if let Some(o) = r.as_object_mut() {
-        o.remove("id");
-        o.remove("meta");
-    }
-    r
-}
-
-async fn api_get(app: &TestApp, path: &str) -> (u16, String, Value) {
-    let r = app.get(path, &app.token).await;
-    let status = r.status().as_u16();
-    let etag = r
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (status, etag, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn api_action(app: &TestApp, path: &str, version: &str) -> u16 {

@@ -5,8 +5,8 @@
 //! transaction creates a patient with both; errors name the element; every resource
 //! answered is validated by `fhir.resources`.
 
-use crate::app::{TestApp, on_both_backends, patient};
-use crate::fhir::{Fhir, ids};
+use crate::app::{TestApp, on_both_backends};
+use crate::fhir::{Fhir, a_patient, api_get, content, ids};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -25,13 +25,6 @@ const VERIFICATION: &str = "http://terminology.hl7.org/CodeSystem/condition-ver-
 const A_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical";
 const A_VERIFICATION: &str =
     "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification";
-
-async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
-    app.create_patient(&patient(mrn, family, "Ada")).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn coded(system: &str, code: &str) -> Value {
     json!({"coding": [{"system": system, "code": code}]})
@@ -65,27 +58,6 @@ fn peanut(subject: &str) -> Value {
         "recordedDate": "2011-01-01",
         "reaction": [{"manifestation": [{"coding": [{"system": SCT, "code": "39579001", "display": "Anaphylaxis"}]}], "severity": "severe"}],
     })
-}
-
-fn content(r: &Value) -> Value {
-    let mut r = r.clone();
-    if let Some(o) = r.as_object_mut() {
-        o.remove("id");
-        o.remove("meta");
-    }
-    r
-}
-
-async fn api_get(app: &TestApp, path: &str) -> (u16, String, Value) {
-    let r = app.get(path, &app.token).await;
-    let status = r.status().as_u16();
-    let etag = r
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (status, etag, r.json().await.unwrap_or(Value::Null))
 }
 
 async fn set_status(app: &TestApp, path: &str, version: &str, body: &Value) -> u16 {
