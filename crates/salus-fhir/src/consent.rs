@@ -216,20 +216,14 @@ pub fn from_fhir(r: &Value) -> Result<ConsentWrite, Vec<Issue>> {
         issues.push(e);
         None
     });
-    let patient_id = match take_reference(&mut o, "patient", "Patient", T) {
-        Ok(Some(id)) => Some(id),
-        Ok(None) => {
-            issues.push(required(
-                format!("{T}.patient"),
-                "a Salus consent is a patient's: patient is Patient/<id>",
-            ));
-            None
-        }
-        Err(e) => {
-            issues.push(e);
-            None
-        }
-    };
+    let patient_id = take_required_reference(
+        &mut o,
+        "patient",
+        "Patient",
+        T,
+        "a Salus consent is a patient's: patient is Patient/<id>",
+        &mut issues,
+    );
     let template = take_policy(&mut o).map_err(|e| issues.push(e)).ok();
     // What the signing records (scope and category are kept as sent when they are not
     // what the template's kind renders, see [`ConsentWrite::settle`]).

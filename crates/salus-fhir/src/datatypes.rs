@@ -112,6 +112,29 @@ pub fn take_reference(
     Ok(Some(id))
 }
 
+/// [`take_reference`] of an element the mapping requires: an issue at `type_name.key`
+/// saying `why` when it is absent; any issue goes to `issues`.
+pub fn take_required_reference(
+    o: &mut Map<String, Value>,
+    key: &str,
+    target: &str,
+    type_name: &str,
+    why: impl Into<String>,
+    issues: &mut Vec<Issue>,
+) -> Option<Uuid> {
+    match take_reference(o, key, target, type_name) {
+        Ok(Some(id)) => Some(id),
+        Ok(None) => {
+            issues.push(required(format!("{type_name}.{key}"), why));
+            None
+        }
+        Err(e) => {
+            issues.push(e);
+            None
+        }
+    }
+}
+
 /// `{"reference": "Type/<id>"}` with what else the Reference held.
 pub fn reference(target: &str, id: Uuid, rest: Option<&Value>) -> Value {
     let mut v = json!({ "reference": format!("{target}/{id}") });

@@ -384,27 +384,14 @@ pub fn from_fhir(r: &Value) -> Result<EncounterWrite, Vec<Issue>> {
             None
         }
     };
-    let patient_id = match o.remove("subject") {
-        Some(s) => match split_reference(&s, "Patient", "Encounter.subject") {
-            Ok((p, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert("subject".into(), rest);
-                }
-                Some(p)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => {
-            issues.push(required(
-                "Encounter.subject",
-                "Salus keeps encounters of a patient: subject is Patient/<id>",
-            ));
-            None
-        }
-    };
+    let patient_id = take_required_reference(
+        &mut o,
+        "subject",
+        "Patient",
+        "Encounter",
+        "Salus keeps encounters of a patient: subject is Patient/<id>",
+        &mut issues,
+    );
     let clinician_id = take_clinician(&mut o).map_err(|e| issues.push(e)).ok();
     let department_id = match o.get("serviceProvider") {
         Some(s)

@@ -363,20 +363,14 @@ pub fn from_fhir(r: &Value) -> Result<NoteWrite, Vec<Issue>> {
     if o.get("type") == Some(&type_concept(&note_type)) {
         o.remove("type");
     }
-    let patient_id = match take_reference(&mut o, "subject", "Patient", T) {
-        Ok(Some(id)) => Some(id),
-        Ok(None) => {
-            issues.push(required(
-                format!("{T}.subject"),
-                "a note is about a patient: subject is Patient/<id>",
-            ));
-            None
-        }
-        Err(e) => {
-            issues.push(e);
-            None
-        }
-    };
+    let patient_id = take_required_reference(
+        &mut o,
+        "subject",
+        "Patient",
+        T,
+        "a note is about a patient: subject is Patient/<id>",
+        &mut issues,
+    );
     let department_id =
         take_reference(&mut o, "custodian", "Organization", T).unwrap_or_else(|e| {
             issues.push(e);

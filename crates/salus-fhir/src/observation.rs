@@ -261,27 +261,14 @@ pub fn from_fhir(r: &Value) -> Result<ObservationWrite, Vec<Issue>> {
         },
         None => None,
     };
-    let patient_id = match o.remove("subject") {
-        Some(s) => match split_reference(&s, "Patient", "Observation.subject") {
-            Ok((p, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert("subject".into(), rest);
-                }
-                Some(p)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => {
-            issues.push(required(
-                "Observation.subject",
-                "Salus keeps observations of a patient: subject is Patient/<id>",
-            ));
-            None
-        }
-    };
+    let patient_id = take_required_reference(
+        &mut o,
+        "subject",
+        "Patient",
+        "Observation",
+        "Salus keeps observations of a patient: subject is Patient/<id>",
+        &mut issues,
+    );
     let (encounter, encounter_element) = match o.remove("encounter") {
         Some(e) => match split_reference(&e, "Encounter", "Observation.encounter") {
             Ok((id, rest)) => (Some(id), Some((e, rest))),

@@ -205,27 +205,14 @@ pub fn from_fhir(r: &Value) -> Result<ProcedureWrite, Vec<Issue>> {
             None
         }
     };
-    let patient_id = match o.remove("subject") {
-        Some(s) => match split_reference(&s, "Patient", "Procedure.subject") {
-            Ok((p, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert("subject".into(), rest);
-                }
-                Some(p)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => {
-            issues.push(required(
-                "Procedure.subject",
-                "Salus keeps procedures of a patient: subject is Patient/<id>",
-            ));
-            None
-        }
-    };
+    let patient_id = take_required_reference(
+        &mut o,
+        "subject",
+        "Patient",
+        "Procedure",
+        "Salus keeps procedures of a patient: subject is Patient/<id>",
+        &mut issues,
+    );
     // An encounter named by a Salus id is the aggregate's (the domain checks it is the
     // patient's); any other reference is kept as sent.
     let encounter_id = match o.get("encounter") {

@@ -693,28 +693,14 @@ pub fn location_from_fhir(r: &Value) -> Result<LocationWrite, Vec<Issue>> {
         "Salus keeps a location's name",
         &mut issues,
     );
-    let path = format!("{t}.managingOrganization");
-    let department_id = match o.remove("managingOrganization") {
-        Some(v) => match split_reference(&v, "Organization", &path) {
-            Ok((id, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert("managingOrganization".into(), rest);
-                }
-                Some(id)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => {
-            issues.push(required(
-                &path,
-                "Salus keeps a location in a department: managingOrganization is Organization/<id>",
-            ));
-            None
-        }
-    };
+    let department_id = take_required_reference(
+        &mut o,
+        "managingOrganization",
+        "Organization",
+        t,
+        "Salus keeps a location in a department: managingOrganization is Organization/<id>",
+        &mut issues,
+    );
     let kind = match o.remove("physicalType") {
         None => None,
         Some(c) => {

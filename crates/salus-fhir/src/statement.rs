@@ -368,27 +368,14 @@ pub fn from_fhir<K: FhirKind>(r: &Value) -> Result<StatementWrite, Vec<Issue>> {
         }
     };
     let path = format!("{t}.{}", p.patient);
-    let patient_id = match o.remove(p.patient) {
-        Some(s) => match split_reference(&s, "Patient", &path) {
-            Ok((id, rest)) => {
-                if let Some(rest) = rest {
-                    o.insert(p.patient.into(), rest);
-                }
-                Some(id)
-            }
-            Err(e) => {
-                issues.push(e);
-                None
-            }
-        },
-        None => {
-            issues.push(required(
-                &path,
-                format!("Salus keeps statements about a patient: {path} is Patient/<id>"),
-            ));
-            None
-        }
-    };
+    let patient_id = take_required_reference(
+        &mut o,
+        p.patient,
+        "Patient",
+        t,
+        format!("Salus keeps statements about a patient: {path} is Patient/<id>"),
+        &mut issues,
+    );
     let onset = take_onset(&mut o);
     let note = take_note(&mut o);
     let (category, criticality) = if p.allergy {
