@@ -503,8 +503,10 @@ fn also_for<A: Mapped>(actor: &Actor, e: &FhirError) -> Option<DomainType>
 where
     A::Command: Send,
 {
-    let k = A::ALSO.filter(|_| e.status == StatusCode::NOT_FOUND)?;
-    actor.require(k.permission(true)).is_ok().then_some(k)
+    if e.status != StatusCode::NOT_FOUND {
+        return None;
+    }
+    A::ALSO.filter(|k| k.readable_by(actor))
 }
 
 pub(super) async fn read<A: Mapped>(
@@ -1363,13 +1365,12 @@ impl DomainType {
     /// The other aggregate served under the same FHIR type, when the actor may read it:
     /// attachments beside notes as DocumentReference.
     pub(super) fn also(self, actor: &Actor) -> Option<Self> {
-        match self {
-            DomainType::DocumentReference => {
-                let k = DomainType::DocumentFile;
-                actor.require(k.permission(true)).is_ok().then_some(k)
-            }
-            _ => None,
-        }
+        with_type!(self, A => A::ALSO).filter(|k| k.readable_by(actor))
+    }
+
+    /// Whether the actor holds this type's read permission.
+    fn readable_by(self, actor: &Actor) -> bool {
+        actor.require(self.permission(true)).is_ok()
     }
 
     pub(super) fn of(t: &str) -> Option<Self> {
