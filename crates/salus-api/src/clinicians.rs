@@ -89,6 +89,7 @@ pub async fn search(
     let mut filters = Vec::new();
     if let Some(n) = p.get("name") {
         filters.push(Filter {
+            also: Vec::new(),
             param: "name".into(),
             system: None,
             op: FilterOp::Prefix,

@@ -508,6 +508,7 @@ pub async fn patient_consents(
         );
     }
     let mut filters = vec![salus_store::Filter {
+        also: Vec::new(),
         param: "patient".into(),
         system: None,
         op: salus_store::FilterOp::In(group.iter().map(uuid::Uuid::to_string).collect()),

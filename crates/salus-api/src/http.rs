@@ -878,6 +878,7 @@ impl ListParams {
 pub fn token(param: &str, raw: &str) -> salus_store::Filter {
     match raw.split_once('|') {
         Some((system, code)) => salus_store::Filter {
+            also: Vec::new(),
             param: param.into(),
             system: Some(system.into()),
             op: salus_store::FilterOp::Eq,
@@ -897,6 +898,7 @@ pub fn instant_range(p: &ListParams, param: &str) -> Result<Vec<salus_store::Fil
         if let Some(t) = p.get(key) {
             let at = parse_instant(key, &t)?;
             out.push(salus_store::Filter {
+                also: Vec::new(),
                 param: param.into(),
                 system: None,
                 op,
@@ -945,6 +947,7 @@ pub async fn patient_filter(
 ) -> Result<salus_store::Filter, ApiError> {
     let group = patient_group(state, actor, raw).await?;
     Ok(salus_store::Filter {
+        also: Vec::new(),
         param: "patient".into(),
         system: None,
         op: salus_store::FilterOp::In(group.iter().map(Uuid::to_string).collect()),
@@ -955,6 +958,7 @@ pub async fn patient_filter(
 /// An equality filter on a search parameter.
 pub fn eq(param: &str, value: impl Into<String>) -> salus_store::Filter {
     salus_store::Filter {
+        also: Vec::new(),
         param: param.into(),
         system: None,
         op: salus_store::FilterOp::Eq,

@@ -176,6 +176,7 @@ pub async fn list(
     let params = ListParams::parse(raw, LIST_KEYS)?;
     let get = |k: &str| params.get(k);
     let filter = |param: &str, op: FilterOp, value: String| Filter {
+        also: Vec::new(),
         param: param.into(),
         system: None,
         op,

@@ -292,6 +292,7 @@ pub async fn search(
     }
     if let Some(v) = get("name") {
         filters.push(Filter {
+            also: Vec::new(),
             param: "name".into(),
             system: None,
             op: FilterOp::Prefix,
@@ -309,6 +310,7 @@ pub async fn search(
         };
         let date = parse_date("birth_date", date).map_err(ApiError::from)?;
         filters.push(Filter {
+            also: Vec::new(),
             param: "birth_date".into(),
             system: None,
             op,

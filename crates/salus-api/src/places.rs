@@ -74,6 +74,7 @@ pub async fn search_departments(
     }
     if let Some(n) = p.get("name") {
         filters.push(Filter {
+            also: Vec::new(),
             param: "name".into(),
             system: None,
             op: FilterOp::Prefix,

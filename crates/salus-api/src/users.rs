@@ -225,6 +225,7 @@ pub async fn search(
     let mut filters = Vec::new();
     if let Some(u) = p.get("username") {
         filters.push(Filter {
+            also: Vec::new(),
             param: "username".into(),
             system: None,
             op: FilterOp::Prefix,

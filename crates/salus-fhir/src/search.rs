@@ -30,6 +30,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use salus_kernel::text::fold;
 use salus_store::{Cmp, Filter, FilterOp, RowTest, SearchRow};
 use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::LazyLock;
 
 /// The modifiers understood, per parameter type (`missing` on every type).
 pub const SUPPORTED_MODIFIERS: &[(ParamType, &[&str])] = &[
@@ -56,7 +58,120 @@ pub fn is_searchable(p: &SearchParameter) -> bool {
 /// Whether results can be ordered by `p` (`_sort`): a searchable parameter of one value
 /// per node (not a composite pair).
 pub fn is_sortable(p: &SearchParameter) -> bool {
-    is_searchable(p) && p.kind != ParamType::Composite
+    is_searchable(p)
+        && p.kind != ParamType::Composite
+        && !p.base.iter().any(|t| union_of(t, &p.code).is_some())
+}
+
+/// The parameters whose rows answer `code` of `resource_type` when the definitions make it
+/// the union of others of the type: Observation's `combo-code` is `Observation.code |
+/// Observation.component.code`, the expressions of `code` and `component-code`. Such a
+/// parameter has no rows of its own (a quarter of an Observation's rows were such copies);
+/// a query on it reads its members' rows.
+pub fn union_of(resource_type: &str, code: &str) -> Option<&'static [String]> {
+    UNIONS
+        .get(&(resource_type.to_owned(), code.to_owned()))
+        .map(Vec::as_slice)
+}
+
+/// (resource type, code) → member codes, derived from the definitions (see [`union_of`]).
+static UNIONS: LazyLock<HashMap<(String, String), Vec<String>>> = LazyLock::new(|| {
+    let defs = search_parameters();
+    let mut found: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for p in &defs.all {
+        for t in p.base.iter().filter(|t| !t.ends_with("Resource")) {
+            if let Some(members) = members_of(t, p) {
+                found.insert((t.clone(), p.code.clone()), members);
+            }
+        }
+    }
+    // A member that is itself a union stands for its own members.
+    let expand = |t: &str, ms: &[String]| -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in ms {
+            match found.get(&(t.to_owned(), m.clone())) {
+                Some(inner) => out.extend(inner.iter().cloned()),
+                None => out.push(m.clone()),
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    };
+    found
+        .iter()
+        .map(|((t, c), ms)| ((t.clone(), c.clone()), expand(t, ms)))
+        .collect()
+});
+
+/// The top-level `|` terms of `p`'s expression that are about resource type `t`.
+fn terms_about(p: &SearchParameter, t: &str) -> BTreeSet<String> {
+    let Some(expr) = &p.expression else {
+        return BTreeSet::new();
+    };
+    let (mut depth, mut start, mut out) = (0i32, 0, BTreeSet::new());
+    let about = |term: &str| {
+        let bare = term.trim_start_matches('(');
+        bare == t || bare.starts_with(&format!("{t}."))
+    };
+    let mut push = |term: &str| {
+        let term = term.trim();
+        if about(term) {
+            out.insert(term.to_owned());
+        }
+    };
+    for (i, ch) in expr.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            '|' if depth == 0 => {
+                push(&expr[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    push(&expr[start..]);
+    out
+}
+
+/// The other parameters of `t` whose terms together are exactly `p`'s on `t`, each a
+/// part of it, of its type (composites: with the same component expressions and types),
+/// when there are such; never for references (includes and chains read their rows) or
+/// parameters this server does not search on.
+fn members_of(t: &str, p: &SearchParameter) -> Option<Vec<String>> {
+    if !is_searchable(p) || matches!(p.kind, ParamType::Reference | ParamType::Special) {
+        return None;
+    }
+    let whole = terms_about(p, t);
+    if whole.len() < 2 {
+        return None;
+    }
+    fn parts_of(x: &SearchParameter) -> Option<(ParamType, ParamType, Vec<&str>)> {
+        index::composite_parts(x).map(|(a, b)| {
+            let exprs: Vec<&str> = x.component.iter().map(|c| c.expression.as_str()).collect();
+            (a.kind, b.kind, exprs)
+        })
+    }
+    let mut candidates: Vec<(&SearchParameter, BTreeSet<String>)> = search_parameters()
+        .of(t)
+        .into_iter()
+        .filter(|q| q.code != p.code && q.kind == p.kind && is_searchable(q))
+        .filter(|q| p.kind != ParamType::Composite || parts_of(q) == parts_of(p))
+        .map(|q| (q, terms_about(q, t)))
+        .filter(|(_, ts)| !ts.is_empty() && ts.len() < whole.len() && ts.is_subset(&whole))
+        .collect();
+    // The widest first, each kept only when it adds terms.
+    candidates.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.code.cmp(&b.0.code)));
+    let mut covered = BTreeSet::new();
+    let mut members = Vec::new();
+    for (q, ts) in candidates {
+        if !ts.is_subset(&covered) {
+            covered.extend(ts);
+            members.push(q.code.clone());
+        }
+    }
+    (covered == whole).then_some(members)
 }
 
 /// The modifiers of `kind` as the CapabilityStatement documents them.
@@ -86,7 +201,7 @@ fn pair_keys(v: &IndexValue, out: &mut Vec<String>) {
 pub fn rows_of(resource_type: &str, resource: &Value) -> Vec<SearchRow> {
     let mut out = Vec::new();
     for p in search_parameters().of(resource_type) {
-        if !is_searchable(p) {
+        if !is_searchable(p) || union_of(resource_type, &p.code).is_some() {
             continue;
         }
         if p.kind == ParamType::Composite {
@@ -332,6 +447,19 @@ pub fn parameter(resource_type: &str, code: &str) -> Result<&'static SearchParam
 
 /// What `key=value` asks of resources of `resource_type`.
 pub fn parse(resource_type: &str, key: &str, value: &str) -> Result<Clause, SearchError> {
+    let mut clause = parse_own(resource_type, key, value)?;
+    let name = parse_key(key).name;
+    if let (Clause::Filters(fs), Some(members)) = (&mut clause, union_of(resource_type, name)) {
+        for f in fs {
+            // `combo-code:text` reads `code:text` and `component-code:text`.
+            let suffix = f.param.get(name.len()..).unwrap_or("").to_owned();
+            f.also = members.iter().map(|m| format!("{m}{suffix}")).collect();
+        }
+    }
+    Ok(clause)
+}
+
+fn parse_own(resource_type: &str, key: &str, value: &str) -> Result<Clause, SearchError> {
     let k = parse_key(key);
     let p = parameter(resource_type, k.name)?;
     if let Some(chain) = k.chain {
@@ -495,6 +623,7 @@ fn pair_filter(p: &SearchParameter, key: &str, value: &str) -> Result<Filter, Se
 
 fn filter(param: &str, op: FilterOp) -> Filter {
     Filter {
+        also: Vec::new(),
         param: param.to_owned(),
         system: None,
         op,
@@ -729,14 +858,15 @@ fn date_tests(alt: &str) -> Result<Vec<RowTest>, SearchError> {
             system: vec![(Cmp::Gt, qhi)],
         }],
         "lt" => vec![RowTest::value(Cmp::Lt, qlo)],
-        "ge" => vec![
-            RowTest {
-                value: Vec::new(),
-                system: vec![(Cmp::Gt, qhi)],
-            },
-            inside,
-        ],
-        "le" => vec![RowTest::value(Cmp::Lt, qlo), inside],
+        // ge and le: the target has some part at or after (before) the search range's start
+        // (end). That holds for whatever matches gt or eq (lt or eq), as R4 defines them,
+        // and also for a period that only overlaps the search range, which a literal
+        // "gt or eq" would miss (a stay ending on the searched day is "ge" that day).
+        "ge" => vec![RowTest {
+            value: Vec::new(),
+            system: vec![(Cmp::Gt, qlo)],
+        }],
+        "le" => vec![RowTest::value(Cmp::Lt, qhi)],
         "sa" => vec![RowTest::value(Cmp::Ge, qhi)],
         "eb" => vec![RowTest {
             value: Vec::new(),
@@ -1042,6 +1172,137 @@ mod tests {
         ));
     }
 
+    /// The rows of `code` computed from its own expression, as they were stored before
+    /// unions were read from their members.
+    fn own_rows(t: &str, code: &str, r: &Value) -> Vec<SearchRow> {
+        let p = search_parameters().get(t, code).unwrap();
+        let mut out = Vec::new();
+        if p.kind == ParamType::Composite {
+            push_pair_rows(p, r, &mut out);
+        } else {
+            for v in index::extract(p, r).unwrap() {
+                push_rows(&p.code, v, &mut out);
+            }
+        }
+        out.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn unions_come_from_the_definitions_and_read_their_members_rows() {
+        let mut all: Vec<(String, String, Vec<String>)> = UNIONS
+            .iter()
+            .map(|((t, c), ms)| (t.clone(), c.clone(), ms.clone()))
+            .collect();
+        all.sort();
+        let want = |c: &str, ms: &[&str]| {
+            (
+                "Observation".to_owned(),
+                c.to_owned(),
+                ms.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            all,
+            vec![
+                want("combo-code", &["code", "component-code"]),
+                want(
+                    "combo-code-value-concept",
+                    &["code-value-concept", "component-code-value-concept"]
+                ),
+                want(
+                    "combo-code-value-quantity",
+                    &["code-value-quantity", "component-code-value-quantity"]
+                ),
+                want(
+                    "combo-data-absent-reason",
+                    &["component-data-absent-reason", "data-absent-reason"]
+                ),
+                want(
+                    "combo-value-concept",
+                    &["component-value-concept", "value-concept"]
+                ),
+                want(
+                    "combo-value-quantity",
+                    &["component-value-quantity", "value-quantity"]
+                ),
+            ]
+        );
+        let bp = json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}], "text": "Blood pressure"},
+            "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+            "dataAbsentReason": {"coding": [{"code": "unknown"}]},
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                 "valueQuantity": {"value": 120, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}], "text": "Diastolic"},
+                 "valueCodeableConcept": {"text": "low"}, "dataAbsentReason": {"text": "asked"}}
+            ]
+        });
+        let rows = rows(&bp);
+        for ((t, c), members) in UNIONS.iter() {
+            assert!(
+                !rows.iter().any(|r| r.param.starts_with(c.as_str())),
+                "{c} has rows"
+            );
+            // What the union's own expression gives is what its members' rows hold.
+            let member = |r: &SearchRow| {
+                members
+                    .iter()
+                    .find(|m| r.param == **m || r.param.starts_with(&format!("{m}:")))
+                    .cloned()
+            };
+            let mut via: Vec<SearchRow> = rows
+                .iter()
+                .filter_map(|r| {
+                    let m = member(r)?;
+                    Some(SearchRow {
+                        param: r.param.replacen(&m, c, 1),
+                        ..r.clone()
+                    })
+                })
+                .collect();
+            via.sort_by(|a, b| {
+                (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system))
+            });
+            via.dedup();
+            let own = own_rows(t, c, &bp);
+            assert!(!own.is_empty(), "{c}");
+            assert_eq!(via, own, "{c}");
+        }
+        for (key, q, want) in [
+            ("combo-code", "8480-6", true),
+            ("combo-code", "http://loinc.org|85354-9", true),
+            ("combo-code", "9999-9", false),
+            ("combo-code:text", "diastolic", true),
+            (
+                "combo-value-quantity",
+                "gt119|http://unitsofmeasure.org|mm[Hg]",
+                true,
+            ),
+            ("combo-value-quantity", "gt120", false),
+            ("combo-code-value-quantity", "8480-6$120", true),
+            ("combo-code-value-quantity", "8462-4$120", false),
+            (
+                "combo-value-concept",
+                "http://snomed.info/sct|38341003",
+                true,
+            ),
+            ("combo-code-value-concept", "85354-9$38341003", true),
+            ("combo-data-absent-reason", "unknown", true),
+            ("combo-data-absent-reason:missing", "true", false),
+        ] {
+            assert_eq!(hits(&bp, key, q), want, "{key}={q}");
+        }
+        assert!(!is_sortable(
+            search_parameters()
+                .get("Observation", "combo-code")
+                .unwrap()
+        ));
+    }
+
     #[test]
     fn dates_follow_the_prefixes_over_periods() {
         let o = observation();
@@ -1064,6 +1325,28 @@ mod tests {
             ("ap2024-03-04", true),
         ] {
             assert_eq!(hits(&o, "date", q), want, "date={q}");
+        }
+        // A period from 03-01T08 to 03-02T08 is on and after 03-01 and on and before 03-02.
+        let stay = json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "stay"},
+            "effectivePeriod": {"start": "2023-03-01T08:00:00Z", "end": "2023-03-02T08:00:00Z"}});
+        for (q, want) in [
+            ("ge2023-03-02", true),
+            ("ge2023-03-01", true),
+            ("ge2023-03-03", false),
+            ("le2023-03-03", true),
+            ("le2023-03-01", true),
+            ("le2023-02-28", false),
+            ("gt2023-03-01", true),
+            ("gt2023-03-02", false),
+            ("lt2023-03-02", true),
+            ("lt2023-03-01", false),
+            ("eq2023-03", true),
+            ("eq2023-03-01", false),
+            ("ge2023-03-02T08:00:00Z", true),
+            ("ge2023-03-02T08:00:01Z", false),
+        ] {
+            assert_eq!(hits(&stay, "date", q), want, "date={q} over a period");
         }
         assert!(matches!(
             parse("Observation", "date", "yesterday"),

@@ -232,7 +232,7 @@ impl Filter {
     pub fn matches(&self, rows: &[SearchRow]) -> bool {
         let mut own = rows
             .iter()
-            .filter(|r| r.param == self.param)
+            .filter(|r| r.param == self.param || self.also.contains(&r.param))
             .filter(|r| self.system.as_ref().is_none_or(|s| &r.system == s));
         match &self.op {
             FilterOp::Eq => own.any(|r| r.value == self.value),
@@ -252,6 +252,10 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
     pub param: String,
+    /// Other parameters whose rows count as this one's: a parameter defined as the union
+    /// of others (FHIR's `combo-code` is `code` and `component-code`) is searched on their
+    /// rows and has none of its own. Empty for an ordinary parameter.
+    pub also: Vec<String>,
     /// Token system to match; `None` matches any system.
     pub system: Option<String>,
     pub op: FilterOp,

@@ -79,12 +79,21 @@ fn select(
     // The search rows of parameter `p` (a placeholder), as table alias `a`: on SQLite the
     // parameter is interned per tenant and resource type (search_params, search_rows), on
     // PostgreSQL every row names it (search_index).
-    let rows_of = |a: &str, p: &str| match dialect {
-        Dialect::Sqlite => format!(
+    // Several placeholders (a filter's `also`) are the rows of any of those parameters.
+    let rows_of = |a: &str, ps: &[String]| match (dialect, ps) {
+        (Dialect::Sqlite, [p]) => format!(
             "search_rows {a} WHERE {a}.pid = (SELECT pid FROM search_params WHERE tenant_id = {t} AND resource_type = {rt} AND param = {p})"
         ),
-        Dialect::Postgres => format!(
+        (Dialect::Sqlite, ps) => format!(
+            "search_rows {a} WHERE {a}.pid IN (SELECT pid FROM search_params WHERE tenant_id = {t} AND resource_type = {rt} AND param IN ({}))",
+            ps.join(", ")
+        ),
+        (Dialect::Postgres, [p]) => format!(
             "search_index {a} WHERE {a}.tenant_id = {t} AND {a}.resource_type = {rt} AND {a}.param = {p}"
+        ),
+        (Dialect::Postgres, ps) => format!(
+            "search_index {a} WHERE {a}.tenant_id = {t} AND {a}.resource_type = {rt} AND {a}.param IN ({})",
+            ps.join(", ")
         ),
     };
     // The id column of the ordering rows (the same value as r.id, named so that SQLite
@@ -127,16 +136,19 @@ fn select(
     // On SQLite the same holds for the primary key of search_rows (pid, value, resource
     // id, system): the page's rows are the outer loop (`d`), read in id order, and the
     // scan stops after the page (a page, not a count).
+    // (Rows of several parameters are not in id order, so such a filter never drives.)
+    let drives = |f: &crate::model::Filter| matches!(f.op, FilterOp::Eq) && f.also.is_empty();
     let driver = match (dialect, &q.order_by) {
-        (Dialect::Postgres, None) => q.filters.iter().position(|f| matches!(f.op, FilterOp::Eq)),
-        (Dialect::Sqlite, None) if page => {
-            q.filters.iter().position(|f| matches!(f.op, FilterOp::Eq))
-        }
+        (Dialect::Postgres, None) => q.filters.iter().position(drives),
+        (Dialect::Sqlite, None) if page => q.filters.iter().position(drives),
         _ => None,
     };
     for (i, f) in q.filters.iter().enumerate() {
-        let p = ph(&mut args, Arg::Text(f.param.clone()));
-        let mut cond = format!("SELECT s.resource_id FROM {}", rows_of("s", &p));
+        let ps: Vec<String> = std::iter::once(&f.param)
+            .chain(&f.also)
+            .map(|p| ph(&mut args, Arg::Text(p.clone())))
+            .collect();
+        let mut cond = format!("SELECT s.resource_id FROM {}", rows_of("s", &ps));
         if let Some(system) = &f.system {
             let s = ph(&mut args, Arg::Text(system.clone()));
             cond.push_str(&format!(" AND s.system = {s}"));
@@ -279,6 +291,7 @@ mod tests {
         let q = SearchQuery {
             resource_type: "patient".into(),
             filters: vec![Filter {
+                also: Vec::new(),
                 param: "name".into(),
                 system: None,
                 op: FilterOp::Prefix,
@@ -299,6 +312,7 @@ mod tests {
     #[test]
     fn an_equality_filter_drives_a_page_in_id_order() {
         let f = |op: FilterOp, v: &str| Filter {
+            also: Vec::new(),
             param: "code".into(),
             system: None,
             op,

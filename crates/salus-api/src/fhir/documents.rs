@@ -834,6 +834,7 @@ impl RowSearch {
                 let ids = resolve_has(state, actor, t, key, value).await?;
                 s.applied.push((key.clone(), value.to_owned()));
                 s.filters.push(Filter {
+                    also: Vec::new(),
                     param: row_param(t, "_id"),
                     system: None,
                     op: FilterOp::In(ids),
@@ -863,6 +864,7 @@ impl RowSearch {
                 Clause::Filters(fs) => {
                     for mut f in fs {
                         f.param = row_param(t, &f.param);
+                        f.also = f.also.iter().map(|a| row_param(t, a)).collect();
                         s.filters.push(f);
                     }
                 }
@@ -874,6 +876,7 @@ impl RowSearch {
                 } => {
                     let refs = resolve_chain(state, actor, &targets, &inner, &value).await?;
                     s.filters.push(Filter {
+                        also: Vec::new(),
                         param: row_param(t, &param),
                         system: None,
                         op: FilterOp::In(refs),
@@ -888,6 +891,7 @@ impl RowSearch {
     /// Resources of type `t` whose reference parameter `param` names one of `refs`.
     pub(super) fn referencing(t: &str, param: &str, refs: Vec<String>) -> Self {
         RowSearch::of(vec![Filter {
+            also: Vec::new(),
             param: row_param(t, param),
             system: None,
             op: FilterOp::In(refs),
@@ -912,6 +916,7 @@ impl DocumentSearch {
             .any(|f| !matches!(f.op, FilterOp::NoneOf(_)))
         {
             q.filters.push(Filter {
+                also: Vec::new(),
                 param: "_type".into(),
                 system: None,
                 op: FilterOp::Eq,
@@ -1011,6 +1016,7 @@ pub(super) async fn export_page(
     let q = SearchQuery {
         resource_type: STORED.into(),
         filters: vec![Filter {
+            also: Vec::new(),
             param: "_type".into(),
             system: None,
             op: FilterOp::Eq,

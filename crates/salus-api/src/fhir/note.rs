@@ -184,12 +184,14 @@ async fn record_of(
         resource_type: <MedicalRecord as salus_domain::service::Projected>::RESOURCE_TYPE.into(),
         filters: vec![
             salus_store::Filter {
+                also: Vec::new(),
                 param: "patient".into(),
                 system: None,
                 op: salus_store::FilterOp::Eq,
                 value: patient.to_string(),
             },
             salus_store::Filter {
+                also: Vec::new(),
                 param: "status".into(),
                 system: None,
                 op: salus_store::FilterOp::Eq,

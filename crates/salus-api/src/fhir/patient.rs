@@ -464,6 +464,7 @@ impl PatientSearch {
                     s.filters.push(http::token("identifier", value));
                 }
                 "gender" => s.filters.push(Filter {
+                    also: Vec::new(),
                     param: "gender".into(),
                     system: None,
                     op: FilterOp::In(any_of.iter().map(|g| g.to_ascii_lowercase()).collect()),
@@ -478,6 +479,7 @@ impl PatientSearch {
                         ));
                     }
                     s.filters.push(Filter {
+                        also: Vec::new(),
                         param: name.into(),
                         system: None,
                         op: FilterOp::Prefix,
@@ -497,6 +499,7 @@ impl PatientSearch {
                         day(end + chrono::Duration::days(1))
                     });
                     let f = |op: FilterOp, v: &str| Filter {
+                        also: Vec::new(),
                         param: "birth_date".into(),
                         system: None,
                         op,
@@ -556,6 +559,11 @@ impl PatientSearch {
                 self.applied.push((key.to_owned(), value.to_owned()));
                 for mut f in fs {
                     f.param = salus_domain::documents::row_param("Patient", &f.param);
+                    f.also = f
+                        .also
+                        .iter()
+                        .map(|a| salus_domain::documents::row_param("Patient", a))
+                        .collect();
                     self.filters.push(f);
                 }
                 Ok(())

@@ -1019,6 +1019,7 @@ impl ClinicalSearch {
                 ));
             }
             confined.push(Filter {
+                also: Vec::new(),
                 param: "patient".into(),
                 system: None,
                 op: FilterOp::Eq,

@@ -303,6 +303,7 @@ pub async fn policy(services: &Services, ctx: &TenantContext) -> Result<CarePoli
 
 fn filter(param: &str, op: FilterOp, value: &str) -> Filter {
     Filter {
+        also: Vec::new(),
         param: param.into(),
         system: None,
         op,

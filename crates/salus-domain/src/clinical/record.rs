@@ -440,6 +440,7 @@ pub async fn record_has_notes(
     let q = salus_store::SearchQuery {
         resource_type: ClinicalNote::RESOURCE_TYPE.into(),
         filters: vec![salus_store::Filter {
+            also: Vec::new(),
             param: "record".into(),
             system: None,
             op: salus_store::FilterOp::Eq,

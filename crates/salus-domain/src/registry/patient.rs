@@ -682,6 +682,7 @@ pub async fn merge_group(
             let query = salus_store::SearchQuery {
                 resource_type: Patient::RESOURCE_TYPE.into(),
                 filters: vec![salus_store::Filter {
+                    also: Vec::new(),
                     param: "merged_into".into(),
                     system: None,
                     op: salus_store::FilterOp::Eq,

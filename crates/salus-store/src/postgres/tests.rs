@@ -89,6 +89,7 @@ fn by(param: &str, op: FilterOp, value: &str) -> SearchQuery {
     SearchQuery {
         resource_type: "patient".into(),
         filters: vec![Filter {
+            also: Vec::new(),
             param: param.into(),
             system: None,
             op,
@@ -649,6 +650,7 @@ async fn migration_3_keeps_search_rows_and_updates_replace_them() {
     let query = |param: &str, value: &str| SearchQuery {
         resource_type: "patient".into(),
         filters: vec![Filter {
+            also: Vec::new(),
             param: param.into(),
             system: None,
             op: FilterOp::Eq,

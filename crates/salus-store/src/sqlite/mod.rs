@@ -944,6 +944,7 @@ mod tests {
         let query = |param: &str, value: &str| SearchQuery {
             resource_type: "patient".into(),
             filters: vec![Filter {
+                also: Vec::new(),
                 param: param.into(),
                 system: None,
                 op: FilterOp::Eq,

@@ -90,6 +90,7 @@ fn name_query(prefix: &str) -> SearchQuery {
     SearchQuery {
         resource_type: "patient".into(),
         filters: vec![Filter {
+            also: Vec::new(),
             param: "name".into(),
             system: None,
             op: FilterOp::Prefix,
@@ -595,7 +596,7 @@ async fn every_filter_kind_selects_what_the_in_memory_matcher_selects(backend: &
         Cmp::Prefix,
         Cmp::Contains,
     ];
-    for round in 0..150 {
+    for round in 0..250 {
         let test = |next: &mut dyn FnMut(u64) -> u64| {
             let mut t = RowTest::default();
             for _ in 0..next(3) {
@@ -612,7 +613,9 @@ async fn every_filter_kind_selects_what_the_in_memory_matcher_selects(backend: &
             }
             t
         };
-        let op = match next(6) {
+        let op = match next(8) {
+            6 => FilterOp::Eq,
+            7 => FilterOp::In(vec!["a".into(), "ba".into()]),
             0 => FilterOp::Contains,
             1 => FilterOp::Prefix,
             2 => FilterOp::AnyOf((0..next(3)).map(|_| test(&mut next)).collect()),
@@ -620,8 +623,15 @@ async fn every_filter_kind_selects_what_the_in_memory_matcher_selects(backend: &
             4 => FilterOp::AnyOf(vec![RowTest::default()]),
             _ => FilterOp::NoneOf(vec![RowTest::default()]),
         };
+        // Now and then a union of parameters: its own (`u`, which has no rows) or both.
+        let (param, also) = match next(4) {
+            0 => ("u".into(), vec!["p".into(), "q".into()]),
+            1 => ("p".into(), vec!["q".into()]),
+            _ => (params[next(2) as usize].into(), Vec::new()),
+        };
         let filter = Filter {
-            param: params[next(2) as usize].into(),
+            also,
+            param,
             system: (next(4) == 0).then(|| systems[next(3) as usize].to_owned()),
             op,
             value: words[next(words.len() as u64) as usize].into(),
@@ -740,12 +750,14 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
         resource_type: "patient".into(),
         filters: vec![
             Filter {
+                also: Vec::new(),
                 param: "birth_date".into(),
                 system: None,
                 op: FilterOp::Ge,
                 value: "1982-01-01".into(),
             },
             Filter {
+                also: Vec::new(),
                 param: "birth_date".into(),
                 system: None,
                 op: FilterOp::Lt,
@@ -770,6 +782,7 @@ async fn search_pages_in_stable_order_with_prefix_and_range(backend: &str) {
     let any_of = |values: &[&str]| SearchQuery {
         resource_type: "patient".into(),
         filters: vec![Filter {
+            also: Vec::new(),
             param: "birth_date".into(),
             system: None,
             op: FilterOp::In(values.iter().map(|v| (*v).to_owned()).collect()),

@@ -246,6 +246,7 @@ async fn a_page_of_a_common_value_stops_after_the_page() {
     let q = SearchQuery {
         resource_type: "patient".into(),
         filters: vec![Filter {
+            also: Vec::new(),
             param: "name".into(),
             system: None,
             op: FilterOp::Eq,

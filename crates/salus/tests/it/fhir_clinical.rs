@@ -459,6 +459,16 @@ async fn panels_and_untyped_values_load_and_read_back_as_sent(backend: &str) {
         found("combo-code-value-quantity=8462-4$lt90").await,
         vec![ids_made[0].clone()]
     );
+    // combo-code reads the rows of code and component-code (it has none of its own).
+    assert_eq!(
+        found("combo-code=http://loinc.org|8462-4").await,
+        vec![ids_made[0].clone()]
+    );
+    assert_eq!(
+        found("combo-code=8462-4&code=85354-9").await,
+        vec![ids_made[0].clone()]
+    );
+    assert_eq!(found("combo-code=8867-4").await, ids_made[1..].to_vec());
     // An effective period and a partial date load, read back as sent, and are found by
     // date; the JSON API holds their first instant.
     let mut timed = Vec::new();
@@ -496,6 +506,15 @@ async fn panels_and_untyped_values_load_and_read_back_as_sent(backend: &str) {
         vec![timed[0].clone()]
     );
     assert_eq!(found("date=2022-07").await, vec![timed[1].clone()]);
+    // ge and le take a period that only overlaps the day searched.
+    assert_eq!(
+        found("date=ge2023-03-02&date=le2023-03-03").await,
+        vec![timed[0].clone()]
+    );
+    assert_eq!(
+        found("date=ge2023-03-03&date=le2023-03-04").await,
+        Vec::<String>::new()
+    );
     fhir.validate_all();
 }
 

@@ -160,6 +160,7 @@ pub async fn active_consents(
     let group = crate::registry::patient::merge_group(services, ctx, patient_id).await?;
     let mut filters = vec![
         salus_store::Filter {
+            also: Vec::new(),
             param: "patient".into(),
             system: None,
             op: salus_store::FilterOp::In(group.iter().map(Uuid::to_string).collect()),
@@ -206,6 +207,7 @@ pub async fn has_active_consent(
 
 fn eq(param: &str, value: impl Into<String>) -> salus_store::Filter {
     salus_store::Filter {
+        also: Vec::new(),
         param: param.into(),
         system: None,
         op: salus_store::FilterOp::Eq,
