@@ -160,14 +160,6 @@ pub fn split_concept(v: &Value, path: &str) -> Result<(Coding, Option<Value>), I
                 "Salus keeps a coded concept: at least one coding with a system and a code",
             )
         })?;
-    for k in first.keys() {
-        if !matches!(k.as_str(), "system" | "code" | "display") {
-            return Err(refused(
-                format!("{path}.coding[0].{k}"),
-                format!("Salus keeps system, code and display of the first coding, not {k}"),
-            ));
-        }
-    }
     let text = |k: &str| first.get(k).and_then(Value::as_str).map(str::to_owned);
     let (Some(system), Some(code)) = (text("system"), text("code")) else {
         return Err(required(
@@ -187,7 +179,28 @@ pub fn split_concept(v: &Value, path: &str) -> Result<(Coding, Option<Value>), I
     } else {
         rest.insert("coding".into(), Value::Array(others));
     }
+    // The first coding's other elements (version, userSelected, id, extension) are kept
+    // with the code they belong to, and given back only while the aggregate holds it.
+    let extras: Map<String, Value> = first
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "system" | "code" | "display"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !extras.is_empty() {
+        rest.insert(
+            FIRST_CODING.into(),
+            json!({"of": first_key(&coding), "with": extras}),
+        );
+    }
     Ok((coding, nonempty(rest)))
+}
+
+/// Where the kept part of a concept (see [`split_concept`]) holds the first coding's
+/// elements besides system, code and display. Not a FHIR element: [`concept`] takes it out.
+const FIRST_CODING: &str = "salus:firstCoding";
+
+fn first_key(c: &Coding) -> String {
+    format!("{}|{}", c.system, c.code)
 }
 
 /// A CodeableConcept of `c` first, then what else the concept held.
@@ -199,6 +212,15 @@ pub fn concept(c: &Coding, rest: Option<&Value>) -> Value {
     let mut v = json!({ "coding": [coding] });
     if let Some(r) = rest {
         merge(&mut v, r);
+    }
+    if let Some(kept) = v.as_object_mut().and_then(|o| o.remove(FIRST_CODING))
+        && kept["of"].as_str() == Some(first_key(c).as_str())
+        && let (Some(with), Some(first)) =
+            (kept["with"].as_object(), v["coding"][0].as_object_mut())
+    {
+        for (k, x) in with {
+            first.insert(k.clone(), x.clone());
+        }
     }
     v
 }
@@ -356,9 +378,18 @@ mod tests {
         let (coding, rest) = split_concept(&c, "Observation.code").unwrap();
         assert_eq!(coding.code, "8867-4");
         assert_eq!(concept(&coding, rest.as_ref()), c);
-        let bad = json!({"coding": [{"system": "s", "code": "c", "version": "1"}]});
-        let e = split_concept(&bad, "X.code").unwrap_err();
-        assert_eq!(e.expression.as_deref(), Some("X.code.coding[0].version"));
+        // The first coding's version and userSelected come back with it, and go when the
+        // code they belong to is replaced.
+        let versioned = json!({"coding": [{"system": "s", "code": "c", "version": "1", "userSelected": true}], "text": "t"});
+        let (mut coding, rest) = split_concept(&versioned, "X.code").unwrap();
+        assert_eq!(concept(&coding, rest.as_ref()), versioned);
+        coding.code = "d".into();
+        assert_eq!(
+            concept(&coding, rest.as_ref()),
+            json!({"coding": [{"system": "s", "code": "d"}], "text": "t"})
+        );
+        let e = split_concept(&json!({"coding": [{"code": "c"}]}), "X.code").unwrap_err();
+        assert_eq!(e.expression.as_deref(), Some("X.code.coding[0]"));
     }
 
     #[test]

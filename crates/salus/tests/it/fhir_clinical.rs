@@ -427,8 +427,12 @@ async fn panels_and_untyped_values_load_and_read_back_as_sent(backend: &str) {
     let period = without_value(&|o| {
         o.insert("valuePeriod".into(), json!({"start": "2024-01-01"}));
     });
+    // The first coding's version and userSelected are kept with it.
+    let mut versioned = integer.clone();
+    versioned["code"]["coding"][0]["version"] = json!("2.77");
+    versioned["code"]["coding"][0]["userSelected"] = json!(true);
     let mut ids_made = Vec::new();
-    for sent in [&panel, &absent, &integer, &period] {
+    for sent in [&panel, &absent, &integer, &period, &versioned] {
         let r = fhir.post("/Observation", sent, &[]).await;
         assert_eq!(r.status, 201, "{}", r.body);
         assert_eq!(content(&r.body), *sent);
