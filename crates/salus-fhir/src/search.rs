@@ -104,6 +104,130 @@ static UNIONS: LazyLock<HashMap<(String, String), Vec<String>>> = LazyLock::new(
         .collect()
 });
 
+/// The top-level elements of `t` that `p`'s expression can start from (`value` for
+/// `(Observation.value as Quantity)`), when they can be told from its text: every
+/// `T.name` in its terms about `t` (`Resource.name` for a parameter of every type). `None`
+/// (evaluate it always) when a term is about the whole resource or starts elsewhere.
+fn roots_of(t: &str, p: &SearchParameter) -> Option<&'static [String]> {
+    let on = if p.base.iter().any(|b| b == t) {
+        t
+    } else {
+        "Resource"
+    };
+    ROOTS
+        .get(&(on.to_owned(), p.id.clone()))
+        .and_then(|r| r.as_deref())
+}
+
+/// (resource type or `Resource`, parameter id) → what [`roots_of`] answers.
+type Roots = HashMap<(String, String), Option<Vec<String>>>;
+
+static ROOTS: LazyLock<Roots> = LazyLock::new(|| {
+    let mut out = HashMap::new();
+    for p in &search_parameters().all {
+        for b in &p.base {
+            let (on, names): (&str, Vec<&str>) = if b.ends_with("Resource") {
+                ("Resource", vec!["Resource", "DomainResource"])
+            } else {
+                (b.as_str(), vec![b.as_str()])
+            };
+            let mut roots = p
+                .expression
+                .as_deref()
+                .is_some_and(empty_from_absence)
+                .then(Vec::new);
+            let mut any = false;
+            for name in names {
+                for term in terms_about(p, name) {
+                    any = true;
+                    match (&mut roots, term_roots(&term, name)) {
+                        (Some(rs), Some(found)) => rs.extend(found),
+                        _ => roots = None,
+                    }
+                }
+            }
+            let roots = roots.filter(|_| any).map(|mut rs| {
+                rs.sort();
+                rs.dedup();
+                rs
+            });
+            out.insert((on.to_owned(), p.id.clone()), roots);
+        }
+    }
+    out
+});
+
+/// Whether `expr` gives nothing when the elements its paths start from are absent: no
+/// function that answers for an empty collection (`exists()`, `empty()`, `not()`, …) and
+/// nothing outside parentheses but paths, `|`, `as` and `is` (Patient's `deceased` is
+/// `Patient.deceased.exists() and Patient.deceased != false`: `false` for a patient
+/// without the element).
+fn empty_from_absence(expr: &str) -> bool {
+    const ANSWER_EMPTY: [&str; 16] = [
+        "exists(",
+        "empty(",
+        "not(",
+        "count(",
+        "iif(",
+        "all(",
+        "allTrue(",
+        "anyTrue(",
+        "allFalse(",
+        "anyFalse(",
+        "hasValue(",
+        "isDistinct(",
+        "subsetOf(",
+        "supersetOf(",
+        "today(",
+        "now(",
+    ];
+    if ANSWER_EMPTY.iter().any(|f| expr.contains(f)) {
+        return false;
+    }
+    let mut depth = 0i32;
+    let mut outside = String::new();
+    for c in expr.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => outside.push(c),
+            _ => {}
+        }
+    }
+    const OPERATORS: [&str; 8] = [
+        "and", "or", "xor", "implies", "in", "contains", "div", "mod",
+    ];
+    outside
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " ._|[]".contains(c))
+        && !outside.split_whitespace().any(|w| OPERATORS.contains(&w))
+}
+
+/// Every `name` that follows `t.` in `term`; `None` when the term is `t` alone or names
+/// none.
+fn term_roots(term: &str, t: &str) -> Option<Vec<String>> {
+    let lead = format!("{t}.");
+    let mut out = Vec::new();
+    let mut rest = term;
+    while let Some(i) = rest.find(&lead) {
+        // `t.` must start a path (not end another name: `DomainResource.` holds `Resource.`).
+        let starts = rest[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '.');
+        let after = &rest[i + lead.len()..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if starts && !name.is_empty() {
+            out.push(name);
+        }
+        rest = after;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// The top-level `|` terms of `p`'s expression that are about resource type `t`.
 fn terms_about(p: &SearchParameter, t: &str) -> BTreeSet<String> {
     let Some(expr) = &p.expression else {
@@ -199,9 +323,32 @@ fn pair_keys(v: &IndexValue, out: &mut Vec<String>) {
 /// type that have an expression. Parameters whose expression fails on this resource are
 /// left out (the definitions hold a few that only some resources satisfy).
 pub fn rows_of(resource_type: &str, resource: &Value) -> Vec<SearchRow> {
+    rows_skipping(resource_type, resource, true)
+}
+
+/// [`rows_of`], evaluating every parameter's expression when `skip` is false (the test
+/// that skipping by [`roots_of`] changes nothing).
+fn rows_skipping(resource_type: &str, resource: &Value, skip: bool) -> Vec<SearchRow> {
     let mut out = Vec::new();
+    let present = |e: &String| {
+        resource.as_object().is_some_and(|o| {
+            o.keys().any(|k| {
+                k.strip_prefix(e.as_str()).is_some_and(|after| {
+                    after.is_empty() || after.starts_with(|c: char| c.is_ascii_uppercase())
+                })
+            })
+        })
+    };
     for p in search_parameters().of(resource_type) {
         if !is_searchable(p) || union_of(resource_type, &p.code).is_some() {
+            continue;
+        }
+        // Nothing to find when the resource has none of the elements the expression starts
+        // from (most of a type's parameters, for most resources).
+        if skip
+            && let Some(elements) = roots_of(resource_type, p)
+            && !elements.iter().any(present)
+        {
             continue;
         }
         if p.kind == ParamType::Composite {
@@ -1170,6 +1317,58 @@ mod tests {
             parse("Observation", "subject:Patient.name", "x").unwrap(),
             Clause::Chain { ref targets, .. } if targets == &vec!["Patient".to_owned()]
         ));
+    }
+
+    #[test]
+    fn skipping_parameters_whose_elements_are_absent_changes_no_row() {
+        let roots = |t: &str, c: &str| {
+            roots_of(t, search_parameters().get(t, c).unwrap()).map(<[String]>::to_vec)
+        };
+        assert_eq!(
+            roots("Observation", "value-quantity"),
+            Some(vec!["value".to_owned()])
+        );
+        assert_eq!(roots("Observation", "_id"), Some(vec!["id".to_owned()]));
+        assert_eq!(roots("Observation", "code"), Some(vec!["code".to_owned()]));
+        assert_eq!(
+            roots("Observation", "code-value-quantity"),
+            None,
+            "the whole resource"
+        );
+        assert_eq!(
+            roots("Patient", "deceased"),
+            None,
+            "false without the element"
+        );
+        assert!(!empty_from_absence(
+            "Patient.deceased.exists() and Patient.deceased != false"
+        ));
+        assert!(empty_from_absence(
+            "Patient.telecom.where(system='phone') | Person.telecom"
+        ));
+        assert!(empty_from_absence(
+            "(Observation.value as Quantity) | (Observation.value as SampledData)"
+        ));
+        assert!(!empty_from_absence("Observation.a = 'b'"));
+        let mut resources: Vec<Value> = Vec::new();
+        for record in crate::synth::population(&crate::synth::Config::new(3, 12)) {
+            resources.extend(record.bulk_resources().into_iter().map(|(_, r)| r));
+        }
+        resources.push(json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "valueQuantity": {"value": 3, "unit": "g"},
+            "_status": {"extension": [{"url": "u", "valueString": "s"}]},
+            "meta": {"lastUpdated": "2024-01-01T00:00:00Z", "tag": [{"code": "t"}]}}));
+        resources.push(
+            json!({"resourceType": "Patient", "id": "p", "deceasedDateTime": "2020-01-01",
+            "telecom": [{"system": "phone", "value": "1"}], "address": [{"city": "X"}]}),
+        );
+        let mut types = std::collections::BTreeSet::new();
+        for r in &resources {
+            let t = r["resourceType"].as_str().unwrap();
+            types.insert(t.to_owned());
+            assert_eq!(rows_skipping(t, r, true), rows_skipping(t, r, false), "{r}");
+        }
+        assert!(types.len() >= 8, "{types:?}");
     }
 
     /// The rows of `code` computed from its own expression, as they were stored before
