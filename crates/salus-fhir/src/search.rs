@@ -339,14 +339,11 @@ fn rows_skipping(resource_type: &str, resource: &Value, skip: bool) -> Vec<Searc
             })
         })
     };
-    for p in search_parameters().of(resource_type) {
-        if !is_searchable(p) || union_of(resource_type, &p.code).is_some() {
-            continue;
-        }
+    for &(p, roots) in plan(resource_type).iter() {
         // Nothing to find when the resource has none of the elements the expression starts
         // from (most of a type's parameters, for most resources).
         if skip
-            && let Some(elements) = roots_of(resource_type, p)
+            && let Some(elements) = roots
             && !elements.iter().any(present)
         {
             continue;
@@ -365,6 +362,38 @@ fn rows_skipping(resource_type: &str, resource: &Value, skip: bool) -> Vec<Searc
     out.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
     out.dedup();
     out
+}
+
+/// The parameters [`rows_of`] evaluates for a type (searchable, not a union), each with
+/// what [`roots_of`] says of it.
+type Plan = Vec<(&'static SearchParameter, Option<&'static [String]>)>;
+
+/// The [`Plan`] of `resource_type`, worked out once per type.
+fn plan(resource_type: &str) -> std::sync::Arc<Plan> {
+    static PLANS: LazyLock<std::sync::RwLock<HashMap<String, std::sync::Arc<Plan>>>> =
+        LazyLock::new(Default::default);
+    if let Some(found) = PLANS
+        .read()
+        .ok()
+        .and_then(|m| m.get(resource_type).cloned())
+    {
+        return found;
+    }
+    let made: Plan = search_parameters()
+        .of(resource_type)
+        .into_iter()
+        .filter(|p| is_searchable(p) && union_of(resource_type, &p.code).is_none())
+        .map(|p| (p, roots_of(resource_type, p)))
+        .collect();
+    let made = std::sync::Arc::new(made);
+    // Only the definitions' types are kept (a name from a request is not a cache key).
+    if crate::definitions::structures().is_resource(resource_type)
+        && let Ok(mut m) = PLANS.write()
+    {
+        m.entry(resource_type.to_owned())
+            .or_insert_with(|| made.clone());
+    }
+    made
 }
 
 /// A composite parameter's rows: for each pair, each key of its first component (see

@@ -186,12 +186,26 @@ fn upper_first(s: &str) -> String {
 }
 
 fn type_of_code(code: &str) -> String {
-    code.strip_prefix("System.")
-        .map(|s| match s {
-            "String" => "string".to_owned(),
-            other => other.to_owned(),
-        })
-        .unwrap_or_else(|| code.to_owned())
+    type_name_of_code(code).to_owned()
+}
+
+/// [`type_of_code`] without a copy.
+fn type_name_of_code(code: &str) -> &str {
+    match code.strip_prefix("System.") {
+        Some("String") => "string",
+        Some(other) => other,
+        None => code,
+    }
+}
+
+/// Whether `t` is `ty` with its first letter in lower case (`dateTime` for `DateTime`).
+fn is_lower_first_of(t: &str, ty: &str) -> bool {
+    let (mut a, mut b) = (t.chars(), ty.chars());
+    match (a.next(), b.next()) {
+        (Some(x), Some(y)) => y.to_lowercase().eq(std::iter::once(x)) && a.eq(b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 impl<'a, 'r> Cx<'a, 'r> {
@@ -330,10 +344,10 @@ impl<'a, 'r> Cx<'a, 'r> {
         match &n.ty {
             NodeType::Named(t) => {
                 self.st.derives(t, ty)
-                    || self.st.derives(t, &type_of_code(ty))
+                    || self.st.derives(t, type_name_of_code(ty))
                     // A FHIR primitive named by its System type (`value.as(DateTime)`, as
                     // R4's composite components write it).
-                    || (t.starts_with(char::is_lowercase) && *t == lower_first(ty))
+                    || (t.starts_with(char::is_lowercase) && is_lower_first_of(t, ty))
             }
             NodeType::Resolved(target) => target.as_deref().is_some_and(|t| self.st.derives(t, ty)),
             NodeType::Backbone { .. } => ty == "BackboneElement" || ty == "Element",
@@ -351,7 +365,12 @@ impl<'a, 'r> Cx<'a, 'r> {
     fn members(&self, nodes: &[Node<'r>], name: &str) -> Vec<Node<'r>> {
         let mut out = Vec::new();
         for n in nodes {
-            if !n.value.is_object() {
+            // Every member value below is under a key that starts with `name` (`name`, or
+            // `nameType` of a choice): without one there is nothing to type.
+            let Some(o) = n.value.as_object() else {
+                continue;
+            };
+            if !o.keys().any(|k| k.starts_with(name)) {
                 continue;
             }
             match child(self.st, &n.ty, name) {
@@ -821,13 +840,6 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
 }
 
 /// `DateTime` → `dateTime`.
-fn lower_first(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -841,6 +853,17 @@ mod tests {
             .into_iter()
             .map(|n| n.value.into_owned())
             .collect()
+    }
+
+    #[test]
+    fn a_primitive_is_named_by_its_system_type() {
+        assert!(is_lower_first_of("dateTime", "DateTime"));
+        assert!(is_lower_first_of("string", "String"));
+        assert!(!is_lower_first_of("date", "DateTime"));
+        assert!(!is_lower_first_of("dateTime", "Date"));
+        assert_eq!(type_name_of_code("System.String"), "string");
+        assert_eq!(type_name_of_code("System.Integer"), "Integer");
+        assert_eq!(type_name_of_code("Quantity"), "Quantity");
     }
 
     #[test]
