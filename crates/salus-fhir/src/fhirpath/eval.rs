@@ -839,8 +839,6 @@ fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
-/// `DateTime` → `dateTime`.
-
 #[cfg(test)]
 mod tests {
     use super::super::parse::parse;
