@@ -181,10 +181,11 @@ impl Drop for SqliteStore {
 }
 
 /// WAL frames after which the writer itself finishes a checkpoint (between batches, after
-/// answering), so that the next transaction starts the WAL file over (~16 MiB).
-const WAL_RESTART_FRAMES: i32 = 4096;
+/// answering), so that the next transaction starts the WAL file over (~64 MiB; at 16 MiB a
+/// FHIR Bundle's commit, thousands of frames, had the writer checkpoint every other commit).
+const WAL_RESTART_FRAMES: i32 = 16384;
 /// A WAL file left larger than this by a burst is cut back to it when the log restarts.
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+const WAL_SIZE_LIMIT: i64 = 96 * 1024 * 1024;
 
 /// WAL frames the writer lets accumulate before it asks the checkpointer for a pass (~4 MiB).
 const CHECKPOINT_STEP_FRAMES: i32 = 1024;
