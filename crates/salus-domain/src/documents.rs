@@ -36,6 +36,14 @@ pub fn row_param(resource_type: &str, code: &str) -> String {
     format!("{resource_type}.{code}")
 }
 
+/// `f` on the search rows of `resource_type` (see [`row_param`]): its parameter and the
+/// ones whose rows also count.
+pub fn row_filter(resource_type: &str, mut f: salus_store::Filter) -> salus_store::Filter {
+    f.param = row_param(resource_type, &f.param);
+    f.also = f.also.iter().map(|a| row_param(resource_type, a)).collect();
+    f
+}
+
 /// The stream id of the document `resource_type/id` when the id was chosen by a client
 /// (an update that creates): a name-based UUID (version 8, from SHA-256 of the name), so
 /// that every type has its own ids.

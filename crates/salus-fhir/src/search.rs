@@ -108,54 +108,26 @@ static UNIONS: LazyLock<HashMap<(String, String), Vec<String>>> = LazyLock::new(
 /// `(Observation.value as Quantity)`), when they can be told from its text: every
 /// `T.name` in its terms about `t` (`Resource.name` for a parameter of every type). `None`
 /// (evaluate it always) when a term is about the whole resource or starts elsewhere.
-fn roots_of(t: &str, p: &SearchParameter) -> Option<&'static [String]> {
-    let on = if p.base.iter().any(|b| b == t) {
-        t
+fn roots_of(t: &str, p: &SearchParameter) -> Option<Vec<String>> {
+    // A parameter of every type is written about `Resource` or `DomainResource`.
+    let names: &[&str] = if p.base.iter().any(|b| b == t) {
+        &[t]
     } else {
-        "Resource"
+        &["Resource", "DomainResource"]
     };
-    ROOTS
-        .get(&(on.to_owned(), p.id.clone()))
-        .and_then(|r| r.as_deref())
-}
-
-/// (resource type or `Resource`, parameter id) → what [`roots_of`] answers.
-type Roots = HashMap<(String, String), Option<Vec<String>>>;
-
-static ROOTS: LazyLock<Roots> = LazyLock::new(|| {
-    let mut out = HashMap::new();
-    for p in &search_parameters().all {
-        for b in &p.base {
-            let (on, names): (&str, Vec<&str>) = if b.ends_with("Resource") {
-                ("Resource", vec!["Resource", "DomainResource"])
-            } else {
-                (b.as_str(), vec![b.as_str()])
-            };
-            let mut roots = p
-                .expression
-                .as_deref()
-                .is_some_and(empty_from_absence)
-                .then(Vec::new);
-            let mut any = false;
-            for name in names {
-                for term in terms_about(p, name) {
-                    any = true;
-                    match (&mut roots, term_roots(&term, name)) {
-                        (Some(rs), Some(found)) => rs.extend(found),
-                        _ => roots = None,
-                    }
-                }
-            }
-            let roots = roots.filter(|_| any).map(|mut rs| {
-                rs.sort();
-                rs.dedup();
-                rs
-            });
-            out.insert((on.to_owned(), p.id.clone()), roots);
+    if !p.expression.as_deref().is_some_and(empty_from_absence) {
+        return None;
+    }
+    let mut roots = Vec::new();
+    for name in names {
+        for term in terms_about(p, name) {
+            roots.extend(term_roots(&term, name)?);
         }
     }
-    out
-});
+    roots.sort();
+    roots.dedup();
+    (!roots.is_empty()).then_some(roots)
+}
 
 /// Whether `expr` gives nothing when the elements its paths start from are absent: no
 /// function that answers for an empty collection (`exists()`, `empty()`, `not()`, …) and
@@ -331,15 +303,11 @@ pub fn rows_of(resource_type: &str, resource: &Value) -> Vec<SearchRow> {
 fn rows_skipping(resource_type: &str, resource: &Value, skip: bool) -> Vec<SearchRow> {
     let mut out = Vec::new();
     let present = |e: &String| {
-        resource.as_object().is_some_and(|o| {
-            o.keys().any(|k| {
-                k.strip_prefix(e.as_str()).is_some_and(|after| {
-                    after.is_empty() || after.starts_with(|c: char| c.is_ascii_uppercase())
-                })
-            })
-        })
+        resource
+            .as_object()
+            .is_some_and(|o| crate::fhirpath::has_member(o, e))
     };
-    for &(p, roots) in plan(resource_type).iter() {
+    for (p, roots) in plan(resource_type).iter() {
         // Nothing to find when the resource has none of the elements the expression starts
         // from (most of a type's parameters, for most resources).
         if skip
@@ -348,25 +316,33 @@ fn rows_skipping(resource_type: &str, resource: &Value, skip: bool) -> Vec<Searc
         {
             continue;
         }
-        if p.kind == ParamType::Composite {
-            push_pair_rows(p, resource, &mut out);
-            continue;
-        }
-        let Ok(values) = index::extract(p, resource) else {
-            continue;
-        };
+        push_param_rows(p, resource, &mut out);
+    }
+    sorted(out)
+}
+
+/// The rows of `resource` under the one parameter `p` (none when its expression fails on
+/// this resource).
+fn push_param_rows(p: &SearchParameter, resource: &Value, out: &mut Vec<SearchRow>) {
+    if p.kind == ParamType::Composite {
+        push_pair_rows(p, resource, out);
+    } else if let Ok(values) = index::extract(p, resource) {
         for v in values {
-            push_rows(&p.code, v, &mut out);
+            push_rows(&p.code, v, out);
         }
     }
-    out.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
-    out.dedup();
-    out
+}
+
+/// Rows in (param, value, system) order, each once.
+fn sorted(mut rows: Vec<SearchRow>) -> Vec<SearchRow> {
+    rows.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
+    rows.dedup();
+    rows
 }
 
 /// The parameters [`rows_of`] evaluates for a type (searchable, not a union), each with
 /// what [`roots_of`] says of it.
-type Plan = Vec<(&'static SearchParameter, Option<&'static [String]>)>;
+type Plan = Vec<(&'static SearchParameter, Option<Vec<String>>)>;
 
 /// The [`Plan`] of `resource_type`, worked out once per type.
 fn plan(resource_type: &str) -> std::sync::Arc<Plan> {
@@ -1350,9 +1326,7 @@ mod tests {
 
     #[test]
     fn skipping_parameters_whose_elements_are_absent_changes_no_row() {
-        let roots = |t: &str, c: &str| {
-            roots_of(t, search_parameters().get(t, c).unwrap()).map(<[String]>::to_vec)
-        };
+        let roots = |t: &str, c: &str| roots_of(t, search_parameters().get(t, c).unwrap());
         assert_eq!(
             roots("Observation", "value-quantity"),
             Some(vec!["value".to_owned()])
@@ -1403,18 +1377,9 @@ mod tests {
     /// The rows of `code` computed from its own expression, as they were stored before
     /// unions were read from their members.
     fn own_rows(t: &str, code: &str, r: &Value) -> Vec<SearchRow> {
-        let p = search_parameters().get(t, code).unwrap();
         let mut out = Vec::new();
-        if p.kind == ParamType::Composite {
-            push_pair_rows(p, r, &mut out);
-        } else {
-            for v in index::extract(p, r).unwrap() {
-                push_rows(&p.code, v, &mut out);
-            }
-        }
-        out.sort_by(|a, b| (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system)));
-        out.dedup();
-        out
+        push_param_rows(search_parameters().get(t, code).unwrap(), r, &mut out);
+        sorted(out)
     }
 
     #[test]
@@ -1482,20 +1447,17 @@ mod tests {
                     .find(|m| r.param == **m || r.param.starts_with(&format!("{m}:")))
                     .cloned()
             };
-            let mut via: Vec<SearchRow> = rows
-                .iter()
-                .filter_map(|r| {
-                    let m = member(r)?;
-                    Some(SearchRow {
-                        param: r.param.replacen(&m, c, 1),
-                        ..r.clone()
+            let via = sorted(
+                rows.iter()
+                    .filter_map(|r| {
+                        let m = member(r)?;
+                        Some(SearchRow {
+                            param: r.param.replacen(&m, c, 1),
+                            ..r.clone()
+                        })
                     })
-                })
-                .collect();
-            via.sort_by(|a, b| {
-                (&a.param, &a.value, &a.system).cmp(&(&b.param, &b.value, &b.system))
-            });
-            via.dedup();
+                    .collect(),
+            );
             let own = own_rows(t, c, &bp);
             assert!(!own.is_empty(), "{c}");
             assert_eq!(via, own, "{c}");

@@ -862,10 +862,8 @@ impl RowSearch {
             s.applied.push((key.clone(), value.to_owned()));
             match clause {
                 Clause::Filters(fs) => {
-                    for mut f in fs {
-                        f.param = row_param(t, &f.param);
-                        f.also = f.also.iter().map(|a| row_param(t, a)).collect();
-                        s.filters.push(f);
+                    for f in fs {
+                        s.filters.push(salus_domain::documents::row_filter(t, f));
                     }
                 }
                 Clause::Chain {

@@ -557,14 +557,9 @@ impl PatientSearch {
         match clause {
             Clause::Filters(fs) => {
                 self.applied.push((key.to_owned(), value.to_owned()));
-                for mut f in fs {
-                    f.param = salus_domain::documents::row_param("Patient", &f.param);
-                    f.also = f
-                        .also
-                        .iter()
-                        .map(|a| salus_domain::documents::row_param("Patient", a))
-                        .collect();
-                    self.filters.push(f);
+                for f in fs {
+                    self.filters
+                        .push(salus_domain::documents::row_filter("Patient", f));
                 }
                 Ok(())
             }

@@ -189,6 +189,16 @@ fn type_of_code(code: &str) -> String {
     type_name_of_code(code).to_owned()
 }
 
+/// Whether the JSON object `o` holds element `name`: under `name` itself or, for a choice
+/// element, under `name` and a type (`valueQuantity` for `value`).
+pub fn has_member(o: &serde_json::Map<String, Value>, name: &str) -> bool {
+    o.keys().any(|k| {
+        k.strip_prefix(name).is_some_and(|after| {
+            after.is_empty() || after.starts_with(|c: char| c.is_ascii_uppercase())
+        })
+    })
+}
+
 /// [`type_of_code`] without a copy.
 fn type_name_of_code(code: &str) -> &str {
     match code.strip_prefix("System.") {
@@ -365,12 +375,12 @@ impl<'a, 'r> Cx<'a, 'r> {
     fn members(&self, nodes: &[Node<'r>], name: &str) -> Vec<Node<'r>> {
         let mut out = Vec::new();
         for n in nodes {
-            // Every member value below is under a key that starts with `name` (`name`, or
-            // `nameType` of a choice): without one there is nothing to type.
+            // Every member value below is under `name` or a choice's `nameType`: without
+            // one there is nothing to type.
             let Some(o) = n.value.as_object() else {
                 continue;
             };
-            if !o.keys().any(|k| k.starts_with(name)) {
+            if !has_member(o, name) {
                 continue;
             }
             match child(self.st, &n.ty, name) {

@@ -7,5 +7,7 @@
 mod eval;
 mod parse;
 
-pub use eval::{Child, EvalError, Node, NodeType, child, evaluate, evaluate_at, reference_type};
+pub use eval::{
+    Child, EvalError, Node, NodeType, child, evaluate, evaluate_at, has_member, reference_type,
+};
 pub use parse::{BinOp, Expr, ParseError, parse};
