@@ -88,7 +88,7 @@ const PATIENT_DOMAINS: &[&str] = &[
 impl RouteTable {
     /// The declarations of every operation of `doc` (the router's own document), plus the
     /// public routes.
-    pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> Self {
+    pub fn from_openapi(doc: &serde_json::Value) -> Self {
         let mut routes: HashMap<String, Vec<(Method, RouteRule)>> = HashMap::new();
         for (method, path, access, takes_patient) in declarations(doc) {
             let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
@@ -163,12 +163,9 @@ impl RouteTable {
 /// Every operation of `doc`: (method, path, what it declares, whether it takes a
 /// `patient_id` query parameter). An operation declares a permission by naming exactly one
 /// as its `bearer` scope; one without security is public only if [`PUBLIC`] lists it.
-pub fn declarations(doc: &utoipa::openapi::OpenApi) -> Vec<(String, String, Access, bool)> {
-    let Ok(json) = serde_json::to_value(doc) else {
-        return Vec::new();
-    };
+pub fn declarations(doc: &serde_json::Value) -> Vec<(String, String, Access, bool)> {
     let mut out = Vec::new();
-    let Some(paths) = json.get("paths").and_then(|p| p.as_object()) else {
+    let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) else {
         return out;
     };
     for (path, item) in paths {

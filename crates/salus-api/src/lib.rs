@@ -108,7 +108,8 @@ pub struct AppStateInner {
     /// The FHIR `$export` tasks running here.
     pub exports: Arc<fhir::export::Running>,
     /// The OpenAPI document, served at `/api/v1/openapi.json` (set by [`app`]).
-    pub openapi: Arc<std::sync::OnceLock<serde_json::Value>>,
+    /// Kept serialized: the parsed document would hold several MiB for the server's life.
+    pub openapi: Arc<std::sync::OnceLock<bytes::Bytes>>,
     /// The tenants' care-relationship policies, held briefly.
     pub care: Arc<care::PolicyCache>,
 }
@@ -198,7 +199,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", responses((status = 200, description = "The OpenAPI document")))]
 async fn openapi_json(State(state): State<AppState>) -> Response {
     match state.openapi.get() {
-        Some(doc) => axum::Json(doc.clone()).into_response(),
+        Some(doc) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            doc.clone(),
+        )
+            .into_response(),
         None => ApiError::internal("the OpenAPI document was not set").into_response(),
     }
 }
@@ -364,9 +369,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fhir::documents::vread))
 }
 
-/// The OpenAPI document.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+/// The OpenAPI document, as JSON.
+pub fn openapi() -> serde_json::Value {
+    serde_json::to_value(routes().into_openapi()).unwrap_or_default()
 }
 
 async fn not_found() -> ApiError {
@@ -416,10 +421,15 @@ async fn problem_for_timeout(req: Request, next: Next) -> Response {
 pub fn app(state: AppState) -> Router {
     fhir::documents::register_indexer();
     let (router, doc) = routes().split_for_parts();
-    let table = Arc::new(guard::RouteTable::from_openapi(&doc));
-    if let Ok(json) = serde_json::to_value(&doc) {
-        let _ = state.openapi.set(json);
+    // The typed document is large; it is turned into JSON once, read for the route table,
+    // and kept only as bytes.
+    let json = serde_json::to_value(&doc).unwrap_or_default();
+    drop(doc);
+    let table = Arc::new(guard::RouteTable::from_openapi(&json));
+    if let Ok(bytes) = serde_json::to_vec(&json) {
+        let _ = state.openapi.set(bytes::Bytes::from(bytes));
     }
+    drop(json);
     let metrics = state.metrics.clone();
     let config = state.config.clone();
     let guarded = guard::Guarded {

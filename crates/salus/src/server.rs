@@ -367,6 +367,16 @@ pub fn api_config(settings: &Settings) -> ApiConfig {
 }
 
 /// Start the server in the background on `settings.listen` (port 0 picks a free one).
+/// Give the pages freed since the last call back to the system. mimalloc otherwise purges
+/// freed pages only from within later allocations on the same thread, so a server gone
+/// idle kept what start-up or its last burst of requests had freed. `force` also returns
+/// what is not yet due (start-up: nothing of it will be needed again soon).
+fn release_freed_memory(force: bool) {
+    // SAFETY: mi_collect takes no arguments that point anywhere; it walks the allocator's
+    // own state under its own locks.
+    unsafe { libmimalloc_sys::mi_collect(force) }
+}
+
 pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Bootstrap>)> {
     salus_api::jwks::install_crypto_provider();
     let metrics = Metrics::new();
@@ -399,6 +409,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
         })
     };
     let store_bg = store.clone();
+    // The routes and their OpenAPI document are built here, so what building them freed
+    // goes back to the system before the server waits for its first request.
+    let service = salus_api::service(state);
+    release_freed_memory(true);
     let task = tokio::spawn(async move {
         let (stop_bg, mut stopped) = tokio::sync::watch::channel(false);
         let bg_store = store_bg.clone();
@@ -413,6 +427,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
                             Ok(heads) => { bg_metrics.tree_heads_signed.inc_by(heads.len() as u64); }
                             Err(e) => tracing::error!(error = %e, "ledger seal failed"),
                         }
+                        release_freed_memory(false);
                     }
                     _ = purge.tick() => {
                         if let Err(e) = bg_store.purge_idempotency(chrono::Utc::now()).await {
@@ -424,7 +439,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Boots
             }
             sealer
         });
-        let served = axum::serve(listener, salus_api::service(state))
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
             })

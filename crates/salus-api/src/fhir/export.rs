@@ -831,19 +831,21 @@ pub async fn status(
                 return Ok(resp);
             }
             None => {
-                // No task of this server runs it: its server stopped while it ran.
-                job = export_job::finish(
-                    &state.services,
-                    &actor.ctx,
-                    job.row.id,
-                    Err(
-                        "interrupted: the server stopped while the export ran; start it again"
-                            .into(),
-                    ),
-                )
-                .await?;
+                // The task records the end before it leaves the table, so it may have
+                // finished since the job was read: read it again.
+                job = own_job(&state, &actor, &id).await?;
             }
         }
+    }
+    if job.state.status == ExportStatus::Running && state.exports.get(job.row.id).is_none() {
+        // No task of this server runs it: its server stopped while it ran.
+        job = export_job::finish(
+            &state.services,
+            &actor.ctx,
+            job.row.id,
+            Err("interrupted: the server stopped while the export ran; start it again".into()),
+        )
+        .await?;
     }
     match job.state.status {
         ExportStatus::Completed => {
