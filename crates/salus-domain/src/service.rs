@@ -127,6 +127,11 @@ impl Prepared {
     pub fn row(&self) -> &ResourceRow {
         &self.result.row
     }
+
+    /// The state it leaves, when the command was on an `A`.
+    pub fn state<A: 'static>(&self) -> Option<&A> {
+        self.result.state.downcast_ref::<A>()
+    }
 }
 
 /// The result of one command of a committed group: the stored resource, and its state

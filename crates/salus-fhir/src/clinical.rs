@@ -64,10 +64,15 @@ pub fn render(stream_type: &str, doc: &Value) -> Option<Value> {
             .ok()
             .map(|l| crate::staff::location(&l, None)),
         "patient" => serde_json::from_value(doc.clone()).ok().map(|p| {
-            // Indexed without its meta (a version the index does not have).
+            // Indexed without the version and time the index does not have (the kept
+            // profile, tags and security labels stay).
             let mut r = crate::patient::to_fhir(&p, 1, chrono::DateTime::UNIX_EPOCH);
-            if let Some(o) = r.as_object_mut() {
-                o.remove("meta");
+            if let Some(Value::Object(m)) = r.get_mut("meta") {
+                m.remove("versionId");
+                m.remove("lastUpdated");
+                if m.is_empty() {
+                    r.as_object_mut().map(|o| o.remove("meta"));
+                }
             }
             r
         }),

@@ -9,7 +9,7 @@
 //! `relatesTo` of code `appends` or `replaces` (the note it amends:
 //! `DocumentReference/<id>`), the author (the user who wrote it, `author` by identifier
 //! of system [`USER_SYSTEM`] when the resource names none) and the signer
-//! (`authenticator`, the same user once signed). `status` is `current`. Every other
+//! (`authenticator`, the same user once signed). `status` is `current` (a note sent `superseded`, as Synthea writes them, keeps that). Every other
 //! element (identifier, category, date, description, context, securityLabel, the
 //! attachment's title, language and creation, the sent `author` and `authenticator`, …)
 //! is kept as sent and merged back on read, so a note reads back as sent apart from `id`
@@ -33,6 +33,10 @@ pub const LOINC: &str = "http://loinc.org";
 
 /// The identifier system of a Salus user (the author and signer of a note).
 pub const USER_SYSTEM: &str = "urn:salus:user";
+
+/// The kept element holding the status a note was sent with when it was not `current`
+/// (`superseded`: another system's older version of the document).
+const SENT_STATUS: &str = "salus:status";
 
 /// The kept element holding what the content's attachment has beyond its data, size and
 /// hash (`contentType` as sent, `title`, `language`, `creation`, …), and the content's
@@ -123,6 +127,9 @@ pub fn to_fhir(n: &ClinicalNote, version: Option<(i64, chrono::DateTime<chrono::
     }
     let kept = n.fhir_elements.as_ref().and_then(Value::as_object);
     let part = |k: &str| kept.and_then(|m| m.get(k));
+    if let Some(s) = part(SENT_STATUS) {
+        r["status"] = s.clone();
+    }
     r["docStatus"] = json!(if n.signed_at.is_some() {
         "final"
     } else {
@@ -161,6 +168,7 @@ pub fn to_fhir(n: &ClinicalNote, version: Option<(i64, chrono::DateTime<chrono::
         let mut rest = m.clone();
         for k in [
             CONTENT,
+            SENT_STATUS,
             "type",
             "subject",
             "author",
@@ -338,6 +346,11 @@ pub fn from_fhir(r: &Value) -> Result<NoteWrite, Vec<Issue>> {
     let mut issues = Vec::new();
     match o.remove("status").as_ref().and_then(Value::as_str) {
         Some("current") => {}
+        // Another system's older version of a document (Synthea writes its notes so):
+        // Salus holds its text as a note, and keeps the status it was sent with.
+        Some("superseded") => {
+            o.insert(SENT_STATUS.into(), json!("superseded"));
+        }
         other => issues.push(refused(
             format!("{T}.status"),
             format!(

@@ -5,9 +5,13 @@
 //! - **Practitioner**: the identifier of system [`CREDENTIAL`] (the registration, unique
 //!   in the tenant), the first `name` (its `family` and `given`), `active` (⇄ active |
 //!   inactive), and the specialty and org unit as the `valueString` of the extensions
-//!   [`SPECIALTY`] and [`ORG_UNIT`]; all five are required.
+//!   [`SPECIALTY`] and [`ORG_UNIT`]. Only the family name is required: a resource from
+//!   another system (an NPI, no Salus extensions) gets the credential `system|value` of its
+//!   first identifier and the specialty and org unit [`UNSPECIFIED`], and reads back
+//!   without them while they stay that.
 //! - **Organization**: the identifier of system [`DEPARTMENT_CODE`] (the department's
-//!   unique code, upper case), `name`, `active`.
+//!   unique code, upper case; without one Salus makes `ORG-` and twelve hex digits, which
+//!   read back left out), `name`, `active`.
 //! - **Location**: `name`, `status` (active | inactive; `suspended` is refused),
 //!   `managingOrganization` (`Organization/<id>` of the location's department, required,
 //!   never changed), `physicalType` (the location's kind: a coding of [`LOCATION_KIND`],
@@ -106,13 +110,18 @@ fn merge_rest(r: &mut Value, mut kept: Map<String, Value>, placed: &[&str]) {
     merge(r, &Value::Object(kept));
 }
 
-/// The identifier of `system`, with what else it held, then the kept identifiers.
-fn identifiers(system: &str, value: &str, kept: &Map<String, Value>) -> Value {
-    let mut first = json!({ "system": system, "value": value });
-    if let Some(rest) = kept.get(IDENTIFIER_REST) {
-        merge(&mut first, rest);
+/// The identifier of `system`, with what else it held, then the kept identifiers. A value
+/// Salus chose because the resource had none (marked [`ABSENT`] as `mark`) is left out
+/// while it stays that.
+fn identifiers(system: &str, value: &str, kept: &Map<String, Value>, mark: &str) -> Value {
+    let mut all = Vec::new();
+    if !absent(kept, mark, &json!(value)) {
+        let mut first = json!({ "system": system, "value": value });
+        if let Some(rest) = kept.get(IDENTIFIER_REST) {
+            merge(&mut first, rest);
+        }
+        all.push(first);
     }
-    let mut all = vec![first];
     all.extend(
         kept.get("identifier")
             .and_then(Value::as_array)
@@ -217,7 +226,7 @@ fn object_of(r: &Value, t: &str) -> Result<Map<String, Value>, Vec<Issue>> {
 pub fn practitioner(c: &Clinician, version: Option<(i64, DateTime<Utc>)>) -> Value {
     let mut r = resource("Practitioner", c.id, version);
     let kept = kept_of(&c.fhir_elements);
-    r["identifier"] = identifiers(CREDENTIAL, &c.credential, &kept);
+    r["identifier"] = identifiers(CREDENTIAL, &c.credential, &kept, "credential");
     let active = json!(c.status == ClinicianStatus::Active);
     if !absent(&kept, "active", &active) {
         r["active"] = active;
@@ -238,10 +247,15 @@ pub fn practitioner(c: &Clinician, version: Option<(i64, DateTime<Utc>)>) -> Val
             .cloned(),
     );
     r["name"] = Value::Array(names);
-    let mut exts = vec![
-        json!({ "url": SPECIALTY, "valueString": c.specialty }),
-        json!({ "url": ORG_UNIT, "valueString": c.org_unit }),
-    ];
+    let mut exts = Vec::new();
+    for (mark, url, v) in [
+        ("specialty", SPECIALTY, &c.specialty),
+        ("org_unit", ORG_UNIT, &c.org_unit),
+    ] {
+        if !absent(&kept, mark, &json!(v)) {
+            exts.push(json!({ "url": url, "valueString": v }));
+        }
+    }
     exts.extend(
         kept.get("extension")
             .and_then(Value::as_array)
@@ -249,7 +263,12 @@ pub fn practitioner(c: &Clinician, version: Option<(i64, DateTime<Utc>)>) -> Val
             .flatten()
             .cloned(),
     );
-    r["extension"] = Value::Array(exts);
+    if !exts.is_empty() {
+        r["extension"] = Value::Array(exts);
+    }
+    if r["identifier"].as_array().is_some_and(Vec::is_empty) {
+        r.as_object_mut().map(|o| o.remove("identifier"));
+    }
     merge_rest(&mut r, kept, &["identifier", "name", "extension", "active"]);
     r
 }
@@ -266,19 +285,40 @@ pub struct PractitionerWrite {
     pub active: Option<bool>,
     /// Every element not modelled, without [`ABSENT`].
     pub kept: Map<String, Value>,
+    /// The fields the resource did not give (`credential`, `specialty`, `org_unit`):
+    /// a new clinician gets Salus's choice ([`UNSPECIFIED`], a credential from the first
+    /// identifier), an update keeps the current value, and either reads back left out.
+    pub left_out: Vec<&'static str>,
 }
 
+/// The specialty and org unit of a clinician whose Practitioner did not give them.
+pub const UNSPECIFIED: &str = "unspecified";
+
 impl PractitionerWrite {
-    fn kept_at(&self, active: bool) -> Map<String, Value> {
-        let marks: Vec<(&str, Value)> = match self.active {
+    /// The kept elements with the marks of what was left out, at the values written.
+    fn kept_at(&self, active: bool, values: [&str; 3]) -> Map<String, Value> {
+        let mut marks: Vec<(&str, Value)> = match self.active {
             None => vec![("active", json!(active))],
             Some(_) => Vec::new(),
         };
+        for (field, v) in ["credential", "specialty", "org_unit"]
+            .into_iter()
+            .zip(values)
+        {
+            if self.left_out.contains(&field) {
+                marks.push((field, json!(v)));
+            }
+        }
         with_absent(self.kept.clone(), &marks)
     }
 
     /// The input of a new clinician (no Salus user: that link is the JSON API's).
     pub fn input(&self) -> ClinicianInput {
+        let values = [
+            self.credential.as_str(),
+            self.specialty.as_str(),
+            self.org_unit.as_str(),
+        ];
         ClinicianInput {
             family: self.family.clone(),
             given: self.given.clone(),
@@ -286,7 +326,9 @@ impl PractitionerWrite {
             specialty: self.specialty.clone(),
             org_unit: self.org_unit.clone(),
             user_id: None,
-            fhir_elements: Some(Value::Object(self.kept_at(self.active.unwrap_or(true)))),
+            fhir_elements: Some(Value::Object(
+                self.kept_at(self.active.unwrap_or(true), values),
+            )),
             active: self.active,
         }
     }
@@ -306,39 +348,38 @@ pub fn practitioner_from_fhir(r: &Value) -> Result<PractitionerWrite, Vec<Issue>
     let t = "Practitioner";
     let mut o = object_of(r, t)?;
     let mut issues = Vec::new();
+    let mut left_out = Vec::new();
     let credential = take_identifier(&mut o, CREDENTIAL, t).unwrap_or_else(|e| {
         issues.push(e);
         Some(String::new())
     });
-    let credential = needed(
-        credential,
-        format!("{t}.identifier"),
-        "Salus keeps a practitioner's registration as the identifier of system urn:salus:credential",
-        &mut issues,
-    );
-    let mut ext = |o: &mut Map<String, Value>, url: &str| {
+    let credential = credential.unwrap_or_else(|| {
+        left_out.push("credential");
+        // The registration another system gave (an NPI, a GMC number), else a new one.
+        o.get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find_map(|i| {
+                let system = i.get("system").and_then(Value::as_str)?;
+                let value = i.get("value").and_then(Value::as_str)?;
+                Some(format!("{system}|{value}"))
+            })
+            .filter(|c| c.chars().count() <= 200)
+            .unwrap_or_else(|| format!("urn:uuid:{}", Uuid::now_v7()))
+    });
+    let mut ext = |o: &mut Map<String, Value>, url: &str, field: &'static str| {
         let v = take_extension(o, url, t).unwrap_or_else(|e| {
             issues.push(e);
             Some(String::new())
         });
-        v.ok_or_else(|| format!("{t}.extension('{url}')"))
+        v.unwrap_or_else(|| {
+            left_out.push(field);
+            UNSPECIFIED.to_owned()
+        })
     };
-    let specialty = ext(&mut o, SPECIALTY);
-    let org_unit = ext(&mut o, ORG_UNIT);
-    let specialty = specialty.unwrap_or_else(|path| {
-        issues.push(required(
-            path,
-            "Salus keeps a practitioner's specialty (a valueString)",
-        ));
-        String::new()
-    });
-    let org_unit = org_unit.unwrap_or_else(|path| {
-        issues.push(required(
-            path,
-            "Salus keeps a practitioner's org unit (a valueString)",
-        ));
-        String::new()
-    });
+    let specialty = ext(&mut o, SPECIALTY, "specialty");
+    let org_unit = ext(&mut o, ORG_UNIT, "org_unit");
     let active = take_bool(&mut o, "active");
     let (mut family, mut given) = (String::new(), Vec::new());
     let first = match o.get_mut("name") {
@@ -387,6 +428,7 @@ pub fn practitioner_from_fhir(r: &Value) -> Result<PractitionerWrite, Vec<Issue>
         org_unit,
         active,
         kept: o,
+        left_out,
     })
 }
 
@@ -400,21 +442,32 @@ pub fn practitioner_update(current: &Clinician, w: &PractitionerWrite) -> Option
     } else {
         ClinicianStatus::Inactive
     };
-    let kept = w.kept_at(active);
+    // What the resource left out stays as it is.
+    let pick = |field: &str, sent: &str, now: &str| {
+        if w.left_out.contains(&field) {
+            now.to_owned()
+        } else {
+            sent.trim().to_owned()
+        }
+    };
+    let credential = pick("credential", &w.credential, &current.credential);
+    let specialty = pick("specialty", &w.specialty, &current.specialty);
+    let org_unit = pick("org_unit", &w.org_unit, &current.org_unit);
+    let kept = w.kept_at(active, [&credential, &specialty, &org_unit]);
     let unchanged = current.name.family == w.family.trim()
         && current.name.given == w.given.iter().map(|g| g.trim()).collect::<Vec<_>>()
-        && current.credential == w.credential.trim()
-        && current.specialty == w.specialty.trim()
-        && current.org_unit == w.org_unit.trim()
+        && current.credential == credential
+        && current.specialty == specialty
+        && current.org_unit == org_unit
         && current.status == status
         && kept_of(&current.fhir_elements) == kept;
     (!unchanged).then(|| {
         ClinicianCommand::Revise(ClinicianRevision {
             family: Some(w.family.clone()),
             given: Some(w.given.clone()),
-            credential: Some(w.credential.clone()),
-            specialty: Some(w.specialty.clone()),
-            org_unit: Some(w.org_unit.clone()),
+            credential: Some(credential),
+            specialty: Some(specialty),
+            org_unit: Some(org_unit),
             status: Some(status),
             fhir_elements: Some(Value::Object(kept)),
         })
@@ -449,7 +502,10 @@ pub fn practitioner_path(field: &str) -> String {
 pub fn organization(d: &Department, version: Option<(i64, DateTime<Utc>)>) -> Value {
     let mut r = resource("Organization", d.id, version);
     let kept = kept_of(&d.fhir_elements);
-    r["identifier"] = identifiers(DEPARTMENT_CODE, &d.code, &kept);
+    r["identifier"] = identifiers(DEPARTMENT_CODE, &d.code, &kept, "code");
+    if r["identifier"].as_array().is_some_and(Vec::is_empty) {
+        r.as_object_mut().map(|o| o.remove("identifier"));
+    }
     if !absent(&kept, "active", &json!(d.active)) {
         r["active"] = json!(d.active);
     }
@@ -465,14 +521,21 @@ pub struct OrganizationWrite {
     pub name: String,
     pub active: Option<bool>,
     pub kept: Map<String, Value>,
+    /// The resource had no identifier of [`DEPARTMENT_CODE`]: a new department gets a
+    /// code Salus makes (`ORG-` and twelve hex digits), an update keeps the current one,
+    /// and either reads back left out.
+    pub code_left_out: bool,
 }
 
 impl OrganizationWrite {
-    fn kept_at(&self, active: bool) -> Map<String, Value> {
-        let marks: Vec<(&str, Value)> = match self.active {
+    fn kept_at(&self, active: bool, code: &str) -> Map<String, Value> {
+        let mut marks: Vec<(&str, Value)> = match self.active {
             None => vec![("active", json!(active))],
             Some(_) => Vec::new(),
         };
+        if self.code_left_out {
+            marks.push(("code", json!(code)));
+        }
         with_absent(self.kept.clone(), &marks)
     }
 
@@ -480,7 +543,9 @@ impl OrganizationWrite {
         DepartmentInput {
             code: self.code.clone(),
             name: self.name.clone(),
-            fhir_elements: Some(Value::Object(self.kept_at(self.active.unwrap_or(true)))),
+            fhir_elements: Some(Value::Object(
+                self.kept_at(self.active.unwrap_or(true), &self.code),
+            )),
             active: self.active,
         }
     }
@@ -503,12 +568,12 @@ pub fn organization_from_fhir(r: &Value) -> Result<OrganizationWrite, Vec<Issue>
         issues.push(e);
         Some(String::new())
     });
-    let code = needed(
-        code,
-        format!("{t}.identifier"),
-        "Salus keeps an organization as a department: its code is the identifier of system urn:salus:department-code",
-        &mut issues,
-    );
+    let code_left_out = code.is_none();
+    let code = code.unwrap_or_else(|| {
+        let hex = Uuid::now_v7().simple().to_string();
+        // The random end of a v7 UUID (its start is the time).
+        format!("ORG-{}", hex[20..].to_ascii_uppercase())
+    });
     let name = o.remove("name").and_then(|n| n.as_str().map(str::to_owned));
     let name = needed(
         name,
@@ -525,6 +590,7 @@ pub fn organization_from_fhir(r: &Value) -> Result<OrganizationWrite, Vec<Issue>
         name,
         active,
         kept: o,
+        code_left_out,
     })
 }
 
@@ -533,14 +599,19 @@ pub fn organization_update(
     w: &OrganizationWrite,
 ) -> Option<PlaceCommand<DepartmentInput>> {
     let active = w.active.unwrap_or(current.active);
-    let kept = w.kept_at(active);
-    let unchanged = current.code == w.code.trim().to_ascii_uppercase()
+    let code = if w.code_left_out {
+        current.code.clone()
+    } else {
+        w.code.trim().to_ascii_uppercase()
+    };
+    let kept = w.kept_at(active, &code);
+    let unchanged = current.code == code
         && current.name == w.name.trim()
         && current.active == active
         && kept_of(&current.fhir_elements) == kept;
     (!unchanged).then(|| {
         PlaceCommand::Revise(PlaceRevision {
-            code: Some(w.code.clone()),
+            code: Some(code),
             name: Some(w.name.clone()),
             kind: None,
             active: Some(active),
@@ -930,29 +1001,11 @@ mod tests {
             (
                 {
                     let mut r = house();
-                    r["identifier"] = json!([{"system": "urn:x", "value": "1"}]);
-                    r
-                },
-                |r| practitioner_from_fhir(r).err(),
-                "Practitioner.identifier",
-            ),
-            (
-                {
-                    let mut r = house();
                     r["name"] = json!([{"text": "Greg"}]);
                     r
                 },
                 |r| practitioner_from_fhir(r).err(),
                 "Practitioner.name[0].family",
-            ),
-            (
-                {
-                    let mut r = house();
-                    r["extension"] = json!([{"url": ORG_UNIT, "valueString": "IM"}]);
-                    r
-                },
-                |r| practitioner_from_fhir(r).err(),
-                "Practitioner.extension('urn:salus:fhir:extension:specialty')",
             ),
             (
                 {
@@ -992,6 +1045,52 @@ mod tests {
         // The domain's refusals name FHIR elements.
         assert_eq!(location_path("kind"), "Location.physicalType");
         assert_eq!(practitioner_path("credential"), "Practitioner.identifier");
+    }
+
+    #[test]
+    fn what_another_system_leaves_out_is_salus_s_choice_and_reads_back_left_out() {
+        // A Practitioner and an Organization as Synthea writes them: an NPI, no Salus
+        // credential, specialty, org unit or department code.
+        let npi = json!({"resourceType": "Practitioner",
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "9999941093"}],
+            "active": true, "name": [{"family": "Wolff180", "given": ["Jamey282"], "prefix": ["Dr."]}],
+            "gender": "male"});
+        let w = practitioner_from_fhir(&npi).unwrap();
+        assert_eq!(w.credential, "http://hl7.org/fhir/sid/us-npi|9999941093");
+        assert_eq!(
+            (w.specialty.as_str(), w.org_unit.as_str()),
+            (UNSPECIFIED, UNSPECIFIED)
+        );
+        let c = registered(&w);
+        assert_eq!(content(practitioner(&c, None)), content(npi.clone()));
+        // An update that still leaves them out keeps what the clinician has.
+        let mut c2 = c.clone();
+        c2.specialty = "Cardiology".into();
+        let again = practitioner_from_fhir(&npi).unwrap();
+        match practitioner_update(&c2, &again) {
+            Some(ClinicianCommand::Revise(r)) => {
+                assert_eq!(r.specialty.as_deref(), Some("Cardiology"));
+                assert_eq!(r.credential.as_deref(), Some(c.credential.as_str()));
+            }
+            other => panic!("{other:?}"),
+        }
+        let org = json!({"resourceType": "Organization",
+            "identifier": [{"system": "https://github.com/synthetichealth/synthea", "value": "ef6ab57c-ed94-3dbe-9861-812d515918b3"}],
+            "active": true, "name": "BOSTON MEDICAL CENTER CORPORATION-",
+            "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov"}]}]});
+        let w = organization_from_fhir(&org).unwrap();
+        assert!(
+            w.code.starts_with("ORG-") && w.code.len() == 16,
+            "{}",
+            w.code
+        );
+        let d = department(&w);
+        assert_eq!(content(organization(&d, None)), content(org.clone()));
+        let again = organization_from_fhir(&org).unwrap();
+        assert!(
+            organization_update(&d, &again).is_none(),
+            "the same resource changes nothing"
+        );
     }
 
     #[test]

@@ -771,6 +771,8 @@ async fn transaction(
     let mut resolved: HashMap<String, String> = HashMap::new();
     let mut prepared: Vec<Prepared> = Vec::new();
     let mut writer_of: Vec<usize> = Vec::new();
+    // Whether each write is one an entry needed first (not the entry's own).
+    let mut companion: Vec<bool> = Vec::new();
     for &i in &order {
         let Some(plan) = plans.get(&i) else { continue };
         if matches!(plan, Plan::Read | Plan::Exists { .. }) {
@@ -797,9 +799,17 @@ async fn transaction(
         {
             pending.encounters.insert(enc, patient);
         }
+        // What the entry needs first (a note's medical record) commits before it; its
+        // errors are the entry's.
+        for first in pending.take_opened() {
+            prepared.push(first);
+            writer_of.push(i);
+            companion.push(true);
+        }
         if let Some(p) = p {
             prepared.push(p);
             writer_of.push(i);
+            companion.push(false);
         }
     }
     // 3. One durable commit.
@@ -811,7 +821,13 @@ async fn transaction(
         }
         Err(other) => return Err(other.into()),
     };
-    let mut results: HashMap<usize, Done> = writer_of.into_iter().zip(done).collect();
+    let mut results: HashMap<usize, Done> = writer_of
+        .into_iter()
+        .zip(companion)
+        .zip(done)
+        .filter(|((_, first), _)| !first)
+        .map(|((i, _), d)| (i, d))
+        .collect();
     // 4. The answers, in the order of the request.
     let mut out = Vec::with_capacity(entries.len());
     for e in &entries {
@@ -1051,7 +1067,7 @@ async fn prepare_patient(
             let uuid = Uuid::parse_str(id).map_err(ApiError::internal)?;
             svc.prepare_new::<Patient, _>(
                 uuid,
-                |_, now| replace_command(uuid, &write, now.date_naive()),
+                |_, now| replace_command(None, uuid, &write, now.date_naive()),
                 None,
             )
             .map_err(lifecycle_path)

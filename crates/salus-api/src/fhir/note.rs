@@ -39,11 +39,11 @@ impl Mapped for ClinicalNote {
         actor: &Actor,
         id: Uuid,
         body: &Value,
-        _pending: &Pending,
+        pending: &Pending,
     ) -> Result<NoteCommand, FhirError> {
         let mut w = fnote::from_fhir(body).map_err(FhirError::invalid)?;
         w.settle(actor.ctx.actor.0, &serde_json::Map::new());
-        let record = record_of(state, actor, w.patient_id, w.department_id).await?;
+        let record = record_of(state, actor, w.patient_id, w.department_id, pending).await?;
         let amended_in_record = match w.amends {
             Some(a) => state
                 .services
@@ -141,12 +141,14 @@ fn file_unchangeable() -> FhirError {
 }
 
 /// The open medical record a new note of `patient` goes in: the one of `department` when
-/// named, else the patient's only open record.
+/// named (opened with the note, in the same commit, when the patient has none there
+/// yet), else the patient's only open record.
 async fn record_of(
     state: &AppState,
     actor: &Actor,
     patient: Uuid,
     department: Option<Uuid>,
+    pending: &Pending,
 ) -> Result<MedicalRecord, FhirError> {
     let unprocessable = |path: &str, msg: String| {
         FhirError::invalid(vec![
@@ -155,6 +157,20 @@ async fn record_of(
     };
     let open = |r: &MedicalRecord| r.status == RecordStatus::Open && r.patient_id == patient;
     if let Some(d) = department {
+        let opened_here = pending
+            .records
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(patient, d)).copied());
+        if let Some(id) = opened_here {
+            // Opened by an earlier entry of this transaction: its state is the open one.
+            return Ok(MedicalRecord {
+                id,
+                patient_id: patient,
+                department_id: d,
+                status: RecordStatus::Open,
+            });
+        }
         let key = format!("{patient}|{d}");
         let owner = state
             .services
@@ -167,18 +183,19 @@ async fn record_of(
                 .services
                 .load::<MedicalRecord>(&actor.ctx, id)
                 .await?
-                .map(|c| c.state)
-                .filter(open),
+                .map(|c| c.state),
             None => None,
         };
-        return record.ok_or_else(|| {
-            unprocessable(
+        return match record {
+            Some(r) if open(&r) => Ok(r),
+            Some(_) => Err(unprocessable(
                 "DocumentReference.custodian",
                 format!(
-                    "Patient/{patient} has no open medical record in Organization/{d}: open one (POST /api/v1/medical-records)"
+                    "Patient/{patient}'s medical record in Organization/{d} is deleted: a note cannot be written in it"
                 ),
-            )
-        });
+            )),
+            None => open_with_note(state, actor, patient, d, pending).await,
+        };
     }
     let q = salus_store::SearchQuery {
         resource_type: <MedicalRecord as salus_domain::service::Projected>::RESOURCE_TYPE.into(),
@@ -222,6 +239,62 @@ async fn record_of(
             ),
         )),
     }
+}
+
+/// Open the medical record of `patient` in `department` for a note: decided now, committed
+/// with the note ([`Pending::take_opened`]).
+async fn open_with_note(
+    state: &AppState,
+    actor: &Actor,
+    patient: Uuid,
+    department: Uuid,
+    pending: &Pending,
+) -> Result<MedicalRecord, FhirError> {
+    let patient_open = pending.patient_open(state, actor, patient).await?;
+    let department_active = pending.departments.contains(&department)
+        || salus_domain::staff::place::department_active(
+            &state.services,
+            &actor.ctx,
+            Some(department),
+        )
+        .await?;
+    let id = Uuid::now_v7();
+    let input = salus_domain::clinical::record::RecordInput {
+        patient_id: patient,
+        department_id: department,
+    };
+    let prepared = state
+        .services
+        .prepare_new::<MedicalRecord, _>(
+            id,
+            move |_, _| {
+                Ok(salus_domain::clinical::record::RecordCommand::Open {
+                    id,
+                    input,
+                    patient_open,
+                    department_active,
+                })
+            },
+            None,
+        )
+        .map_err(|e| {
+            let mut e = FhirError::from(ApiError::from(e));
+            for i in &mut e.issues {
+                i.expression = Some("DocumentReference.custodian".into());
+            }
+            e
+        })?;
+    let record = prepared
+        .state::<MedicalRecord>()
+        .cloned()
+        .ok_or_else(|| FhirError::from(ApiError::internal("the record was not opened")))?;
+    if let Ok(mut m) = pending.records.lock() {
+        m.insert((patient, department), id);
+    }
+    if let Ok(mut o) = pending.opened.lock() {
+        o.push(prepared);
+    }
+    Ok(record)
 }
 
 /// What this module serves of DocumentReference (its CapabilityStatement entry).

@@ -190,13 +190,16 @@ pub(super) fn parse_patient(body: &Value) -> Result<fhir_patient::PatientWrite, 
 /// The one command a FHIR write is: the details, and the lifecycle it states (`active`, the
 /// date of death), decided by the aggregate in one write.
 pub(super) fn replace_command(
+    current: Option<&Patient>,
     id: Uuid,
     write: &fhir_patient::PatientWrite,
     today: chrono::NaiveDate,
 ) -> Result<PatientCommand, salus_kernel::DomainError> {
+    let active_before =
+        current.is_some_and(|p| p.status == salus_domain::registry::patient::PatientStatus::Active);
     Ok(PatientCommand::Replace {
         id,
-        details: PatientDetails::parse(write.input.clone(), today)?,
+        details: PatientDetails::parse(write.input_for(active_before), today)?,
         active: write.active,
         death: write.deceased.flatten(),
         today,
@@ -214,7 +217,7 @@ pub(super) fn update_command(
     if current.is_none() {
         return Err(salus_kernel::DomainError::NotFound("Patient".into()));
     }
-    replace_command(id, write, today)
+    replace_command(current, id, write, today)
 }
 
 /// A refused lifecycle step names `Patient.active` (the other refusals name their field).
@@ -285,7 +288,7 @@ pub async fn create(
         .create::<Patient, _>(
             &actor.ctx,
             id,
-            |_, now| replace_command(id, &write, now.date_naive()),
+            |_, now| replace_command(None, id, &write, now.date_naive()),
             None,
         )
         .await

@@ -288,7 +288,7 @@ pub(super) use mapped_routes;
 
 /// What a transaction writes before the entry being decided: the facts an entry checks
 /// (the patient exists) also hold for what the same transaction creates.
-#[derive(Debug, Default, Clone)]
+#[derive(Default)]
 pub(super) struct Pending {
     pub patients: HashSet<Uuid>,
     /// The encounters created so far, with their patients.
@@ -297,9 +297,23 @@ pub(super) struct Pending {
     pub departments: HashSet<Uuid>,
     /// The clinicians (Practitioners) this transaction creates, active.
     pub clinicians: HashSet<Uuid>,
+    /// The medical records the notes of this write open, by (patient, department).
+    pub records: std::sync::Mutex<std::collections::HashMap<(Uuid, Uuid), Uuid>>,
+    /// Their writes, to be committed with the entry that opened them
+    /// ([`Pending::take_opened`]).
+    pub opened: std::sync::Mutex<Vec<Prepared>>,
 }
 
 impl Pending {
+    /// The writes of what the last entry decided needs first (the medical record a note
+    /// opens), to be committed with it.
+    pub(super) fn take_opened(&self) -> Vec<Prepared> {
+        self.opened
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default()
+    }
+
     /// Whether `patient` is open: stored and not retired, or created by this transaction.
     pub(super) async fn patient_open(
         &self,
@@ -665,12 +679,39 @@ where
         }
     }
     let id = Uuid::now_v7();
-    let command = A::create_command(state, actor, id, body, &Pending::default()).await?;
-    let c = state
-        .services
-        .create::<A, _>(&actor.ctx, id, move |_, _| Ok(command), None)
-        .await
-        .map_err(domain_error::<A>)?;
+    let pending = Pending::default();
+    let command = A::create_command(state, actor, id, body, &pending).await?;
+    let first = pending.take_opened();
+    let c = if first.is_empty() {
+        state
+            .services
+            .create::<A, _>(&actor.ctx, id, move |_, _| Ok(command), None)
+            .await
+            .map_err(domain_error::<A>)?
+    } else {
+        // What the resource needs first (a note's medical record) commits with it.
+        let mut writes = first;
+        writes.push(
+            state
+                .services
+                .prepare_new::<A, _>(id, move |_, _| Ok(command), None)
+                .map_err(domain_error::<A>)?,
+        );
+        let done = state
+            .services
+            .commit_prepared(&actor.ctx, writes)
+            .await
+            .map_err(|e| match e {
+                salus_domain::service::ServiceError::InGroup { source, .. } => {
+                    domain_error::<A>(*source)
+                }
+                other => domain_error::<A>(other),
+            })?;
+        done.into_iter()
+            .last()
+            .and_then(|d| d.into_current::<A>().ok())
+            .ok_or_else(|| FhirError::from(ApiError::internal("the write left no resource")))?
+    };
     Ok(preferred(headers, answer(StatusCode::CREATED, &c, true)).await)
 }
 

@@ -114,7 +114,8 @@ impl Mapped for Location {
         body: &Value,
         pending: &Pending,
     ) -> Result<PlaceCommand<LocationInput>, FhirError> {
-        let w = fhir_staff::location_from_fhir(body).map_err(FhirError::invalid)?;
+        let body = with_logical_department(state, actor, body).await?;
+        let w = fhir_staff::location_from_fhir(&body).map_err(FhirError::invalid)?;
         let active = pending.departments.contains(&w.department_id)
             || salus_domain::staff::place::department_active(
                 &state.services,
@@ -126,18 +127,69 @@ impl Mapped for Location {
     }
 
     async fn update_command(
-        _state: &AppState,
-        _actor: &Actor,
+        state: &AppState,
+        actor: &Actor,
         current: &Location,
         body: &Value,
         _pending: &Pending,
     ) -> Result<Option<PlaceCommand<LocationInput>>, FhirError> {
-        let w = fhir_staff::location_from_fhir(body).map_err(FhirError::invalid)?;
+        let body = with_logical_department(state, actor, body).await?;
+        let w = fhir_staff::location_from_fhir(&body).map_err(FhirError::invalid)?;
         fhir_staff::location_update(current, &w).map_err(FhirError::invalid)
     }
 
     fn delete_command(_current: &Location) -> Option<PlaceCommand<LocationInput>> {
         Some(fhir_staff::place_delete())
+    }
+}
+
+/// A Location whose `managingOrganization` names its Organization by identifier only (a
+/// logical reference, as Synthea writes them) gets the reference of the one Organization
+/// with that identifier; the identifier stays beside it.
+async fn with_logical_department<'a>(
+    state: &AppState,
+    actor: &Actor,
+    body: &'a Value,
+) -> Result<std::borrow::Cow<'a, Value>, FhirError> {
+    use std::borrow::Cow;
+    let Some(m) = body.get("managingOrganization") else {
+        return Ok(Cow::Borrowed(body));
+    };
+    let text = |p: &str| m.pointer(p).and_then(Value::as_str);
+    let (None, Some(system), Some(value)) = (
+        m.get("reference"),
+        text("/identifier/system"),
+        text("/identifier/value"),
+    ) else {
+        return Ok(Cow::Borrowed(body));
+    };
+    let token = format!(
+        "{system}|{}",
+        value.replace('\\', "\\\\").replace(',', "\\,")
+    );
+    let found = rest::DomainType::Organization
+        .refs(state, actor, &[("identifier".to_owned(), token)], 2)
+        .await?;
+    match found.as_slice() {
+        [one] => {
+            let mut b = body.clone();
+            b["managingOrganization"]["reference"] = json!(one);
+            Ok(Cow::Owned(b))
+        }
+        [] => Err(FhirError::new(
+            422,
+            "not-found",
+            format!(
+                "no Organization has the identifier {system}|{value} (Location.managingOrganization.identifier)"
+            ),
+        )),
+        _ => Err(FhirError::new(
+            422,
+            "multiple-matches",
+            format!(
+                "more than one Organization has the identifier {system}|{value} (Location.managingOrganization.identifier)"
+            ),
+        )),
     }
 }
 

@@ -1315,6 +1315,7 @@ impl PatientTarget {
             address: r.address,
             persona_profile_id: r.persona_profile_id,
             shard_id: r.shard_id,
+            fhir_elements: None,
         };
         let details = PatientDetails::parse(input, today).map_err(|e| domain(row, e))?;
         Ok(Self {

@@ -104,6 +104,11 @@ pub struct PatientInput {
     pub persona_profile_id: Option<Uuid>,
     #[serde(default)]
     pub shard_id: Option<Uuid>,
+    /// FHIR elements the patient's fields do not hold (extensions, `communication`,
+    /// `maritalStatus`, what else an identifier or name says, …), kept as the FHIR API
+    /// received them and given back on its reads: a JSON object, at most 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -140,6 +145,9 @@ pub struct PatientDetails {
     pub persona_profile_id: Option<Uuid>,
     #[serde(default)]
     pub shard_id: Option<Uuid>,
+    /// See [`PatientInput::fhir_elements`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_elements: Option<Value>,
 }
 
 pub fn parse_date(field: &str, s: &str) -> Result<NaiveDate, DomainError> {
@@ -213,6 +221,7 @@ impl PatientDetails {
             address,
             persona_profile_id: input.persona_profile_id,
             shard_id: input.shard_id,
+            fhir_elements: crate::clinical::fhir_elements(input.fhir_elements.as_ref())?,
         })
     }
 

@@ -12,6 +12,7 @@ on_both_backends!(
     a_transaction_resolves_references_and_is_all_or_nothing,
     a_batch_runs_each_entry_on_its_own,
     a_synthetic_population_is_imported_by_transactions_and_read_back,
+    records_as_synthea_writes_them_load_and_read_back_as_sent,
 );
 
 fn patient_resource(mrn: &str, family: &str) -> Value {
@@ -317,5 +318,310 @@ async fn a_synthetic_population_is_imported_by_transactions_and_read_back(backen
         fhir.seen.lock().unwrap().truncate(80);
     }
     assert_eq!(checked, sent.len(), "every resource read back");
+    fhir.validate_all();
+}
+
+/// A resource as sent or read, for comparing meaning: no id, no server meta, no generated
+/// narrative, every reference only by the type it names (`urn:uuid:`s by `types`), every
+/// date-time as its instant in UTC, every array in a stable order.
+fn meaning(v: &Value, types: &HashMap<String, String>) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                match k.as_str() {
+                    "id" => {}
+                    "text" if x["status"] == "generated" => {}
+                    "meta" => {
+                        let mut meta = x.as_object().cloned().unwrap_or_default();
+                        meta.remove("versionId");
+                        meta.remove("lastUpdated");
+                        if !meta.is_empty() {
+                            out.insert(k.clone(), meaning(&Value::Object(meta), types));
+                        }
+                    }
+                    "reference" => {
+                        let r = x.as_str().unwrap_or_default();
+                        let t = types.get(r).cloned().unwrap_or_else(|| {
+                            r.split(['/', '?']).next().unwrap_or_default().to_owned()
+                        });
+                        out.insert(k.clone(), json!(t));
+                    }
+                    _ => {
+                        out.insert(k.clone(), meaning(x, types));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => {
+            let mut items: Vec<Value> = a.iter().map(|x| meaning(x, types)).collect();
+            items.sort_by_key(|x| x.to_string());
+            Value::Array(items)
+        }
+        Value::String(s) if s.len() > 10 && s.as_bytes()[10] == b'T' => {
+            match chrono::DateTime::parse_from_rfc3339(s) {
+                Ok(t) => json!(t.with_timezone(&chrono::Utc).timestamp_millis()),
+                Err(_) => v.clone(),
+            }
+        }
+        _ => v.clone(),
+    }
+}
+
+/// Synthea's output as it is loaded elsewhere: a batch of the hospital (conditional
+/// creates by identifier, a Location naming its Organization by identifier only), one of
+/// the practitioners (an NPI, none of Salus's extensions), then a patient's transaction
+/// (US Core profiles and extensions, identifier types, a phone not in E.164 form, a maiden
+/// name, conditional references to all three). Every entry is created and reads back
+/// with its meaning unchanged; searches find them by what Salus keeps beside its fields.
+async fn records_as_synthea_writes_them_load_and_read_back_as_sent(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let synthea = "https://github.com/synthetichealth/synthea";
+    let (org, loc, npi) = (
+        "ef6ab57c-ed94-3dbe-9861-812d515918b3",
+        "a1b2c3d4-0000-3dbe-9861-812d515918b3",
+        "9999941093",
+    );
+    let org_ref = json!({"reference": format!("Organization?identifier={synthea}|{org}"), "display": "BOSTON MEDICAL CENTER"});
+    let loc_ref = json!({"reference": format!("Location?identifier={synthea}|{loc}"), "display": "BOSTON MEDICAL CENTER"});
+    let pr_ref = json!({"reference": format!("Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|{npi}"), "display": "Dr. Jamey282 Wolff180"});
+    let hospital = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"fullUrl": format!("urn:uuid:{org}"), "request": {"method": "POST", "url": "Organization", "ifNoneExist": format!("identifier={synthea}|{org}")},
+         "resource": {"resourceType": "Organization",
+            "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-organization"]},
+            "extension": [{"url": "http://synthetichealth.github.io/synthea/utilization-encounters-extension", "valueInteger": 3}],
+            "identifier": [{"system": synthea, "value": org}], "active": true,
+            "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type", "code": "prov", "display": "Healthcare Provider"}], "text": "Healthcare Provider"}],
+            "name": "BOSTON MEDICAL CENTER", "telecom": [{"system": "phone", "value": "6176388000"}],
+            "address": [{"line": ["1 BOSTON MEDICAL CENTER PLACE"], "city": "BOSTON", "state": "MA", "postalCode": "02118", "country": "US"}]}},
+        {"fullUrl": format!("urn:uuid:{loc}"), "request": {"method": "POST", "url": "Location", "ifNoneExist": format!("identifier={synthea}|{loc}")},
+         "resource": {"resourceType": "Location", "status": "active", "name": "BOSTON MEDICAL CENTER",
+            "identifier": [{"system": synthea, "value": loc}],
+            "address": {"line": ["1 BOSTON MEDICAL CENTER PLACE"], "city": "BOSTON", "state": "MA", "postalCode": "02118", "country": "US"},
+            "position": {"longitude": -71.07, "latitude": 42.33},
+            "managingOrganization": {"identifier": {"system": synthea, "value": org}, "display": "BOSTON MEDICAL CENTER"}}}]});
+    let practitioners = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"fullUrl": "urn:uuid:0000016d-3a85-4cca-0000-000000000c8a", "request": {"method": "POST", "url": "Practitioner", "ifNoneExist": format!("identifier=http://hl7.org/fhir/sid/us-npi|{npi}")},
+         "resource": {"resourceType": "Practitioner",
+            "extension": [{"url": "http://synthetichealth.github.io/synthea/utilization-encounters-extension", "valueInteger": 3}],
+            "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}], "active": true,
+            "name": [{"family": "Wolff180", "given": ["Jamey282"], "prefix": ["Dr."]}],
+            "telecom": [{"extension": [{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-direct", "valueBoolean": true}],
+                         "system": "email", "value": "Jamey282.Wolff180@example.com", "use": "work"}],
+            "gender": "male"}}]});
+    let (p, e) = (
+        "urn:uuid:7d4b4a8c-1a53-4e63-bd1f-0a6b8a3c9e01",
+        "urn:uuid:9f3c7a52-6b5e-4a5b-9c2d-1e8f0a7b3c11",
+    );
+    let patient = json!({"resourceType": "Patient",
+        "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]},
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Generated by Synthea</div>"},
+        "extension": [
+            {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race", "extension": [
+                {"url": "ombCategory", "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2106-3", "display": "White"}},
+                {"url": "text", "valueString": "White"}]},
+            {"url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName", "valueString": "Kathey"},
+            {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex", "valueCode": "F"},
+            {"url": "http://synthetichealth.github.io/synthea/quality-adjusted-life-years", "valueDecimal": 39.5}],
+        "identifier": [
+            {"system": synthea, "value": "7d4b4a8c-1a53-4e63-bd1f-0a6b8a3c9e01"},
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR", "display": "Medical Record Number"}], "text": "Medical Record Number"},
+             "system": "http://hospital.smarthealthit.org", "value": "7d4b4a8c-1a53-4e63-bd1f-0a6b8a3c9e01"},
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS", "display": "Social Security Number"}], "text": "Social Security Number"},
+             "system": "http://hl7.org/fhir/sid/us-ssn", "value": "999-31-7734"}],
+        "name": [{"use": "official", "family": "Lind531", "given": ["Ada662"], "prefix": ["Mrs."]},
+                 {"use": "maiden", "family": "Kub800", "given": ["Ada662"], "prefix": ["Mrs."]}],
+        "telecom": [{"system": "phone", "value": "555-515-2334", "use": "home"}],
+        "gender": "female", "birthDate": "1980-04-23",
+        "address": [{"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/geolocation", "extension": [
+                        {"url": "latitude", "valueDecimal": 42.3}, {"url": "longitude", "valueDecimal": -71.05}]}],
+                     "line": ["1075 Bahringer Ramp"], "city": "Boston", "state": "MA", "postalCode": "02118", "country": "US"}],
+        "maritalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M", "display": "M"}], "text": "M"},
+        "multipleBirthBoolean": false,
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en-US", "display": "English"}], "text": "English"}}]});
+    let encounter = json!({"resourceType": "Encounter",
+        "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-encounter"]},
+        "identifier": [{"use": "official", "system": synthea, "value": "9f3c7a52"}], "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "type": [{"coding": [{"system": "http://snomed.info/sct", "code": "162673000", "display": "General examination of patient (procedure)"}], "text": "General examination of patient (procedure)"}],
+        "subject": {"reference": p, "display": "Mrs. Ada662 Lind531"},
+        "participant": [{"type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PPRF", "display": "primary performer"}], "text": "primary performer"}],
+                         "period": {"start": "2020-12-03T10:07:26-05:00", "end": "2020-12-03T10:22:26-05:00"}, "individual": pr_ref}],
+        "period": {"start": "2020-12-03T10:07:26-05:00", "end": "2020-12-03T10:22:26-05:00"},
+        "location": [{"location": loc_ref}], "serviceProvider": org_ref});
+    let bmi = json!({"resourceType": "Observation", "status": "final",
+        "meta": {"profile": ["http://hl7.org/fhir/StructureDefinition/bmi", "http://hl7.org/fhir/StructureDefinition/vitalsigns"]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs", "display": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "39156-5", "display": "Body Mass Index"}], "text": "Body Mass Index"},
+        "subject": {"reference": p}, "encounter": {"reference": e},
+        "effectiveDateTime": "2020-12-03T10:07:26-05:00", "issued": "2020-12-03T10:07:26.404-05:00",
+        "valueQuantity": {"value": 30.1, "unit": "kg/m2", "system": "http://unitsofmeasure.org", "code": "kg/m2"}});
+    let condition = json!({"resourceType": "Condition",
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "encounter-diagnosis", "display": "Encounter Diagnosis"}]}],
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "162864005", "display": "Body mass index 30+ - obesity (finding)"}], "text": "Body mass index 30+ - obesity (finding)"},
+        "subject": {"reference": p}, "encounter": {"reference": e},
+        "onsetDateTime": "2020-12-03T10:07:26-05:00", "recordedDate": "2020-12-03T10:07:26-05:00"});
+    let medication = json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "314076", "display": "lisinopril 10 MG Oral Tablet"}]},
+        "subject": {"reference": p}, "encounter": {"reference": e}, "authoredOn": "2020-12-03T10:07:26-05:00", "requester": pr_ref});
+    let immunization = json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140", "display": "Influenza, seasonal, injectable, preservative free"}]},
+        "patient": {"reference": p}, "encounter": {"reference": e}, "occurrenceDateTime": "2020-12-03T10:07:26-05:00",
+        "primarySource": true, "location": loc_ref});
+    let note = json!({"resourceType": "DocumentReference",
+        "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"]},
+        "identifier": [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:3c9d8a11-0000-4000-8000-0000000000aa"}],
+        "status": "superseded",
+        "type": {"coding": [{"system": "http://loinc.org", "code": "34117-2", "display": "History and physical note"},
+                            {"system": "http://loinc.org", "code": "51847-2", "display": "Evaluation + Plan note"}]},
+        "category": [{"coding": [{"system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category", "code": "clinical-note", "display": "Clinical Note"}]}],
+        "subject": {"reference": p}, "date": "2020-12-03T10:07:26.404-05:00", "author": [pr_ref], "custodian": org_ref,
+        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+                                    "data": "RGVjIDMsIDIwMjAKCiMgQ2hpZWYgQ29tcGxhaW50Ck5vIGNvbXBsYWludHMuCg=="},
+                     "format": {"system": "http://ihe.net/fhir/ValueSet/IHE.FormatCode.codesystem", "code": "urn:ihe:iti:xds:2017:mimeTypeSufficient", "display": "mimeType Sufficient"}}],
+        "context": {"encounter": [{"reference": e}], "period": {"start": "2020-12-03T10:07:26-05:00", "end": "2020-12-03T10:22:26-05:00"}}});
+    let claim = json!({"resourceType": "Claim", "status": "active", "use": "claim",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+        "patient": {"reference": p}, "created": "2020-12-03T10:22:26-05:00", "provider": org_ref,
+        "billablePeriod": {"start": "2020-12-03T10:07:26-05:00", "end": "2020-12-03T10:22:26-05:00"},
+        "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
+        "insurance": [{"sequence": 1, "focal": true, "coverage": {"display": "Medicaid"}}],
+        "item": [{"sequence": 1, "productOrService": {"coding": [{"system": "http://snomed.info/sct", "code": "162673000"}]}, "encounter": [{"reference": e}]}],
+        "total": {"value": 129.16, "currency": "USD"}});
+    let entries: Vec<(String, Value)> = vec![
+        (p.to_owned(), patient),
+        (e.to_owned(), encounter),
+        (
+            "urn:uuid:3c9d8a11-0000-4000-8000-000000000001".to_owned(),
+            bmi,
+        ),
+        (
+            "urn:uuid:3c9d8a11-0000-4000-8000-000000000002".to_owned(),
+            condition,
+        ),
+        (
+            "urn:uuid:3c9d8a11-0000-4000-8000-000000000003".to_owned(),
+            medication,
+        ),
+        (
+            "urn:uuid:3c9d8a11-0000-4000-8000-000000000004".to_owned(),
+            immunization,
+        ),
+        (
+            "urn:uuid:3c9d8a11-0000-4000-8000-000000000005".to_owned(),
+            note,
+        ),
+        (
+            "urn:uuid:3c9d8a11-0000-4000-8000-000000000006".to_owned(),
+            claim,
+        ),
+    ];
+    let record = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries.iter().map(|(full, r)| json!({
+        "fullUrl": full, "resource": r, "request": {"method": "POST", "url": r["resourceType"]}})).collect::<Vec<_>>()});
+
+    let mut sent: Vec<(Value, String)> = Vec::new();
+    for bundle in [&hospital, &practitioners, &record] {
+        let r = fhir.post("", bundle, &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for (i, answer) in r.body["entry"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(answer["response"]["status"], "201 Created", "{}", answer);
+            let location = answer["response"]["location"].as_str().unwrap();
+            let at = location.split("/_history").next().unwrap().to_owned();
+            sent.push((bundle["entry"][i]["resource"].clone(), at));
+        }
+    }
+    let types: HashMap<String, String> = entries
+        .iter()
+        .map(|(full, r)| (full.clone(), r["resourceType"].as_str().unwrap().to_owned()))
+        .collect();
+    for (resource, at) in &sent {
+        let read = fhir.get(&format!("/{at}")).await;
+        assert_eq!(read.status, 200, "{at}: {}", read.body);
+        let mut got = read.body.clone();
+        // The one element Salus adds to what was sent: for a Location, the reference it
+        // resolved a logical one to; for a note, its docStatus (preliminary: unsigned) and
+        // the size and SHA-1 of its text.
+        if got["resourceType"] == "DocumentReference" {
+            assert_eq!(got["docStatus"], "preliminary");
+            got.as_object_mut().unwrap().remove("docStatus");
+            let a = got["content"][0]["attachment"].as_object_mut().unwrap();
+            assert_eq!(a.remove("size"), Some(json!(46)));
+            assert_eq!(
+                a.remove("hash"),
+                Some(json!("rDC4xxanVUpNMB8HEw0nwfWWUhM="))
+            );
+        }
+        if got["resourceType"] == "Location" {
+            assert!(
+                got["managingOrganization"]["reference"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("Organization/")
+            );
+            got["managingOrganization"]
+                .as_object_mut()
+                .unwrap()
+                .remove("reference");
+        }
+        assert_eq!(meaning(&got, &types), meaning(resource, &types), "{at}");
+    }
+    // Found by what Salus keeps beside its fields.
+    let patient_id = sent[3].1.trim_start_matches("Patient/").to_owned();
+    for q in [
+        "/Patient?_profile=http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient",
+        "/Patient?identifier=http://hl7.org/fhir/sid/us-ssn|999-31-7734",
+        "/Patient?language=en-US",
+        "/Patient?phone=555-515-2334",
+    ] {
+        let r = fhir.get(q).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        assert_eq!(ids(&r.body), vec![patient_id.clone()], "{q}");
+    }
+    let r = fhir
+        .get(&format!(
+            "/Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|{npi}"
+        ))
+        .await;
+    assert_eq!(ids(&r.body).len(), 1, "{}", r.body);
+    let r = fhir
+        .get(&format!(
+            "/Encounter?patient=Patient/{patient_id}&location={}",
+            sent[1].1
+        ))
+        .await;
+    assert_eq!(ids(&r.body).len(), 1, "{}", r.body);
+    // The note went into a medical record opened with it, in the custodian's department.
+    let records = app
+        .get(
+            &format!("/api/v1/medical-records?patient_id={patient_id}"),
+            &app.token,
+        )
+        .await;
+    let records: Value = records.json().await.unwrap();
+    assert_eq!(records["items"].as_array().unwrap().len(), 1, "{records}");
+    assert_eq!(
+        format!(
+            "Organization/{}",
+            records["items"][0]["department_id"].as_str().unwrap()
+        ),
+        sent[0].1
+    );
+    // Loading the same batches again creates nothing new (conditional creates).
+    for bundle in [&hospital, &practitioners] {
+        let r = fhir.post("", bundle, &[]).await;
+        assert!(
+            r.body["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["response"]["status"] == "200 OK"),
+            "{}",
+            r.body
+        );
+    }
     fhir.validate_all();
 }

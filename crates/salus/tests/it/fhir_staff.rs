@@ -521,19 +521,10 @@ async fn staff_errors_name_the_element_and_the_types_are_listed(backend: &str) {
             "/Practitioner",
             {
                 let mut r = house("GMC-1");
-                r["identifier"] = json!([{"system": "urn:x", "value": "1"}]);
+                r["extension"] = json!([{"url": SPECIALTY, "valueCode": "Diagnostics"}]);
                 r
             },
-            "Practitioner.identifier",
-        ),
-        (
-            "/Practitioner",
-            {
-                let mut r = house("GMC-1");
-                r["extension"] = json!([{"url": SPECIALTY, "valueString": "Diagnostics"}]);
-                r
-            },
-            "Practitioner.extension('urn:salus:fhir:extension:org-unit')",
+            "Practitioner.extension('urn:salus:fhir:extension:specialty')",
         ),
         (
             "/Practitioner",
