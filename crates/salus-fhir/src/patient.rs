@@ -610,6 +610,12 @@ mod tests {
             m.remove("versionId");
             m.remove("lastUpdated");
         }
+        if o.get("meta")
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
+        {
+            o.remove("meta");
+        }
         for (_, v) in o.iter_mut() {
             if let Value::Array(a) = v {
                 a.sort_by_key(|x| x.to_string());
@@ -729,5 +735,73 @@ mod tests {
             structural[0].expression.as_deref(),
             Some("Patient.birthDate")
         );
+    }
+
+    use proptest::prelude::*;
+
+    fn extras() -> impl Strategy<Value = Vec<(String, String)>> {
+        prop::collection::vec(
+            ("[a-z]{1,8}", "[A-Za-z0-9]([A-Za-z0-9 ]{0,10}[A-Za-z0-9])?"),
+            0..4,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// Whatever another system adds to a patient, it reads back as sent: extensions,
+        /// identifier types, name uses and prefixes, phones in any form, a second address.
+        #[test]
+        fn any_patient_reads_back_as_sent(
+            family in "[A-Z][a-z]{1,10}",
+            given in prop::collection::vec("[A-Z][a-z]{1,8}", 0..3),
+            systems in prop::collection::btree_set("[a-z]{1,6}", 1..4),
+            typed in prop::collection::vec(any::<bool>(), 4),
+            phones in prop::collection::vec(prop_oneof!["[+][1-9][0-9]{8,12}", "[0-9]{3}-[0-9]{3}-[0-9]{4}"], 0..3),
+            exts in extras(),
+            prefix in prop::option::of("(Mr|Mrs|Dr)[.]"),
+            marital in prop::option::of("[SMDW]"),
+            second_address in any::<bool>(),
+            active in prop::option::of(any::<bool>()),
+        ) {
+            let mut r = json!({"resourceType": "Patient", "gender": "unknown", "birthDate": "1990-01-02"});
+            let ids: Vec<Value> = systems.iter().zip(typed.iter().cycle()).map(|(sys, t)| {
+                let mut i = json!({"system": format!("urn:{sys}"), "value": format!("{sys}-1")});
+                if *t {
+                    i["type"] = json!({"text": "Medical Record Number"});
+                }
+                i
+            }).collect();
+            r["identifier"] = json!(ids);
+            let mut name = json!({"family": family, "use": "official"});
+            if !given.is_empty() {
+                name["given"] = json!(given);
+            }
+            if let Some(p) = &prefix {
+                name["prefix"] = json!([p]);
+            }
+            r["name"] = json!([name]);
+            if !phones.is_empty() {
+                r["telecom"] = json!(phones.iter().map(|p| json!({"system": "phone", "value": p, "use": "home"})).collect::<Vec<_>>());
+            }
+            if !exts.is_empty() {
+                r["extension"] = json!(exts.iter().map(|(u, v)| json!({"url": format!("http://example.org/{u}"), "valueString": v})).collect::<Vec<_>>());
+            }
+            if let Some(m) = &marital {
+                r["maritalStatus"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": m}]});
+            }
+            let mut addresses = vec![json!({"use": "home", "city": "Leeds", "country": "GB"})];
+            if second_address {
+                addresses.push(json!({"use": "old", "text": "somewhere else"}));
+            }
+            r["address"] = json!(addresses);
+            if let Some(a) = active {
+                r["active"] = json!(a);
+            }
+            let mut p = written(&r);
+            if active == Some(true) {
+                p.status = PatientStatus::Active;
+            }
+            prop_assert_eq!(as_sent(to_fhir(&p, 1, Utc::now())), as_sent(r));
+        }
     }
 }

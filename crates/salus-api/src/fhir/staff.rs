@@ -198,7 +198,7 @@ const KEPT: &str = "Every other element (telecom, address, other identifiers, ex
 /// What this module serves of Practitioner (its CapabilityStatement entry).
 pub(super) fn practitioner_capability() -> Value {
     rest::capability::<Clinician>(&format!(
-        "The Practitioner is a Salus clinician (also /api/v1/clinicians; not patient data). The aggregate keeps the identifier of system {} (the credential, unique), the first name's family and given, active (active | inactive), and the specialty and org unit as the valueString of the extensions {} and {}; all are required. An update changes any of them. {KEPT}",
+        "The Practitioner is a Salus clinician (also /api/v1/clinicians; not patient data). The aggregate keeps the identifier of system {} (the credential, unique), the first name's family and given, active (active | inactive), and the specialty and org unit as the valueString of the extensions {} and {}; only the family name is required: without a credential, specialty or org unit a new clinician gets the first identifier as system|value and unspecified, read back left out (an update that leaves them out keeps them). An update changes any of them. {KEPT}",
         fhir_staff::CREDENTIAL,
         fhir_staff::SPECIALTY,
         fhir_staff::ORG_UNIT,
@@ -208,7 +208,7 @@ pub(super) fn practitioner_capability() -> Value {
 /// What this module serves of Organization (its CapabilityStatement entry).
 pub(super) fn organization_capability() -> Value {
     rest::capability::<Department>(&format!(
-        "The Organization is a Salus department (also /api/v1/departments; not patient data). The aggregate keeps the identifier of system {} (the department's unique code, upper case) and name (both required), and active. An update changes any of them. {KEPT}",
+        "The Organization is a Salus department (also /api/v1/departments; not patient data). The aggregate keeps the identifier of system {} (the department's unique code, upper case; without one Salus makes ORG- and twelve hex digits, read back left out), name (required) and active. An update changes any of them. {KEPT}",
         fhir_staff::DEPARTMENT_CODE,
     ))
 }
@@ -216,7 +216,7 @@ pub(super) fn organization_capability() -> Value {
 /// What this module serves of Location (its CapabilityStatement entry).
 pub(super) fn location_capability() -> Value {
     rest::capability::<Location>(&format!(
-        "The Location is a Salus location (also /api/v1/locations; not patient data). The aggregate keeps name and managingOrganization (Organization/<id> of an active department; both required; the department cannot change), status (active | inactive; suspended is refused) and physicalType as the location's kind (a coding of {} — ward, room, bed, theatre, clinic, other — or of {} wa, ro, bd; none, or another, is kind other). An update changes the name, the status and the kind. {KEPT}",
+        "The Location is a Salus location (also /api/v1/locations; not patient data). The aggregate keeps name and managingOrganization (Organization/<id> of an active department, or a reference by identifier to the one Organization with it; both required; the department cannot change), status (active | inactive; suspended is refused) and physicalType as the location's kind (a coding of {} — ward, room, bed, theatre, clinic, other — or of {} wa, ro, bd; none, or another, is kind other). An update changes the name, the status and the kind. {KEPT}",
         fhir_staff::LOCATION_KIND,
         fhir_staff::PHYSICAL_TYPE,
     ))
