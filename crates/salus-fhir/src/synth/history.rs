@@ -270,19 +270,50 @@ impl<'a> Builder<'a> {
         }
         address.insert("postalCode".into(), json!(p.address.postal_code));
         address.insert("country".into(), json!(p.address.country));
-        let resource = json!({
+        // What other systems add to a patient and Salus keeps beside its fields: the
+        // identifier's type, the name's use, the language spoken, the marital status of
+        // adults, the birth sex (US Core); made from what the person already is, so the
+        // population stays the one its seed names.
+        let language = match p.address.country {
+            "DE" => ("de", "German"),
+            "FR" => ("fr", "French"),
+            "ES" => ("es", "Spanish"),
+            _ => ("en", "English"),
+        };
+        let mut resource = json!({
             "resourceType": "Patient",
+            "extension": [{
+                "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex",
+                "valueCode": if p.gender == "female" { "F" } else if p.gender == "male" { "M" } else { "UNK" },
+            }],
             "identifier": [{
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR", "display": "Medical record number"}]},
                 "system": PATIENT_IDENTIFIER_SYSTEM,
                 "value": super::medical_record_number(seed, index),
             }],
             "active": true,
-            "name": [{ "family": p.family, "given": p.given }],
+            "name": [{ "use": "official", "family": p.family, "given": p.given }],
             "telecom": telecom,
             "gender": p.gender,
             "birthDate": date(p.birth_date),
             "address": [Value::Object(address)],
+            "communication": [{"language": {
+                "coding": [{"system": "urn:ietf:bcp:47", "code": language.0, "display": language.1}],
+                "text": language.1,
+            }}],
         });
+        if self.age_at(self.as_of) >= 18 {
+            let (code, display) = if index % 3 == 0 {
+                ("S", "Never Married")
+            } else {
+                ("M", "Married")
+            };
+            resource["maritalStatus"] = json!({"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus",
+                "code": code,
+                "display": display,
+            }]});
+        }
         let id = self.patient;
         self.push(id, "Patient", resource);
     }

@@ -15,7 +15,9 @@
 //! assigned, references as `Type/id`, one NDJSON line per resource).
 //!
 //! It never decides what Salus keeps: every resource is valid R4 ([`crate::validate`]),
-//! and the Patient holds only what the Patient mapping keeps.
+//! and the Patient carries what other systems add beside the fields Salus models (an
+//! identifier type, a name's use, the language spoken, a marital status, the US Core birth
+//! sex), so that importing a population exercises what is kept as sent.
 
 pub mod codes;
 mod history;
