@@ -307,12 +307,7 @@ pub fn update_revokes(
     }
     let mut w = w.clone();
     w.settle(&current.kind);
-    let now = current
-        .fhir_elements
-        .as_ref()
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let now = kept_of(&current.fhir_elements);
     let mut keys: Vec<&String> = w
         .kept
         .keys()

@@ -279,6 +279,14 @@ pub fn quantity(value: f64, unit: &str, rest: Option<&Value>) -> Value {
     v
 }
 
+/// The kept elements of an aggregate (its `fhir_elements`), as a map (empty without).
+pub fn kept_of(v: &Option<Value>) -> Map<String, Value> {
+    v.as_ref()
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// `Some(object)` unless it is empty.
 pub fn nonempty(m: Map<String, Value>) -> Option<Value> {
     (!m.is_empty()).then_some(Value::Object(m))

@@ -562,12 +562,7 @@ pub fn update_command(
         return Err(issues);
     }
     let kept = w.kept_now();
-    let held = current
-        .fhir_elements
-        .as_ref()
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let held = kept_of(&current.fhir_elements);
     if w.status == current.status && kept == held {
         return Ok(None);
     }

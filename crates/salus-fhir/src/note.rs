@@ -485,12 +485,7 @@ pub fn update_signs(current: &ClinicalNote, w: &NoteWrite) -> Result<bool, Vec<I
             format!("the amended note {fixed}"),
         ));
     }
-    let kept_now = current
-        .fhir_elements
-        .as_ref()
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let kept_now = kept_of(&current.fhir_elements);
     let mut w = w.clone();
     w.settle(current.author_id, &kept_now);
     let (sent, now) = (w.kept.clone(), kept_now);

@@ -21,6 +21,7 @@
 //! date). A generated narrative (`text.status` `generated`) is not kept: it says nothing
 //! the structured content does not.
 
+use crate::datatypes::kept_of;
 use crate::outcome::Issue;
 use crate::statement::ABSENT;
 use crate::validate::validate;
@@ -39,12 +40,7 @@ const DECEASED: &str = "salus:deceasedDateTime";
 /// The FHIR resource of a patient at `version`, last changed at `updated`.
 pub fn to_fhir(p: &Patient, version: i64, updated: DateTime<Utc>) -> Value {
     let d = &p.details;
-    let kept = d
-        .fhir_elements
-        .as_ref()
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let kept = kept_of(&d.fhir_elements);
     let rests = kept.get(REST).and_then(Value::as_object);
     let mut r = Map::new();
     r.insert("resourceType".into(), json!("Patient"));

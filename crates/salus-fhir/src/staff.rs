@@ -74,13 +74,6 @@ fn resource(t: &str, id: Uuid, version: Option<(i64, DateTime<Utc>)>) -> Value {
     r
 }
 
-fn kept_of(v: &Option<Value>) -> Map<String, Value> {
-    v.as_ref()
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Whether the kept elements say `element` was left out while it stood for `now`.
 fn absent(kept: &Map<String, Value>, element: &str, now: &Value) -> bool {
     kept.get(ABSENT).and_then(|a| a.get(element)) == Some(now)

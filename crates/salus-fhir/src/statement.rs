@@ -561,12 +561,7 @@ pub fn update_command<K: FhirKind>(
         .clone()
         .unwrap_or_else(|| current.verification_status.clone());
     let kept = w.kept_at(&clinical, &verification);
-    let now = current
-        .fhir_elements
-        .as_ref()
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let now = kept_of(&current.fhir_elements);
     if clinical == current.clinical_status
         && verification == current.verification_status
         && kept == now
