@@ -303,7 +303,7 @@ impl<'a> Builder<'a> {
             }}],
         });
         if self.age_at(self.as_of) >= 18 {
-            let (code, display) = if index % 3 == 0 {
+            let (code, display) = if index.is_multiple_of(3) {
                 ("S", "Never Married")
             } else {
                 ("M", "Married")
