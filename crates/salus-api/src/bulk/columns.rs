@@ -34,6 +34,7 @@ pub const PATIENT_COLUMNS: &[&str] = &[
     "status_reason",
     "deceased_date",
     "merged_into",
+    "fhir_elements",
     "version",
     "created_at",
     "updated_at",
@@ -258,6 +259,17 @@ fn patient_fields(
     row: u64,
     obj: &mut Map<String, Value>,
 ) -> Result<(), RowError> {
+    // What the FHIR API kept beside the patient's fields: a JSON object as it exported it.
+    if let Some(v) = cells.get("fhir_elements") {
+        let kept: Value = serde_json::from_str(v).map_err(|e| {
+            RowError::new(
+                row,
+                Some("fhir_elements"),
+                format!("fhir_elements is a JSON object: {e}"),
+            )
+        })?;
+        obj.insert("fhir_elements".into(), kept);
+    }
     if let Some(v) = cells.get("identifiers") {
         let mut ids = Vec::new();
         for parts in split_items(v) {
@@ -707,13 +719,17 @@ mod tests {
             given in proptest::collection::vec("[A-Za-z;| ]{1,8}", 0..3),
             mrn in "[0-9|;]{1,10}",
             phones in proptest::collection::vec("\\+[1-9][0-9]{8,12}", 0..3),
+            kept in proptest::option::of("[A-Za-z;|,\"\\ ]{1,10}"),
         ) {
             prop_assume!(!family.trim().is_empty() && given.iter().all(|g| !g.trim().is_empty()));
-            let doc = json!({
+            let mut doc = json!({
                 "identifiers": [{"system": "urn:mrn", "value": mrn}],
                 "name": [{"family": family, "given": given}],
                 "phones": phones,
             });
+            if let Some(k) = &kept {
+                doc["fhir_elements"] = json!({"extension": [{"url": "http://example.org/x", "valueString": k}]});
+            }
             let header = Header::parse(Kind::Patients, PATIENT_COLUMNS.iter().copied()).unwrap();
             let row = value_to_row(Kind::Patients, &doc);
             let back = row_to_value(&header, 1, &csv::StringRecord::from(row)).unwrap();

@@ -1315,7 +1315,7 @@ impl PatientTarget {
             address: r.address,
             persona_profile_id: r.persona_profile_id,
             shard_id: r.shard_id,
-            fhir_elements: None,
+            fhir_elements: r.fhir_elements,
         };
         let details = PatientDetails::parse(input, today).map_err(|e| domain(row, e))?;
         Ok(Self {

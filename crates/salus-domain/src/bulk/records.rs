@@ -60,6 +60,9 @@ pub struct PatientRecord {
     /// The surviving record (by its id in the file's tenant).
     #[serde(default)]
     pub merged_into: Option<Uuid>,
+    /// What the FHIR API keeps beside the fields (see `PatientInput::fhir_elements`).
+    #[serde(default)]
+    pub fhir_elements: Option<Value>,
     #[serde(default)]
     pub version: Option<Value>,
     #[serde(default)]

@@ -368,7 +368,10 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
         "name": [{"family": "Müller", "given": ["Zoë", "Anna"]}, {"family": "Meier; née", "given": ["Z|A"]}],
         "birth_date": "1980-04-23", "gender": "female", "phones": ["+44 20 7946 0958", "+49 30 1234567"],
         "email": "zoe@example.org",
-        "address": {"line": ["1 High St", "Flat 2"], "city": "London", "postal_code": "N1 1AA", "country": "GB"}
+        "address": {"line": ["1 High St", "Flat 2"], "city": "London", "postal_code": "N1 1AA", "country": "GB"},
+        // What the FHIR API keeps beside the fields travels with the patient too.
+        "fhir_elements": {"extension": [{"url": "http://example.org/birth-place", "valueString": "Zürich; \"old town\""}],
+                          "communication": [{"language": {"text": "German"}}]}
     })).await).await;
     let p1id = p1["id"].as_str().unwrap().to_owned();
     act(format!("/api/v1/patients/{p1id}/activate"), 1, json!({})).await;
