@@ -71,6 +71,7 @@ pub const ENCOUNTER_COLUMNS: &[&str] = &[
     "start_time",
     "end_time",
     "cancel_reason",
+    "fhir_elements",
     "version",
     "created_at",
     "updated_at",
@@ -95,6 +96,7 @@ pub const OBSERVATION_COLUMNS: &[&str] = &[
     "status",
     "effective_at",
     "status_reason",
+    "fhir_elements",
     "version",
     "created_at",
     "updated_at",
@@ -239,12 +241,23 @@ pub fn row_to_value(
         _ => columns(kind),
     };
     for c in plain {
-        if EXPORT_ONLY.contains(c) {
+        if EXPORT_ONLY.contains(c) || *c == "fhir_elements" {
             continue;
         }
         if let Some(v) = cells.get(c) {
             obj.insert((*c).to_owned(), Value::String(v.to_owned()));
         }
+    }
+    // What the FHIR API kept beside the fields: a JSON object, as exported.
+    if let Some(v) = cells.get("fhir_elements") {
+        let kept: Value = serde_json::from_str(v).map_err(|e| {
+            RowError::new(
+                row,
+                Some("fhir_elements"),
+                format!("fhir_elements is a JSON object: {e}"),
+            )
+        })?;
+        obj.insert("fhir_elements".into(), kept);
     }
     match kind {
         Kind::Patients => patient_fields(&cells, row, &mut obj)?,
@@ -259,17 +272,6 @@ fn patient_fields(
     row: u64,
     obj: &mut Map<String, Value>,
 ) -> Result<(), RowError> {
-    // What the FHIR API kept beside the patient's fields: a JSON object as it exported it.
-    if let Some(v) = cells.get("fhir_elements") {
-        let kept: Value = serde_json::from_str(v).map_err(|e| {
-            RowError::new(
-                row,
-                Some("fhir_elements"),
-                format!("fhir_elements is a JSON object: {e}"),
-            )
-        })?;
-        obj.insert("fhir_elements".into(), kept);
-    }
     if let Some(v) = cells.get("identifiers") {
         let mut ids = Vec::new();
         for parts in split_items(v) {

@@ -1006,7 +1006,7 @@ impl Importer {
                         clinician_id,
                         encounter_type: r.encounter_type.clone(),
                         department_id: department.map(|d| d.0),
-                        fhir_elements: None,
+                        fhir_elements: r.fhir_elements.clone(),
                         scheduled_for: r.scheduled_for.clone(),
                     },
                     facts: ScheduleFacts {
@@ -1149,7 +1149,7 @@ impl Importer {
                         value: r.value.clone(),
                         status: Some(initial.to_owned()),
                         effective_at: r.effective_at.clone(),
-                        fhir_elements: None,
+                        fhir_elements: r.fhir_elements.clone(),
                     },
                     facts: RecordFacts {
                         now: self.services.now(),

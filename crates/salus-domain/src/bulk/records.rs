@@ -147,6 +147,9 @@ pub struct EncounterRecord {
     pub end_time: Option<String>,
     #[serde(default)]
     pub cancel_reason: Option<String>,
+    /// What the FHIR API keeps beside the fields (given to a new entry).
+    #[serde(default)]
+    pub fhir_elements: Option<Value>,
     #[serde(default)]
     pub version: Option<Value>,
     #[serde(default)]
@@ -177,6 +180,9 @@ pub struct ObservationRecord {
     pub effective_at: Option<String>,
     #[serde(default)]
     pub status_reason: Option<String>,
+    /// What the FHIR API keeps beside the fields (given to a new entry).
+    #[serde(default)]
+    pub fhir_elements: Option<Value>,
     #[serde(default)]
     pub version: Option<Value>,
     #[serde(default)]

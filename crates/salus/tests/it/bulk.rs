@@ -422,7 +422,11 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
         .post(
             "/api/v1/encounters",
             t,
-            &enc(&p1id, json!({"department_id": cardiology})),
+            &enc(
+                &p1id,
+                json!({"department_id": cardiology,
+                       "fhir_elements": {"reasonCode": [{"text": "check-up; yearly"}]}}),
+            ),
         )
         .await)
     .await;
@@ -471,7 +475,8 @@ async fn export_then_import_into_an_empty_tenant_reproduces_the_data(backend: &s
     )
     .await;
     let loinc = json!({"system": "http://loinc.org", "code": "8480-6", "display": "Systolic BP"});
-    ok(app.post("/api/v1/observations", t, &json!({"patient_id": p1id, "encounter_id": e1id, "code": loinc, "value": {"type": "quantity", "value": 128.25, "unit": "mm[Hg]"}, "effective_at": "2026-05-01T08:00:00+02:00"})).await).await;
+    ok(app.post("/api/v1/observations", t, &json!({"patient_id": p1id, "encounter_id": e1id, "code": loinc, "value": {"type": "quantity", "value": 128.25, "unit": "mm[Hg]"}, "effective_at": "2026-05-01T08:00:00+02:00",
+        "fhir_elements": {"interpretation": [{"text": "high, \"borderline\""}]}})).await).await;
     let o2 = ok(app.post("/api/v1/observations", t, &json!({"patient_id": p1id, "code": {"system": "urn:local", "code": "dip"}, "value": {"type": "code", "coding": {"system": "http://snomed.info/sct", "code": "260385009", "display": "Negative"}}, "effective_at": "2026-05-02T08:00:00Z"})).await).await;
     act(format!("/api/v1/observations/{}/amend", o2["id"].as_str().unwrap()), 1, json!({"value": {"type": "code", "coding": {"system": "http://snomed.info/sct", "code": "10828004"}}, "reason": "misread"})).await;
     let o3 = ok(app.post("/api/v1/observations", t, &json!({"patient_id": p2id, "code": {"system": "urn:local", "code": "flag"}, "value": {"type": "boolean", "value": false}, "effective_at": "2026-05-03T08:00:00Z"})).await).await;
