@@ -279,6 +279,27 @@ pub fn quantity(value: f64, unit: &str, rest: Option<&Value>) -> Value {
     v
 }
 
+/// Whether the kept elements say (by [`crate::statement::ABSENT`]) that `element` was
+/// left out while it stood for `now`: the rendering leaves it out too.
+pub fn absent(kept: &Map<String, Value>, element: &str, now: &Value) -> bool {
+    kept.get(crate::statement::ABSENT)
+        .and_then(|a| a.get(element))
+        == Some(now)
+}
+
+/// The kept elements with the [`crate::statement::ABSENT`] marks of what a write left
+/// out, at the values the aggregate holds after it (none: no mark).
+pub fn with_absent(mut kept: Map<String, Value>, marks: &[(&str, Value)]) -> Map<String, Value> {
+    let a: Map<String, Value> = marks
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    if !a.is_empty() {
+        kept.insert(crate::statement::ABSENT.into(), Value::Object(a));
+    }
+    kept
+}
+
 /// The kept elements of an aggregate (its `fhir_elements`), as a map (empty without).
 pub fn kept_of(v: &Option<Value>) -> Map<String, Value> {
     v.as_ref()

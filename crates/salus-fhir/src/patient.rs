@@ -21,7 +21,7 @@
 //! date). A generated narrative (`text.status` `generated`) is not kept: it says nothing
 //! the structured content does not.
 
-use crate::datatypes::kept_of;
+use crate::datatypes::{absent, kept_of, with_absent};
 use crate::outcome::Issue;
 use crate::statement::ABSENT;
 use crate::validate::validate;
@@ -58,8 +58,7 @@ pub fn to_fhir(p: &Patient, version: i64, updated: DateTime<Utc>) -> Value {
             .collect(),
     ));
     let active = json!(p.status == PatientStatus::Active);
-    let left_out = kept.get(ABSENT).and_then(|a| a.get("active")) == Some(&active);
-    if !left_out {
+    if !absent(&kept, "active", &active) {
         r.insert("active".into(), active);
     }
     arrays.push(("name", d.name.iter().map(name_of).collect()));
@@ -215,15 +214,8 @@ impl PatientWrite {
     pub fn input_for(&self, active_before: bool) -> PatientInput {
         let mut input = self.input.clone();
         if self.active.is_none() {
-            let mut kept = input
-                .fhir_elements
-                .take()
-                .and_then(|v| match v {
-                    Value::Object(m) => Some(m),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            kept.insert(ABSENT.into(), json!({"active": active_before}));
+            let marks = [("active", json!(active_before))];
+            let kept = with_absent(kept_of(&input.fhir_elements), &marks);
             input.fhir_elements = Some(Value::Object(kept));
         }
         input

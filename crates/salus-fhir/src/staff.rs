@@ -74,24 +74,6 @@ fn resource(t: &str, id: Uuid, version: Option<(i64, DateTime<Utc>)>) -> Value {
     r
 }
 
-/// Whether the kept elements say `element` was left out while it stood for `now`.
-fn absent(kept: &Map<String, Value>, element: &str, now: &Value) -> bool {
-    kept.get(ABSENT).and_then(|a| a.get(element)) == Some(now)
-}
-
-/// The kept elements with the [`ABSENT`] marks of what a write left out, at the values
-/// the aggregate holds after it.
-fn with_absent(mut kept: Map<String, Value>, marks: &[(&str, Value)]) -> Map<String, Value> {
-    let mut a = Map::new();
-    for (k, v) in marks {
-        a.insert((*k).to_owned(), v.clone());
-    }
-    if !a.is_empty() {
-        kept.insert(ABSENT.into(), Value::Object(a));
-    }
-    kept
-}
-
 /// Merge what is kept into `r`, but for the elements the rendering already placed.
 fn merge_rest(r: &mut Value, mut kept: Map<String, Value>, placed: &[&str]) {
     kept.remove(ABSENT);
@@ -106,7 +88,7 @@ fn merge_rest(r: &mut Value, mut kept: Map<String, Value>, placed: &[&str]) {
 /// The identifier of `system`, with what else it held, then the kept identifiers. A value
 /// Salus chose because the resource had none (marked [`ABSENT`] as `mark`) is left out
 /// while it stays that.
-fn identifiers(system: &str, value: &str, kept: &Map<String, Value>, mark: &str) -> Value {
+fn identifiers(system: &str, value: &str, kept: &Map<String, Value>, mark: &str) -> Vec<Value> {
     let mut all = Vec::new();
     if !absent(kept, mark, &json!(value)) {
         let mut first = json!({ "system": system, "value": value });
@@ -122,7 +104,14 @@ fn identifiers(system: &str, value: &str, kept: &Map<String, Value>, mark: &str)
             .flatten()
             .cloned(),
     );
-    Value::Array(all)
+    all
+}
+
+/// Set `key` of `r` to `items`, or leave it out when there are none.
+fn put_items(r: &mut Value, key: &str, items: Vec<Value>) {
+    if !items.is_empty() {
+        r[key] = Value::Array(items);
+    }
 }
 
 /// Take the first identifier of `system` out of `o`: its value, what else it held kept.
@@ -219,7 +208,11 @@ fn object_of(r: &Value, t: &str) -> Result<Map<String, Value>, Vec<Issue>> {
 pub fn practitioner(c: &Clinician, version: Option<(i64, DateTime<Utc>)>) -> Value {
     let mut r = resource("Practitioner", c.id, version);
     let kept = kept_of(&c.fhir_elements);
-    r["identifier"] = identifiers(CREDENTIAL, &c.credential, &kept, "credential");
+    put_items(
+        &mut r,
+        "identifier",
+        identifiers(CREDENTIAL, &c.credential, &kept, "credential"),
+    );
     let active = json!(c.status == ClinicianStatus::Active);
     if !absent(&kept, "active", &active) {
         r["active"] = active;
@@ -256,12 +249,7 @@ pub fn practitioner(c: &Clinician, version: Option<(i64, DateTime<Utc>)>) -> Val
             .flatten()
             .cloned(),
     );
-    if !exts.is_empty() {
-        r["extension"] = Value::Array(exts);
-    }
-    if r["identifier"].as_array().is_some_and(Vec::is_empty) {
-        r.as_object_mut().map(|o| o.remove("identifier"));
-    }
+    put_items(&mut r, "extension", exts);
     merge_rest(&mut r, kept, &["identifier", "name", "extension", "active"]);
     r
 }
@@ -495,10 +483,11 @@ pub fn practitioner_path(field: &str) -> String {
 pub fn organization(d: &Department, version: Option<(i64, DateTime<Utc>)>) -> Value {
     let mut r = resource("Organization", d.id, version);
     let kept = kept_of(&d.fhir_elements);
-    r["identifier"] = identifiers(DEPARTMENT_CODE, &d.code, &kept, "code");
-    if r["identifier"].as_array().is_some_and(Vec::is_empty) {
-        r.as_object_mut().map(|o| o.remove("identifier"));
-    }
+    put_items(
+        &mut r,
+        "identifier",
+        identifiers(DEPARTMENT_CODE, &d.code, &kept, "code"),
+    );
     if !absent(&kept, "active", &json!(d.active)) {
         r["active"] = json!(d.active);
     }

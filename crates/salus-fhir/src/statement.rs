@@ -146,12 +146,7 @@ pub fn to_fhir<K: FhirKind>(s: &Statement<K>, version: Option<(i64, DateTime<Utc
     }
     let kept = s.fhir_elements.as_ref().and_then(Value::as_object);
     let part = |k: &str| kept.and_then(|m| m.get(k));
-    let absent = |k: &str, now: &str| {
-        part(ABSENT)
-            .and_then(|a| a.get(k))
-            .and_then(Value::as_str)
-            .is_some_and(|was| was == now)
-    };
+    let absent = |k: &str, now: &str| kept.is_some_and(|m| datatypes::absent(m, k, &json!(now)));
     let eie = s.verification_status == EIE;
     if !eie && !absent("clinicalStatus", &s.clinical_status) {
         r["clinicalStatus"] = status_concept(
@@ -238,18 +233,14 @@ impl StatementWrite {
     /// The kept elements once the statuses are `clinical` and `verification` (what the
     /// domain holds after the write): with [`ABSENT`] for the statuses left out.
     fn kept_at(&self, clinical: &str, verification: &str) -> Map<String, Value> {
-        let mut kept = self.kept.clone();
-        let mut absent = Map::new();
+        let mut marks = Vec::new();
         if self.clinical_status.is_none() && verification != EIE {
-            absent.insert("clinicalStatus".into(), json!(clinical));
+            marks.push(("clinicalStatus", json!(clinical)));
         }
         if self.verification_status.is_none() {
-            absent.insert("verificationStatus".into(), json!(verification));
+            marks.push(("verificationStatus", json!(verification)));
         }
-        if !absent.is_empty() {
-            kept.insert(ABSENT.into(), Value::Object(absent));
-        }
-        kept
+        datatypes::with_absent(self.kept.clone(), &marks)
     }
 
     /// The input of a new statement.

@@ -366,7 +366,6 @@ pub fn api_config(settings: &Settings) -> ApiConfig {
     }
 }
 
-/// Start the server in the background on `settings.listen` (port 0 picks a free one).
 /// Give the pages freed since the last call back to the system. mimalloc otherwise purges
 /// freed pages only from within later allocations on the same thread, so a server gone
 /// idle kept what start-up or its last burst of requests had freed. `force` also returns
@@ -377,6 +376,7 @@ fn release_freed_memory(force: bool) {
     unsafe { libmimalloc_sys::mi_collect(force) }
 }
 
+/// Start the server in the background on `settings.listen` (port 0 picks a free one).
 pub async fn start(settings: &Settings) -> anyhow::Result<(Running, Option<Bootstrap>)> {
     salus_api::jwks::install_crypto_provider();
     let metrics = Metrics::new();

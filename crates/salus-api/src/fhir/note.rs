@@ -157,19 +157,14 @@ async fn record_of(
     };
     let open = |r: &MedicalRecord| r.status == RecordStatus::Open && r.patient_id == patient;
     if let Some(d) = department {
+        // Opened by an earlier entry of this transaction.
         let opened_here = pending
             .records
             .lock()
             .ok()
-            .and_then(|m| m.get(&(patient, d)).copied());
-        if let Some(id) = opened_here {
-            // Opened by an earlier entry of this transaction: its state is the open one.
-            return Ok(MedicalRecord {
-                id,
-                patient_id: patient,
-                department_id: d,
-                status: RecordStatus::Open,
-            });
+            .and_then(|m| m.get(&(patient, d)).cloned());
+        if let Some(record) = opened_here {
+            return Ok(record);
         }
         let key = format!("{patient}|{d}");
         let owner = state
@@ -251,13 +246,7 @@ async fn open_with_note(
     pending: &Pending,
 ) -> Result<MedicalRecord, FhirError> {
     let patient_open = pending.patient_open(state, actor, patient).await?;
-    let department_active = pending.departments.contains(&department)
-        || salus_domain::staff::place::department_active(
-            &state.services,
-            &actor.ctx,
-            Some(department),
-        )
-        .await?;
+    let department_active = pending.department_active(state, actor, department).await?;
     let id = Uuid::now_v7();
     let input = salus_domain::clinical::record::RecordInput {
         patient_id: patient,
@@ -289,7 +278,7 @@ async fn open_with_note(
         .cloned()
         .ok_or_else(|| FhirError::from(ApiError::internal("the record was not opened")))?;
     if let Ok(mut m) = pending.records.lock() {
-        m.insert((patient, department), id);
+        m.insert((patient, department), record.clone());
     }
     if let Ok(mut o) = pending.opened.lock() {
         o.push(prepared);

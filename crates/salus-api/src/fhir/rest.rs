@@ -298,7 +298,9 @@ pub(super) struct Pending {
     /// The clinicians (Practitioners) this transaction creates, active.
     pub clinicians: HashSet<Uuid>,
     /// The medical records the notes of this write open, by (patient, department).
-    pub records: std::sync::Mutex<std::collections::HashMap<(Uuid, Uuid), Uuid>>,
+    pub records: std::sync::Mutex<
+        std::collections::HashMap<(Uuid, Uuid), salus_domain::clinical::record::MedicalRecord>,
+    >,
     /// Their writes, to be committed with the entry that opened them
     /// ([`Pending::take_opened`]).
     pub opened: std::sync::Mutex<Vec<Prepared>>,
@@ -312,6 +314,24 @@ impl Pending {
             .lock()
             .map(|mut o| std::mem::take(&mut *o))
             .unwrap_or_default()
+    }
+
+    /// Whether `department` is active: stored and active, or created by this transaction.
+    pub(super) async fn department_active(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+        department: Uuid,
+    ) -> Result<bool, FhirError> {
+        if self.departments.contains(&department) {
+            return Ok(true);
+        }
+        Ok(salus_domain::staff::place::department_active(
+            &state.services,
+            &actor.ctx,
+            Some(department),
+        )
+        .await?)
     }
 
     /// Whether `patient` is open: stored and not retired, or created by this transaction.

@@ -116,12 +116,8 @@ impl Mapped for Location {
     ) -> Result<PlaceCommand<LocationInput>, FhirError> {
         let body = with_logical_department(state, actor, body).await?;
         let w = fhir_staff::location_from_fhir(&body).map_err(FhirError::invalid)?;
-        let active = pending.departments.contains(&w.department_id)
-            || salus_domain::staff::place::department_active(
-                &state.services,
-                &actor.ctx,
-                Some(w.department_id),
-            )
+        let active = pending
+            .department_active(state, actor, w.department_id)
             .await?;
         Ok(w.create(id, active))
     }
