@@ -18,6 +18,11 @@
 //! A note is append-only: an update may only sign it (`docStatus` `preliminary` →
 //! `final`, by its author); any other change is refused, naming the element (amend it
 //! with a new DocumentReference that `appends` to it). There is no delete.
+//!
+//! A DocumentReference whose one content entry carries data of another media type than
+//! `text/plain` is a file ([`holds_file`], [`file_from_fhir`]): it becomes an attachment of
+//! the medical record, kept with every other element as sent, and reads back as sent with
+//! its data given as the download path ([`file_to_fhir`]).
 
 use crate::datatypes::*;
 use crate::outcome::Issue;
@@ -98,12 +103,20 @@ fn user(id: Uuid) -> Value {
 fn content_of(text: &str, kept: Option<&Value>) -> Value {
     let bytes = text.as_bytes();
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut attachment = json!({
-        "contentType": "text/plain; charset=utf-8",
-        "data": b64.encode(bytes),
-        "size": bytes.len(),
-        "hash": b64.encode(sha1::Sha1::digest(bytes)),
-    });
+    content_entry(
+        json!({
+            "contentType": "text/plain; charset=utf-8",
+            "data": b64.encode(bytes),
+            "size": bytes.len(),
+            "hash": b64.encode(sha1::Sha1::digest(bytes)),
+        }),
+        kept,
+    )
+}
+
+/// A `content` entry of `attachment` with what was kept of the sent one ([`CONTENT`]:
+/// the attachment's other elements, and the entry's `format`).
+fn content_entry(mut attachment: Value, kept: Option<&Value>) -> Value {
     let mut entry = json!({});
     if let Some(k) = kept.and_then(Value::as_object) {
         for (key, v) in k {
@@ -185,31 +198,269 @@ pub fn to_fhir(n: &ClinicalNote, version: Option<(i64, chrono::DateTime<chrono::
     r
 }
 
-/// The DocumentReference an attachment of a medical record is (read-only): its file by
-/// download path (`/api/v1/attachments/<id>/content`, hash-checked there), content type,
-/// size and file name, the patient and the uploading user; `final` and `current`.
+/// The DocumentReference an attachment of a medical record is: its file by download path
+/// (`/api/v1/attachments/<id>/content`, hash-checked there), content type, size and file
+/// name, the patient and the uploading user. An upload reads `final` and `current`; a file
+/// that came as a DocumentReference ([`file_from_fhir`]) reads back as it was sent, its
+/// `data` given as the download path.
 pub fn file_to_fhir(
     a: &Attachment,
     version: Option<(i64, chrono::DateTime<chrono::Utc>)>,
 ) -> Value {
-    let mut r = json!({
-        "resourceType": T,
-        "id": a.id.to_string(),
-        "status": "current",
-        "docStatus": "final",
-        "subject": reference("Patient", a.patient_id, None),
-        "author": [user(a.uploaded_by)],
-        "content": [{ "attachment": {
+    let kept = a.fhir_elements.as_ref().and_then(Value::as_object);
+    let part = |k: &str| kept.and_then(|m| m.get(k));
+    let content = content_entry(
+        json!({
             "contentType": a.content_type,
             "url": format!("/api/v1/attachments/{}/content", a.id),
             "size": a.size,
             "title": a.filename,
-        }}],
+        }),
+        part(CONTENT),
+    );
+    let mut r = json!({
+        "resourceType": T,
+        "id": a.id.to_string(),
+        "status": "current",
+        "subject": reference("Patient", a.patient_id, part("subject")),
+        "author": part("author").cloned().unwrap_or_else(|| json!([user(a.uploaded_by)])),
+        "content": [content],
     });
+    if kept.is_none() {
+        r["docStatus"] = json!("final");
+    }
     if let Some((v, at)) = version {
         r["meta"] = meta(v, at);
     }
+    if let Some(m) = kept {
+        let mut rest = m.clone();
+        for k in [CONTENT, "subject", "author"] {
+            rest.remove(k);
+        }
+        merge(&mut r, &Value::Object(rest));
+    }
     r
+}
+
+/// What a FHIR DocumentReference holding a file says ([`holds_file`]): the file becomes an
+/// attachment of the patient's medical record (the one of `custodian`, chosen as for a
+/// note).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileWrite {
+    pub patient_id: Uuid,
+    /// The department of the record (`custodian`, which is also kept as sent), when named.
+    pub department_id: Option<Uuid>,
+    /// The declared media type, without parameters, in lower case (the domain checks it
+    /// against the content).
+    pub content_type: String,
+    pub data: Vec<u8>,
+    /// The attachment's `title` made a file name, else `document` with the type's extension.
+    pub filename: String,
+    /// Every element not modelled, kept as sent; the attachment's other elements, its
+    /// `hash` (as sent, or computed) and a `title` that is not a file name as [`CONTENT`].
+    pub kept: Map<String, Value>,
+}
+
+/// Whether `r` (a DocumentReference) holds a file rather than a note's text: one content
+/// entry whose attachment carries `data` of a media type other than `text/plain`.
+pub fn holds_file(r: &Value) -> bool {
+    let Some([entry]) = r
+        .get("content")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    else {
+        return false;
+    };
+    let att = &entry["attachment"];
+    let media = att
+        .get("contentType")
+        .and_then(Value::as_str)
+        .and_then(|c| c.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    att.get("data").is_some() && media.is_some_and(|m| !m.is_empty() && m != "text/plain")
+}
+
+/// Read a FHIR DocumentReference holding a file ([`holds_file`]): structural validation
+/// first, then the file and what is kept beside it. The domain still checks the media type
+/// against the content and the record when it decides.
+pub fn file_from_fhir(r: &Value) -> Result<FileWrite, Vec<Issue>> {
+    let issues = crate::validate::validate(r);
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let Some(obj) = r.as_object() else {
+        return Err(vec![invalid(T, "a DocumentReference is a JSON object")]);
+    };
+    let mut o = obj.clone();
+    strip_managed(&mut o);
+    let mut issues = Vec::new();
+    let patient_id = take_required_reference(
+        &mut o,
+        "subject",
+        "Patient",
+        T,
+        "a document is about a patient: subject is Patient/<id>",
+        &mut issues,
+    );
+    // The custodian chooses the record, and reads back as sent.
+    let department_id = match o.get("custodian") {
+        Some(c) => match split_reference(c, "Organization", &format!("{T}.custodian")) {
+            Ok((id, _)) => Some(id),
+            Err(e) => {
+                issues.push(e);
+                None
+            }
+        },
+        None => None,
+    };
+    let file = match take_file(&mut o) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            issues.push(e);
+            None
+        }
+    };
+    match (issues.is_empty(), patient_id, file) {
+        (true, Some(patient_id), Some((content_type, data, filename, kept))) => {
+            o.insert(CONTENT.into(), kept);
+            Ok(FileWrite {
+                patient_id,
+                department_id,
+                content_type,
+                data,
+                filename,
+                kept: o,
+            })
+        }
+        _ => Err(issues),
+    }
+}
+
+/// The file of the one content entry: (media type, bytes, file name, what is kept of the
+/// entry as [`CONTENT`]).
+fn take_file(o: &mut Map<String, Value>) -> Result<(String, Vec<u8>, String, Value), Issue> {
+    let path = format!("{T}.content");
+    let Some(Value::Array(content)) = o.remove("content") else {
+        return Err(required(
+            path,
+            "a document is one content entry with its data",
+        ));
+    };
+    if content.len() != 1 {
+        return Err(refused(
+            format!("{path}[1]"),
+            "a Salus document is one content entry: send each file as its own DocumentReference",
+        ));
+    }
+    let path = format!("{path}[0].attachment");
+    let entry = content[0].as_object().cloned().unwrap_or_default();
+    let mut att = entry
+        .get("attachment")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let sent_type = att
+        .get("contentType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let media = sent_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media.is_empty() {
+        return Err(required(
+            format!("{path}.contentType"),
+            "a file needs its media type",
+        ));
+    }
+    // Rendered from the stored media type; kept only when sent otherwise.
+    if sent_type == media {
+        att.remove("contentType");
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = att
+        .remove("data")
+        .as_ref()
+        .and_then(Value::as_str)
+        .and_then(|d| b64.decode(d.trim()).ok())
+        .ok_or_else(|| invalid(format!("{path}.data"), "data is base64"))?;
+    if bytes.is_empty() {
+        return Err(invalid(format!("{path}.data"), "the file is empty"));
+    }
+    if let Some(size) = att.remove("size")
+        && size.as_u64() != Some(bytes.len() as u64)
+    {
+        return Err(invalid(
+            format!("{path}.size"),
+            format!("size is {size} but the data holds {} bytes", bytes.len()),
+        ));
+    }
+    let sha1 = b64.encode(sha1::Sha1::digest(&bytes));
+    match att.get("hash") {
+        Some(h) if h.as_str() != Some(sha1.as_str()) => {
+            return Err(invalid(
+                format!("{path}.hash"),
+                "hash is not the SHA-1 of the data (base64)",
+            ));
+        }
+        Some(_) => {}
+        None => {
+            att.insert("hash".into(), json!(sha1));
+        }
+    }
+    if att.get("url").is_some() {
+        return Err(refused(
+            format!("{path}.url"),
+            "a file is its data; a url is not kept beside it",
+        ));
+    }
+    let filename = match att.get("title").and_then(Value::as_str) {
+        Some(t) => {
+            let f = file_name_of(t, &media);
+            if f == t {
+                att.remove("title");
+            }
+            f
+        }
+        None => file_name_of("", &media),
+    };
+    if let Some(f) = entry.get("format") {
+        att.insert("format".into(), f.clone());
+    }
+    Ok((media, bytes, filename, Value::Object(att)))
+}
+
+/// `title` as a file name (no path separators or control characters, at most 255
+/// characters); `document` with the media type's extension when nothing is left.
+fn file_name_of(title: &str, media: &str) -> String {
+    let name: String = title
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == '/' || c == '\\' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(255)
+        .collect();
+    let name = name.trim();
+    if name.is_empty() || name == "." || name == ".." {
+        let ext = match media {
+            "application/pdf" => "pdf",
+            "image/png" => "png",
+            "image/jpeg" => "jpg",
+            "image/gif" => "gif",
+            "application/dicom" => "dcm",
+            _ => "bin",
+        };
+        format!("document.{ext}")
+    } else {
+        name.to_owned()
+    }
 }
 
 /// What a FHIR DocumentReference says, in the note's terms.

@@ -950,6 +950,10 @@ async fn prepare(
     };
     if let Some(d) = DomainType::of(t) {
         let r = e.resource.clone().unwrap_or(Value::Null);
+        let d = match plan {
+            Plan::Create { .. } => d.for_create(&r),
+            _ => d,
+        };
         let write = match plan {
             Plan::Create { id } => TxWrite::Create { id, body: &r },
             Plan::Update { id, expected } => TxWrite::Update {

@@ -5,11 +5,12 @@
 //! is signed by its writer as it is written. An update may only sign it; there is no
 //! delete (a note is append-only). Every read checks the note's text against its SHA-256
 //! and withholds a note that fails (a loud error and a metric). The attachments of
-//! medical records read as DocumentReferences beside the notes ([`Mapped::ALSO`]).
+//! medical records read as DocumentReferences beside the notes ([`Mapped::ALSO`]), and a
+//! DocumentReference holding a file (not a note's text) is created as one.
 
 use super::rest::{self, Mapped, Pending};
 use super::*;
-use salus_domain::clinical::attachment::{Attachment, AttachmentCommand};
+use salus_domain::clinical::attachment::{AttachFacts, Attachment, AttachmentCommand};
 use salus_domain::clinical::record::{
     ClinicalNote, MedicalRecord, NoteCommand, NoteFacts, NoteInput, RECORD_KEY_SCOPE, RecordStatus,
 };
@@ -21,6 +22,10 @@ impl Mapped for ClinicalNote {
     const WRITE: &'static str = "notes:write";
     const DELETES: bool = false;
     const ALSO: Option<rest::DomainType> = Some(rest::DomainType::DocumentFile);
+
+    fn creates_also(body: &Value) -> bool {
+        fnote::holds_file(body)
+    }
 
     fn render(&self, version: i64, updated: DateTime<Utc>) -> Value {
         fnote::to_fhir(self, Some((version, updated)))
@@ -92,7 +97,8 @@ impl Mapped for ClinicalNote {
 }
 
 /// An attachment of a medical record, read as a DocumentReference beside the notes (its
-/// routes are the notes'; it is never written through FHIR).
+/// routes are the notes'). A DocumentReference holding a file (not a note's text) is
+/// created as one; it never changes after.
 impl Mapped for Attachment {
     const FHIR_TYPE: &'static str = "DocumentReference";
     const READ: &'static str = "attachments:read";
@@ -104,17 +110,48 @@ impl Mapped for Attachment {
     }
 
     fn path_of_field(field: &str) -> String {
-        fnote::path_of_field(field)
+        match field {
+            "content_type" => "DocumentReference.content[0].attachment.contentType".into(),
+            "filename" => "DocumentReference.content[0].attachment.title".into(),
+            other => fnote::path_of_field(other),
+        }
     }
 
+    /// The file goes to the blob store first (content-addressed: a write that then fails
+    /// leaves only bytes no entry names), in the record a note would go in.
     async fn create_command(
-        _state: &AppState,
-        _actor: &Actor,
-        _id: Uuid,
-        _body: &Value,
-        _pending: &Pending,
+        state: &AppState,
+        actor: &Actor,
+        id: Uuid,
+        body: &Value,
+        pending: &Pending,
     ) -> Result<AttachmentCommand, FhirError> {
-        Err(file_unchangeable())
+        actor.require(Self::WRITE)?;
+        let w = fnote::file_from_fhir(body).map_err(FhirError::invalid)?;
+        let record = record_of(state, actor, w.patient_id, w.department_id, pending).await?;
+        let data = bytes::Bytes::from(w.data);
+        let blob = state
+            .blobs
+            .put(futures_util::stream::iter([Ok::<
+                _,
+                std::convert::Infallible,
+            >(data)]))
+            .await
+            .map_err(|e| FhirError::from(crate::attachments::blob_error(state, e)))?;
+        Ok(AttachmentCommand::Attach {
+            id,
+            record_id: record.id,
+            filename: w.filename,
+            size: blob.size,
+            sha256: blob.sha256.to_hex(),
+            fhir_elements: Some(Value::Object(w.kept)),
+            facts: Box::new(AttachFacts {
+                record_open_for: Some(record.patient_id),
+                declared_type: w.content_type,
+                sniffed_type: blob.sniffed.map(str::to_owned),
+                uploaded_by: actor.ctx.actor.0,
+            }),
+        })
     }
 
     async fn update_command(
@@ -136,7 +173,7 @@ fn file_unchangeable() -> FhirError {
     FhirError::new(
         422,
         "not-supported",
-        "an attachment is uploaded through POST /api/v1/medical-records/{id}/attachments and never changes",
+        "an attachment never changes: send a new DocumentReference (or upload through POST /api/v1/medical-records/{id}/attachments)",
     )
 }
 
@@ -289,7 +326,7 @@ async fn open_with_note(
 /// What this module serves of DocumentReference (its CapabilityStatement entry).
 pub(super) fn capability() -> Value {
     rest::capability::<ClinicalNote>(
-        "The DocumentReference is a Salus clinical note (also /api/v1/medical-records/{id}/notes and /api/v1/notes/{id}). The note keeps its text (the one content entry: a text/plain UTF-8 attachment with base64 data; size and hash, the SHA-1 of the data, computed on read; the text is checked against its SHA-256 on every read), type (the LOINC document codes of progress 11506-3, operative 11504-8, discharge 18842-5, admission 47039-3, consult 11488-4, procedure 28570-0, nursing 34746-8, other 34109-9), subject (Patient/<id>), custodian (Organization/<department id>: the department of the medical record, opened with the note when the patient has none there; a create without one uses the patient's only open record), docStatus (preliminary, final once its author signed), the note it amends (relatesTo appends or replaces DocumentReference/<id>), its writer (author and, once signed, authenticator, by identifier of system urn:salus:user, unless the resource names its own). Every other element is kept as sent. status is current (superseded when sent so). A note is append-only: an update may only sign it (docStatus final, by its author); amend it with a new DocumentReference. No delete. The attachments of medical records read as DocumentReferences too (by id, and in every search beside the notes: content type, size, file name and the download path /api/v1/attachments/{id}/content); they are uploaded through /api/v1/medical-records/{id}/attachments and never change through FHIR.",
+        "The DocumentReference is a Salus clinical note (also /api/v1/medical-records/{id}/notes and /api/v1/notes/{id}). The note keeps its text (the one content entry: a text/plain UTF-8 attachment with base64 data; size and hash, the SHA-1 of the data, computed on read; the text is checked against its SHA-256 on every read), type (the LOINC document codes of progress 11506-3, operative 11504-8, discharge 18842-5, admission 47039-3, consult 11488-4, procedure 28570-0, nursing 34746-8, other 34109-9), subject (Patient/<id>), custodian (Organization/<department id>: the department of the medical record, opened with the note when the patient has none there; a create without one uses the patient's only open record), docStatus (preliminary, final once its author signed), the note it amends (relatesTo appends or replaces DocumentReference/<id>), its writer (author and, once signed, authenticator, by identifier of system urn:salus:user, unless the resource names its own). Every other element is kept as sent. status is current (superseded when sent so). A note is append-only: an update may only sign it (docStatus final, by its author); amend it with a new DocumentReference. No delete. The attachments of medical records read as DocumentReferences too (by id, and in every search beside the notes: content type, size, file name and the download path /api/v1/attachments/{id}/content). A DocumentReference whose one content entry holds data of another media type than text/plain (PDF, PNG, JPEG, GIF, DICOM; the declared type must be what the bytes are) is written as such an attachment (needs attachments:write), in the record chosen as for a note: the file goes to the blob store, the attachment's title becomes the file name, and every other element is kept as sent, so it reads back as sent with the data given as its download path, size and SHA-1 hash. Attachments never change (an update is refused); they are also uploaded through /api/v1/medical-records/{id}/attachments.",
     )
 }
 

@@ -415,6 +415,12 @@ where
     /// none (attachments beside notes as DocumentReference).
     const ALSO: Option<DomainType> = None;
 
+    /// Whether `body` is a create of [`Mapped::ALSO`] instead (a DocumentReference holding
+    /// a file rather than a note's text).
+    fn creates_also(_body: &Value) -> bool {
+        false
+    }
+
     /// Whether the stored state passes its integrity check (a note's text against its
     /// SHA-256); one that fails is withheld, logged and counted.
     fn intact(&self) -> bool {
@@ -673,6 +679,9 @@ where
     A::Command: Send,
 {
     check_type::<A>(body)?;
+    if let Some(k) = A::ALSO.filter(|_| A::creates_also(body)) {
+        return Box::pin(k.create(state, actor, headers, body)).await;
+    }
     if let Some(pairs) = if_none_exist(headers)? {
         let search = ClinicalSearch::parse::<A>(state, actor, &pairs, true).await?;
         let found = search.run::<A>(state, actor, None, 2).await?;
@@ -784,9 +793,12 @@ where
     check_id::<A>(body, id)?;
     let want = expected(headers)?;
     // The current record decides who may see it (updates never create: ids are Salus's).
-    let current = find::<A>(state, actor, id)
-        .await?
-        .ok_or_else(|| not_found(A::FHIR_TYPE, id))?;
+    let Some(current) = find::<A>(state, actor, id).await? else {
+        if let Some(k) = A::ALSO.filter(|k| k.readable_by(actor)) {
+            return Box::pin(k.update(state, actor, headers, id, body)).await;
+        }
+        return Err(not_found(A::FHIR_TYPE, id));
+    };
     if let Some(v) = want
         && v != current.row.version
     {
@@ -1561,10 +1573,16 @@ impl DomainType {
 
     /// The FHIR form of a committed write of this type.
     pub(super) fn render(self, d: salus_domain::service::Done) -> Option<Value> {
-        with_type!(self, A => d
-            .into_current::<A>()
-            .ok()
-            .map(|c| c.state.render(c.row.version, c.row.updated_at)))
+        with_type!(self, A => match d.into_current::<A>() {
+            Ok(c) => Some(c.state.render(c.row.version, c.row.updated_at)),
+            Err(d) => A::ALSO.and_then(|k| k.render(d)),
+        })
+    }
+
+    /// The type a create of `body` is written as: [`Mapped::ALSO`] when the body is one
+    /// of its (a DocumentReference holding a file).
+    pub(super) fn for_create(self, body: &Value) -> Self {
+        with_type!(self, A => A::ALSO.filter(|_| A::creates_also(body)).unwrap_or(self))
     }
 
     /// The resource `id` as a search result (for `_include`), if the actor may see it.

@@ -29,6 +29,10 @@ pub struct Attachment {
     pub size: u64,
     pub sha256: String,
     pub uploaded_by: Uuid,
+    /// What a FHIR DocumentReference that brought the file said beyond the file (its type,
+    /// date, author, …), kept as sent; none for an upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_elements: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +51,8 @@ pub enum AttachmentCommand {
         filename: String,
         size: u64,
         sha256: String,
+        /// See [`Attachment::fhir_elements`].
+        fhir_elements: Option<Value>,
         facts: Box<AttachFacts>,
     },
 }
@@ -89,6 +95,7 @@ impl Aggregate for Attachment {
             filename,
             size,
             sha256,
+            fhir_elements,
             facts,
         } = command;
         if state.is_some() {
@@ -142,6 +149,7 @@ impl Aggregate for Attachment {
             size: *size,
             sha256: sha256.clone(),
             uploaded_by: facts.uploaded_by,
+            fhir_elements: fhir_elements.clone(),
         })])
     }
 
@@ -206,6 +214,7 @@ pub async fn attach(
                     filename,
                     size,
                     sha256,
+                    fhir_elements: None,
                     facts,
                 })
             },

@@ -6,7 +6,7 @@
 //! `fhir.resources`.
 
 use crate::app::{TestApp, on_both_backends, patient};
-use crate::fhir::{Fhir, ids};
+use crate::fhir::{Fhir, content, ids};
 use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,6 +16,7 @@ on_both_backends!(
     notes_are_found_by_their_r4_parameters_and_amended,
     a_tampered_note_is_withheld_from_fhir,
     attachments_read_as_document_references_beside_the_notes,
+    files_come_as_document_references_and_read_back_as_sent,
 );
 
 const LOINC: &str = "http://loinc.org";
@@ -469,7 +470,183 @@ async fn attachments_read_as_document_references_beside_the_notes(backend: &str)
     let r = fhir
         .put(&format!("/DocumentReference/{aid}"), &read.body, &[])
         .await;
-    assert!(r.status == 404 || r.status == 422, "{}", r.body);
+    assert_eq!(r.status, 422, "{}", r.body);
+    fhir.validate_all();
+    app.stop().await;
+}
+
+/// A DocumentReference of an ECG tracing as another system sends it: a PDF with its
+/// data, title, creation and format, and what else the document says.
+fn ecg(pid: &str, did: &str, pdf: &[u8]) -> Value {
+    json!({
+        "resourceType": "DocumentReference",
+        "meta": {"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"]},
+        "identifier": [{"system": "urn:oid:1.2.3.4", "value": "ecg-77"}],
+        "status": "current",
+        "type": {"coding": [{"system": LOINC, "code": "11524-6", "display": "EKG study"}]},
+        "category": [{"coding": [{"system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category", "code": "clinical-note"}]}],
+        "subject": {"reference": format!("Patient/{pid}"), "display": "Ada Noted"},
+        "date": "2024-05-02T08:30:00Z",
+        "author": [{"display": "Cardiology lab"}],
+        "custodian": {"reference": format!("Organization/{did}")},
+        "content": [{
+            "attachment": {
+                "contentType": "application/pdf",
+                "data": base64::engine::general_purpose::STANDARD.encode(pdf),
+                "title": "ECG 12-lead 1/2",
+                "creation": "2024-05-02T08:25:00Z",
+                "language": "en",
+            },
+            "format": {"system": "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode", "code": "urn:ihe:iti:xds:2017:mimeTypeSufficient"},
+        }],
+    })
+}
+
+async fn files_come_as_document_references_and_read_back_as_sent(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let (pid, did, rid) = a_record(&app, "N-7", "CARDIO").await;
+    let pdf = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n".to_vec();
+    let sent = ecg(&pid, &did, &pdf);
+    let c = fhir.post("/DocumentReference", &sent, &[]).await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    let id = c.body["id"].as_str().unwrap().to_owned();
+
+    // It is an attachment of the patient's record in the custodian's department.
+    let (status, _, a) = crate::fhir::api_get(&app, &format!("/api/v1/attachments/{id}")).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["record_id"], rid.as_str());
+    assert_eq!(a["content_type"], "application/pdf");
+    assert_eq!(a["filename"], "ECG 12-lead 1_2");
+    assert_eq!(a["size"], pdf.len());
+
+    // It reads back as sent: the data is served by its download path, with its size and
+    // SHA-1, and the bytes are the ones sent.
+    let read = fhir.get(&format!("/DocumentReference/{id}")).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.header("etag"), "W/\"1\"");
+    let mut back = content(&read.body);
+    let att = back["content"][0]["attachment"].as_object_mut().unwrap();
+    let url = att.remove("url").unwrap();
+    assert_eq!(att.remove("size").unwrap(), pdf.len());
+    {
+        use sha1::Digest;
+        assert_eq!(
+            att.remove("hash").unwrap(),
+            base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(&pdf))
+        );
+    }
+    let mut expected = content(&sent);
+    expected["content"][0]["attachment"]
+        .as_object_mut()
+        .unwrap()
+        .remove("data");
+    assert_eq!(back, expected);
+    assert_eq!(read.body["meta"]["profile"], sent["meta"]["profile"]);
+    let got = app.get(url.as_str().unwrap(), &app.token).await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), pdf);
+
+    // Found by what it says.
+    let b = fhir
+        .get(&format!("/DocumentReference?type={LOINC}|11524-6"))
+        .await;
+    assert_eq!(ids(&b.body), vec![id.clone()]);
+    let b = fhir
+        .get("/DocumentReference?identifier=urn:oid:1.2.3.4|ecg-77")
+        .await;
+    assert_eq!(ids(&b.body), vec![id.clone()]);
+
+    // In a transaction, beside a note, for a department where the patient has no record
+    // yet: one record is opened for both, in the same commit.
+    let did2 = app.create_department("RADIO", "Radiology").await;
+    let png = {
+        let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
+        p.extend_from_slice(&[
+            0, 0, 0, 13, b'I', b'H', b'D', b'R', 0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0,
+        ]);
+        p
+    };
+    let mut image = ecg(&pid, &did2, &png);
+    image["content"][0]["attachment"] = json!({
+        "contentType": "image/png",
+        "data": base64::engine::general_purpose::STANDARD.encode(&png),
+    });
+    image.as_object_mut().unwrap().remove("identifier");
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111", "resource": image,
+         "request": {"method": "POST", "url": "DocumentReference"}},
+        {"fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222", "resource": discharge(&pid, Some(&did2), "Chest film clear."),
+         "request": {"method": "POST", "url": "DocumentReference"}},
+    ]});
+    let r = fhir.post("", &tx, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let entries = r.body["entry"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["response"]["status"].as_str().unwrap().starts_with("201")),
+        "{}",
+        r.body
+    );
+    let file = &entries[0]["resource"];
+    assert_eq!(file["content"][0]["attachment"]["contentType"], "image/png");
+    assert_eq!(file["content"][0]["attachment"]["title"], "document.png");
+    let (_, _, f) = crate::fhir::api_get(
+        &app,
+        &format!("/api/v1/attachments/{}", file["id"].as_str().unwrap()),
+    )
+    .await;
+    let (_, _, n) = crate::fhir::api_get(
+        &app,
+        &format!(
+            "/api/v1/notes/{}",
+            entries[1]["resource"]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(f["record_id"], n["record_id"], "{f} {n}");
+    assert_ne!(f["record_id"], rid.as_str());
+
+    // Errors name the element, and nothing is written.
+    let mut lying = ecg(&pid, &did, &pdf);
+    lying["content"][0]["attachment"]["contentType"] = json!("image/png");
+    let (_, at) = fhir
+        .post("/DocumentReference", &lying, &[])
+        .await
+        .outcome(422);
+    assert_eq!(at, "DocumentReference.content[0].attachment.contentType");
+    let mut hashed = ecg(&pid, &did, &pdf);
+    hashed["content"][0]["attachment"]["hash"] = json!("AAAA");
+    let (_, at) = fhir
+        .post("/DocumentReference", &hashed, &[])
+        .await
+        .outcome(422);
+    assert_eq!(at, "DocumentReference.content[0].attachment.hash");
+    let mut linked = ecg(&pid, &did, &pdf);
+    linked["content"][0]["attachment"]["url"] = json!("https://example.org/ecg.pdf");
+    let (_, at) = fhir
+        .post("/DocumentReference", &linked, &[])
+        .await
+        .outcome(422);
+    assert_eq!(at, "DocumentReference.content[0].attachment.url");
+    let mut exe = ecg(&pid, &did, b"MZ\x90\x00");
+    exe["content"][0]["attachment"]["contentType"] = json!("application/x-msdownload");
+    let (_, at) = fhir
+        .post("/DocumentReference", &exe, &[])
+        .await
+        .outcome(422);
+    assert_eq!(at, "DocumentReference.content[0].attachment.contentType");
+    let b = fhir
+        .get(&format!("/DocumentReference?patient={pid}&_total=accurate"))
+        .await;
+    assert_eq!(b.body["total"], 3, "{}", b.body);
+
+    // A file never changes.
+    let (_, _) = fhir
+        .put(&format!("/DocumentReference/{id}"), &read.body, &[])
+        .await
+        .outcome(422);
     fhir.validate_all();
     app.stop().await;
 }
