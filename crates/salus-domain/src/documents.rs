@@ -44,12 +44,24 @@ pub fn row_filter(resource_type: &str, mut f: salus_store::Filter) -> salus_stor
     f
 }
 
-/// The stream id of the document `resource_type/id` when the id was chosen by a client
-/// (an update that creates): a name-based UUID (version 8, from SHA-256 of the name), so
-/// that every type has its own ids.
-pub fn client_stream_id(resource_type: &str, id: &str) -> Uuid {
+/// The stream id of the document `resource_type/id` of `tenant` when the id was chosen by
+/// a client (an update that creates): a name-based UUID (version 8, from SHA-256 of the
+/// name), so that every tenant and every type has its own ids (stream ids are unique
+/// across tenants).
+pub fn client_stream_id(tenant: salus_kernel::TenantId, resource_type: &str, id: &str) -> Uuid {
+    name_uuid(&format!("salus:fhir:{tenant}:{resource_type}/{id}"))
+}
+
+/// The stream id a client's id was given before [`client_stream_id`] named the tenant:
+/// documents created then are still found by it (in their own tenant only, as every
+/// read is).
+pub fn legacy_client_stream_id(resource_type: &str, id: &str) -> Uuid {
+    name_uuid(&format!("salus:fhir:{resource_type}/{id}"))
+}
+
+fn name_uuid(name: &str) -> Uuid {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("salus:fhir:{resource_type}/{id}").as_bytes());
+    let digest = Sha256::digest(name.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()

@@ -983,7 +983,8 @@ async fn prepare(
         Plan::Create { id } => {
             let r = body()?;
             checked_body(t, &r)?;
-            let stream = Uuid::parse_str(id).unwrap_or_else(|_| client_stream_id(t, id));
+            let stream =
+                Uuid::parse_str(id).unwrap_or_else(|_| client_stream_id(actor.ctx.tenant, t, id));
             Ok(Some(svc.prepare_new::<FhirDocument, _>(
                 stream,
                 |_, now| Ok(store_command(t, id, &r, now)),
@@ -1014,7 +1015,7 @@ async fn prepare(
             checked_body(t, &r)?;
             let stream = match &existing {
                 Some(c) => c.row.id,
-                None if valid_id(id) => client_stream_id(t, id),
+                None if valid_id(id) => client_stream_id(actor.ctx.tenant, t, id),
                 None => {
                     return Err(FhirError::new(
                         400,

@@ -12,7 +12,9 @@
 
 use super::results::{self, Hit, ResultParams, TypeSearch};
 use super::*;
-use salus_domain::documents::{self, DocumentCommand, FhirDocument, client_stream_id, row_param};
+use salus_domain::documents::{
+    self, DocumentCommand, FhirDocument, client_stream_id, legacy_client_stream_id, row_param,
+};
 use salus_fhir::search::{self as fsearch, Clause, SearchError};
 use salus_store::{FilterOp, SearchQuery};
 
@@ -165,11 +167,12 @@ pub(super) async fn find(
     t: &str,
     id: &str,
 ) -> Result<Option<Current<FhirDocument>>, FhirError> {
-    let mut candidates = Vec::with_capacity(2);
+    let mut candidates = Vec::with_capacity(3);
     if let Ok(u) = Uuid::parse_str(id) {
         candidates.push(u);
     }
-    candidates.push(client_stream_id(t, id));
+    candidates.push(client_stream_id(actor.ctx.tenant, t, id));
+    candidates.push(legacy_client_stream_id(t, id));
     for stream in candidates {
         if let Some(c) = state
             .services
@@ -538,7 +541,7 @@ async fn put_document(
                     format!("'{id}' is not a FHIR id (1-64 of A-Z, a-z, 0-9, '-', '.')"),
                 ));
             }
-            (client_stream_id(t, id), true)
+            (client_stream_id(actor.ctx.tenant, t, id), true)
         }
     };
     let c = state

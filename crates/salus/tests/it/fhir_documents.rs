@@ -14,6 +14,7 @@ on_both_backends!(
     documents_are_created_read_updated_patched_deleted_with_history,
     documents_are_found_by_every_parameter_type,
     a_patient_context_token_sees_only_its_patients_documents,
+    a_client_chosen_id_is_each_tenants_own,
 );
 
 fn immunization(patient: &str, vaccine: &str, date: &str) -> Value {
@@ -565,4 +566,50 @@ async fn a_patient_context_token_sees_only_its_patients_documents(backend: &str)
         .await;
     w.outcome(403);
     fhir.validate_all();
+}
+
+/// Two tenants may each create `Account/shared` by an update (the id is the client's):
+/// neither sees, blocks or learns of the other's.
+async fn a_client_chosen_id_is_each_tenants_own(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let other = app.other_tenant("second").await;
+    let account = |name: &str| json!({"resourceType": "Account", "id": "shared", "status": "active", "name": name});
+    let a = fhir.put("/Account/shared", &account("first's"), &[]).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let b = fhir
+        .send(
+            Method::PUT,
+            "/Account/shared",
+            Some(&other),
+            Some(&account("second's")),
+            &[],
+        )
+        .await;
+    assert_eq!(b.status, 201, "{}", b.body);
+    assert_eq!(b.header("etag"), "W/\"1\"");
+    let read = fhir
+        .send(Method::GET, "/Account/shared", Some(&other), None, &[])
+        .await;
+    assert_eq!(read.body["name"], "second's");
+    let read = fhir.get("/Account/shared").await;
+    assert_eq!(read.body["name"], "first's");
+    assert_eq!(read.header("etag"), "W/\"1\"");
+    // In a transaction too.
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Account", "id": "tx-shared", "status": "active", "name": "mine"},
+         "request": {"method": "PUT", "url": "Account/tx-shared"}},
+    ]});
+    let r = fhir.post("", &tx, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = fhir
+        .send(Method::POST, "", Some(&other), Some(&tx), &[])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["entry"][0]["response"]["status"].as_str().unwrap()[..3],
+        *"201"
+    );
+    fhir.validate_all();
+    app.stop().await;
 }
