@@ -21,11 +21,12 @@ pub(super) fn capability() -> Value {
         .filter_map(|code| {
             let kind = search_parameters().get("Patient", code)?.kind;
             let doc = match kind {
-                ParamType::Date => "Prefixes eq, lt, gt, le, ge; a partial date is its whole period.",
-                ParamType::String => "Starts-with, case and accents ignored. No modifiers.",
+                ParamType::Date => "Every prefix; a partial date is its whole period.",
+                ParamType::String => "Starts-with, case and accents ignored.",
                 _ => "system|code, or a bare code in any system; comma-separated codes mean any of them.",
             };
-            capability_param("Patient", code, doc)
+            let doc = format!("{doc} {}", salus_fhir::search::modifiers_doc(kind));
+            capability_param("Patient", code, &doc)
         })
         .collect();
     // The others, over the FHIR rendering's rows (no chains).
@@ -368,6 +369,23 @@ pub(super) struct PatientSearch {
     results: ResultParams,
 }
 
+/// Whether the registry's own rows answer `name` (one of [`PATIENT_SEARCH`]) as asked: no
+/// modifier, one value (gender takes several), and for the birth date a prefix of eq, lt,
+/// gt, le or ge. The rest goes over the FHIR rendering's rows, which answer every
+/// modifier and prefix.
+fn registry_form(name: &str, modifier: Option<&str>, value: &str) -> bool {
+    if modifier.is_some() || (value.contains(',') && name != "gender") {
+        return false;
+    }
+    name != "birthdate"
+        || match value.get(..2) {
+            Some(p) if p.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                matches!(p, "eq" | "lt" | "gt" | "le" | "ge")
+            }
+            _ => true,
+        }
+}
+
 /// A day as the `birth_date` search rows hold it.
 fn day(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
@@ -426,8 +444,12 @@ impl PatientSearch {
                 Some((n, m)) => (n, Some(m)),
                 None => (key.as_str(), None),
             };
-            if !PATIENT_SEARCH.contains(&name) {
-                // Every other R4 parameter: over the rows of the Patient's FHIR rendering.
+            if !PATIENT_SEARCH.contains(&name)
+                || (name != "_id" && !registry_form(name, modifier, value))
+            {
+                // Every other R4 parameter, and the registry's own ones with a modifier,
+                // several values or a prefix its rows do not answer: over the rows of the
+                // Patient's FHIR rendering.
                 s.fhir_parameter(key, value, strict, &mut ignored)?;
                 continue;
             }

@@ -698,8 +698,37 @@ async fn search_finds_by_each_parameter_and_pages(backend: &str) {
         )
         .await;
     chained.outcome(400);
-    fhir.get("/Patient?name:exact=Pager").await.outcome(400);
-    fhir.get("/Patient?birthdate=sa1980").await.outcome(400);
+    // The registry's own parameters with modifiers, several values and every prefix.
+    assert_eq!(q("/Patient?name:exact=Pager").await, made);
+    assert!(q("/Patient?name:exact=pager").await.is_empty());
+    assert_eq!(q("/Patient?family:contains=AGE").await, made);
+    assert_eq!(q("/Patient?given=ann,bob").await, made[0..2].to_vec());
+    assert_eq!(
+        q("/Patient?birthdate=sa1980-12-31&family=pager").await,
+        made[3..].to_vec()
+    );
+    assert_eq!(
+        q("/Patient?birthdate=eb1980-04-23&family=pager").await,
+        [made[0].clone()]
+    );
+    assert_eq!(
+        q("/Patient?birthdate=ne1980-04-23&family=pager").await,
+        [
+            made[0].clone(),
+            made[2].clone(),
+            made[3].clone(),
+            made[4].clone()
+        ]
+    );
+    assert_eq!(
+        q("/Patient?gender:not=female&family=pager").await,
+        made[1..3].to_vec()
+    );
+    assert_eq!(
+        q("/Patient?identifier:missing=false&family=pager").await,
+        made
+    );
+    fhir.get("/Patient?_id:exact=x").await.outcome(400);
     fhir.get("/Patient?_count=0").await.outcome(400);
     fhir.get("/Patient?_cursor=garbage").await.outcome(400);
     fhir.validate_all();
