@@ -1135,8 +1135,28 @@ pub(super) async fn resolve_chain(
         ));
     }
     let pairs = [(inner.to_owned(), value.to_owned())];
+    // A reference that may point at several types is followed to those where the inner
+    // parameter is defined (`general-practitioner.name`: Practitioner and Organization, not
+    // PractitionerRole); at least one must define it.
+    let code = fsearch::parse_key(inner).name;
+    let defines = |t: &str| code.starts_with('_') || search_parameters().get(t, code).is_some();
+    let followed: Vec<&String> = if targets.len() > 1 {
+        targets.iter().filter(|t| defines(t)).collect()
+    } else {
+        targets.iter().collect()
+    };
+    if followed.is_empty() {
+        return Err(FhirError::new(
+            400,
+            "not-supported",
+            format!(
+                "'{code}' is not a search parameter of {}",
+                targets.join(" or ")
+            ),
+        ));
+    }
     let mut out = Vec::new();
-    for t in targets {
+    for t in followed {
         if t == "Patient" {
             let search = super::patient::PatientSearch::parse(&pairs, true)?;
             for p in search.run(state, actor, None, CHAIN_LIMIT).await? {

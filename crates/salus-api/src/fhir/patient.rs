@@ -29,7 +29,7 @@ pub(super) fn capability() -> Value {
             capability_param("Patient", code, &doc)
         })
         .collect();
-    // The others, over the FHIR rendering's rows (no chains).
+    // The others, over the FHIR rendering's rows (chains one level deep).
     params.extend(
         search_parameters()
             .of("Patient")
@@ -37,10 +37,7 @@ pub(super) fn capability() -> Value {
             .filter(|p| salus_fhir::search::is_searchable(p))
             .filter(|p| !PATIENT_SEARCH.contains(&p.code.as_str()))
             .filter_map(|p| {
-                let doc = format!(
-                    "{}; chains are not followed",
-                    salus_fhir::search::modifiers_doc(p.kind)
-                );
+                let doc = salus_fhir::search::modifiers_doc(p.kind);
                 capability_param("Patient", &p.code, &doc)
             }),
     );
@@ -367,6 +364,17 @@ pub(super) struct PatientSearch {
     cursor: Option<Uuid>,
     /// `_sort`, `_summary`, `_include` and the other result parameters.
     results: ResultParams,
+    /// Chained parameters (`general-practitioner.name=…`), resolved into filters when the
+    /// search runs.
+    chains: Vec<Chain>,
+}
+
+/// A chained parameter: `param` names one of `targets` that matches `inner=value`.
+struct Chain {
+    param: String,
+    targets: Vec<String>,
+    inner: String,
+    value: String,
 }
 
 /// Whether the registry's own rows answer `name` (one of [`PATIENT_SEARCH`]) as asked: no
@@ -401,6 +409,7 @@ impl PatientSearch {
             ignored: Vec::new(),
             cursor: None,
             results: ResultParams::default(),
+            chains: Vec::new(),
         };
         let mut ignored = Vec::new();
         for (key, value) in pairs {
@@ -559,7 +568,7 @@ impl PatientSearch {
 
     /// An R4 Patient parameter the registry does not index itself, searched on the rows of
     /// the FHIR rendering (`Patient.<code>`) as documents' are: every type and modifier,
-    /// not chains (Patient's references point at practitioners and organizations).
+    /// and chains one level deep (to practitioners, organizations, other patients).
     fn fhir_parameter(
         &mut self,
         key: &str,
@@ -588,12 +597,48 @@ impl PatientSearch {
                 }
                 Ok(())
             }
-            Clause::Chain { param, .. } => Err(FhirError::new(
-                400,
-                "not-supported",
-                format!("chains from Patient's '{param}' are not followed"),
-            )),
+            Clause::Chain {
+                param,
+                targets,
+                inner,
+                value,
+            } => {
+                self.applied.push((key.to_owned(), value.clone()));
+                self.chains.push(Chain {
+                    param,
+                    targets,
+                    inner,
+                    value,
+                });
+                Ok(())
+            }
         }
+    }
+
+    /// The filters with the chained parameters resolved (the references each stands for).
+    async fn resolved_filters(
+        &self,
+        state: &AppState,
+        actor: &Actor,
+    ) -> Result<std::borrow::Cow<'_, [Filter]>, FhirError> {
+        if self.chains.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&self.filters));
+        }
+        let mut filters = self.filters.clone();
+        for c in &self.chains {
+            let refs = Box::pin(super::documents::resolve_chain(
+                state, actor, &c.targets, &c.inner, &c.value,
+            ))
+            .await?;
+            filters.push(Filter {
+                also: Vec::new(),
+                param: salus_domain::documents::row_param("Patient", &c.param),
+                system: None,
+                op: salus_store::FilterOp::In(refs),
+                value: String::new(),
+            });
+        }
+        Ok(std::borrow::Cow::Owned(filters))
     }
 
     /// The matches as search results (reads not yet logged).
@@ -624,7 +669,7 @@ impl PatientSearch {
         }
         let q = salus_store::SearchQuery {
             resource_type: "patient".into(),
-            filters: self.filters.clone(),
+            filters: self.resolved_filters(state, actor).await?.into_owned(),
             after: None,
             limit: 1,
             newest_first: false,
@@ -641,6 +686,7 @@ impl PatientSearch {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Current<Patient>>, FhirError> {
+        let filters = self.resolved_filters(state, actor).await?;
         if let Some(ids) = &self.ids {
             // Read each asked id, then hold it to the other parameters (the same rows the
             // store searches).
@@ -657,7 +703,7 @@ impl PatientSearch {
                 }
                 let c = decode(row)?;
                 let rows = c.state.search_rows();
-                if self.filters.iter().all(|f| f.matches(&rows)) {
+                if filters.iter().all(|f| f.matches(&rows)) {
                     out.push(c);
                 }
                 if out.len() >= limit as usize {
@@ -668,7 +714,7 @@ impl PatientSearch {
         }
         let q = salus_store::SearchQuery {
             resource_type: "patient".into(),
-            filters: self.filters.clone(),
+            filters: filters.into_owned(),
             after,
             limit,
             newest_first: false,

@@ -676,8 +676,8 @@ async fn search_finds_by_each_parameter_and_pages(backend: &str) {
         )
         .await;
     strict.outcome(400);
-    // Every R4 Patient parameter is served (the registry's and the rendering's rows);
-    // chains from a Patient's references are not.
+    // Every R4 Patient parameter is served (the registry's and the rendering's rows),
+    // and chains from a Patient's references one level deep.
     let rendered = fhir
         .send(
             Method::GET,
@@ -688,16 +688,45 @@ async fn search_finds_by_each_parameter_and_pages(backend: &str) {
         )
         .await;
     assert_eq!(rendered.status, 200, "{}", rendered.body);
+    let gp = fhir
+        .post(
+            "/Practitioner",
+            &json!({"resourceType": "Practitioner", "name": [{"family": "Osler", "given": ["William"]}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(gp.status, 201, "{}", gp.body);
+    let mut cared = fhir_patient("S-GP", "Carer", "Gus");
+    cared["generalPractitioner"] =
+        json!([{"reference": format!("Practitioner/{}", gp.body["id"].as_str().unwrap())}]);
+    let cared = fhir.post("/Patient", &cared, &[]).await;
+    assert_eq!(cared.status, 201, "{}", cared.body);
+    let cared = cared.body["id"].as_str().unwrap().to_owned();
     let chained = fhir
         .send(
             Method::GET,
-            "/Patient?general-practitioner.name=x",
+            "/Patient?general-practitioner.name=osler&_total=accurate",
             Some(&app.token),
             None,
             &[("prefer", "handling=strict")],
         )
         .await;
-    chained.outcome(400);
+    assert_eq!(chained.status, 200, "{}", chained.body);
+    assert_eq!(ids(&chained.body), vec![cared.clone()]);
+    assert_eq!(chained.body["total"], 1);
+    assert!(
+        q("/Patient?general-practitioner:Practitioner.name=nobody")
+            .await
+            .is_empty()
+    );
+    let by_id = format!(
+        "/Patient?_id={cared},{}&general-practitioner.family=osl",
+        made[0]
+    );
+    assert_eq!(ids(&fhir.get(&by_id).await.body), vec![cared.clone()]);
+    fhir.get("/Patient?general-practitioner.organization.name=x")
+        .await
+        .outcome(400);
     // The registry's own parameters with modifiers, several values and every prefix.
     assert_eq!(q("/Patient?name:exact=Pager").await, made);
     assert!(q("/Patient?name:exact=pager").await.is_empty());
