@@ -120,8 +120,8 @@ pub(super) fn includes_of(t: &str) -> Vec<String> {
     out
 }
 
-/// The `_revinclude` values a search of `t` takes: the reference parameters of document
-/// types and domain-backed types that may point at `t`.
+/// The `_revinclude` values a search of `t` takes: the reference parameters of Patient,
+/// document types and domain-backed types that may point at `t`.
 pub(super) fn revincludes_of(t: &str) -> Vec<String> {
     let mut out: Vec<String> = search_parameters()
         .all
@@ -134,7 +134,11 @@ pub(super) fn revincludes_of(t: &str) -> Vec<String> {
         .flat_map(|p| {
             p.base
                 .iter()
-                .filter(|b| is_document_type(b) || super::rest::DomainType::of(b).is_some())
+                .filter(|b| {
+                    b.as_str() == "Patient"
+                        || is_document_type(b)
+                        || super::rest::DomainType::of(b).is_some()
+                })
                 .map(|b| format!("{b}:{}", p.code))
         })
         .collect();
@@ -1069,13 +1073,11 @@ pub(super) async fn resolve_has(
         )));
     };
     let domain = super::rest::DomainType::of(source);
-    if !is_document_type(source) && domain.is_none() {
+    if source != "Patient" && !is_document_type(source) && domain.is_none() {
         return Err(FhirError::new(
             400,
             "not-supported",
-            format!(
-                "_has from {source} is not supported (only from types kept as documents and the domain-backed types)"
-            ),
+            format!("_has from {source} is not supported (not a resource type served here)"),
         ));
     }
     let points_here = search_parameters().get(source, param).is_some_and(|p| {
@@ -1090,6 +1092,14 @@ pub(super) async fn resolve_has(
     }
     let pairs = [(inner.to_owned(), value.to_owned())];
     let sources: Vec<Value> = match domain {
+        None if source == "Patient" => {
+            let search = super::patient::PatientSearch::parse(&pairs, true)?;
+            Box::pin(search.run(state, actor, None, CHAIN_LIMIT))
+                .await?
+                .iter()
+                .map(|c| salus_fhir::patient::to_fhir(&c.state, c.row.version, c.row.updated_at))
+                .collect()
+        }
         Some(d) => Box::pin(d.matching_resources(state, actor, &pairs, CHAIN_LIMIT)).await?,
         None => {
             let search =

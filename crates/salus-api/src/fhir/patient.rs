@@ -400,9 +400,9 @@ fn day(t: DateTime<Utc>) -> String {
 }
 
 impl PatientSearch {
-    pub(super) fn parse(pairs: &[(String, String)], strict: bool) -> Result<Self, FhirError> {
-        let mut s = PatientSearch {
-            filters: Vec::new(),
+    fn of(filters: Vec<Filter>) -> Self {
+        PatientSearch {
+            filters,
             ids: None,
             count: 50,
             applied: Vec::new(),
@@ -410,7 +410,23 @@ impl PatientSearch {
             cursor: None,
             results: ResultParams::default(),
             chains: Vec::new(),
-        };
+        }
+    }
+
+    /// Patients whose reference parameter `param` (`general-practitioner`, `organization`,
+    /// `link`) names one of `refs`: what `_revinclude=Patient:<param>` adds.
+    pub(super) fn referencing(param: &str, refs: Vec<String>) -> Self {
+        Self::of(vec![Filter {
+            also: Vec::new(),
+            param: salus_domain::documents::row_param("Patient", param),
+            system: None,
+            op: salus_store::FilterOp::In(refs),
+            value: String::new(),
+        }])
+    }
+
+    pub(super) fn parse(pairs: &[(String, String)], strict: bool) -> Result<Self, FhirError> {
+        let mut s = Self::of(Vec::new());
         let mut ignored = Vec::new();
         for (key, value) in pairs {
             let value = value.trim();

@@ -302,13 +302,14 @@ async fn referencing(
     } else if let Some(kind) = DomainType::of(source) {
         let s = ClinicalSearch::referencing(kind, param, refs);
         s.hits(state, actor, None, INCLUDE_LIMIT as u32).await
+    } else if source == "Patient" {
+        let s = super::patient::PatientSearch::referencing(param, refs);
+        s.hits(state, actor, None, INCLUDE_LIMIT as u32).await
     } else {
-        // Patient's reference parameters (general-practitioner, organization, link) are
-        // not indexed by the registry.
         Err(FhirError::new(
             400,
             "not-supported",
-            format!("_revinclude of {source} is not supported"),
+            format!("_revinclude of {source} is not supported (not a resource type served here)"),
         ))
     }
 }

@@ -727,6 +727,42 @@ async fn search_finds_by_each_parameter_and_pages(backend: &str) {
     fhir.get("/Patient?general-practitioner.organization.name=x")
         .await
         .outcome(400);
+    // The other way round: the practitioner with the patients naming it, and the
+    // practitioner some patient names.
+    let gp_id = gp.body["id"].as_str().unwrap();
+    let rev = fhir
+        .get(&format!(
+            "/Practitioner?_id={gp_id}&_revinclude=Patient:general-practitioner"
+        ))
+        .await;
+    assert_eq!(rev.status, 200, "{}", rev.body);
+    let entries: Vec<(String, String, String)> = rev.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["resource"]["resourceType"].as_str().unwrap().to_owned(),
+                e["resource"]["id"].as_str().unwrap().to_owned(),
+                e["search"]["mode"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("Practitioner".into(), gp_id.to_owned(), "match".into()),
+            ("Patient".into(), cared.clone(), "include".into()),
+        ]
+    );
+    let has = fhir
+        .get("/Practitioner?_has:Patient:general-practitioner:family=carer")
+        .await;
+    assert_eq!(ids(&has.body), vec![gp_id.to_owned()]);
+    let has = fhir
+        .get("/Practitioner?_has:Patient:general-practitioner:family=pager")
+        .await;
+    assert!(ids(&has.body).is_empty());
     // The registry's own parameters with modifiers, several values and every prefix.
     assert_eq!(q("/Patient?name:exact=Pager").await, made);
     assert!(q("/Patient?name:exact=pager").await.is_empty());
