@@ -339,26 +339,11 @@ pub fn file_from_fhir(r: &Value) -> Result<FileWrite, Vec<Issue>> {
 /// The file of the one content entry: (media type, bytes, file name, what is kept of the
 /// entry as [`CONTENT`]).
 fn take_file(o: &mut Map<String, Value>) -> Result<(String, Vec<u8>, String, Value), Issue> {
-    let path = format!("{T}.content");
-    let Some(Value::Array(content)) = o.remove("content") else {
-        return Err(required(
-            path,
-            "a document is one content entry with its data",
-        ));
-    };
-    if content.len() != 1 {
-        return Err(refused(
-            format!("{path}[1]"),
-            "a Salus document is one content entry: send each file as its own DocumentReference",
-        ));
-    }
-    let path = format!("{path}[0].attachment");
-    let entry = content[0].as_object().cloned().unwrap_or_default();
-    let mut att = entry
-        .get("attachment")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let (entry, mut att, path) = take_one_content(
+        o,
+        "a document is one content entry with its data",
+        "a Salus document is one content entry: send each file as its own DocumentReference",
+    )?;
     let sent_type = att
         .get("contentType")
         .and_then(Value::as_str)
@@ -380,37 +365,12 @@ fn take_file(o: &mut Map<String, Value>) -> Result<(String, Vec<u8>, String, Val
     if sent_type == media {
         att.remove("contentType");
     }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let bytes = att
-        .remove("data")
-        .as_ref()
-        .and_then(Value::as_str)
-        .and_then(|d| b64.decode(d.trim()).ok())
-        .ok_or_else(|| invalid(format!("{path}.data"), "data is base64"))?;
+    let (bytes, sha1) = take_data(&mut att, &path, "a file is sent as the attachment's data")?;
     if bytes.is_empty() {
         return Err(invalid(format!("{path}.data"), "the file is empty"));
     }
-    if let Some(size) = att.remove("size")
-        && size.as_u64() != Some(bytes.len() as u64)
-    {
-        return Err(invalid(
-            format!("{path}.size"),
-            format!("size is {size} but the data holds {} bytes", bytes.len()),
-        ));
-    }
-    let sha1 = b64.encode(sha1::Sha1::digest(&bytes));
-    match att.get("hash") {
-        Some(h) if h.as_str() != Some(sha1.as_str()) => {
-            return Err(invalid(
-                format!("{path}.hash"),
-                "hash is not the SHA-1 of the data (base64)",
-            ));
-        }
-        Some(_) => {}
-        None => {
-            att.insert("hash".into(), json!(sha1));
-        }
-    }
+    // Kept (as sent, or computed), as the data is given by its download path.
+    att.insert("hash".into(), json!(sha1));
     if att.get("url").is_some() {
         return Err(refused(
             format!("{path}.url"),
@@ -493,28 +453,75 @@ impl NoteWrite {
     }
 }
 
-/// The text of the one content entry, and what else it holds (kept as [`CONTENT`]).
-fn take_content(o: &mut Map<String, Value>) -> Result<(String, Option<Value>), Issue> {
+type Object = Map<String, Value>;
+
+/// The one content entry of `o`, taken out: the entry, its attachment, and the
+/// attachment's path. `missing` and `several` say what a DocumentReference without one, or
+/// with more, is refused for.
+fn take_one_content(
+    o: &mut Map<String, Value>,
+    missing: &str,
+    several: &str,
+) -> Result<(Object, Object, String), Issue> {
     let path = format!("{T}.content");
     let Some(Value::Array(content)) = o.remove("content") else {
-        return Err(required(
-            path,
-            "a note is one content entry: a text/plain attachment with its data",
-        ));
+        return Err(required(path, missing));
     };
     if content.len() != 1 {
-        return Err(refused(
-            format!("{path}[1]"),
-            "a Salus note is one text/plain content entry; files are attachments of the medical record (POST /api/v1/medical-records/{id}/attachments)",
-        ));
+        return Err(refused(format!("{path}[1]"), several));
     }
-    let path = format!("{path}[0].attachment");
     let entry = content[0].as_object().cloned().unwrap_or_default();
-    let mut att = entry
+    let att = entry
         .get("attachment")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    Ok((entry, att, format!("{path}[0].attachment")))
+}
+
+/// The attachment's data (at `path`), taken out with its `size` and `hash` after checking
+/// them against it: the bytes and their SHA-1 (base64, as R4's `hash`). `missing` says
+/// why an attachment without data is refused.
+fn take_data(
+    att: &mut Map<String, Value>,
+    path: &str,
+    missing: &str,
+) -> Result<(Vec<u8>, String), Issue> {
+    let Some(data) = att.remove("data") else {
+        return Err(required(format!("{path}.data"), missing));
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = data
+        .as_str()
+        .and_then(|d| b64.decode(d.trim()).ok())
+        .ok_or_else(|| invalid(format!("{path}.data"), "data is base64"))?;
+    if let Some(size) = att.remove("size")
+        && size.as_u64() != Some(bytes.len() as u64)
+    {
+        return Err(invalid(
+            format!("{path}.size"),
+            format!("size is {size} but the data holds {} bytes", bytes.len()),
+        ));
+    }
+    let sha1 = b64.encode(sha1::Sha1::digest(&bytes));
+    if let Some(hash) = att.remove("hash")
+        && hash.as_str() != Some(sha1.as_str())
+    {
+        return Err(invalid(
+            format!("{path}.hash"),
+            "hash is not the SHA-1 of the data (base64)",
+        ));
+    }
+    Ok((bytes, sha1))
+}
+
+/// The text of the one content entry, and what else it holds (kept as [`CONTENT`]).
+fn take_content(o: &mut Map<String, Value>) -> Result<(String, Option<Value>), Issue> {
+    let (entry, mut att, path) = take_one_content(
+        o,
+        "a note is one content entry: a text/plain attachment with its data",
+        "a Salus note is one text/plain content entry; send each file as its own DocumentReference",
+    )?;
     let ct = att
         .get("contentType")
         .and_then(Value::as_str)
@@ -534,36 +541,13 @@ fn take_content(o: &mut Map<String, Value>) -> Result<(String, Option<Value>), I
             ),
         ));
     }
-    let Some(data) = att.remove("data") else {
-        return Err(required(
-            format!("{path}.data"),
-            "a note carries its text as the attachment's data (a url is not fetched)",
-        ));
-    };
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let bytes = data
-        .as_str()
-        .and_then(|d| b64.decode(d.trim()).ok())
-        .ok_or_else(|| invalid(format!("{path}.data"), "data is base64"))?;
+    let (bytes, _) = take_data(
+        &mut att,
+        &path,
+        "a note carries its text as the attachment's data (a url is not fetched)",
+    )?;
     let text = String::from_utf8(bytes)
         .map_err(|_| invalid(format!("{path}.data"), "the text is not UTF-8"))?;
-    if let Some(size) = att.remove("size")
-        && size.as_u64() != Some(text.len() as u64)
-    {
-        return Err(invalid(
-            format!("{path}.size"),
-            format!("size is {size} but the data holds {} bytes", text.len()),
-        ));
-    }
-    if let Some(hash) = att.remove("hash") {
-        let sha1 = b64.encode(sha1::Sha1::digest(text.as_bytes()));
-        if hash.as_str() != Some(sha1.as_str()) {
-            return Err(invalid(
-                format!("{path}.hash"),
-                "hash is not the SHA-1 of the data (base64)",
-            ));
-        }
-    }
     if att.get("url").is_some() {
         return Err(refused(
             format!("{path}.url"),

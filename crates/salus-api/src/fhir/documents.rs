@@ -880,13 +880,7 @@ impl RowSearch {
                     value,
                 } => {
                     let refs = resolve_chain(state, actor, &targets, &inner, &value).await?;
-                    s.filters.push(Filter {
-                        also: Vec::new(),
-                        param: row_param(t, &param),
-                        system: None,
-                        op: FilterOp::In(refs),
-                        value: String::new(),
-                    });
+                    s.filters.push(naming(t, &param, refs));
                 }
             }
         }
@@ -895,13 +889,7 @@ impl RowSearch {
 
     /// Resources of type `t` whose reference parameter `param` names one of `refs`.
     pub(super) fn referencing(t: &str, param: &str, refs: Vec<String>) -> Self {
-        RowSearch::of(vec![Filter {
-            also: Vec::new(),
-            param: row_param(t, param),
-            system: None,
-            op: FilterOp::In(refs),
-            value: String::new(),
-        }])
+        RowSearch::of(vec![naming(t, param, refs)])
     }
 }
 
@@ -1126,6 +1114,18 @@ pub(super) async fn resolve_has(
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
+}
+
+/// The filter "the reference parameter `param` of `t` names one of `refs` (`Type/id`)",
+/// over the rows of the FHIR rendering: what a chain or a reverse include asks.
+pub(super) fn naming(t: &str, param: &str, refs: Vec<String>) -> Filter {
+    Filter {
+        also: Vec::new(),
+        param: row_param(t, param),
+        system: None,
+        op: FilterOp::In(refs),
+        value: String::new(),
+    }
 }
 
 /// The references (`Type/id`) to resources of `targets` that match `inner=value`: the ids

@@ -416,13 +416,7 @@ impl PatientSearch {
     /// Patients whose reference parameter `param` (`general-practitioner`, `organization`,
     /// `link`) names one of `refs`: what `_revinclude=Patient:<param>` adds.
     pub(super) fn referencing(param: &str, refs: Vec<String>) -> Self {
-        Self::of(vec![Filter {
-            also: Vec::new(),
-            param: salus_domain::documents::row_param("Patient", param),
-            system: None,
-            op: salus_store::FilterOp::In(refs),
-            value: String::new(),
-        }])
+        Self::of(vec![super::documents::naming("Patient", param, refs)])
     }
 
     pub(super) fn parse(pairs: &[(String, String)], strict: bool) -> Result<Self, FhirError> {
@@ -646,13 +640,7 @@ impl PatientSearch {
                 state, actor, &c.targets, &c.inner, &c.value,
             ))
             .await?;
-            filters.push(Filter {
-                also: Vec::new(),
-                param: salus_domain::documents::row_param("Patient", &c.param),
-                system: None,
-                op: salus_store::FilterOp::In(refs),
-                value: String::new(),
-            });
+            filters.push(super::documents::naming("Patient", &c.param, refs));
         }
         Ok(std::borrow::Cow::Owned(filters))
     }
