@@ -316,8 +316,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(care::end))
         .routes(routes!(care::read_policy, care::set_policy))
         .routes(routes!(fhir::metadata))
-        .routes(routes!(fhir::patient::create, fhir::patient::search))
-        .routes(routes!(fhir::patient::read, fhir::patient::update))
+        .routes(routes!(
+            fhir::patient::create,
+            fhir::patient::search,
+            fhir::patient::conditional_update
+        ))
+        .routes(routes!(
+            fhir::patient::read,
+            fhir::patient::update,
+            fhir::patient::patch
+        ))
         .routes(routes!(fhir::patient::search_post))
         .routes(routes!(fhir::audit_event::search))
         .routes(routes!(fhir::audit_event::read))

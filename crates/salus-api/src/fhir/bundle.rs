@@ -629,7 +629,10 @@ async fn batch_entry_inner(
         ("PUT", Some(id), None) => {
             documents::update(st, actor.clone(), h, Path((t, id)), body()?).await
         }
-        ("PATCH", Some(id), None) if !patient => {
+        ("PATCH", Some(id), None) if patient => {
+            super::patient::patch(st, actor.clone(), Path(id), h, body()?).await
+        }
+        ("PATCH", Some(id), None) => {
             documents::patch(st, actor.clone(), h, Path((t, id)), body()?).await
         }
         ("DELETE", Some(id), None) if !patient => {

@@ -350,6 +350,21 @@ pub fn capability_statement(base: &str) -> Value {
 /// (from the R4 definitions), with what this server does with it.
 /// Apply a JSON Patch (RFC 6902) to `doc`: 400 when `ops` is no patch, 422 when it does
 /// not apply.
+/// Drop what the server sets in `meta` (`versionId`, `lastUpdated`) from a resource about
+/// to be written back, keeping its profiles, tags and security labels.
+pub(super) fn drop_version_meta(doc: &mut Value) {
+    let Some(o) = doc.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(m)) = o.get_mut("meta") {
+        m.remove("versionId");
+        m.remove("lastUpdated");
+        if m.is_empty() {
+            o.remove("meta");
+        }
+    }
+}
+
 pub(super) fn apply_json_patch(doc: &mut Value, ops: &Value) -> Result<(), FhirError> {
     let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| {
         FhirError::new(

@@ -44,12 +44,12 @@ pub(super) fn capability() -> Value {
     json!({
         "type": "Patient",
         "profile": "http://hl7.org/fhir/StructureDefinition/Patient",
-        "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "history-instance"}, {"code": "history-type"}, {"code": "create"}, {"code": "search-type"}],
+        "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "patch"}, {"code": "history-instance"}, {"code": "history-type"}, {"code": "create"}, {"code": "search-type"}],
         "versioning": "versioned-update",
         "readHistory": true,
         "updateCreate": false,
         "conditionalCreate": true,
-        "conditionalUpdate": false,
+        "conditionalUpdate": true,
         "conditionalDelete": "not-supported",
         "searchInclude": super::documents::includes_of("Patient"),
         "searchRevInclude": super::documents::revincludes_of("Patient"),
@@ -350,6 +350,115 @@ pub async fn update(
         .await
         .map_err(lifecycle_path)?;
     Ok(preferred(&headers, patient_response(StatusCode::OK, &c, false)).await)
+}
+
+/// Change a Patient with a JSON Patch (`application/json-patch+json`) of its current FHIR
+/// form; the result is an update (`If-Match` as for a PUT).
+#[utoipa::path(patch, path = "/fhir/R4/Patient/{id}", tag = "fhir",
+    params(("id" = String, Path, description = "Patient id"), ("If-Match" = Option<String>, Header, description = "W/\"n\": patch only version n")),
+    request_body(content = Object, content_type = "application/json-patch+json"),
+    responses((status = 200, description = "Patched (ETag)"), (status = 400, description = "Not a JSON Patch"), (status = 404, description = "No such patient"), (status = 412, description = "Stale If-Match"), (status = 422, description = "The patch does not apply, or the result is invalid")),
+    security(("bearer" = ["patients:write"])))]
+pub async fn patch(
+    State(state): State<AppState>,
+    actor: Actor,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<Value>,
+) -> Result<Response, FhirError> {
+    let not_found = || FhirError::new(404, "not-found", format!("no Patient {id}"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let current = state
+        .services
+        .load::<Patient>(&actor.ctx, uuid)
+        .await?
+        .filter(|c| actor.sees("patient", &c.row.doc))
+        .ok_or_else(not_found)?;
+    let mut doc =
+        fhir_patient::to_fhir(&current.state, current.row.version, current.row.updated_at);
+    super::apply_json_patch(&mut doc, &body.value)?;
+    super::drop_version_meta(&mut doc);
+    let raw = bytes::Bytes::from(serde_json::to_vec(&doc).map_err(ApiError::internal)?);
+    update(
+        State(state),
+        actor,
+        Path(id),
+        headers,
+        JsonBody { value: doc, raw },
+    )
+    .await
+}
+
+/// Conditional update (`PUT /Patient?identifier=…`): the one match is updated; with none,
+/// the body (without an id) is created; several are a 412.
+#[utoipa::path(put, path = "/fhir/R4/Patient", tag = "fhir",
+    params(("If-Match" = Option<String>, Header, description = "W/\"n\": update only version n")),
+    request_body(content = Object, content_type = "application/fhir+json"),
+    responses((status = 200, description = "The match updated"), (status = 201, description = "Created"), (status = 400, description = "No search, or an id the match does not have"), (status = 412, description = "More than one match, or a stale If-Match"), (status = 422, description = "Invalid (OperationOutcome naming the elements)")),
+    security(("bearer" = ["patients:write"])))]
+pub async fn conditional_update(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+    body: JsonBody<Value>,
+) -> Result<Response, FhirError> {
+    if pairs.is_empty() {
+        return Err(FhirError::new(
+            400,
+            "invalid",
+            "a conditional update names a search (PUT /Patient?identifier=system|value)",
+        ));
+    }
+    let search = PatientSearch::parse(&pairs, true)?;
+    let found = search.run(&state, &actor, None, 2).await?;
+    let body_id = body
+        .value
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let id_issue = |msg: String| FhirError {
+        status: StatusCode::BAD_REQUEST,
+        issues: vec![Issue::error("invalid", msg).at("Patient.id")],
+    };
+    match found.as_slice() {
+        [] if body_id.is_some() => Err(id_issue(
+            "nothing matches, and Salus mints the ids of Patient: send the body without an id to create it".into(),
+        )),
+        [] => {
+            let mut plain = headers.clone();
+            plain.remove("if-none-exist");
+            create(State(state), actor, plain, body).await
+        }
+        [one] => {
+            let id = one.row.id.to_string();
+            if body_id.as_deref().is_some_and(|b| b != id) {
+                return Err(id_issue(format!(
+                    "the body's id is not that of the match (Patient/{id})"
+                )));
+            }
+            access_log::record(
+                &state,
+                &actor,
+                AccessAction::Search,
+                "patient",
+                [Access {
+                    patient: one.row.id,
+                    resource_id: Some(one.row.id),
+                }],
+            )
+            .await?;
+            let mut value = body.value;
+            value["id"] = Value::String(id.clone());
+            let raw = bytes::Bytes::from(serde_json::to_vec(&value).map_err(ApiError::internal)?);
+            update(State(state), actor, Path(id), headers, JsonBody { value, raw }).await
+        }
+        _ => Err(FhirError::new(
+            412,
+            "duplicate",
+            "the conditional update matches more than one Patient",
+        )),
+    }
 }
 
 /// A Patient search: store filters, ids asked by `_id`, the page size.

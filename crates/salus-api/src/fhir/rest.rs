@@ -968,9 +968,7 @@ where
         .state
         .render(current.row.version, current.row.updated_at);
     apply_json_patch(&mut doc, ops)?;
-    if let Some(o) = doc.as_object_mut() {
-        o.remove("meta");
-    }
+    drop_version_meta(&mut doc);
     update::<A>(state, actor, headers, id, &doc).await
 }
 

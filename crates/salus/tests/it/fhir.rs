@@ -454,6 +454,132 @@ async fn conditional_create_makes_at_most_one(backend: &str) {
     app.stop().await;
 }
 
+async fn patients_are_patched_and_updated_by_search(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let mut body = fhir_patient("U-1", "Upsert", "Una");
+    body["meta"] =
+        json!({"profile": ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"]});
+    // Nothing matches: created, as a POST would.
+    let c = fhir
+        .send(
+            Method::PUT,
+            "/Patient?identifier=urn:mrn|U-1",
+            Some(&app.token),
+            Some(&body),
+            &[],
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    let id = c.body["id"].as_str().unwrap().to_owned();
+    // One matches: updated (its id may be left out, or be the match's).
+    body["birthDate"] = json!("1981-02-03");
+    let u = fhir
+        .send(
+            Method::PUT,
+            "/Patient?identifier=urn:mrn|U-1",
+            Some(&app.token),
+            Some(&body),
+            &[],
+        )
+        .await;
+    assert_eq!(u.status, 200, "{}", u.body);
+    assert_eq!(u.body["id"], id.as_str());
+    assert_eq!(u.header("etag"), "W/\"2\"");
+    let (_, _, api) = api_get(&app, &format!("/api/v1/patients/{id}")).await;
+    assert_eq!(api["birth_date"], "1981-02-03");
+    body["id"] = json!("01a242b1-0000-7000-8000-000000000000");
+    let (_, at) = fhir
+        .send(
+            Method::PUT,
+            "/Patient?identifier=urn:mrn|U-1",
+            Some(&app.token),
+            Some(&body),
+            &[],
+        )
+        .await
+        .outcome(400);
+    assert_eq!(at, "Patient.id");
+    // Two match: 412, nothing written.
+    fhir.post("/Patient", &fhir_patient("U-2", "Upsert", "Ulf"), &[])
+        .await;
+    body.as_object_mut().unwrap().remove("id");
+    fhir.send(
+        Method::PUT,
+        "/Patient?family=upsert",
+        Some(&app.token),
+        Some(&body),
+        &[],
+    )
+    .await
+    .outcome(412);
+    fhir.send(Method::PUT, "/Patient", Some(&app.token), Some(&body), &[])
+        .await
+        .outcome(400);
+
+    // A JSON Patch of its FHIR form, If-Match as for a PUT; the kept profile stays.
+    let ops = json!([
+        {"op": "replace", "path": "/name/0/given/0", "value": "Ulla"},
+        {"op": "add", "path": "/maritalStatus", "value": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]}},
+    ]);
+    let p = fhir
+        .send(
+            Method::PATCH,
+            &format!("/Patient/{id}"),
+            Some(&app.token),
+            Some(&ops),
+            &[("if-match", "W/\"2\"")],
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.body["name"][0]["given"][0], "Ulla");
+    assert_eq!(p.body["maritalStatus"]["coding"][0]["code"], "M");
+    assert_eq!(p.body["meta"]["profile"], body["meta"]["profile"]);
+    assert_eq!(p.header("etag"), "W/\"3\"");
+    let (_, _, api) = api_get(&app, &format!("/api/v1/patients/{id}")).await;
+    assert_eq!(api["name"][0]["given"][0], "Ulla");
+    fhir.send(
+        Method::PATCH,
+        &format!("/Patient/{id}"),
+        Some(&app.token),
+        Some(&ops),
+        &[("if-match", "W/\"2\"")],
+    )
+    .await
+    .outcome(412);
+    let bad = json!([{"op": "remove", "path": "/nothing/here"}]);
+    fhir.send(
+        Method::PATCH,
+        &format!("/Patient/{id}"),
+        Some(&app.token),
+        Some(&bad),
+        &[],
+    )
+    .await
+    .outcome(422);
+    let unnamed = json!([{"op": "remove", "path": "/name"}]);
+    fhir.send(
+        Method::PATCH,
+        &format!("/Patient/{id}"),
+        Some(&app.token),
+        Some(&unnamed),
+        &[],
+    )
+    .await
+    .outcome(422);
+    fhir.send(
+        Method::PATCH,
+        "/Patient/01a242b1-0000-7000-8000-000000000000",
+        Some(&app.token),
+        Some(&ops),
+        &[],
+    )
+    .await
+    .outcome(404);
+    fhir.validate_all();
+    app.stop().await;
+}
+
 /// A new patient (family name `family`, given Ada) of `mrn`: its id.
 pub(crate) async fn a_patient(app: &TestApp, mrn: &str, family: &str) -> String {
     app.create_patient(&crate::app::patient(mrn, family, "Ada"))
@@ -1095,6 +1221,7 @@ on_both_backends!(
     a_real_fhir_client_library_works_against_salus,
     a_write_through_either_api_is_visible_through_the_other_with_the_same_versions,
     conditional_create_makes_at_most_one,
+    patients_are_patched_and_updated_by_search,
     search_finds_by_each_parameter_and_pages,
     errors_are_operation_outcomes_with_the_right_status,
 );
