@@ -978,6 +978,7 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
             "read",
             "vread",
             "update",
+            "patch",
             "history-instance",
             "history-type",
             "create",

@@ -292,9 +292,7 @@ async fn observations_are_found_by_their_r4_parameters(backend: &str) {
         q("/Patient?telecom:missing=true").await,
         Vec::<String>::new()
     );
-    fhir.get("/Patient?general-practitioner.name=x")
-        .await
-        .outcome(400);
+    assert!(q("/Patient?general-practitioner.name=x").await.is_empty());
     // composite: the code and the value of one observation together.
     assert_eq!(
         q("/Observation?code-value-quantity=http://loinc.org|8867-4$gt80").await,
