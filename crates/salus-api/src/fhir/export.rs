@@ -21,8 +21,9 @@
 //! served by a new module needs its line there (a test walks the CapabilityStatement).
 //!
 //! Permissions: every route needs `exports:read` (admin), and a kick-off the read
-//! permission of every type it exports; a token with a patient context, or any SMART
-//! scope, never holds `exports:read` (403). Only the user who started a job sees it (404
+//! permission of every type it exports; a token with a patient context never holds
+//! `exports:read` (403), and one with SMART scopes only through a `system/` read scope
+//! (Backend Services, as the Bulk Data IG has it). Only the user who started a job sees it (404
 //! to anyone else). Each exported patient gets one data-access-log entry (`export`),
 //! written before the files are offered.
 

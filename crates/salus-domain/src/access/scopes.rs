@@ -10,7 +10,9 @@
 //! everywhere: a malformed resource scope, or one with parameters (`?category=…`, which we
 //! cannot enforce), counts as present and grants nothing; `patient/` scopes grant nothing
 //! to a token without a patient context. Scopes never grant what is not a FHIR resource
-//! (users, roles, bulk files, audit).
+//! (users, roles, audit), with one exception the Bulk Data Access IG makes: a `system/`
+//! scope that reads also grants `exports:read`, the `$export` kick-off, status and files
+//! (a kick-off still needs the read permission of each type it exports).
 
 use super::{Permission, PermissionSet};
 
@@ -204,6 +206,10 @@ impl Scope {
                 out = out.union(set_of(write));
             }
         }
+        // SMART Backend Services: what a Bulk Data client holds.
+        if self.context == Context::System && self.interactions.covers(Interactions::READ) {
+            out = out.union(set_of(&["exports:read"]));
+        }
         out
     }
 }
@@ -249,8 +255,13 @@ mod tests {
         assert_eq!(perms("user/Observation.cud", false), ["observations:write"]);
         assert_eq!(
             perms("system/Observation.*", false),
-            ["observations:read", "observations:write"]
+            ["observations:read", "observations:write", "exports:read"]
         );
+        // Bulk Data: a system read scope may export; a user or patient one may not.
+        assert!(perms("system/Patient.rs", false).contains(&"exports:read"));
+        assert!(!perms("system/Patient.cud", false).contains(&"exports:read"));
+        assert!(!perms("user/*.read", false).contains(&"exports:read"));
+        assert!(!perms("patient/*.read", true).contains(&"exports:read"));
         // Partial interactions grant nothing coarser than they are.
         assert!(perms("user/Observation.r", false).is_empty());
         assert!(perms("user/Observation.cu", false).is_empty());

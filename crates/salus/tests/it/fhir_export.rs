@@ -421,6 +421,49 @@ async fn exports_are_refused_without_async_bad_parameters_or_permission(backend:
         .await
         .outcome(403);
 
+    // A backend service (SMART system scopes, as the Bulk Data IG has it) may export what
+    // its scopes read: everything with system/*.read, only Patient with system/Patient.rs,
+    // nothing with a user scope.
+    let service = |scope: &str| {
+        running
+            .auth
+            .issue_limited(
+                admin2,
+                app.tenant,
+                Duration::from_secs(600),
+                salus_api::auth::TokenLimits {
+                    scope: Some(scope.into()),
+                    patient: None,
+                },
+            )
+            .unwrap()
+    };
+    let all = service("system/*.read");
+    let status = kick_off(&fhir, "/$export", &all).await;
+    let m = manifest(&fhir, &status, &all).await;
+    let got = files(&app, &m, &all).await;
+    assert!(got.contains_key("Patient"), "{m}");
+    let only_patients = service("system/Patient.rs");
+    get("/$export", only_patients.clone(), vec![ASYNC])
+        .await
+        .outcome(403);
+    let status = kick_off(&fhir, "/$export?_type=Patient", &only_patients).await;
+    let m = manifest(&fhir, &status, &only_patients).await;
+    assert_eq!(
+        files(&app, &m, &only_patients)
+            .await
+            .keys()
+            .collect::<Vec<_>>(),
+        ["Patient"]
+    );
+    get(
+        "/$export?_type=Patient",
+        service("user/*.read"),
+        vec![ASYNC],
+    )
+    .await
+    .outcome(403);
+
     // A job is its starter's: another admin of the tenant, or another tenant, sees none.
     let status = kick_off(&fhir, "/$export?_type=Patient", &app.token).await;
     let other_admin = running
