@@ -166,6 +166,8 @@ async fn openapi_documents_every_route_and_every_documented_route_answers() {
         ("get", "/fhir/R4/Patient"),
         ("get", "/fhir/R4/Patient/{id}"),
         ("put", "/fhir/R4/Patient/{id}"),
+        ("patch", "/fhir/R4/Patient/{id}"),
+        ("put", "/fhir/R4/Patient"),
         ("get", "/fhir/R4/Patient/{id}/_history"),
         ("get", "/fhir/R4/Patient/_history"),
         ("get", "/fhir/R4/Patient/{id}/_history/{vid}"),
