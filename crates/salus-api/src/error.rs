@@ -202,6 +202,10 @@ impl From<ServiceError> for ApiError {
                 format!("{scope} '{value}' is already used by {owner}"),
             )
             .with("existing_id", owner.to_string()),
+            ServiceError::IdTaken => ApiError::new(
+                "conflict",
+                "this id cannot be used for a new resource: choose another, or create it without one (POST)",
+            ),
             ServiceError::IdempotencyKeyTaken => ApiError::new(
                 "conflict",
                 "a request with this Idempotency-Key is being processed; retry shortly",
@@ -228,6 +232,7 @@ impl From<StoreError> for ApiError {
             StoreError::InGroup { source, .. } => (*source).into(),
             conflict @ (StoreError::Conflict { .. }
             | StoreError::Duplicate { .. }
+            | StoreError::StreamTaken
             | StoreError::IdempotencyKeyTaken) => ApiError::from(ServiceError::from(conflict)),
         }
     }

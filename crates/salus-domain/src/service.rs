@@ -52,6 +52,9 @@ pub enum ServiceError {
     },
     #[error("the idempotency key was used by a concurrent request")]
     IdempotencyKeyTaken,
+    /// The id of a new resource is another tenant's (a client chose it).
+    #[error("the id is taken")]
+    IdTaken,
     #[error("stored data failed an integrity check: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -82,6 +85,7 @@ impl From<StoreError> for ServiceError {
                 owner,
             },
             StoreError::IdempotencyKeyTaken => ServiceError::IdempotencyKeyTaken,
+            StoreError::StreamTaken => ServiceError::IdTaken,
             StoreError::Corrupt(m) => ServiceError::Corrupt(m),
             StoreError::InGroup { index, source } => ServiceError::InGroup {
                 index,

@@ -667,11 +667,7 @@ impl<'a> Planner<'a> {
         // Optimistic concurrency on the stream head.
         let (current, prev_hash) = match self.state.heads.get(&w.stream_id) {
             Some((t, v, h)) if *t == tenant => (*v, *h),
-            Some(_) => {
-                return Err(StoreError::InvalidWrite(
-                    "stream id belongs to another tenant".into(),
-                ));
-            }
+            Some(_) => return Err(StoreError::StreamTaken),
             None => (0, Hash32::ZERO),
         };
         if current != w.expected_version {

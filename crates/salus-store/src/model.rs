@@ -343,6 +343,10 @@ pub enum StoreError {
     /// The idempotency key was stored by another request meanwhile.
     #[error("idempotency key already used")]
     IdempotencyKeyTaken,
+    /// A new stream's id is another tenant's stream (stream ids are unique across
+    /// tenants): possible only for ids a client chose.
+    #[error("stream id belongs to another tenant")]
+    StreamTaken,
     /// The write is malformed (a programming error upstream).
     #[error("invalid write: {0}")]
     InvalidWrite(String),

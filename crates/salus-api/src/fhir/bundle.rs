@@ -678,8 +678,24 @@ async fn transaction(
     for &i in &order {
         let e = &entries[i];
         let new_id = || -> String { Uuid::now_v7().to_string() };
+        let creates = match (e.method.as_str(), &e.id, &e.query) {
+            ("PUT", Some(id), None) if e.if_match.is_none() => {
+                creates_on_update(state, actor, &e.resource_type, id).await?
+            }
+            _ => false,
+        };
         let plan = match (e.method.as_str(), &e.id, &e.query) {
             ("GET" | "HEAD", _, _) => Plan::Read,
+            ("PUT", Some(id), None) if creates => {
+                let body_id = e.resource.as_ref().and_then(|r| r.get("id"));
+                if body_id.is_some_and(|b| b.as_str() != Some(id.as_str())) {
+                    return Err(bad(
+                        i,
+                        format!("the resource's id is not '{id}', the id the request names"),
+                    ));
+                }
+                Plan::Create { id: id.clone() }
+            }
             ("POST", None, _) => match &e.if_none_exist {
                 Some(cond) => {
                     let q = cond.split_once('?').map(|(_, q)| q).unwrap_or(cond);
@@ -847,7 +863,10 @@ async fn transaction(
                 json!({"response": {"status": "204 No Content"}})
             }
             _ => match results.remove(&e.index) {
-                Some(d) => written_entry(base, &e.resource_type, e, d, prefer.as_deref()),
+                Some(d) => {
+                    let planned = matches!(plans.get(&e.index), Some(Plan::Create { .. }));
+                    written_entry(base, &e.resource_type, e, d, planned, prefer.as_deref())
+                }
                 None => json!({"response": {"status": "200 OK"}}),
             },
         };
@@ -878,9 +897,21 @@ async fn exists_response(
     }
 }
 
-fn written_entry(base: &str, t: &str, e: &Entry, d: Done, prefer: Option<&str>) -> Value {
+/// The answer for a committed write; `planned`: the plan was a create (a POST, or a PUT
+/// that creates under the client's UUID). A document's PUT creates when it writes version 1
+/// (documents decide that themselves); an update that changed nothing is a 200.
+fn written_entry(
+    base: &str,
+    t: &str,
+    e: &Entry,
+    d: Done,
+    planned: bool,
+    prefer: Option<&str>,
+) -> Value {
     let row = d.row().clone();
-    let created = row.version == 1 || e.method == "POST";
+    let created = planned
+        || e.method == "POST"
+        || (row.version == 1 && e.method == "PUT" && documents::is_document_type(t));
     let (id, deleted, resource) = if t == "Patient" {
         let r = d
             .into_current::<Patient>()
@@ -1060,6 +1091,31 @@ async fn prepare(
     }
 }
 
+/// Whether a `PUT t/id` creates a Patient or a domain-backed resource under the client's
+/// id: a UUID the tenant holds nothing under (types kept as documents decide their own
+/// creates on update).
+async fn creates_on_update(
+    state: &AppState,
+    actor: &Actor,
+    t: &str,
+    id: &str,
+) -> Result<bool, FhirError> {
+    let Ok(uuid) = Uuid::parse_str(id) else {
+        return Ok(false);
+    };
+    if t == "Patient" {
+        let row = state
+            .services
+            .row::<salus_domain::registry::Patient>(&actor.ctx, uuid)
+            .await?;
+        return Ok(row.is_none());
+    }
+    match DomainType::of(t) {
+        Some(d) => Ok(!d.exists(state, actor, uuid).await?),
+        None => Ok(false),
+    }
+}
+
 async fn prepare_patient(
     state: &AppState,
     actor: &Actor,
@@ -1093,8 +1149,7 @@ async fn prepare_patient(
                     format!("the Patient's id is not '{id}', the id the request names"),
                 ));
             }
-            let uuid = Uuid::parse_str(id)
-                .map_err(|_| FhirError::new(404, "not-found", format!("no Patient {id}")))?;
+            let uuid = Uuid::parse_str(id).map_err(|_| super::rest::not_created("Patient", id))?;
             svc.prepare::<Patient, _>(
                 &actor.ctx,
                 uuid,

@@ -47,7 +47,7 @@ pub(super) fn capability() -> Value {
         "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "patch"}, {"code": "history-instance"}, {"code": "history-type"}, {"code": "create"}, {"code": "search-type"}],
         "versioning": "versioned-update",
         "readHistory": true,
-        "updateCreate": false,
+        "updateCreate": true,
         "conditionalCreate": true,
         "conditionalUpdate": true,
         "conditionalDelete": "not-supported",
@@ -205,7 +205,7 @@ pub(super) fn replace_command(
 }
 
 /// The command of a FHIR update: [`replace_command`] on a Patient that exists (an update
-/// never creates one: Patient ids are the server's).
+/// that creates one goes through [`replace_command`] itself: [`update`]).
 pub(super) fn update_command(
     current: Option<&Patient>,
     id: Uuid,
@@ -332,12 +332,32 @@ pub async fn update(
             });
         }
     }
-    let uuid = Uuid::parse_str(&id)
-        .map_err(|_| FhirError::new(404, "not-found", format!("no Patient {id}")))?;
+    let uuid = Uuid::parse_str(&id).map_err(|_| super::rest::not_created("Patient", &id))?;
     let expected = match headers.get(header::IF_MATCH) {
         Some(_) => http::if_match(&headers)?,
         None => None,
     };
+    // An update that creates: under the client's id, a UUID (one another tenant holds is a
+    // conflict, as the store finds it).
+    if expected.is_none()
+        && state
+            .services
+            .row::<Patient>(&actor.ctx, uuid)
+            .await?
+            .is_none()
+    {
+        let c = state
+            .services
+            .create::<Patient, _>(
+                &actor.ctx,
+                uuid,
+                |_, now| replace_command(None, uuid, &write, now.date_naive()),
+                None,
+            )
+            .await
+            .map_err(lifecycle_path)?;
+        return Ok(preferred(&headers, patient_response(StatusCode::CREATED, &c, true)).await);
+    }
     let c = state
         .services
         .execute::<Patient, _>(
@@ -422,8 +442,12 @@ pub async fn conditional_update(
         issues: vec![Issue::error("invalid", msg).at("Patient.id")],
     };
     match found.as_slice() {
+        [] if body_id.as_deref().is_some_and(|b| Uuid::parse_str(b).is_ok()) => {
+            let id = body_id.unwrap_or_default();
+            update(State(state), actor, Path(id), headers, body).await
+        }
         [] if body_id.is_some() => Err(id_issue(
-            "nothing matches, and Salus mints the ids of Patient: send the body without an id to create it".into(),
+            "nothing matches, and Salus's Patient ids are UUIDs: send the body without an id (or with a UUID) to create it".into(),
         )),
         [] => {
             let mut plain = headers.clone();
@@ -996,9 +1020,19 @@ mod tests {
             (s.filters[0].op.clone(), s.filters[0].value.clone()),
             (FilterOp::Lt, "1980-05-01".into())
         );
-        assert!(PatientSearch::parse(&[("birthdate".into(), "sa1980".into())], true).is_err());
+        // A prefix or a modifier the registry's rows do not answer goes to the rows of the
+        // FHIR rendering; one FHIR does not define is refused.
+        for (k, v) in [("birthdate", "sa1980"), ("name:exact", "A")] {
+            let s = PatientSearch::parse(&[(k.into(), v.into())], true).unwrap();
+            assert!(
+                !s.filters.is_empty() && s.filters.iter().all(|f| f.param.starts_with("Patient")),
+                "{k}={v}: {:?}",
+                s.filters
+            );
+        }
+        assert!(PatientSearch::parse(&[("birthdate".into(), "zz1980".into())], true).is_err());
+        assert!(PatientSearch::parse(&[("name:nonsense".into(), "A".into())], false).is_err());
         assert!(PatientSearch::parse(&[("nonsense".into(), "1".into())], true).is_err());
         assert!(PatientSearch::parse(&[("nonsense".into(), "1".into())], false).is_ok());
-        assert!(PatientSearch::parse(&[("name:exact".into(), "A".into())], false).is_err());
     }
 }

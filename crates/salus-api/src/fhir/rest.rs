@@ -477,6 +477,31 @@ where
     f
 }
 
+/// An update of `t/id`, which does not exist and cannot be made under that id.
+pub(super) fn not_created(t: &str, id: &str) -> FhirError {
+    FhirError::new(
+        404,
+        "not-found",
+        format!(
+            "no {t}/{id}; an update creates a {t} only under a UUID (Salus's ids are UUIDs): POST it to get one"
+        ),
+    )
+}
+
+/// Whether the tenant holds `A` (or [`Mapped::ALSO`]) `id`, whoever may see it.
+async fn exists<A: Mapped>(state: &AppState, actor: &Actor, id: Uuid) -> Result<bool, FhirError>
+where
+    A::Command: Send,
+{
+    if state.services.row::<A>(&actor.ctx, id).await?.is_some() {
+        return Ok(true);
+    }
+    match A::ALSO {
+        Some(k) => Box::pin(k.exists(state, actor, id)).await,
+        None => Ok(false),
+    }
+}
+
 fn not_found(t: &str, id: &str) -> FhirError {
     FhirError::new(404, "not-found", format!("no {t}/{id}"))
 }
@@ -707,7 +732,21 @@ where
             }
         }
     }
-    let id = Uuid::now_v7();
+    let c = write_new::<A>(state, actor, Uuid::now_v7(), body).await?;
+    Ok(preferred(headers, answer(StatusCode::CREATED, &c, true)).await)
+}
+
+/// Write `body` as the new aggregate `id`, with what it needs first (a note's medical
+/// record) in the same commit.
+async fn write_new<A: Mapped>(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    body: &Value,
+) -> Result<Current<A>, FhirError>
+where
+    A::Command: Send,
+{
     let pending = Pending::default();
     let command = A::create_command(state, actor, id, body, &pending).await?;
     let first = pending.take_opened();
@@ -741,7 +780,7 @@ where
             .and_then(|d| d.into_current::<A>().ok())
             .ok_or_else(|| FhirError::from(ApiError::internal("the write left no resource")))?
     };
-    Ok(preferred(headers, answer(StatusCode::CREATED, &c, true)).await)
+    Ok(c)
 }
 
 /// The body's id must be the URL's.
@@ -792,12 +831,21 @@ where
     check_type::<A>(body)?;
     check_id::<A>(body, id)?;
     let want = expected(headers)?;
-    // The current record decides who may see it (updates never create: ids are Salus's).
+    // The current record decides who may see it.
     let Some(current) = find::<A>(state, actor, id).await? else {
         if let Some(k) = A::ALSO.filter(|k| k.readable_by(actor)) {
             return Box::pin(k.update(state, actor, headers, id, body)).await;
         }
-        return Err(not_found(A::FHIR_TYPE, id));
+        // An update that creates: under the client's id when it is a UUID (Salus's ids
+        // are; an id another tenant holds is a conflict, as the store finds it).
+        return match (Uuid::parse_str(id), want) {
+            (Ok(uuid), None) if !exists::<A>(state, actor, uuid).await? => {
+                let c = write_new::<A>(state, actor, uuid, body).await?;
+                Ok(preferred(headers, answer(StatusCode::CREATED, &c, true)).await)
+            }
+            (Ok(_), Some(v)) => Err(ServiceError412(v, 0).into()),
+            _ => Err(not_created(A::FHIR_TYPE, id)),
+        };
     };
     if let Some(v) = want
         && v != current.row.version
@@ -871,8 +919,8 @@ where
 }
 
 /// Conditional update (`PUT {type}?search`): the one match is updated as by its id; with
-/// none, the body is created (Salus mints the id; a body id is then a 400, as an update
-/// never creates under a client's id); several are a 412.
+/// none, the body is created (under its id when that is a UUID, as an update creates;
+/// another id is a 400); several are a 412.
 pub(super) async fn conditional_update<A: Mapped>(
     state: &AppState,
     actor: &Actor,
@@ -907,13 +955,17 @@ where
             r["id"] = Value::String(id.clone());
             update::<A>(state, actor, headers, &id, &r).await
         }
+        None if body_id.is_some_and(|b| Uuid::parse_str(b).is_ok()) => {
+            let id = body_id.unwrap_or_default().to_owned();
+            update::<A>(state, actor, headers, &id, body).await
+        }
         None if body_id.is_some() => Err(FhirError {
             status: StatusCode::BAD_REQUEST,
             issues: vec![
                 Issue::error(
                     "invalid",
                     format!(
-                        "nothing matches, and Salus mints the ids of {}: send the body without an id to create it",
+                        "nothing matches, and Salus's ids of {} are UUIDs: send the body without an id (or with a UUID) to create it",
                         A::FHIR_TYPE
                     ),
                 )
@@ -1298,7 +1350,7 @@ where
         "interaction": interactions,
         "versioning": "versioned-update",
         "readHistory": true,
-        "updateCreate": false,
+        "updateCreate": true,
         "conditionalCreate": true,
         "conditionalUpdate": true,
         "conditionalDelete": if A::DELETES { "single" } else { "not-supported" },
@@ -1575,6 +1627,16 @@ impl DomainType {
             Ok(c) => Some(c.state.render(c.row.version, c.row.updated_at)),
             Err(d) => A::ALSO.and_then(|k| k.render(d)),
         })
+    }
+
+    /// Whether the tenant holds this type's (or its `ALSO`'s) `id`, whoever may see it.
+    pub(super) async fn exists(
+        self,
+        state: &AppState,
+        actor: &Actor,
+        id: Uuid,
+    ) -> Result<bool, FhirError> {
+        with_type!(self, A => exists::<A>(state, actor, id).await)
     }
 
     /// The type a create of `body` is written as: [`Mapped::ALSO`] when the body is one

@@ -191,6 +191,7 @@ fn fail(row: u64, e: ServiceError) -> RowFail {
             None,
             "the record is being written concurrently",
         )),
+        ServiceError::IdTaken => RowFail::Row(RowError::new(row, None, "the id is taken")),
         ServiceError::Corrupt(m) => {
             RowFail::Fatal(format!("stored data failed an integrity check: {m}"))
         }

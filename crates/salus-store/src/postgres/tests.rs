@@ -336,9 +336,7 @@ async fn stale_version_conflicts_and_keys_and_idempotency_hold() {
             .commit(&ctx(other), patient(p, 0, "Smith", "1"))
             .await
             .err(),
-        Some(StoreError::InvalidWrite(
-            "stream id belongs to another tenant".into()
-        ))
+        Some(StoreError::StreamTaken)
     );
 
     store.shutdown().await;

@@ -473,10 +473,7 @@ impl Writer {
             let w = &p.write;
             let actual = versions.get(&w.stream_id).copied();
             if actual.is_none() && taken.contains(&w.stream_id) {
-                return Ok(Some(StoreError::in_group(
-                    index,
-                    StoreError::InvalidWrite("stream id belongs to another tenant".into()),
-                )));
+                return Ok(Some(StoreError::in_group(index, StoreError::StreamTaken)));
             }
             let actual = actual.unwrap_or(0);
             if actual != w.expected_version {
@@ -523,7 +520,7 @@ impl Writer {
                 expected: w.write.expected_version,
                 actual,
             },
-            Ok(_) => StoreError::InvalidWrite("stream id belongs to another tenant".into()),
+            Ok(_) => StoreError::StreamTaken,
             Err(e) => {
                 self.rollback().await;
                 db_err(e)

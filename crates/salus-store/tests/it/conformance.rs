@@ -1492,7 +1492,7 @@ async fn a_group_writing_another_tenants_stream_fails_naming_that_write(backend:
         .await;
     let (index, error) = in_group(result);
     assert_eq!(index, 2);
-    assert!(matches!(error, StoreError::InvalidWrite(_)), "{error:?}");
+    assert!(matches!(error, StoreError::StreamTaken), "{error:?}");
     assert_eq!(family_of(&f, &b, mine).await, None);
     assert_eq!(family_of(&f, &a, theirs).await, Some((1, "Theirs".into())));
     assert_eq!(f.store.ledger_head(b.tenant).await.unwrap(), 0);

@@ -1055,7 +1055,9 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
         r.json::<Value>().await.unwrap()["resourceType"],
         "OperationOutcome"
     );
-    // Update: the body's id must be the URL's; an unknown patient is a 404.
+    // Update: the body's id must be the URL's; an update creating a patient under a new
+    // UUID is held to the registry's rules (an identifier in use is a 409); another id is
+    // a 404.
     let made = fhir
         .post("/Patient", &fhir_patient("E-2", "Ok", "Fine"), &[])
         .await;
@@ -1067,7 +1069,13 @@ async fn errors_are_operation_outcomes_with_the_right_status(backend: &str) {
         .await
         .outcome(400);
     assert_eq!(at, "Patient.id");
-    fhir.put("/Patient/0190a3e4-0000-7000-8000-000000000000", &other, &[])
+    let (code, _) = fhir
+        .put("/Patient/0190a3e4-0000-7000-8000-000000000000", &other, &[])
+        .await
+        .outcome(409);
+    assert_eq!(code, "conflict");
+    other["id"] = json!("not-a-uuid");
+    fhir.put("/Patient/not-a-uuid", &other, &[])
         .await
         .outcome(404);
     // Permissions as in the JSON API: an auditor reads no patient data; a viewer cannot write.

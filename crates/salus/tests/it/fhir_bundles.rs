@@ -13,6 +13,7 @@ on_both_backends!(
     a_batch_runs_each_entry_on_its_own,
     a_synthetic_population_is_imported_by_transactions_and_read_back,
     records_as_synthea_writes_them_load_and_read_back_as_sent,
+    an_update_creates_under_a_clients_uuid,
 );
 
 fn patient_resource(mrn: &str, family: &str) -> Value {
@@ -624,4 +625,156 @@ async fn records_as_synthea_writes_them_load_and_read_back_as_sent(backend: &str
         );
     }
     fhir.validate_all();
+}
+
+fn heart_rate(id: &str, patient: &str, bpm: i64) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final",
+           "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+           "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+           "subject": {"reference": format!("Patient/{patient}")},
+           "effectiveDateTime": "2024-03-01T09:00:00Z",
+           "valueQuantity": {"value": bpm, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}})
+}
+
+/// Loaders that PUT each resource under its own UUID (Synthea's ids are UUIDs) create them
+/// there, over REST and in a transaction; other ids are refused with what to do instead;
+/// an id another tenant holds is not taken.
+async fn an_update_creates_under_a_clients_uuid(backend: &str) {
+    let app = TestApp::spawn(backend).await;
+    let fhir = Fhir::new(&app);
+    let pid = "5cbc121b-cd71-4428-b8b7-31e53eba8184";
+    let mut p = patient_resource("PUT-1", "Upsert");
+    p["id"] = json!(pid);
+    let c = fhir.put(&format!("/Patient/{pid}"), &p, &[]).await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    assert_eq!(c.body["id"], pid);
+    assert_eq!(c.header("etag"), "W/\"1\"");
+    assert!(
+        c.header("location")
+            .contains(&format!("/Patient/{pid}/_history/1")),
+        "{:?}",
+        c.headers
+    );
+    let (status, _, api) = crate::fhir::api_get(&app, &format!("/api/v1/patients/{pid}")).await;
+    assert_eq!(status, 200, "{api}");
+    p["birthDate"] = json!("1970-02-04");
+    let u = fhir.put(&format!("/Patient/{pid}"), &p, &[]).await;
+    assert_eq!(u.status, 200, "{}", u.body);
+    assert_eq!(u.header("etag"), "W/\"2\"");
+
+    let oid = "a0e5a5c2-7d55-4b4e-9a42-8c1f3c5d0e11";
+    let c = fhir
+        .put(
+            &format!("/Observation/{oid}"),
+            &heart_rate(oid, pid, 71),
+            &[],
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    let r = fhir.get(&format!("/Observation/{oid}")).await;
+    assert_eq!(r.body["valueQuantity"]["value"], 71);
+    assert_eq!(r.body["subject"]["reference"], format!("Patient/{pid}"));
+    // Not a UUID: refused, saying so; If-Match on nothing: 412.
+    let (_, _) = fhir
+        .put("/Observation/hr-1", &heart_rate("hr-1", pid, 70), &[])
+        .await
+        .outcome(404);
+    let missing = "0b7f3f8e-1111-4222-8333-944455556666";
+    fhir.put(
+        &format!("/Observation/{missing}"),
+        &heart_rate(missing, pid, 70),
+        &[("if-match", "W/\"1\"")],
+    )
+    .await
+    .outcome(412);
+    let r = fhir
+        .put(
+            "/Patient/pat-1",
+            &json!({"resourceType": "Patient", "id": "pat-1", "name": [{"family": "X"}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(
+        r.body["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("UUID"),
+        "{}",
+        r.body
+    );
+
+    // Another tenant cannot take an id this one holds, and is not told whose it is.
+    let other = app.other_tenant("second").await;
+    let r = fhir
+        .send(
+            reqwest::Method::PUT,
+            &format!("/Patient/{pid}"),
+            Some(&other),
+            Some(&p),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = fhir
+        .send(
+            reqwest::Method::GET,
+            &format!("/Patient/{pid}"),
+            Some(&other),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+
+    // A transaction of PUTs under the loader's ids, one naming the other: created; sent
+    // again: updated.
+    let (p2, o2) = (
+        "7d9b6f0e-2a1c-4c7e-8f6d-1b2c3d4e5f60",
+        "8e0c7a1f-3b2d-4d8f-9a7e-2c3d4e5f6071",
+    );
+    let mut pat = patient_resource("PUT-2", "Loaded");
+    pat["id"] = json!(p2);
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": heart_rate(o2, p2, 66), "request": {"method": "PUT", "url": format!("Observation/{o2}")}},
+        {"resource": pat, "request": {"method": "PUT", "url": format!("Patient/{p2}")}},
+    ]});
+    let r = fhir.post("", &tx, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let statuses: Vec<&str> = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| s.starts_with("201")),
+        "{statuses:?}"
+    );
+    let r = fhir
+        .get(&format!("/Observation?subject=Patient/{p2}"))
+        .await;
+    assert_eq!(ids(&r.body), vec![o2.to_owned()]);
+    let r = fhir.post("", &tx, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let statuses: Vec<&str> = r.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| s.starts_with("200")),
+        "{statuses:?}"
+    );
+    let m = fhir
+        .send(reqwest::Method::GET, "/metadata", None, None, &[])
+        .await;
+    for r in m.body["rest"][0]["resource"].as_array().unwrap() {
+        if ["Patient", "Observation"].contains(&r["type"].as_str().unwrap()) {
+            assert_eq!(r["updateCreate"], true, "{}", r["type"]);
+        }
+    }
+    fhir.validate_all();
+    app.stop().await;
 }
