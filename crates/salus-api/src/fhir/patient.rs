@@ -280,18 +280,28 @@ pub async fn create(
             }
         }
     }
-    let id = Uuid::now_v7();
+    create_as(&state, &actor, &headers, Uuid::now_v7(), &write).await
+}
+
+/// Register what `write` says as the new patient `id`: 201 with its Location.
+async fn create_as(
+    state: &AppState,
+    actor: &Actor,
+    headers: &HeaderMap,
+    id: Uuid,
+    write: &fhir_patient::PatientWrite,
+) -> Result<Response, FhirError> {
     let c = state
         .services
         .create::<Patient, _>(
             &actor.ctx,
             id,
-            |_, now| replace_command(None, id, &write, now.date_naive()),
+            |_, now| replace_command(None, id, write, now.date_naive()),
             None,
         )
         .await
         .map_err(lifecycle_path)?;
-    Ok(preferred(&headers, patient_response(StatusCode::CREATED, &c, true)).await)
+    Ok(preferred(headers, patient_response(StatusCode::CREATED, &c, true)).await)
 }
 
 /// Replace a Patient's content. `If-Match: W/"n"` makes it conditional on version `n`.
@@ -346,17 +356,7 @@ pub async fn update(
             .await?
             .is_none()
     {
-        let c = state
-            .services
-            .create::<Patient, _>(
-                &actor.ctx,
-                uuid,
-                |_, now| replace_command(None, uuid, &write, now.date_naive()),
-                None,
-            )
-            .await
-            .map_err(lifecycle_path)?;
-        return Ok(preferred(&headers, patient_response(StatusCode::CREATED, &c, true)).await);
+        return create_as(&state, &actor, &headers, uuid, &write).await;
     }
     let c = state
         .services
