@@ -261,6 +261,27 @@ pub struct FileWrite {
     pub kept: Map<String, Value>,
 }
 
+/// `r` as its object, once it passes structural validation.
+fn checked_object(r: &Value) -> Result<Map<String, Value>, Vec<Issue>> {
+    let issues = crate::validate::validate(r);
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    r.as_object()
+        .cloned()
+        .ok_or_else(|| vec![invalid(T, "a DocumentReference is a JSON object")])
+}
+
+/// The media type of a `contentType` (`Text/Plain; charset=utf-8` → `text/plain`).
+fn media_of(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// Whether `r` (a DocumentReference) holds a file rather than a note's text: one content
 /// entry whose attachment carries `data` of a media type other than `text/plain`.
 pub fn holds_file(r: &Value) -> bool {
@@ -272,11 +293,7 @@ pub fn holds_file(r: &Value) -> bool {
         return false;
     };
     let att = &entry["attachment"];
-    let media = att
-        .get("contentType")
-        .and_then(Value::as_str)
-        .and_then(|c| c.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase());
+    let media = att.get("contentType").and_then(Value::as_str).map(media_of);
     att.get("data").is_some() && media.is_some_and(|m| !m.is_empty() && m != "text/plain")
 }
 
@@ -284,14 +301,7 @@ pub fn holds_file(r: &Value) -> bool {
 /// first, then the file and what is kept beside it. The domain still checks the media type
 /// against the content and the record when it decides.
 pub fn file_from_fhir(r: &Value) -> Result<FileWrite, Vec<Issue>> {
-    let issues = crate::validate::validate(r);
-    if !issues.is_empty() {
-        return Err(issues);
-    }
-    let Some(obj) = r.as_object() else {
-        return Err(vec![invalid(T, "a DocumentReference is a JSON object")]);
-    };
-    let mut o = obj.clone();
+    let mut o = checked_object(r)?;
     strip_managed(&mut o);
     let mut issues = Vec::new();
     let patient_id = take_required_reference(
@@ -349,12 +359,7 @@ fn take_file(o: &mut Map<String, Value>) -> Result<(String, Vec<u8>, String, Val
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let media = sent_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = media_of(&sent_type);
     if media.is_empty() {
         return Err(required(
             format!("{path}.contentType"),
@@ -527,7 +532,7 @@ fn take_content(o: &mut Map<String, Value>) -> Result<(String, Option<Value>), I
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_ascii_lowercase();
-    let media = ct.split(';').next().unwrap_or("").trim();
+    let media = media_of(&ct);
     let charset_ok = ct
         .split(';')
         .skip(1)
@@ -568,14 +573,7 @@ fn take_content(o: &mut Map<String, Value>) -> Result<(String, Option<Value>), I
 /// Read a FHIR DocumentReference: structural validation first, then what the note keeps.
 /// The domain still checks the text's length and the amended note when it decides.
 pub fn from_fhir(r: &Value) -> Result<NoteWrite, Vec<Issue>> {
-    let issues = crate::validate::validate(r);
-    if !issues.is_empty() {
-        return Err(issues);
-    }
-    let Some(obj) = r.as_object() else {
-        return Err(vec![invalid(T, "a DocumentReference is a JSON object")]);
-    };
-    let mut o = obj.clone();
+    let mut o = checked_object(r)?;
     let id = o.get("id").and_then(Value::as_str).map(str::to_owned);
     strip_managed(&mut o);
     let mut issues = Vec::new();

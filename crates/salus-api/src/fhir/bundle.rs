@@ -1104,11 +1104,7 @@ async fn creates_on_update(
         return Ok(false);
     };
     if t == "Patient" {
-        let row = state
-            .services
-            .row::<salus_domain::registry::Patient>(&actor.ctx, uuid)
-            .await?;
-        return Ok(row.is_none());
+        return Ok(!super::patient::held(state, actor, uuid).await?);
     }
     match DomainType::of(t) {
         Some(d) => Ok(!d.exists(state, actor, uuid).await?),

@@ -346,10 +346,6 @@ pub fn capability_statement(base: &str) -> Value {
     })
 }
 
-/// A `searchParam` entry of the CapabilityStatement for parameter `code` of `resource_type`
-/// (from the R4 definitions), with what this server does with it.
-/// Apply a JSON Patch (RFC 6902) to `doc`: 400 when `ops` is no patch, 422 when it does
-/// not apply.
 /// Drop what the server sets in `meta` (`versionId`, `lastUpdated`) from a resource about
 /// to be written back, keeping its profiles, tags and security labels.
 pub(super) fn drop_version_meta(doc: &mut Value) {
@@ -365,6 +361,8 @@ pub(super) fn drop_version_meta(doc: &mut Value) {
     }
 }
 
+/// Apply a JSON Patch (RFC 6902) to `doc`: 400 when `ops` is no patch, 422 when it does
+/// not apply.
 pub(super) fn apply_json_patch(doc: &mut Value, ops: &Value) -> Result<(), FhirError> {
     let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| {
         FhirError::new(
@@ -377,6 +375,8 @@ pub(super) fn apply_json_patch(doc: &mut Value, ops: &Value) -> Result<(), FhirE
         .map_err(|e| FhirError::new(422, "processing", format!("the patch does not apply: {e}")))
 }
 
+/// A `searchParam` entry of the CapabilityStatement for parameter `code` of `resource_type`
+/// (from the R4 definitions), with what this server does with it.
 pub(crate) fn capability_param(
     resource_type: &str,
     code: &str,

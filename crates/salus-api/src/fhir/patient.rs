@@ -283,6 +283,16 @@ pub async fn create(
     create_as(&state, &actor, &headers, Uuid::now_v7(), &write).await
 }
 
+/// Whether the tenant holds patient `id`, whoever may see it (an update under an id it does
+/// not hold creates the patient).
+pub(super) async fn held(state: &AppState, actor: &Actor, id: Uuid) -> Result<bool, FhirError> {
+    Ok(state
+        .services
+        .row::<Patient>(&actor.ctx, id)
+        .await?
+        .is_some())
+}
+
 /// Register what `write` says as the new patient `id`: 201 with its Location.
 async fn create_as(
     state: &AppState,
@@ -317,7 +327,18 @@ pub async fn update(
     headers: HeaderMap,
     body: JsonBody<Value>,
 ) -> Result<Response, FhirError> {
-    let write = parse_patient(&body.value)?;
+    replace(&state, &actor, &id, &headers, &body.value).await
+}
+
+/// [`update`] of `id` with `body` (also what a patch or a conditional update comes to).
+async fn replace(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<Response, FhirError> {
+    let write = parse_patient(body)?;
     match write.id.as_deref() {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -342,21 +363,15 @@ pub async fn update(
             });
         }
     }
-    let uuid = Uuid::parse_str(&id).map_err(|_| super::rest::not_created("Patient", &id))?;
+    let uuid = Uuid::parse_str(id).map_err(|_| super::rest::not_created("Patient", id))?;
     let expected = match headers.get(header::IF_MATCH) {
-        Some(_) => http::if_match(&headers)?,
+        Some(_) => http::if_match(headers)?,
         None => None,
     };
     // An update that creates: under the client's id, a UUID (one another tenant holds is a
     // conflict, as the store finds it).
-    if expected.is_none()
-        && state
-            .services
-            .row::<Patient>(&actor.ctx, uuid)
-            .await?
-            .is_none()
-    {
-        return create_as(&state, &actor, &headers, uuid, &write).await;
+    if expected.is_none() && !held(state, actor, uuid).await? {
+        return create_as(state, actor, headers, uuid, &write).await;
     }
     let c = state
         .services
@@ -369,7 +384,7 @@ pub async fn update(
         )
         .await
         .map_err(lifecycle_path)?;
-    Ok(preferred(&headers, patient_response(StatusCode::OK, &c, false)).await)
+    Ok(preferred(headers, patient_response(StatusCode::OK, &c, false)).await)
 }
 
 /// Change a Patient with a JSON Patch (`application/json-patch+json`) of its current FHIR
@@ -398,15 +413,7 @@ pub async fn patch(
         fhir_patient::to_fhir(&current.state, current.row.version, current.row.updated_at);
     super::apply_json_patch(&mut doc, &body.value)?;
     super::drop_version_meta(&mut doc);
-    let raw = bytes::Bytes::from(serde_json::to_vec(&doc).map_err(ApiError::internal)?);
-    update(
-        State(state),
-        actor,
-        Path(id),
-        headers,
-        JsonBody { value: doc, raw },
-    )
-    .await
+    replace(&state, &actor, &id, &headers, &doc).await
 }
 
 /// Conditional update (`PUT /Patient?identifier=…`): the one match is updated; with none,
@@ -444,7 +451,7 @@ pub async fn conditional_update(
     match found.as_slice() {
         [] if body_id.as_deref().is_some_and(|b| Uuid::parse_str(b).is_ok()) => {
             let id = body_id.unwrap_or_default();
-            update(State(state), actor, Path(id), headers, body).await
+            replace(&state, &actor, &id, &headers, &body.value).await
         }
         [] if body_id.is_some() => Err(id_issue(
             "nothing matches, and Salus's Patient ids are UUIDs: send the body without an id (or with a UUID) to create it".into(),
@@ -474,8 +481,7 @@ pub async fn conditional_update(
             .await?;
             let mut value = body.value;
             value["id"] = Value::String(id.clone());
-            let raw = bytes::Bytes::from(serde_json::to_vec(&value).map_err(ApiError::internal)?);
-            update(State(state), actor, Path(id), headers, JsonBody { value, raw }).await
+            replace(&state, &actor, &id, &headers, &value).await
         }
         _ => Err(FhirError::new(
             412,
